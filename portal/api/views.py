@@ -1,0 +1,69 @@
+"""Foundation endpoints: tokens, teams, instances."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle
+from rest_framework.views import APIView
+
+from portal.api.permissions import IsPlatformAdmin
+from portal.api.serializers import InstanceOutput, InstanceRegisterInput, TeamOutput, TokenInput, TokenOutput
+from portal.models import Instance, Team
+from portal.services.auth import client_ip, login_attempt
+from portal.services.instances import instance_register
+
+
+class LoginThrottle(AnonRateThrottle):
+    scope = "login"
+    rate = "30/min"
+
+
+class TokenView(APIView):
+    """Exchange a username and password for an API token."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes = [LoginThrottle]
+
+    @extend_schema(request=TokenInput, responses={200: TokenOutput}, auth=[])
+    def post(self, request):
+        data = TokenInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = login_attempt(request=request, username=data.validated_data["username"],
+                             password=data.validated_data["password"], channel="api")
+        if user is None:
+            raise AuthenticationFailed("wrong username or password")
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})
+
+
+class TeamViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = TeamOutput
+
+    def get_queryset(self):
+        return Team.objects.restrict(self.request.user, "view").order_by("name")
+
+
+class InstanceViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    serializer_class = InstanceOutput
+    filterset_fields = ["environment", "kind", "status"]
+
+    def get_queryset(self):
+        return Instance.objects.restrict(self.request.user, "view").select_related("replica_of").order_by("name")
+
+    def get_permissions(self):
+        if self.action == "create":
+            return [IsPlatformAdmin()]
+        return super().get_permissions()
+
+    @extend_schema(request=InstanceRegisterInput, responses={201: InstanceOutput})
+    def create(self, request, *args, **kwargs):
+        data = InstanceRegisterInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        instance = instance_register(actor=request.user, actor_ip=client_ip(request), **data.validated_data)
+        return Response(InstanceOutput(instance).data, status=status.HTTP_201_CREATED)

@@ -1,0 +1,16 @@
+"""The Celery application: broker from settings, tasks from the apps, beat schedule."""
+
+import os
+
+from celery import Celery
+from celery.schedules import crontab  # noqa: F401 - used by schedules added in settings
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings.base")
+
+app = Celery("dbportal")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks(["portal", "provisioning", "audit"])
+
+app.conf.beat_schedule = {
+    "instances.refresh_status": {"task": "portal.refresh_instance_status", "schedule": 30.0},
+}

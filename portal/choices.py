@@ -1,0 +1,92 @@
+"""Every enumeration of the domain, in one place."""
+
+from django.db import models
+
+
+class Environment(models.TextChoices):
+    DEV = "dev", "dev"
+    STAGING = "staging", "staging"
+    PROD = "prod", "production"
+
+
+class InstanceKind(models.TextChoices):
+    EXTERNAL = "external", "external"
+    LOCAL = "local", "local"
+
+
+class InstanceStatus(models.TextChoices):
+    UNKNOWN = "unknown", "unknown"
+    REACHABLE = "reachable", "reachable"
+    UNREACHABLE = "unreachable", "unreachable"
+    PROVISIONING = "provisioning", "provisioning"
+    UNHEALTHY = "unhealthy", "unhealthy"
+    RETIRED = "retired", "retired"
+
+
+class MembershipRole(models.TextChoices):
+    MEMBER = "member", "member"
+    LEAD = "lead", "lead"
+
+
+class RequestType(models.TextChoices):
+    SCHEMA = "schema", "schema"
+    ROLE = "role", "role"
+    GRANT = "grant", "grant"
+    REVOKE = "revoke", "revoke"
+    DDL = "ddl", "schema change (DDL)"
+    REPLICA = "replica", "read replica"
+
+
+class RequestStatus(models.TextChoices):
+    SUBMITTED = "submitted", "submitted"
+    APPROVED = "approved", "approved"
+    REJECTED = "rejected", "rejected"
+    CANCELLED = "cancelled", "cancelled"
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    APPLIED = "applied", "applied"
+    FAILED = "failed", "failed"
+
+
+# Statuses from which nothing more happens to a request without a person acting.
+FINAL_STATUSES = {RequestStatus.REJECTED, RequestStatus.CANCELLED, RequestStatus.APPLIED}
+
+
+class Risk(models.TextChoices):
+    LOW = "low", "low"
+    MEDIUM = "medium", "medium"
+    HIGH = "high", "high"
+
+
+RISK_ORDER = {Risk.LOW: 0, Risk.MEDIUM: 1, Risk.HIGH: 2}
+
+
+class Decision(models.TextChoices):
+    APPROVE = "approve", "approve"
+    REJECT = "reject", "reject"
+
+
+class Persona(models.TextChoices):
+    """Django group names; a user's persona is the groups they are in."""
+
+    REQUESTERS = "requesters", "developer"
+    REVIEWERS = "reviewers", "security reviewer"
+    AUDITORS = "auditors", "auditor"
+    ADMINS = "platform-admins", "platform admin"
+
+
+class DriftKind(models.TextChoices):
+    UNEXPECTED = "unexpected_privilege", "unexpected privilege"
+    MISSING = "missing_privilege", "missing privilege"
+    DANGEROUS = "dangerous_attribute", "dangerous attribute"
+
+
+class DriftStatus(models.TextChoices):
+    OPEN = "open", "open"
+    ACKNOWLEDGED = "acknowledged", "acknowledged"
+    RESOLVED = "resolved", "resolved"
+
+
+PRIVILEGES = ["USAGE", "CREATE", "SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"]
+SCHEMA_PRIVILEGES = {"USAGE", "CREATE"}
+TABLE_PRIVILEGES = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}

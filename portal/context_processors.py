@@ -1,0 +1,77 @@
+"""The left navigation by persona and the portal's environment badge."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.urls import NoReverseMatch, reverse
+
+from portal.choices import Persona
+from portal.querysets import is_admin, user_groups
+
+# (label, url name, icon); a url name that is not installed yet is skipped.
+NAV = {
+    Persona.REQUESTERS.value: [
+        ("Home", "home", "house"),
+        ("New request", "request-new", "plus-circle"),
+        ("My requests", "request-list", "list-task"),
+        ("My access", "my-access", "key"),
+        ("Instances", "instance-list", "database"),
+    ],
+    Persona.REVIEWERS.value: [
+        ("Review queue", "review-queue", "check2-square"),
+        ("All requests", "request-list", "list-task"),
+        ("Drift", "drift-list", "exclamation-triangle"),
+        ("Instances", "instance-list", "database"),
+    ],
+    Persona.AUDITORS.value: [
+        ("Audit log", "audit-log", "journal-text"),
+        ("Exports", "audit-exports", "download"),
+        ("Entitlements", "entitlements", "people"),
+        ("Verify", "audit-verify-page", "shield-check"),
+    ],
+    Persona.ADMINS.value: [
+        ("Instances", "instance-list", "database"),
+        ("Teams", "team-list", "people"),
+        ("Policies", "policy-list", "sliders"),
+        ("Review rules", "review-rules", "rulers"),
+        ("Review queue", "review-queue", "check2-square"),
+        ("All requests", "request-list", "list-task"),
+        ("Drift", "drift-list", "exclamation-triangle"),
+    ],
+}
+
+
+def persona_of(user) -> str:
+    if is_admin(user):
+        return Persona.ADMINS.value
+    groups = user_groups(user)
+    for persona in (Persona.REVIEWERS.value, Persona.AUDITORS.value, Persona.REQUESTERS.value):
+        if persona in groups:
+            return persona
+    return Persona.REQUESTERS.value
+
+
+def navigation(request) -> dict:
+    user = getattr(request, "user", None)
+    context = {"portal_environment": settings.PORTAL_ENVIRONMENT}
+    if not user or not user.is_authenticated:
+        return context
+    persona = persona_of(user)
+    items = []
+    seen = set()
+    for label, url_name, icon in NAV[persona]:
+        if url_name in seen:
+            continue
+        try:
+            url = reverse(url_name)
+        except NoReverseMatch:
+            continue
+        seen.add(url_name)
+        items.append({"label": label, "url": url, "icon": icon, "active": request.path == url})
+    context.update(
+        nav_items=items,
+        persona=persona,
+        persona_label=Persona(persona).label,
+        user_teams=[m.team.name for m in user.memberships.select_related("team")],
+    )
+    return context

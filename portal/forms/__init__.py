@@ -1,0 +1,1 @@
+"""Forms of the UI; DomainErrorFormMixin maps service errors onto fields."""

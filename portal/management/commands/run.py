@@ -1,0 +1,138 @@
+"""`manage.py run` (what `make run` calls): the whole portal on one machine.
+
+Starts the embedded PostgreSQL and Redis when DATABASE_URL / REDIS_URL are unset, migrates,
+seeds the demo, starts local clusters that are down, then supervises gunicorn, a Celery
+worker and Celery beat. Ctrl-C or SIGTERM stops everything it started, in reverse order.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from portal import embedded
+
+
+class Command(BaseCommand):
+    help = "Run the portal: web, worker and beat, on embedded PostgreSQL and Redis by default."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
+        parser.add_argument("--bind", default=os.environ.get("PORTAL_BIND", "127.0.0.1"))
+        parser.add_argument("--no-demo", action="store_true", help="do not seed the demo")
+
+    def handle(self, *args, **options):
+        started = time.monotonic()
+        self.children: list[tuple[str, subprocess.Popen]] = []
+        self.stopping = False
+        var_dir = settings.VAR_DIR
+        env = os.environ.copy()
+        if settings.EMBEDDED_DATABASE:
+            env["DATABASE_URL"] = embedded.ensure_database(var_dir)
+            self.stdout.write("embedded PostgreSQL ready")
+        if settings.EMBEDDED_REDIS:
+            env["REDIS_URL"] = embedded.ensure_redis(var_dir)
+            self.stdout.write("embedded Redis ready")
+        env.setdefault("PORTAL_VAR_DIR", str(var_dir))
+        env.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings.base")
+        if "PORTAL_DEBUG" not in env and settings.PORTAL_ENVIRONMENT == "demo":
+            env["PORTAL_DEBUG"] = "0"
+
+        call_command("migrate", interactive=False, verbosity=0)
+        from portal.services.instances import local_instances_start
+
+        restarted = local_instances_start()
+        if restarted:
+            self.stdout.write(f"started local clusters: {', '.join(restarted)}")
+        demo = None
+        if not options["no_demo"]:
+            from portal.services.demo import PERSONAS, seed_demo
+
+            demo = seed_demo()
+
+        python = sys.executable
+        bin_dir = os.path.dirname(python)
+        port = options["port"]
+        bind = options["bind"]
+        commands = {
+            "web": [os.path.join(bin_dir, "gunicorn"), "portal.wsgi:application", "--bind", f"{bind}:{port}",
+                    "--workers", os.environ.get("WEB_CONCURRENCY", "2"), "--threads", "4", "--timeout", "60",
+                    "--access-logfile", "-", "--graceful-timeout", "10"],
+            "worker": [python, "-m", "celery", "-A", "portal", "worker", "--loglevel", "INFO",
+                       "--concurrency", os.environ.get("WORKER_CONCURRENCY", "2"), "--hostname", "worker@%h"],
+            "beat": [python, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO",
+                     "--schedule", str(var_dir / "celerybeat-schedule")],
+        }
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        for name, cmd in commands.items():
+            self.children.append((name, subprocess.Popen(cmd, env=env, cwd=settings.BASE_DIR,
+                                                         start_new_session=True)))
+        url = f"http://{'127.0.0.1' if bind in ('0.0.0.0', '') else bind}:{port}/"
+        self._wait_healthy(url + "healthz")
+        lines = ["", "=" * 64, f"dbportal is running at {url}  (ready in {time.monotonic() - started:.1f} s)"]
+        if demo is not None:
+            lines.append(f"demo personas ({', '.join(p[0] for p in PERSONAS)}), password: {demo['password']}")
+            if demo["instance"] is not None:
+                lines.append(f"managed demo instance 'demo' on 127.0.0.1:{demo['instance'].port}, database 'app'")
+        lines += ["Ctrl-C stops everything.", "=" * 64, ""]
+        self.stdout.write("\n".join(lines))
+        self.stdout.flush()
+        try:
+            while not self.stopping:
+                for name, proc in self.children:
+                    if proc.poll() is not None and not self.stopping:
+                        self.stderr.write(f"{name} exited with {proc.returncode}; stopping")
+                        self.stopping = True
+                time.sleep(0.5)
+        finally:
+            self._shutdown()
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stopping = True
+
+    def _wait_healthy(self, url: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stopping:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+
+    def _shutdown(self) -> None:
+        for _name, proc in reversed(self.children):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for _name, proc in self.children:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        from portal.models import Instance
+        from portal.services.instances import local_cluster_for
+
+        try:
+            for instance in Instance.objects.filter(kind="local").exclude(data_dir=""):
+                local_cluster_for(instance).stop()
+        except Exception as exc:  # noqa: BLE001 - shutting down: report and go on
+            self.stderr.write(f"could not stop local clusters: {exc}")
+        from django.db import connections
+
+        connections.close_all()
+        if settings.EMBEDDED_REDIS:
+            embedded.stop_redis(settings.VAR_DIR)
+        if settings.EMBEDDED_DATABASE:
+            embedded.stop_database(settings.VAR_DIR)
+        self.stdout.write("dbportal stopped")

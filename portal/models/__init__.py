@@ -1,0 +1,22 @@
+"""The portal's models, one module per aggregate."""
+
+from portal.models.approval import Approval
+from portal.models.instance import Instance, InstanceInventory
+from portal.models.managed import Grant, ManagedRole, ManagedSchema
+from portal.models.policy import ApprovalPolicy
+from portal.models.request import ChangeRequest, Execution
+from portal.models.team import Membership, Team
+
+__all__ = [
+    "Approval",
+    "ApprovalPolicy",
+    "ChangeRequest",
+    "Execution",
+    "Grant",
+    "Instance",
+    "InstanceInventory",
+    "ManagedRole",
+    "ManagedSchema",
+    "Membership",
+    "Team",
+]

@@ -1,0 +1,82 @@
+"""Change requests and their execution attempts."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from portal.choices import RequestStatus, RequestType, Risk
+from portal.querysets import RestrictedQuerySet
+
+
+class ChangeRequestQuerySet(RestrictedQuerySet):
+    @staticmethod
+    def _team_policy(qs, user, action):
+        if action == "view":
+            return qs.filter(Q(requester=user) | Q(team__memberships__user=user)).distinct()
+        return qs.none()
+
+
+class ChangeRequest(models.Model):
+    type = models.CharField(max_length=10, choices=RequestType.choices)
+    instance = models.ForeignKey("portal.Instance", on_delete=models.PROTECT, related_name="requests")
+    team = models.ForeignKey("portal.Team", on_delete=models.PROTECT, related_name="requests")
+    # Null for system requests (grant expiry, drift revokes filed by the portal itself).
+    requester = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="change_requests"
+    )
+    justification = models.TextField()
+    payload = models.JSONField(default=dict)
+    # The ordered SQL statements exactly as the reviewer reads them; `plan_hash` is their SHA-256.
+    plan = models.JSONField(default=list)
+    plan_hash = models.CharField(max_length=64)
+    risk = models.CharField(max_length=6, choices=Risk.choices, default=Risk.LOW)
+    risk_reasons = models.JSONField(default=list)
+    # Review-rule findings (DDL) and the dry-run result, shown to the reviewer.
+    findings = models.JSONField(default=list, blank=True)
+    dry_run = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=RequestStatus.choices, default=RequestStatus.SUBMITTED)
+    status_detail = models.TextField(blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    submitted_ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ChangeRequestQuerySet.as_manager()
+    restrict_policy = ChangeRequestQuerySet._team_policy
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["status", "-id"], name="request_status_idx"),
+            models.Index(fields=["team", "-id"], name="request_team_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.type} on {self.instance_id}"
+
+    @property
+    def is_system(self) -> bool:
+        return self.requester_id is None
+
+
+class Execution(models.Model):
+    """One attempt to apply a request's plan."""
+
+    request = models.ForeignKey(ChangeRequest, on_delete=models.CASCADE, related_name="executions")
+    attempt = models.PositiveIntegerField(default=1)
+    worker = models.CharField(max_length=200, blank=True)
+    plan_hash = models.CharField(max_length=64)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # [{"sql": text (secrets redacted), "ms": duration, "error": message or ""}]
+    statements = models.JSONField(default=list)
+    outcome = models.CharField(max_length=20, blank=True)  # applied | failed | retrying | already_applied
+    error = models.TextField(blank=True)
+    sqlstate = models.CharField(max_length=5, blank=True)
+
+    class Meta:
+        ordering = ["request", "attempt"]

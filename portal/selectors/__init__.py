@@ -1,0 +1,1 @@
+"""Selectors: every read for a user goes through restrict()."""

@@ -1,0 +1,1 @@
+"""Services: every write of the portal, one module per `<entity>_<action>` family."""

@@ -1,0 +1,34 @@
+"""Sign-in: authenticate, audit success and failure (never the password)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import authenticate
+from django.db import transaction
+
+from audit.services import record
+
+
+def client_ip(request: Any) -> str | None:
+    """The caller's address. X-Forwarded-For is trusted only when PORTAL_TRUST_PROXY is set."""
+    from django.conf import settings
+
+    if getattr(settings, "TRUST_PROXY", False):
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def login_attempt(*, request: Any, username: str, password: str, channel: str) -> Any:
+    """Authenticate a user; record auth.login or auth.login_failed. Returns the user or None."""
+    user = authenticate(request, username=username, password=password)
+    with transaction.atomic():
+        if user is None:
+            record("auth.login_failed", actor=username[:150] or "anonymous", actor_ip=client_ip(request),
+                   object_type="user", outcome="failed", details={"channel": channel})
+        else:
+            record("auth.login", actor=user, actor_ip=client_ip(request), object_type="user", object_id=user.pk,
+                   outcome="ok", details={"channel": channel})
+    return user

@@ -1,0 +1,1 @@
+"""Settings: `base` from the environment, `test` for the suite."""

@@ -1,0 +1,26 @@
+"""Settings for the test suite: its own embedded PostgreSQL and Redis under var/test."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("PORTAL_VAR_DIR", str(Path(__file__).resolve().parent.parent.parent / "var" / "test"))
+os.environ.setdefault("PORTAL_SECRET_KEY", "test-secret-key-not-for-production-" + "x" * 20)
+
+from portal.settings.base import *  # noqa: F403
+from portal.settings.base import EMBEDDED_DATABASE, EMBEDDED_REDIS, VAR_DIR
+
+if EMBEDDED_DATABASE:
+    from portal.embedded import ensure_database
+
+    ensure_database(VAR_DIR)
+if EMBEDDED_REDIS:
+    from portal.embedded import ensure_redis
+
+    ensure_redis(VAR_DIR)
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
+SESSION_COOKIE_SECURE = False
+CSRF_COOKIE_SECURE = False
+DEBUG = False
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+DATABASES["default"]["ENGINE"] = "tests.support.pgbackend"  # noqa: F405

@@ -1,0 +1,1 @@
+"""Server-rendered pages: thin, they call one service or selector each."""

@@ -1,0 +1,1 @@
+"""Provisioning: everything that touches a managed cluster."""
