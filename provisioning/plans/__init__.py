@@ -1,0 +1,73 @@
+"""Plans: one module per request type turns a validated payload into ordered SQL steps.
+
+Every plan module (`provisioning/plans/<type>.py`) provides:
+
+    validate(payload: dict, *, instance, team, user) -> dict
+        Check and normalise the payload (naming rule, allow-lists, unknown keys, inventory);
+        raise portal.errors.InvalidPayload with errors keyed "payload.<field>". The returned
+        dict is what is stored on the request and later rendered.
+    render(payload: dict, *, secrets: dict | None = None) -> list[Step]
+        The statements, built only with psycopg.sql (Identifier, Literal, allow-listed
+        keywords). With secrets=None, secret values are shown as placeholders: that is the
+        text the reviewer reads and the hash binds to. The executor renders again with the
+        secrets and checks that the secret-free rendering still hashes to plan_hash.
+    database(payload: dict) -> str | None
+        The database the plan runs in (None: the instance's maintenance database).
+
+A plan is rendered to text once, at submit: `plan_text(steps)`; `plan_hash(text)` is the
+SHA-256 the approvals bind to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from dataclasses import dataclass
+from types import ModuleType
+
+from psycopg import sql
+
+PLAN_MODULES = {
+    "schema": "provisioning.plans.schema",
+    "role": "provisioning.plans.role",
+    "grant": "provisioning.plans.grant",
+    "revoke": "provisioning.plans.revoke",
+    "ddl": "provisioning.plans.ddl",
+    "replica": "provisioning.plans.replica",
+}
+
+# Shown in the plan where the worker will put the SCRAM verifier of a generated password.
+PASSWORD_PLACEHOLDER = sql.SQL("'<generated at apply time>'")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One statement of a plan."""
+
+    statement: sql.Composable
+    # False: runs alone, outside the plan's transaction (CREATE INDEX CONCURRENTLY, CREATE
+    # DATABASE); such steps must be idempotent (IF NOT EXISTS / checked before running).
+    transactional: bool = True
+    # True: the rendered text may carry a secret; logs and audit keep the secret-free text.
+    secret: bool = False
+
+    @property
+    def text(self) -> str:
+        return self.statement.as_string(None)
+
+
+def module_for(request_type: str) -> ModuleType:
+    try:
+        return importlib.import_module(PLAN_MODULES[request_type])
+    except KeyError:
+        raise ValueError(f"unknown request type {request_type!r}") from None
+
+
+def plan_text(steps: list[Step]) -> list[str]:
+    return [step.text for step in steps]
+
+
+def plan_hash(plan: list[str]) -> str:
+    """SHA-256 over the plan's statements as a JSON array (UTF-8, no whitespace)."""
+    return hashlib.sha256(json.dumps(plan, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
