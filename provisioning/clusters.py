@@ -36,7 +36,12 @@ def pg_bin_dir() -> Path:
     if configured:
         return Path(configured)
     try:
-        from pgserver._commands import POSTGRES_BIN_PATH
+        import warnings
+
+        with warnings.catch_warnings():
+            # pgserver's import probes XDG_RUNTIME_DIR, which services rarely set; irrelevant here.
+            warnings.simplefilter("ignore")
+            from pgserver._commands import POSTGRES_BIN_PATH
 
         return Path(POSTGRES_BIN_PATH)
     except ImportError:  # pragma: no cover - pgserver is a pinned requirement

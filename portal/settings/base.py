@@ -68,6 +68,8 @@ INSTALLED_APPS = [
     "guardian",
     "django_htmx",
     "django_prometheus",
+    "csp",
+    "axes",
     "portal",
     "provisioning",
     "audit",
@@ -84,8 +86,11 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "csp.middleware.CSPMiddleware",
     "portal.middleware.RequestContextMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    # Last, as django-axes asks: it turns a lockout into a 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -148,6 +153,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "socket_connect_t
 CELERY_TASK_ALWAYS_EAGER = False
 
 AUTHENTICATION_BACKENDS = [
+    # First: refuses sign-in for a username + address locked out after repeated failures.
+    "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
@@ -164,6 +171,49 @@ SESSION_COOKIE_AGE = int(os.environ.get("PORTAL_SESSION_SECONDS", 8 * 3600))
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("PORTAL_SECURE_COOKIES", not DEBUG and PORTAL_ENVIRONMENT != "demo")
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
+SESSION_EXPIRE_AT_BROWSER_CLOSE = False
+SESSION_SAVE_EVERY_REQUEST = True  # idle sessions expire after PORTAL_SESSION_SECONDS
+TRUST_PROXY = env_bool("PORTAL_TRUST_PROXY", False)
+if TRUST_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("PORTAL_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = int(os.environ.get("PORTAL_HSTS_SECONDS", 0 if PORTAL_ENVIRONMENT == "demo" else 31536000))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_HSTS_PRELOAD = env_bool("PORTAL_HSTS_PRELOAD", PORTAL_ENVIRONMENT != "demo")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SILENCED_SYSTEM_CHECKS = [] if SECURE_SSL_REDIRECT or PORTAL_ENVIRONMENT == "demo" else [
+    # TLS ends at the load balancer, which redirects to https; see README "Running at scale".
+    "security.W008",
+]
+
+# Login throttling (django-axes): 5 failures lock a username from an address for 15 minutes.
+AXES_FAILURE_LIMIT = int(os.environ.get("PORTAL_LOGIN_FAILURES", 5))
+AXES_COOLOFF_TIME = 0.25  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_IPWARE_PROXY_COUNT = 1 if TRUST_PROXY else None
+AXES_VERBOSE = False
+
+# Content-Security-Policy (django-csp): no inline script, no CDN, nothing from elsewhere.
+from csp.constants import NONE, SELF  # noqa: E402
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF],
+        "base-uri": [SELF],
+    }
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

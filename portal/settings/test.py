@@ -24,3 +24,4 @@ CSRF_COOKIE_SECURE = False
 DEBUG = False
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 DATABASES["default"]["ENGINE"] = "tests.support.pgbackend"  # noqa: F405
+AXES_ENABLED = True
