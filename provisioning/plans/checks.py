@@ -1,0 +1,150 @@
+"""Checks shared by the plan modules: the naming rule, payload keys, dates, the inventory.
+
+Every check adds messages to an `Errors` collector keyed "payload.<field>", so one bad
+request answers every problem at once, and the caller raises InvalidPayload from it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from pglast.keywords import COL_NAME_KEYWORDS, RESERVED_KEYWORDS, TYPE_FUNC_NAME_KEYWORDS
+
+from portal.errors import InvalidPayload
+
+NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+MAX_NAME_BYTES = 63
+# Every keyword PostgreSQL's quote_ident() would quote: only unreserved keywords may be bare names.
+QUOTED_KEYWORDS = frozenset(RESERVED_KEYWORDS) | frozenset(COL_NAME_KEYWORDS) | frozenset(TYPE_FUNC_NAME_KEYWORDS)
+# Role names PostgreSQL reserves or treats specially in GRANT / ALTER ROLE.
+RESERVED_ROLE_NAMES = frozenset({"public", "none", "current_user", "current_role", "session_user"})
+NAME_RULE = "1-63 bytes of a-z, 0-9 and _, not starting with a digit, no pg_ prefix, not an SQL keyword"
+# How far ahead expiry / validity dates may lie (ten years); further is almost surely a typo.
+MAX_HORIZON = timedelta(days=3650)
+
+
+class Errors:
+    """Collects messages by field; `raise_if_any()` turns them into one InvalidPayload."""
+
+    def __init__(self) -> None:
+        self.by_field: dict[str, list[str]] = {}
+
+    def add(self, field: str, message: str) -> None:
+        self.by_field.setdefault(f"payload.{field}" if not field.startswith("payload") else field, []).append(message)
+
+    def has(self, field: str) -> bool:
+        return f"payload.{field}" in self.by_field
+
+    def raise_if_any(self) -> None:
+        if self.by_field:
+            field, messages = next(iter(self.by_field.items()))
+            raise InvalidPayload(f"{field}: {messages[0]}", errors=self.by_field)
+
+
+def name_problem(value: Any, *, role: bool = False) -> str | None:
+    """Why `value` breaks the naming rule, or None if it is a good PostgreSQL name."""
+    if not isinstance(value, str) or not value:
+        return "required: a name"
+    if len(value.encode()) > MAX_NAME_BYTES:
+        return f"at most {MAX_NAME_BYTES} bytes (PostgreSQL would truncate it)"
+    if not NAME_RE.match(value):
+        return f"must match ^[a-z_][a-z0-9_]*$ ({NAME_RULE})"
+    if value.startswith("pg_"):
+        return "the pg_ prefix is reserved by PostgreSQL"
+    if value in QUOTED_KEYWORDS:
+        return f"{value!r} is an SQL keyword that would need quoting"
+    if role and value in RESERVED_ROLE_NAMES:
+        return f"{value!r} is a reserved role name"
+    return None
+
+
+def check_name(errors: Errors, payload: dict, field: str, *, role: bool = False) -> str | None:
+    problem = name_problem(payload.get(field), role=role)
+    if problem:
+        errors.add(field, problem)
+        return None
+    return payload[field]
+
+
+def check_keys(errors: Errors, payload: Any, *, required: set[str], optional: set[str]) -> bool:
+    """Unknown keys are refused (a `superuser: true` is never silently dropped)."""
+    if not isinstance(payload, dict):
+        errors.add("payload", "must be a JSON object")
+        return False
+    for key in sorted(set(payload) - required - optional, key=str):
+        errors.add(str(key), "unknown field for this request type")
+    for key in sorted(required - set(payload)):
+        errors.add(key, "this field is required")
+    return True
+
+
+def check_bool(errors: Errors, payload: dict, field: str, default: bool = False) -> bool:
+    value = payload.get(field, default)
+    if not isinstance(value, bool):
+        errors.add(field, "must be true or false")
+        return default
+    return value
+
+
+def check_future_datetime(errors: Errors, payload: dict, field: str) -> str | None:
+    """An ISO 8601 date-time with a timezone, in the future; returned normalised to UTC ISO."""
+    value = payload.get(field)
+    if value is None:
+        return None
+    parsed: datetime | None = None
+    if isinstance(value, str):
+        try:
+            parsed = parse_datetime(value)
+        except ValueError:
+            parsed = None
+    if parsed is None:
+        errors.add(field, "must be an ISO 8601 date-time, e.g. 2030-01-31T18:00:00Z")
+        return None
+    if timezone.is_naive(parsed):
+        errors.add(field, "must carry a timezone (e.g. Z or +02:00)")
+        return None
+    now = timezone.now()
+    if parsed <= now:
+        errors.add(field, "must be in the future")
+        return None
+    if parsed > now + MAX_HORIZON:
+        errors.add(field, "must be within ten years")
+        return None
+    return parsed.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def inventory_snapshot(errors: Errors, instance: Any) -> dict | None:
+    """The instance's inventory, or an error on `instance` when the workers never read it."""
+    from portal.models import InstanceInventory
+
+    inventory = InstanceInventory.objects.filter(instance=instance).first()
+    if inventory is None or inventory.refreshed_at is None:
+        errors.add("payload", "the instance's inventory is not available yet (is the instance reachable?)")
+        return None
+    return inventory.snapshot
+
+
+def check_database(errors: Errors, payload: dict, snapshot: dict | None) -> str | None:
+    database = payload.get("database")
+    if not isinstance(database, str) or not database:
+        errors.add("database", "required: a database name")
+        return None
+    if len(database.encode()) > MAX_NAME_BYTES:
+        errors.add("database", f"at most {MAX_NAME_BYTES} bytes")
+        return None
+    if snapshot is not None and database not in snapshot.get("databases", {}):
+        errors.add("database", f"no database {database!r} on this instance")
+        return None
+    return database
+
+
+def schemas_of(snapshot: dict | None, database: str | None) -> dict:
+    if not snapshot or not database:
+        return {}
+    return snapshot.get("databases", {}).get(database, {}).get("schemas", {})
+
+

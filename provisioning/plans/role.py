@@ -1,0 +1,101 @@
+"""The `role` request: CREATE ROLE, LOGIN (password generated at apply time) or NOLOGIN.
+
+Never SUPERUSER, CREATEDB, CREATEROLE, REPLICATION or BYPASSRLS: the plan says NO… for each,
+so the reviewer reads it and a changed default on the server cannot widen the role.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import sql
+
+from provisioning.plans import PASSWORD_PLACEHOLDER, Step
+from provisioning.plans.checks import (
+    Errors,
+    check_bool,
+    check_future_datetime,
+    check_keys,
+    check_name,
+    inventory_snapshot,
+    name_problem,
+)
+
+REQUIRED = {"name", "login"}
+OPTIONAL = {"member_of", "connection_limit", "valid_until"}
+MAX_CONNECTION_LIMIT = 10000
+MAX_MEMBER_OF = 20
+DENIED_ATTRIBUTES = sql.SQL("NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS")
+
+
+def validate(payload: dict, *, instance: Any, team: Any, user: Any) -> dict:
+    from portal.models import ManagedRole
+
+    errors = Errors()
+    if not check_keys(errors, payload, required=REQUIRED, optional=OPTIONAL):
+        errors.raise_if_any()
+    snapshot = inventory_snapshot(errors, instance)
+    live_roles = (snapshot or {}).get("roles", {})
+    name = check_name(errors, payload, "name", role=True)
+    if name and (name in live_roles or ManagedRole.objects.filter(instance=instance, name=name).exists()):
+        errors.add("name", f"role {name!r} already exists on this instance")
+    login = check_bool(errors, payload, "login")
+
+    member_of = payload.get("member_of", [])
+    groups: list[str] = []
+    if not isinstance(member_of, list) or len(member_of) > MAX_MEMBER_OF:
+        errors.add("member_of", f"must be a list of at most {MAX_MEMBER_OF} group role names")
+    else:
+        allowed = {
+            r.name: r for r in ManagedRole.objects.filter(instance=instance, team=team, login=False,
+                                                          dropped_at__isnull=True)
+        }
+        for group in member_of:
+            problem = name_problem(group, role=True)
+            if problem:
+                errors.add("member_of", f"{group!r}: {problem}")
+            elif group not in allowed or live_roles.get(group, {}).get("login"):
+                errors.add("member_of", f"{group!r} is not a group role the portal manages for team {team}")
+            elif group == name:
+                errors.add("member_of", "a role cannot be a member of itself")
+            elif group not in groups:
+                groups.append(group)
+
+    limit = payload.get("connection_limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or not -1 <= limit <= MAX_CONNECTION_LIMIT):
+        errors.add("connection_limit", f"must be an integer from -1 (no limit) to {MAX_CONNECTION_LIMIT}")
+        limit = None
+    valid_until = check_future_datetime(errors, payload, "valid_until")
+    errors.raise_if_any()
+    return {"name": name, "login": login, "member_of": sorted(groups), "connection_limit": limit,
+            "valid_until": valid_until}
+
+
+def render(payload: dict, *, secrets: dict | None = None) -> list[Step]:
+    parts: list[sql.Composable] = [
+        sql.SQL("CREATE ROLE {name} WITH").format(name=sql.Identifier(payload["name"])),
+    ]
+    login = bool(payload.get("login"))
+    if login:
+        # The verifier is computed by the worker (SCRAM, client side); the plan shows a placeholder.
+        password = sql.Literal(secrets["password"]) if secrets else PASSWORD_PLACEHOLDER
+        parts.append(sql.SQL("LOGIN PASSWORD {password}").format(password=password))
+    else:
+        parts.append(sql.SQL("NOLOGIN"))
+    parts.append(DENIED_ATTRIBUTES)
+    if payload.get("connection_limit") is not None:
+        limit = int(payload["connection_limit"])
+        # psycopg renders a negative Literal as " -1"; -1 ("no limit") is the one negative allowed.
+        parts.append(sql.SQL("CONNECTION LIMIT {limit}").format(
+            limit=sql.SQL("-1") if limit < 0 else sql.Literal(limit)))
+    if payload.get("valid_until"):
+        parts.append(sql.SQL("VALID UNTIL {until}").format(until=sql.Literal(payload["valid_until"])))
+    if payload.get("member_of"):
+        parts.append(sql.SQL("IN ROLE {groups}").format(
+            groups=sql.SQL(", ").join(sql.Identifier(g) for g in payload["member_of"])))
+    return [Step(sql.SQL(" ").join(parts), secret=login)]
+
+
+def database(payload: dict) -> str | None:
+    return None
