@@ -1,0 +1,84 @@
+"""Browser journeys: Debian's Chromium driven by Playwright against a live test server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop on this thread; the tests' ORM calls are still
+    # synchronous and single-threaded, which is what Django's guard protects.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail("Debian's chromium is not installed: `apt-get install -y chromium` (.ci/run does it)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.console_errors = errors  # type: ignore[attr-defined]
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def screenshot():
+    """screenshot(page, "alice-home") keeps artifacts/screenshots/alice-home.png."""
+
+    def take(page, name: str) -> Path:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return take
+
+
+@pytest.fixture
+def login(live_server):
+    def sign_in(page, username: str, password: str) -> None:
+        page.goto(live_server.url + "/login/")
+        page.get_by_label("Username").fill(username)
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(lambda url: "/login/" not in url)
+
+    return sign_in
+
+
+@pytest.fixture
+def axe_violations(live_server):
+    """axe_violations(page) -> serious/critical axe-core findings on the current page.
+
+    axe-core is vendored and served from our own origin, so the page's CSP admits it.
+    """
+
+    def run(page) -> list[dict]:
+        page.add_script_tag(url=live_server.url + "/static/vendor/axe/axe.min.js")
+        result = page.evaluate("async () => JSON.stringify(await axe.run(document, {resultTypes: ['violations']}))")
+        violations = json.loads(result)["violations"]
+        return [v for v in violations if v.get("impact") in ("serious", "critical")]
+
+    return run
