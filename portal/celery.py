@@ -13,4 +13,8 @@ app.autodiscover_tasks(["portal", "provisioning", "audit"])
 
 app.conf.beat_schedule = {
     "instances.refresh_status": {"task": "portal.refresh_instance_status", "schedule": 30.0},
+    # provisioning: re-send untaken outbox rows, recover requests whose worker died
+    "provisioning.outbox_sweep": {"task": "provisioning.outbox_sweep", "schedule": float(os.environ.get("PORTAL_OUTBOX_SWEEP_SECONDS", "5"))},
+    "provisioning.secret_wipe": {"task": "provisioning.secret_wipe", "schedule": 300.0},
+    "provisioning.inventory_refresh": {"task": "provisioning.inventory_refresh", "schedule": 300.0},
 }

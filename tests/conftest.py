@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.people",
     "tests.fixtures.clusters",
+    "tests.fixtures.celery",
 ]

@@ -301,3 +301,14 @@ LOGGING = {
         "celery": {"level": "INFO"},
     },
 }
+
+# --- provisioning engine (provisioning/executor.py, outbox.py) -------------------------------
+# Transient target errors are retried with exponential backoff (capped) this many times.
+PROVISIONING_MAX_RETRIES = int(os.environ.get("PORTAL_APPLY_MAX_RETRIES", "8"))
+PROVISIONING_RETRY_BACKOFF_MAX = int(os.environ.get("PORTAL_APPLY_BACKOFF_MAX_SECONDS", "600"))
+# A running request whose worker holds no liveness lock for this long is taken over.
+PROVISIONING_STALL_SECONDS = float(os.environ.get("PORTAL_STALL_SECONDS", "10"))
+# Outbox rows no worker has taken are re-sent after this long.
+OUTBOX_RESEND_SECONDS = float(os.environ.get("PORTAL_OUTBOX_RESEND_SECONDS", "5"))
+# Unrevealed generated passwords are wiped after this many hours.
+SECRET_TTL_HOURS = float(os.environ.get("PORTAL_SECRET_TTL_HOURS", "24"))

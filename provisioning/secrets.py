@@ -1,0 +1,69 @@
+"""One-time secrets: a login role's generated password, revealed once to its requester.
+
+The executor creates the RequestSecret (encrypted with portal.crypto) before the target
+transaction; `secret_reveal` hands it out once and wipes it; `secret_wipe_expired` wipes the
+ones nobody revealed within a day. Reveals and wipes are audited, never with the value.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.http import Http404
+from django.utils import timezone
+
+from audit.services import record
+from portal.choices import RequestStatus
+from portal.crypto import decrypt
+from portal.errors import Conflict, Gone, PolicyViolation
+from provisioning.models import RequestSecret
+
+SECRET_TTL = timedelta(hours=getattr(settings, "SECRET_TTL_HOURS", 24))
+
+
+def secret_reveal(*, request: Any, user: Any, actor_ip: str | None = None) -> str:
+    """The plain password, once, to the requester; then it is wiped (later calls: Gone)."""
+    if request.requester_id is None or request.requester_id != getattr(user, "pk", None):
+        raise PolicyViolation("only the requester may reveal this request's password")
+    with transaction.atomic():
+        secret = RequestSecret.objects.select_for_update().filter(request_id=request.pk).first()
+        if secret is None:
+            if request.status in (RequestStatus.APPLIED, RequestStatus.FAILED) or request.type != "role":
+                raise Http404("this request has no generated password")
+            raise Conflict("the password is generated when the request is applied")
+        if secret.wiped_at is not None or not secret.encrypted:
+            raise Gone("the password was already revealed or has expired; it is shown only once")
+        if request.status != RequestStatus.APPLIED:
+            raise Conflict("the password can be revealed once the request is applied")
+        password = decrypt(secret.encrypted)
+        now = timezone.now()
+        secret.encrypted = ""
+        secret.revealed_at = now
+        secret.wiped_at = now
+        secret.save(update_fields=["encrypted", "revealed_at", "wiped_at"])
+        record("secret.revealed", actor=user, actor_ip=actor_ip, object_type="role", object_id=secret.role,
+               instance=request.instance, request_id=request.pk, outcome="revealed")
+    return password
+
+
+def secret_wipe_expired(now=None) -> int:
+    """Wipe secrets nobody revealed within SECRET_TTL (a beat job)."""
+    now = now or timezone.now()
+    wiped = 0
+    for pk in RequestSecret.objects.filter(wiped_at__isnull=True, created_at__lte=now - SECRET_TTL).values_list(
+        "pk", flat=True
+    ):
+        with transaction.atomic():
+            secret = RequestSecret.objects.select_for_update().select_related("request__instance").get(pk=pk)
+            if secret.wiped_at is not None:
+                continue
+            secret.encrypted = ""
+            secret.wiped_at = now
+            secret.save(update_fields=["encrypted", "wiped_at"])
+            record("secret.wiped", object_type="role", object_id=secret.role, instance=secret.request.instance,
+                   request_id=secret.request_id, outcome="expired", details={"reason": "not revealed in time"})
+            wiped += 1
+    return wiped

@@ -1,0 +1,63 @@
+"""Celery tasks of the provisioning engine: thin, by id, calling the module that does the work."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.conf import settings
+
+from provisioning import executor
+from provisioning.errors import TransientTargetError
+
+
+@shared_task(
+    bind=True,
+    name="provisioning.apply_request",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(TransientTargetError,),
+    retry_backoff=True,
+    retry_backoff_max=getattr(settings, "PROVISIONING_RETRY_BACKOFF_MAX", 600),
+    retry_jitter=True,
+    max_retries=getattr(settings, "PROVISIONING_MAX_RETRIES", 8),
+    ignore_result=True,
+)
+def apply_request(self, request_id: int, plan_hash: str) -> str:
+    return executor.apply(
+        request_id=request_id,
+        plan_hash=plan_hash,
+        worker=self.request.hostname or "worker",
+        final_attempt=self.request.retries >= self.max_retries,
+    )
+
+
+@shared_task(name="provisioning.outbox_sweep", ignore_result=True)
+def outbox_sweep() -> dict:
+    from provisioning.outbox import outbox_sweep as sweep
+
+    return sweep()
+
+
+@shared_task(name="provisioning.secret_wipe", ignore_result=True)
+def secret_wipe() -> int:
+    from provisioning.secrets import secret_wipe_expired
+
+    return secret_wipe_expired()
+
+
+@shared_task(name="provisioning.inventory_refresh", ignore_result=True)
+def inventory_refresh() -> int:
+    """Refresh every reachable instance's inventory (databases, schemas, roles, tables)."""
+    from portal.models import Instance
+
+    try:
+        from provisioning.inventory import inventory_refresh as refresh
+    except ImportError:
+        return 0
+    count = 0
+    for instance in Instance.objects.exclude(status="retired"):
+        try:
+            refresh(instance)
+            count += 1
+        except Exception:  # noqa: BLE001 - one unreachable instance must not stop the others
+            continue
+    return count
