@@ -1,14 +1,16 @@
 """The hash chain: canonical form of an event and the SHA-256 link to its predecessor.
 
 Canonical form (stable across versions; documented in docs/audit.md): UTF-8 JSON of the
-fields below, keys sorted, no whitespace, timestamps as ISO 8601 UTC with microseconds,
-absent values as null. hash = SHA-256(prev_hash + "\\n" + canonical).
+fields below, keys sorted (nested keys too), no whitespace, non-ASCII kept as UTF-8,
+timestamps as ISO 8601 UTC with microseconds and a `Z`, absent values as null.
+hash = SHA-256(prev_hash + "\\n" + canonical), as 64 lowercase hex digits.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +20,12 @@ CANONICAL_FIELDS = (
     "seq", "ts", "actor", "actor_ip", "action", "object_type", "object_id", "instance",
     "database", "statement", "request_id", "approvers", "outcome", "details",
 )
+
+# The PostgreSQL expression that renders `ts` exactly as format_ts() does (verification and
+# exports read timestamps already in canonical form, without a Python datetime round trip).
+TS_SQL = """to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+
+_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
 def format_ts(ts: datetime) -> str:
@@ -33,8 +41,32 @@ def canonical(event: dict[str, Any]) -> str:
         if value == "" and field in ("actor_ip",):
             value = None
         body[field] = value
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _dumps(body)
 
 
 def link(prev_hash: str, event: dict[str, Any]) -> str:
     return hashlib.sha256((prev_hash + "\n" + canonical(event)).encode("utf-8")).hexdigest()
+
+
+def json_safe(value: Any) -> Any:
+    """The value as it will read back from a jsonb column, so the hash survives the round trip.
+
+    jsonb keeps strings, integers, booleans and null exactly, and numbers by their decimal
+    digits; a float Python would print with an exponent (1e+16) reads back as an integer, and
+    NaN/Infinity are refused. Such floats, and anything that is not JSON, become strings.
+    """
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        text = repr(value)
+        if not math.isfinite(value) or "e" in text or "E" in text:
+            return text
+        return value
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
+        return [json_safe(v) for v in items]
+    if isinstance(value, datetime):
+        return format_ts(value)
+    return str(value)

@@ -1,29 +1,67 @@
 """audit.services.record(): the only way into the audit log.
 
 Call it inside the transaction of the change it describes: the event commits if and only if
-the change does. Appends serialise on the AuditHead row (SELECT ... FOR UPDATE).
+the change does. Appends serialise on the single AuditHead row: the UPDATE that takes the next
+`seq` locks it until the caller's transaction ends, so `seq` is gap-free (a rolled-back
+append rolls back its head update too) and `ts`, read from the database clock while the lock
+is held, ascends with `seq`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from django.db import connection, transaction
-from django.utils import timezone
 
-from audit.chain import GENESIS_HASH, link
-from audit.models import AuditEvent, AuditHead
+from audit.chain import GENESIS_HASH, json_safe, link
+from audit.models import AuditEvent
 from portal.logging import redact_text
 
 SYSTEM = "system"
+
+# Keys whose values never enter the log, whatever a caller passes in `details`.
+_SECRET_KEYS = {"password", "admin_password", "secret", "token", "dsn", "pwd", "passwd", "new_password"}
+
+_NEXT_SEQ = (
+    "UPDATE audit_audithead SET seq = seq + 1 WHERE id = 1 "
+    "RETURNING seq, hash, clock_timestamp()"
+)
+_CREATE_HEAD = "INSERT INTO audit_audithead (id, seq, hash) VALUES (1, 0, %s) ON CONFLICT (id) DO NOTHING"
+_SET_HEAD_HASH = "UPDATE audit_audithead SET hash = %s WHERE id = 1"
 
 
 def _actor_name(actor: Any) -> str:
     if actor is None:
         return SYSTEM
     if isinstance(actor, str):
-        return actor
+        return actor[:150] or SYSTEM
     return getattr(actor, "username", None) or SYSTEM
+
+
+def _normalise_ip(actor_ip: str | None) -> str | None:
+    """The address as PostgreSQL's inet prints it back (the hash must survive the round trip)."""
+    if not actor_ip:
+        return None
+    try:
+        address = ipaddress.ip_address(str(actor_ip).strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return f"::ffff:{address.ipv4_mapped}"
+    return address.compressed
+
+
+def _redacted(value: Any, key: str = "") -> Any:
+    if key.lower() in _SECRET_KEYS and value not in (None, "", [], {}):
+        return "***"
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {str(k): _redacted(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
 
 
 def record(
@@ -41,43 +79,44 @@ def record(
     outcome: str = "",
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain and return it."""
-    with transaction.atomic():
-        head = _locked_head()
-        event = AuditEvent(
-            seq=head.seq + 1,
-            ts=timezone.now(),
-            actor=_actor_name(actor),
-            actor_ip=actor_ip or None,
-            action=action,
-            object_type=object_type,
-            object_id=str(object_id) if object_id not in (None, "") else "",
-            instance=getattr(instance, "name", instance) or "",
-            database=database or "",
-            statement=redact_text(statement) if statement else "",
-            request_id=request_id,
-            approvers=list(approvers or []),
-            outcome=outcome,
-            details=details or {},
-            prev_hash=head.hash,
-        )
-        event.hash = link(head.hash, event_dict(event))
-        event.save(force_insert=True)
-        AuditHead.objects.filter(pk=1).update(seq=event.seq, hash=event.hash)
-    return event
+    """Append one event to the chain and return it.
 
-
-def _locked_head() -> AuditHead:
-    head = AuditHead.objects.select_for_update().filter(pk=1).first()
-    if head is None:
-        # First event ever: create the head row; a concurrent creator waits on the PK.
+    Secrets are redacted from `statement` and `details` (PASSWORD '...', DSN passwords, and
+    values under keys such as `password`), so no event ever holds one.
+    """
+    # savepoint=False: an append that fails dooms the caller's transaction, as it should (the
+    # change must not commit without its event), and saves two round trips per event.
+    with transaction.atomic(savepoint=False):
         with connection.cursor() as cursor:
-            cursor.execute(
-                "INSERT INTO audit_audithead (id, seq, hash) VALUES (1, 0, %s) ON CONFLICT (id) DO NOTHING",
-                [GENESIS_HASH],
+            cursor.execute(_NEXT_SEQ)
+            row = cursor.fetchone()
+            if row is None:
+                # First event ever on a database created without migration 0003's head row.
+                cursor.execute(_CREATE_HEAD, [GENESIS_HASH])
+                cursor.execute(_NEXT_SEQ)
+                row = cursor.fetchone()
+            seq, prev_hash, now = row
+            event = AuditEvent(
+                seq=seq,
+                ts=now,
+                actor=_actor_name(actor),
+                actor_ip=_normalise_ip(actor_ip),
+                action=action,
+                object_type=object_type,
+                object_id=str(object_id) if object_id not in (None, "") else "",
+                instance=getattr(instance, "name", instance) or "",
+                database=database or "",
+                statement=redact_text(statement) if statement else "",
+                request_id=request_id,
+                approvers=[str(a) for a in (approvers or [])],
+                outcome=outcome,
+                details=json_safe(_redacted(details or {})),
+                prev_hash=prev_hash,
             )
-        head = AuditHead.objects.select_for_update().get(pk=1)
-    return head
+            event.hash = link(prev_hash, event_dict(event))
+            event.save(force_insert=True)
+            cursor.execute(_SET_HEAD_HASH, [event.hash])
+    return event
 
 
 def event_dict(event: AuditEvent) -> dict[str, Any]:
@@ -97,3 +136,21 @@ def event_dict(event: AuditEvent) -> dict[str, Any]:
         "outcome": event.outcome,
         "details": event.details,
     }
+
+
+def audit_verify(*, actor: Any, actor_ip: str | None = None) -> Any:
+    """Recompute the chain and record the verification itself (audit.verified)."""
+    from audit.verify import verify_chain
+
+    result = verify_chain()
+    with transaction.atomic():
+        record("audit.verified", actor=actor, actor_ip=actor_ip, object_type="audit_log",
+               outcome="ok" if result.ok else "broken", details=result.as_dict())
+    return result
+
+
+def audit_export_record(*, actor: Any, actor_ip: str | None, export_format: str, filters: dict[str, Any]) -> None:
+    """Every export is itself an event (audit.exported), committed before the first byte leaves."""
+    with transaction.atomic():
+        record("audit.exported", actor=actor, actor_ip=actor_ip, object_type="audit_log", outcome="ok",
+               details={"format": export_format, "filters": filters})

@@ -1,0 +1,173 @@
+"""The chain: append-only in the database, verification that names the first broken seq,
+and record() correct under concurrent writers."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection, connections, transaction
+
+from audit.chain import GENESIS_HASH, link
+from audit.models import AuditEvent, AuditHead
+from audit.services import event_dict, record
+from audit.verify import verify_chain
+
+
+def _raw(statement: str, params=None) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+
+
+def _tamper(statement: str, params=None) -> None:
+    """What a superuser could do: switch the guard off, change a row, switch it back on."""
+    _raw("ALTER TABLE audit_auditevent DISABLE TRIGGER USER")
+    _raw(statement, params)
+    _raw("ALTER TABLE audit_auditevent ENABLE TRIGGER USER")
+
+
+def _events(n: int, tag: str) -> list[AuditEvent]:
+    return [record("test.event", actor="tester", details={"tag": tag, "i": i, "ratio": 0.5, "big": 1e16},
+                   actor_ip="::ffff:10.0.0.1", statement="ALTER ROLE x PASSWORD 'hunter2-secret'") for i in range(n)]
+
+
+def test_events_link_and_verify(db):
+    # given a few events
+    events = _events(3, "link")
+    # then each links to its predecessor and the head holds the last hash
+    assert [e.seq for e in events] == list(range(events[0].seq, events[0].seq + 3))
+    assert events[1].prev_hash == events[0].hash and events[2].prev_hash == events[1].hash
+    head = AuditHead.objects.get(pk=1)
+    assert (head.seq, head.hash) == (events[-1].seq, events[-1].hash)
+    # and what reads back from the database hashes to the same value
+    stored = AuditEvent.objects.get(seq=events[0].seq)
+    assert link(stored.prev_hash, event_dict(stored)) == stored.hash
+    assert "hunter2-secret" not in stored.statement
+    result = verify_chain()
+    assert result.ok, result.problem
+    assert result.events >= 3 and result.head_hash == events[-1].hash and result.first_broken_seq is None
+
+
+def test_first_event_links_to_genesis(db):
+    first = AuditEvent.objects.order_by("seq").first() or record("test.event")
+    assert first.seq == 1 and first.prev_hash == GENESIS_HASH
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE audit_auditevent SET actor = 'mallory' WHERE seq = %s",
+    "DELETE FROM audit_auditevent WHERE seq = %s",
+    "TRUNCATE audit_auditevent",
+])
+def test_update_delete_truncate_are_refused_by_the_database(db, statement):
+    event = record("test.event", actor="tester")
+    with pytest.raises(Exception) as excinfo, transaction.atomic():
+        _raw(statement, [event.seq] if "%s" in statement else None)
+    assert "append-only" in str(excinfo.value)
+    assert AuditEvent.objects.get(seq=event.seq).actor == "tester"
+
+
+def test_an_altered_event_is_found_at_its_exact_seq(db):
+    events = _events(5, "alter")
+    target = events[2]
+    # when a superuser edits one event's content with the trigger disabled
+    _tamper("UPDATE audit_auditevent SET actor = 'mallory' WHERE seq = %s", [target.seq])
+    # then verification names exactly that seq
+    result = verify_chain()
+    assert not result.ok
+    assert result.first_broken_seq == target.seq
+    assert "altered" in result.problem
+
+
+def test_an_altered_details_value_is_found(db):
+    events = _events(3, "details")
+    _tamper("UPDATE audit_auditevent SET details = details || '{\"i\": 99}' WHERE seq = %s", [events[1].seq])
+    assert verify_chain().first_broken_seq == events[1].seq
+
+
+def test_a_rehashed_event_breaks_the_next_link(db):
+    events = _events(3, "rehash")
+    forged = dict(event_dict(events[0]), actor="mallory")
+    _tamper("UPDATE audit_auditevent SET actor = 'mallory', hash = %s WHERE seq = %s",
+            [link(events[0].prev_hash, forged), events[0].seq])
+    result = verify_chain()
+    assert result.first_broken_seq == events[1].seq and "prev_hash" in result.problem
+
+
+def test_a_deleted_event_is_a_gap(db):
+    events = _events(3, "gap")
+    _tamper("DELETE FROM audit_auditevent WHERE seq = %s", [events[1].seq])
+    result = verify_chain()
+    assert result.first_broken_seq == events[1].seq and "gap" in result.problem
+
+
+def test_a_deleted_tail_and_a_forged_head_are_found(db):
+    events = _events(3, "tail")
+    _tamper("DELETE FROM audit_auditevent WHERE seq = %s", [events[2].seq])
+    result = verify_chain()
+    assert result.first_broken_seq == events[2].seq and "head" in result.problem
+    _raw("UPDATE audit_audithead SET seq = %s, hash = %s WHERE id = 1", [events[1].seq, "f" * 64])
+    result = verify_chain()
+    assert result.first_broken_seq == events[1].seq and "head hash" in result.problem
+
+
+def test_audit_verify_command_reports_and_is_audited(db, capsys):
+    record("test.event", actor="tester")
+    call_command("audit_verify")
+    out = capsys.readouterr().out
+    assert '"ok": true' in out
+    verified = AuditEvent.objects.filter(action="audit.verified").order_by("-seq").first()
+    assert verified.actor == "system" and verified.details["ok"] is True
+    events = _events(2, "command")
+    _tamper("UPDATE audit_auditevent SET outcome = 'forged' WHERE seq = %s", [events[0].seq])
+    with pytest.raises(CommandError, match=f"seq {events[0].seq}"):
+        call_command("audit_verify")
+
+
+def test_rolled_back_change_leaves_no_event_and_no_gap(db):
+    before = AuditHead.objects.get(pk=1).seq
+    with pytest.raises(RuntimeError), transaction.atomic():
+        record("test.event", actor="tester")
+        raise RuntimeError("the change failed")
+    assert AuditHead.objects.get(pk=1).seq == before
+    after = record("test.event", actor="tester")
+    assert after.seq == before + 1
+
+
+WRITERS = 8
+PER_WRITER = 40
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_keep_seq_gap_free_and_the_chain_valid():
+    # given 8 threads, each with its own database connection, appending in its own transactions
+    start = AuditHead.objects.get(pk=1).seq
+    barrier = threading.Barrier(WRITERS)
+    errors: list[BaseException] = []
+
+    def writer(index: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(PER_WRITER):
+                with transaction.atomic():
+                    record("test.concurrent", actor=f"writer{index}", details={"i": i})
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(WRITERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # then no writer failed, every seq after the start is taken exactly once, in time order
+    assert not errors
+    seqs = list(AuditEvent.objects.filter(seq__gt=start).order_by("seq").values_list("seq", "ts", "action"))
+    mine = [s for s in seqs if s[2] == "test.concurrent"]
+    assert len(mine) == WRITERS * PER_WRITER
+    assert [s[0] for s in seqs] == list(range(start + 1, start + 1 + len(seqs)))
+    assert all(a[1] <= b[1] for a, b in zip(seqs, seqs[1:], strict=False))
+    result = verify_chain()
+    assert result.ok, result.problem
