@@ -57,6 +57,29 @@ class Step:
         return self.statement.as_string(None)
 
 
+# PostgreSQL silently truncates longer names (NAMEDATALEN - 1): a plan must never name another object.
+MAX_IDENTIFIER_BYTES = 63
+# Where the grammar expects a role, even the quoted name "public" means PUBLIC (every role) and
+# "none" is refused: quoting does not make them ordinary names.
+SPECIAL_ROLE_NAMES = frozenset({"public", "none"})
+
+
+def ident(*names: str, role: bool = False) -> sql.Identifier:
+    """sql.Identifier that refuses what the server would not keep as written.
+
+    Quoting alone is not enough: an empty name does not parse, a NUL cannot be sent, a name over
+    63 bytes would be truncated by the server into a different name, and a role called "public"
+    is everybody. Validation refuses all of these already; render checks again because it may be
+    given a stored payload (found by the plan property tests).
+    """
+    for name in names:
+        if not isinstance(name, str) or not name or "\x00" in name or len(name.encode()) > MAX_IDENTIFIER_BYTES:
+            raise ValueError(f"not a usable identifier: {name!r}")
+        if role and name in SPECIAL_ROLE_NAMES:
+            raise ValueError(f"{name!r} is not an ordinary role name")
+    return sql.Identifier(*names)
+
+
 def module_for(request_type: str) -> ModuleType:
     try:
         return importlib.import_module(PLAN_MODULES[request_type])

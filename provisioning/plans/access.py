@@ -17,7 +17,7 @@ from typing import Any
 from psycopg import sql
 
 from portal.choices import PRIVILEGES, SCHEMA_PRIVILEGES, TABLE_PRIVILEGES
-from provisioning.plans import Step
+from provisioning.plans import Step, ident
 from provisioning.plans.checks import (
     MAX_NAME_BYTES,
     Errors,
@@ -147,9 +147,9 @@ def _privilege_list(privileges: list[str]) -> sql.Composable:
 def _table_target(payload: dict) -> sql.Composable:
     schema = payload["schema"]
     if payload["tables"] == ALL_TABLES:
-        return sql.SQL("ALL TABLES IN SCHEMA {schema}").format(schema=sql.Identifier(schema))
+        return sql.SQL("ALL TABLES IN SCHEMA {schema}").format(schema=ident(schema))
     return sql.SQL("TABLE {tables}").format(
-        tables=sql.SQL(", ").join(sql.Identifier(schema, t) for t in payload["tables"]))
+        tables=sql.SQL(", ").join(ident(schema, t) for t in payload["tables"]))
 
 
 def split(payload: dict) -> tuple[list[str], list[str]]:
@@ -163,7 +163,7 @@ def render_grant(payload: dict) -> list[Step]:
     schema_privileges, table_privileges = split(payload)
     if table_privileges and "USAGE" not in schema_privileges:
         schema_privileges = ["USAGE", *schema_privileges]
-    role, schema = sql.Identifier(payload["role"]), sql.Identifier(payload["schema"])
+    role, schema = ident(payload["role"], role=True), ident(payload["schema"])
     steps = []
     if schema_privileges:
         steps.append(Step(sql.SQL("GRANT {privs} ON SCHEMA {schema} TO {role}").format(
@@ -174,7 +174,7 @@ def render_grant(payload: dict) -> list[Step]:
     if payload.get("default_privileges"):
         steps.append(Step(sql.SQL(
             "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema} GRANT {privs} ON TABLES TO {role}"
-        ).format(owner=sql.Identifier(payload["schema_owner"]), schema=schema,
+        ).format(owner=ident(payload["schema_owner"], role=True), schema=schema,
                  privs=_privilege_list(table_privileges), role=role)))
     return steps
 
@@ -182,12 +182,12 @@ def render_grant(payload: dict) -> list[Step]:
 def render_revoke(payload: dict) -> list[Step]:
     """The reverse order of a grant: future tables, then tables, then the schema."""
     schema_privileges, table_privileges = split(payload)
-    role, schema = sql.Identifier(payload["role"]), sql.Identifier(payload["schema"])
+    role, schema = ident(payload["role"], role=True), ident(payload["schema"])
     steps = []
     if payload.get("default_privileges"):
         steps.append(Step(sql.SQL(
             "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema} REVOKE {privs} ON TABLES FROM {role}"
-        ).format(owner=sql.Identifier(payload["schema_owner"]), schema=schema,
+        ).format(owner=ident(payload["schema_owner"], role=True), schema=schema,
                  privs=_privilege_list(table_privileges), role=role)))
     if table_privileges:
         steps.append(Step(sql.SQL("REVOKE {privs} ON {target} FROM {role}").format(

@@ -10,7 +10,7 @@ from typing import Any
 
 from psycopg import sql
 
-from provisioning.plans import PASSWORD_PLACEHOLDER, Step
+from provisioning.plans import PASSWORD_PLACEHOLDER, Step, ident
 from provisioning.plans.checks import (
     Errors,
     check_bool,
@@ -74,7 +74,7 @@ def validate(payload: dict, *, instance: Any, team: Any, user: Any) -> dict:
 
 def render(payload: dict, *, secrets: dict | None = None) -> list[Step]:
     parts: list[sql.Composable] = [
-        sql.SQL("CREATE ROLE {name} WITH").format(name=sql.Identifier(payload["name"])),
+        sql.SQL("CREATE ROLE {name} WITH").format(name=ident(payload["name"], role=True)),
     ]
     login = bool(payload.get("login"))
     if login:
@@ -93,7 +93,7 @@ def render(payload: dict, *, secrets: dict | None = None) -> list[Step]:
         parts.append(sql.SQL("VALID UNTIL {until}").format(until=sql.Literal(payload["valid_until"])))
     if payload.get("member_of"):
         parts.append(sql.SQL("IN ROLE {groups}").format(
-            groups=sql.SQL(", ").join(sql.Identifier(g) for g in payload["member_of"])))
+            groups=sql.SQL(", ").join(ident(g, role=True) for g in payload["member_of"])))
     return [Step(sql.SQL(" ").join(parts), secret=login)]
 
 

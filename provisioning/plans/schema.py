@@ -10,7 +10,7 @@ from typing import Any
 
 from psycopg import sql
 
-from provisioning.plans import Step
+from provisioning.plans import Step, ident
 from provisioning.plans.checks import (
     MAX_NAME_BYTES,
     Errors,
@@ -80,15 +80,20 @@ def _check_owner(errors: Errors, owner: str, field: str, *, instance, team, snap
 
 def render(payload: dict, *, secrets: dict | None = None) -> list[Step]:
     owner = payload["owner_role"]
+    # Idempotent: the owner may already exist (an earlier schema of the team, a retry).
+    create_owner = sql.SQL(
+        "BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = {owner_name}) "
+        "THEN CREATE ROLE {owner} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS; "
+        "END IF; END"
+    ).format(owner_name=sql.Literal(owner), owner=ident(owner, role=True))
+    # Quoting does not protect inside a dollar-quoted body: a "$$" in the name would end the DO
+    # block early and let the rest run as SQL of its own (found by the plan property tests).
+    if "$$" in create_owner.as_string(None):
+        raise ValueError(f"{owner!r} cannot be placed inside a dollar-quoted block")
     return [
-        # Idempotent: the owner may already exist (an earlier schema of the team, a retry).
-        Step(sql.SQL(
-            "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = {owner_name}) "
-            "THEN CREATE ROLE {owner} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS; "
-            "END IF; END$$"
-        ).format(owner_name=sql.Literal(owner), owner=sql.Identifier(owner))),
+        Step(sql.SQL("DO $${body}$$").format(body=create_owner)),
         Step(sql.SQL("CREATE SCHEMA {schema} AUTHORIZATION {owner}").format(
-            schema=sql.Identifier(payload["name"]), owner=sql.Identifier(owner))),
+            schema=ident(payload["name"]), owner=ident(owner, role=True))),
     ]
 
 
