@@ -70,10 +70,40 @@ def check_name(errors: Errors, payload: dict, field: str, *, role: bool = False)
     return payload[field]
 
 
+def storable(value: Any) -> bool:
+    """False when a string anywhere in `value` holds a NUL or an unpaired surrogate.
+
+    JSON allows both ("\\u0000", "\\ud800"); PostgreSQL text and jsonb do not, and a surrogate
+    cannot even be encoded to UTF-8: without this check such input is a 500, not a 400
+    (found by the plan property tests).
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            return False
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(storable(k) and storable(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(storable(v) for v in value)
+    return True
+
+
 def check_keys(errors: Errors, payload: Any, *, required: set[str], optional: set[str]) -> bool:
     """Unknown keys are refused (a `superuser: true` is never silently dropped)."""
     if not isinstance(payload, dict):
         errors.add("payload", "must be a JSON object")
+        return False
+    if not all(storable(key) for key in payload):
+        errors.add("payload", "field names must be text without NUL or unpaired surrogates")
+        return False
+    unstorable = sorted(key for key, value in payload.items() if not storable(value))
+    for key in unstorable:
+        errors.add(str(key), "holds a NUL character or an unpaired surrogate, which PostgreSQL cannot store")
+    if unstorable:
         return False
     for key in sorted(set(payload) - required - optional, key=str):
         errors.add(str(key), "unknown field for this request type")
