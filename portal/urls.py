@@ -12,6 +12,7 @@ urlpatterns = [
     path("instances/", instances.instance_list, name="instance-list"),
     path("instances/register/", instances.instance_register_view, name="instance-register"),
     path("instances/<int:pk>/", instances.instance_detail, name="instance-detail"),
+    path("", include("audit.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("api/v1/", include(("portal.api.urls", "api"), namespace="api")),
     path("", include("django_prometheus.urls")),

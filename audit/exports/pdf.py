@@ -73,7 +73,27 @@ def _esc(value: Any) -> str:
 
 
 def _when(value: datetime | None) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if value else "—"
+    return value.astimezone(UTC).strftime("%Y-%m-%d<br/>%H:%M") if value else "—"
+
+
+def _is_midnight(value: datetime) -> bool:
+    return value.astimezone(UTC).time() == datetime.min.time()
+
+
+def period_text(filters: AuditFilters, now: datetime) -> str:
+    """"2026-11-01 through 2026-11-30 (UTC)" for whole days, exact times otherwise."""
+    since, until = filters.since, filters.until
+    if since is None:
+        start = "the first event"
+    else:
+        start = since.strftime("%Y-%m-%d") if _is_midnight(since) else since.strftime("%Y-%m-%d %H:%M")
+    if until is None:
+        end = f"through {now.strftime('%Y-%m-%d %H:%M')}"
+    elif _is_midnight(until):
+        end = f"through {(until - timedelta(days=1)).strftime('%Y-%m-%d')}"
+    else:
+        end = f"until {until.strftime('%Y-%m-%d %H:%M')}"
+    return f"{start} {end} (UTC)"
 
 
 def _query(statement: sql.Composable, params: list[Any]) -> list[tuple]:
@@ -116,6 +136,8 @@ def _table(rows: list[list[Any]], widths: list[float], *, header: bool = True, z
         ("VALIGN", (0, 0), (-1, -1), "TOP"),
         ("LINEBELOW", (0, 0), (-1, -1), 0.25, RULE),
         ("TOPPADDING", (0, 0), (-1, -1), 2.5),
+        ("LEFTPADDING", (0, 0), (-1, -1), 3),
+        ("RIGHTPADDING", (0, 0), (-1, -1), 3),
         ("BOTTOMPADDING", (0, 0), (-1, -1), 2.5),
     ]
     if header:
@@ -192,6 +214,8 @@ def _per_day_chart(per_day: list[tuple], since: date | None, until: date | None)
     legend.fontSize = 7.5
     legend.alignment = "right"
     legend.columnMaximum = 1
+    legend.deltax = 110
+    legend.dx = legend.dy = 7
     legend.colorNamePairs = [(colors.HexColor("#8c959f"), "all events"), (ACCENT, "changes applied")]
     drawing.add(legend)
     return drawing
@@ -209,6 +233,7 @@ def _risk_chart(by_risk: list[tuple]) -> Drawing:
     chart.categoryAxis.labels.fontSize = 8
     chart.valueAxis.valueMin = 0
     chart.valueAxis.valueMax = max(1, max(counts.values()))
+    chart.valueAxis.valueStep = max(1, -(-chart.valueAxis.valueMax // 5))
     chart.valueAxis.labels.fontSize = 7
     chart.bars.strokeColor = None
     for index, risk in enumerate(counts):
@@ -253,8 +278,8 @@ def _changes_table(request_ids: list[int]) -> list[Any]:
     if len(rows) == 1:
         return [Paragraph("No change requests have events in this period.", BODY)]
     w = CONTENT_WIDTH
-    return [_table(rows, [w * 0.06, w * 0.06, w * 0.12, w * 0.22, w * 0.08, w * 0.09, w * 0.1, w * 0.1, w * 0.1,
-                          w * 0.07])]
+    return [_table(rows, [w * 0.06, w * 0.06, w * 0.11, w * 0.21, w * 0.08, w * 0.09, w * 0.09, w * 0.09, w * 0.09,
+                          w * 0.12])]
 
 
 def _entitlements_table(at: datetime) -> list[Any]:
@@ -284,8 +309,7 @@ def build_report(*, filters: AuditFilters, author: Any, now: datetime | None = N
     verification = verify_chain()
     counts = _counts(filters)
     end = filters.until or now
-    period = (f"{filters.since.strftime('%Y-%m-%d %H:%M') if filters.since else 'the first event'} — "
-              f"{(end if filters.until else now).strftime('%Y-%m-%d %H:%M')} UTC")
+    period = period_text(filters, now)
     author_name = (getattr(author, "get_full_name", lambda: "")() or getattr(author, "username", str(author)))
     total_events = sum(count for _, count in counts["action"])
 
@@ -343,7 +367,7 @@ def build_report(*, filters: AuditFilters, author: Any, now: datetime | None = N
         "Every request with an event in the period — grants, revokes, roles, schemas and DDL changes — with who "
         "asked, who approved the plan that ran, and when.", SMALL), Spacer(1, 3 * mm)]
     story += _changes_table(counts["requests"])
-    story += [PageBreak(), Paragraph(f"Entitlements at the end of the period ({_when(end)} UTC)", H1), Paragraph(
+    story += [PageBreak(), Paragraph(f"Entitlements at the end of the period ({end.strftime('%Y-%m-%d %H:%M')} UTC)", H1), Paragraph(
         "What the portal's records say each role could access at that moment (reconstructed from grants, their "
         "revocations and expiries, managed schemas, and drift findings open then).", SMALL), Spacer(1, 3 * mm)]
     story += _entitlements_table(end)

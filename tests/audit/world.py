@@ -54,7 +54,7 @@ def _lifecycle(request: ChangeRequest, people, instance) -> None:
            request_id=request.pk, approvers=["bob"], outcome="applied", details={"worker": "w1"})
 
 
-def build_world(people, instance: Instance | None = None, *, role: str = "payments_svc") -> World:
+def build_world(people, instance: Instance | None = None, *, role: str = "payments_svc", schema: str = "public") -> World:
     if instance is None:
         instance = Instance.objects.create(name="auditdemo", environment=Environment.DEV, kind=InstanceKind.EXTERNAL,
                                            host="127.0.0.1", port=1, admin_user="postgres")
@@ -63,13 +63,13 @@ def build_world(people, instance: Instance | None = None, *, role: str = "paymen
                             [f"CREATE ROLE {role} LOGIN PASSWORD '{SECRET}'"])
     _lifecycle(role_request, people, instance)
     ManagedRole.objects.create(instance=instance, name=role, login=True, team=team, request=role_request)
-    payload = {"role": role, "database": "app", "schema": "public", "privileges": ["USAGE", "SELECT"],
+    payload = {"role": role, "database": "app", "schema": schema, "privileges": ["USAGE", "SELECT"],
                "tables": "all", "default_privileges": False}
     grant_request = _request(people, instance, team, RequestType.GRANT, payload,
-                             [f"GRANT USAGE ON SCHEMA public TO {role}",
-                              f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"], risk=Risk.MEDIUM)
+                             [f"GRANT USAGE ON SCHEMA {schema} TO {role}",
+                              f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}"], risk=Risk.MEDIUM)
     _lifecycle(grant_request, people, instance)
-    grant = Grant.objects.create(instance=instance, database="app", schema="public", role=role,
+    grant = Grant.objects.create(instance=instance, database="app", schema=schema, role=role,
                                  privileges=["USAGE", "SELECT"], tables="all", team=team, request=grant_request)
     record("secret.revealed", actor=people["alice"], object_type="request", object_id=role_request.pk,
            request_id=role_request.pk, details={"role": role, "password": SECRET})

@@ -1,0 +1,145 @@
+"""Auditor screens: the log with filters and keyset pages, event detail, verify, exports, entitlements."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import urlencode
+from django.views.decorators.http import require_http_methods
+
+from audit.entitlements import entitlements_for, instances_for
+from audit.selectors import FILTER_FIELDS, action_names, event_get, event_page, parse_filters, parse_moment, parse_seq
+from audit.services import audit_verify
+from portal.errors import InvalidPayload
+from portal.models import Instance
+from portal.querysets import is_auditor, is_reviewer
+from portal.services.auth import client_ip
+
+PAGE = 50
+
+
+def _require_auditor(user) -> None:
+    if not is_auditor(user):
+        raise PermissionDenied("auditors and platform admins only")
+
+
+def _filter_query(params) -> str:
+    return urlencode({k: params[k] for k in FILTER_FIELDS if params.get(k)})
+
+
+def _export_links(query: str) -> dict[str, str]:
+    base = reverse("api:audit-export")
+    return {fmt: f"{base}?{urlencode({'format': fmt})}{'&' + query if query else ''}" for fmt in ("csv", "jsonl", "pdf")}
+
+
+@login_required
+def audit_log(request):
+    _require_auditor(request.user)
+    errors: dict[str, list[str]] = {}
+    events, older = [], None
+    try:
+        filters = parse_filters(request.GET)
+        before = parse_seq(request.GET, "before")
+        events, older = event_page(filters, before=before or 0, limit=PAGE)
+    except InvalidPayload as exc:
+        errors = exc.errors
+    query = _filter_query(request.GET)
+    context = {
+        "events": events,
+        "older_url": f"?{query + '&' if query else ''}before={older}" if older else "",
+        "newest_url": f"?{query}" if request.GET.get("before") else "",
+        "filters": {k: request.GET.get(k, "") for k in FILTER_FIELDS},
+        "errors": errors,
+        "actions": action_names(),
+        "instances": Instance.objects.order_by("name").values_list("name", flat=True),
+        "exports": _export_links(query),
+    }
+    return render(request, "audit/log.html", context)
+
+
+@login_required
+def audit_event_detail(request, seq: int):
+    _require_auditor(request.user)
+    event = event_get(seq)
+    if event is None:
+        raise Http404("no such event")
+    template = "audit/_event.html" if request.htmx else "audit/event.html"
+    return render(request, template, {"event": event})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def audit_verify_page(request):
+    _require_auditor(request.user)
+    result = None
+    if request.method == "POST":
+        result = audit_verify(actor=request.user, actor_ip=client_ip(request))
+        if request.htmx:
+            return render(request, "audit/_verify_result.html", {"result": result})
+    from audit.models import AuditEvent
+
+    history = AuditEvent.objects.filter(action="audit.verified").order_by("-seq")[:10]
+    return render(request, "audit/verify.html", {"result": result, "history": history})
+
+
+@login_required
+def audit_exports(request):
+    _require_auditor(request.user)
+    today = timezone.now().date()
+    first = today.replace(day=1)
+    last_month_end = first - timedelta(days=1)
+    presets = [
+        ("This month", first, today),
+        ("Last month", last_month_end.replace(day=1), last_month_end),
+        ("Last 7 days", today - timedelta(days=6), today),
+    ]
+    exports = []
+    for label, since, until in presets:
+        exports.append({"label": label, "since": since, "until": until,
+                        "links": _export_links(urlencode({"since": since.isoformat(), "until": until.isoformat()}))})
+    from audit.models import AuditEvent
+
+    recent = AuditEvent.objects.filter(action="audit.exported").order_by("-seq")[:15]
+    return render(request, "audit/exports.html", {
+        "presets": exports, "export_url": reverse("api:audit-export"), "since": first, "until": today,
+        "recent": recent, "actions": action_names(),
+        "instances": Instance.objects.order_by("name").values_list("name", flat=True),
+    })
+
+
+@login_required
+def entitlements(request):
+    if not (is_auditor(request.user) or is_reviewer(request.user)):
+        raise PermissionDenied("auditors, reviewers and platform admins only")
+    params = request.GET
+    errors: dict[str, list[str]] = {}
+    report = None
+    at = None
+    try:
+        if params.get("at"):
+            at = parse_moment("at", params["at"], end_of_day=True)
+        chosen = instances_for(params.get("instance", ""))
+        if params.get("instance") and not chosen:
+            raise InvalidPayload.field("instance", "no instance with this name")
+        report = entitlements_for(instances=chosen, at=at, role=params.get("role", "").strip(),
+                                  schema=params.get("schema", "").strip())
+    except InvalidPayload as exc:
+        errors = exc.errors
+    query = urlencode({k: params[k] for k in ("instance", "role", "schema", "at") if params.get(k)})
+    rows = report.rows if report else []
+    return render(request, "audit/entitlements.html", {
+        "report": report, "rows": rows, "errors": errors,
+        "unexplained": sum(1 for r in rows if r.unexplained),
+        "filters": {k: params.get(k, "") for k in ("instance", "role", "schema", "at")},
+        "instances": Instance.objects.order_by("name").values_list("name", flat=True),
+        "csv_url": f"{reverse('api:entitlements')}?format=csv{'&' + query if query else ''}",
+        "today": date.today().isoformat(),
+        "as_of_label": (at - timedelta(microseconds=1)).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if at else "",
+        "now": datetime.now(UTC),
+    })
