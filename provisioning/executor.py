@@ -94,7 +94,9 @@ def portal_id() -> str:
     if configured:
         return configured
     db = connection.settings_dict
-    seed = "|".join(str(db.get(k) or "") for k in ("NAME", "HOST", "PORT"))
+    options = db.get("OPTIONS") or {}
+    seed = "|".join(str(v or "") for v in (db.get("NAME"), db.get("HOST") or options.get("host"),
+                                           db.get("PORT") or options.get("port")))
     return hashlib.sha256(seed.encode()).hexdigest()[:16]
 
 

@@ -1,0 +1,169 @@
+"""Approved requests applied by a real Celery worker on a real cluster, exactly once."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+from django.db import transaction
+
+from audit.models import AuditEvent
+from portal.choices import RequestStatus
+from portal.errors import Gone, PolicyViolation
+from portal.models import ChangeRequest, Execution, Grant, ManagedRole, ManagedSchema
+from provisioning.models import OutboxMessage, RequestSecret
+from provisioning.outbox import APPLY_TASK
+from provisioning.secrets import secret_reveal
+from tests.provisioning.helpers import (
+    admin_conn,
+    approved_request,
+    grant_payload,
+    markers,
+    role_payload,
+    schema_payload,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def test_a_login_role_is_created_with_a_generated_password_revealed_once(
+    transactional_db, people, managed_cluster, managed_instance, celery_worker, wait_for_status
+):
+    # given an approved login role request of alice
+    name = unique("svc")
+    request = approved_request(managed_instance, "role", role_payload(name, login=True), requester=people["alice"])
+    # when the worker applies it
+    request = wait_for_status(request.pk, {"applied", "failed"})
+    # then it is applied once, with one marker on the target and one execution
+    assert request.status == RequestStatus.APPLIED, request.status_detail
+    assert markers(managed_cluster, request.pk, "postgres") == 1
+    execution = Execution.objects.get(request=request)
+    assert execution.outcome == "applied" and execution.finished_at and execution.worker
+    assert [s["error"] for s in execution.statements] == [""]
+    assert "<generated at apply time>" in execution.statements[0]["sql"]
+    assert ManagedRole.objects.get(instance=managed_instance, name=name).login is True
+    assert OutboxMessage.objects.get(request=request).taken_at is not None
+    # and the password is stored encrypted, not in plain text
+    secret = RequestSecret.objects.get(request=request)
+    # when someone else asks for it, they are refused
+    with pytest.raises(PolicyViolation):
+        secret_reveal(request=request, user=people["bob"])
+    # and alice gets it once: it logs in over TCP with SCRAM
+    password = secret_reveal(request=request, user=people["alice"], actor_ip="127.0.0.1")
+    assert len(password) >= 24 and password not in secret.encrypted
+    with psycopg.connect(host="127.0.0.1", port=managed_cluster.port, dbname="app", user=name,
+                         password=password, passfile="/dev/null") as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == name
+    with pytest.raises(Gone):
+        secret_reveal(request=request, user=people["alice"])
+    # and the server stores a SCRAM verifier, and no audit event carries the password
+    with admin_conn(managed_cluster, "postgres") as conn:
+        stored = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (name,)).fetchone()[0]
+    assert stored.startswith("SCRAM-SHA-256$")
+    events = AuditEvent.objects.filter(request_id=request.pk)
+    assert {"request.queued", "request.running", "sql.executed", "request.applied", "secret.revealed"} <= set(
+        events.values_list("action", flat=True))
+    for event in events:
+        assert password not in str(event.statement) + str(event.details)
+        assert "SCRAM-SHA-256$" not in event.statement.replace("SCRAM-SHA-256$***", "")
+
+
+def test_schema_then_grant_gives_exactly_the_granted_privileges(
+    transactional_db, people, managed_cluster, managed_instance, celery_worker, wait_for_status
+):
+    schema, reader = unique("ledger"), unique("reader")
+    created = [
+        approved_request(managed_instance, "schema", schema_payload(schema), requester=people["alice"]),
+        approved_request(managed_instance, "role", role_payload(reader), requester=people["alice"]),
+    ]
+    for request in created:
+        assert wait_for_status(request.pk, {"applied", "failed"}).status == RequestStatus.APPLIED
+    with admin_conn(managed_cluster) as conn:
+        conn.execute(f'CREATE TABLE "{schema}".entries (id int)')
+    grant = approved_request(managed_instance, "grant", grant_payload(reader, schema, ["SELECT"]),
+                             requester=people["alice"])
+    grant = wait_for_status(grant.pk, {"applied", "failed"})
+    assert grant.status == RequestStatus.APPLIED, grant.status_detail
+    with admin_conn(managed_cluster) as conn:
+        can = conn.execute(
+            "SELECT has_schema_privilege(%(r)s, %(s)s, 'USAGE'), has_schema_privilege(%(r)s, %(s)s, 'CREATE'),"
+            " has_table_privilege(%(r)s, %(t)s, 'SELECT'), has_table_privilege(%(r)s, %(t)s, 'INSERT')",
+            {"r": reader, "s": schema, "t": f"{schema}.entries"}).fetchone()
+    assert can == (True, False, True, False)
+    assert ManagedSchema.objects.filter(instance=managed_instance, name=schema).exists()
+    row = Grant.objects.get(request=grant)
+    assert (row.role, row.schema, row.privileges, row.revoked_at) == (reader, schema, ["SELECT"], None)
+    executed = AuditEvent.objects.filter(request_id=grant.pk, action="sql.executed").order_by("seq")
+    assert list(executed.values_list("statement", flat=True)) == grant.plan
+
+
+def test_a_definite_error_fails_at_once_with_the_statement_and_the_server_message(
+    transactional_db, people, managed_cluster, managed_instance, celery_worker, wait_for_status
+):
+    # given a grant to a role that does not exist on the cluster (the cluster changed since submit)
+    schema = unique("orders")
+    approved = approved_request(managed_instance, "schema", schema_payload(schema), requester=people["alice"])
+    assert wait_for_status(approved.pk, {"applied", "failed"}).status == RequestStatus.APPLIED
+    request = approved_request(managed_instance, "grant", grant_payload(unique("ghost"), schema, ["USAGE"]),
+                               requester=people["alice"])
+    # when it runs, then it fails at once: one attempt, nothing changed, no marker
+    request = wait_for_status(request.pk, {"applied", "failed"})
+    assert request.status == RequestStatus.FAILED
+    assert "does not exist" in request.status_detail and "SQLSTATE 42704" in request.status_detail
+    assert request.plan[0] in request.status_detail
+    execution = Execution.objects.get(request=request)
+    assert execution.outcome == "failed" and execution.sqlstate == "42704"
+    assert execution.statements[0]["error"]
+    assert markers(managed_cluster, request.pk) == 0
+    failed = AuditEvent.objects.get(request_id=request.pk, action="request.failed")
+    assert failed.statement == request.plan[0] and failed.details["sqlstate"] == "42704"
+
+
+def test_the_same_task_delivered_twice_changes_the_cluster_once(
+    transactional_db, people, managed_cluster, managed_instance, celery_worker, wait_for_status
+):
+    from portal.celery import app
+
+    name = unique("twice")
+    request = approved_request(managed_instance, "role", role_payload(name), requester=people["alice"],
+                               enqueue=False)
+    # when the task is queued and then delivered twice more (a re-send raced the first delivery)
+    with transaction.atomic():
+        from provisioning.outbox import enqueue_apply
+
+        enqueue_apply(request)
+    for _ in range(2):
+        app.send_task(APPLY_TASK, kwargs={"request_id": request.pk, "plan_hash": request.plan_hash})
+    request = wait_for_status(request.pk, {"applied", "failed"})
+    assert request.status == RequestStatus.APPLIED, request.status_detail
+    # then let every copy be processed: a final marker message goes after them in the queue
+    probe = approved_request(managed_instance, "role", role_payload(unique("probe")), requester=people["alice"])
+    wait_for_status(probe.pk, "applied")
+    assert markers(managed_cluster, request.pk, "postgres") == 1
+    assert Execution.objects.filter(request=request).count() == 1
+    assert AuditEvent.objects.filter(request_id=request.pk, action="request.applied").count() == 1
+    with admin_conn(managed_cluster, "postgres") as conn:
+        assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", (name,)).fetchone()[0] == 1
+
+
+def test_a_plan_that_no_longer_renders_the_same_fails_as_stale(
+    transactional_db, people, managed_cluster, managed_instance, celery_worker, wait_for_status
+):
+    # given an approved request whose stored plan differs from what its payload renders
+    request = approved_request(managed_instance, "role", role_payload(unique("stale")), requester=people["alice"],
+                               enqueue=False)
+    ChangeRequest.objects.filter(pk=request.pk).update(payload=role_payload(unique("other")))
+    request.refresh_from_db()
+    with transaction.atomic():
+        from provisioning.outbox import enqueue_apply
+
+        enqueue_apply(request)
+    request = wait_for_status(request.pk, {"applied", "failed"})
+    assert request.status == RequestStatus.FAILED
+    assert "stale plan" in request.status_detail
+    assert markers(managed_cluster, request.pk, "postgres") == 0
