@@ -332,7 +332,7 @@ def apply_on_target(request: Any, steps: list[Step], *, worker: str, log_rows: l
 # --- claim and record in the portal database -------------------------------------------------
 def _claim(request_id: int, hash_: str, worker: str):
     with transaction.atomic():
-        request = ChangeRequest.objects.select_for_update().select_related("instance").filter(pk=request_id).first()
+        request = ChangeRequest.objects.select_for_update(of=("self",)).select_related("instance").filter(pk=request_id).first()
         if request is None:
             log.warning("apply.unknown_request", request=request_id)
             return None

@@ -57,7 +57,7 @@ def secret_wipe_expired(now=None) -> int:
         "pk", flat=True
     ):
         with transaction.atomic():
-            secret = RequestSecret.objects.select_for_update().select_related("request__instance").get(pk=pk)
+            secret = RequestSecret.objects.select_for_update(of=("self",)).select_related("request__instance").get(pk=pk)
             if secret.wiped_at is not None:
                 continue
             secret.encrypted = ""
