@@ -15,3 +15,11 @@ def refresh_instance_status() -> int:
         instance_refresh_status(instance)
         count += 1
     return count
+
+
+@shared_task(name="portal.notify_request", ignore_result=True)
+def notify_request(request_id: int, event: str) -> None:
+    """E-mail and webhook for one request transition (see portal.notifications)."""
+    from portal.notifications import notify_send
+
+    notify_send(request_id, event)

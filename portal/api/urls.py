@@ -4,12 +4,14 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
+from portal.api.requests import RequestViewSet
 from portal.api.views import InstanceViewSet, TeamViewSet, TokenView
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
 router.register("teams", TeamViewSet, basename="team")
 router.register("instances", InstanceViewSet, basename="instance")
+router.register("requests", RequestViewSet, basename="request")
 
 urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="api-token"),

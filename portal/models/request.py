@@ -14,7 +14,11 @@ class ChangeRequestQuerySet(RestrictedQuerySet):
     @staticmethod
     def _team_policy(qs, user, action):
         if action == "view":
-            return qs.filter(Q(requester=user) | Q(team__memberships__user=user)).distinct()
+            # The requester, the team's members, and the members of the team owning the schema a
+            # grant touches (its lead approves cross-team access).
+            return qs.filter(
+                Q(requester=user) | Q(team__memberships__user=user) | Q(owner_team__memberships__user=user)
+            ).distinct()
         return qs.none()
 
 
@@ -22,6 +26,10 @@ class ChangeRequest(models.Model):
     type = models.CharField(max_length=10, choices=RequestType.choices)
     instance = models.ForeignKey("portal.Instance", on_delete=models.PROTECT, related_name="requests")
     team = models.ForeignKey("portal.Team", on_delete=models.PROTECT, related_name="requests")
+    # The team owning the schema a grant / revoke touches, when the portal manages it.
+    owner_team = models.ForeignKey(
+        "portal.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="incoming_requests"
+    )
     # Null for system requests (grant expiry, drift revokes filed by the portal itself).
     requester = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="change_requests"

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from portal.choices import Environment, Persona, RequestType, Risk
-from portal.models import ApprovalPolicy
+from dataclasses import dataclass
+from typing import Any
+
+from guardian.shortcuts import get_users_with_perms
+
+from portal.choices import Decision, Environment, Persona, RequestStatus, RequestType, Risk
+from portal.models import Approval, ApprovalPolicy, ChangeRequest, Team
+from portal.querysets import is_admin, user_groups
 
 # (environment, risk) -> approvals required. Every type follows it; cross-team grants also need
 # the owning team's lead. Only low-risk dev changes may be auto-approved, and none is by default.
@@ -45,3 +51,108 @@ def policy_for(*, environment: str, request_type: str, risk: str) -> ApprovalPol
                               approvals_required=2,
                               approver_groups=[Persona.REVIEWERS.value, Persona.ADMINS.value])
     return policy
+
+
+# --- who approves a given request -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """What a request needs before it is approved, from its policy and the schema's owner team."""
+
+    approvals_required: int
+    approver_groups: list[str]
+    owner_lead_team: Team | None  # a lead of this team must approve too (cross-team access)
+    auto_approve: bool
+
+    def as_dict(self) -> dict:
+        return {"approvals_required": self.approvals_required, "approver_groups": list(self.approver_groups),
+                "requires_owner_lead": self.owner_lead_team is not None,
+                "owner_team": self.owner_lead_team.name if self.owner_lead_team else None}
+
+
+def requirement_for(*, environment: str, request_type: str, risk: str, team: Team | None,
+                    owner_team: Team | None) -> Requirement:
+    policy = policy_for(environment=environment, request_type=request_type, risk=risk)
+    cross_team = owner_team is not None and (team is None or owner_team.pk != team.pk)
+    lead_team = owner_team if cross_team and policy.require_owner_lead else None
+    # Auto-approval only ever for low-risk dev changes, and never when another team must agree.
+    auto = bool(policy.auto_approve and environment == Environment.DEV and risk == Risk.LOW and lead_team is None)
+    return Requirement(approvals_required=policy.approvals_required, approver_groups=list(policy.approver_groups),
+                       owner_lead_team=lead_team, auto_approve=auto)
+
+
+def requirement_of(request: ChangeRequest) -> Requirement:
+    return requirement_for(environment=request.instance.environment, request_type=request.type,
+                           risk=request.risk, team=request.team, owner_team=request.owner_team)
+
+
+def approver_groups_of(user: Any) -> set[str]:
+    """The persona groups a user approves as (a superuser counts as a platform admin)."""
+    groups = set(user_groups(user))
+    if is_admin(user):
+        groups.add(Persona.ADMINS.value)
+    return groups
+
+
+def team_leads(team: Team) -> set[int]:
+    """Ids of the users holding the guardian permission `portal.lead_team` on `team` (not superusers)."""
+    users = get_users_with_perms(team, only_with_perms_in=["lead_team"], with_superusers=False,
+                                 with_group_users=True)
+    return set(users.values_list("pk", flat=True))
+
+
+def is_team_lead(user: Any, team: Team | None) -> bool:
+    return team is not None and getattr(user, "pk", None) in team_leads(team)
+
+
+@dataclass(frozen=True)
+class Tally:
+    group_approvals: int
+    lead_approved: bool
+    approvers: list[str]
+    satisfied: bool
+
+
+def approval_tally(request: ChangeRequest, requirement: Requirement | None = None) -> Tally:
+    """Approvals that count: decision approve, on the current plan hash, from an eligible person."""
+    requirement = requirement or requirement_of(request)
+    leads = team_leads(requirement.owner_lead_team) if requirement.owner_lead_team else set()
+    approvals = (Approval.objects.filter(request=request, decision=Decision.APPROVE, plan_hash=request.plan_hash)
+                 .select_related("reviewer").order_by("created_at"))
+    group_count, lead_ok, approvers = 0, False, []
+    for approval in approvals:
+        counted = False
+        if approval.reviewer_id == request.requester_id:
+            continue  # never counts, even if it got in somehow
+        if approver_groups_of(approval.reviewer) & set(requirement.approver_groups):
+            group_count += 1
+            counted = True
+        if approval.reviewer_id in leads:
+            lead_ok = True
+            counted = True
+        if counted:
+            approvers.append(approval.reviewer.username)
+    satisfied = group_count >= requirement.approvals_required and (requirement.owner_lead_team is None or lead_ok)
+    return Tally(group_approvals=group_count, lead_approved=lead_ok, approvers=approvers, satisfied=satisfied)
+
+
+def decision_eligibility(user: Any, request: ChangeRequest) -> tuple[bool, str, int]:
+    """May `user` approve or reject `request` now? (ok, reason, http status when not)."""
+    if not getattr(user, "is_authenticated", False):
+        return False, "sign in first", 403
+    if request.status != RequestStatus.SUBMITTED:
+        return False, f"the request is {request.status}, no longer waiting for a decision", 409
+    if request.requester_id == user.pk:
+        return False, "you cannot approve or reject your own request", 403
+    if Approval.objects.filter(request=request, reviewer=user, plan_hash=request.plan_hash).exists():
+        return False, "you already decided on this plan", 409
+    requirement = requirement_of(request)
+    if approver_groups_of(user) & set(requirement.approver_groups):
+        return True, "", 200
+    if requirement.owner_lead_team is not None and is_team_lead(user, requirement.owner_lead_team):
+        return True, "", 200
+    who = ", ".join(requirement.approver_groups) or "nobody"
+    if requirement.owner_lead_team is not None:
+        who += f" or a lead of team {requirement.owner_lead_team}"
+    return False, f"only {who} may decide on this request", 403

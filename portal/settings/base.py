@@ -257,6 +257,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "RequestStatusEnum": "portal.choices.RequestStatus",
+        "InstanceStatusEnum": "portal.choices.InstanceStatus",
+    },
 }
 
 # --- logs: structured, JSON outside development; never a password or a DSN with one ------

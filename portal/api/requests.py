@@ -1,0 +1,238 @@
+"""/api/v1/requests/: submit, list, read, preview, and approve / reject / cancel / retry.
+
+Thin: input serializers parse, services decide, selectors read. An out-of-scope request is a 404
+(the selector never returns it); a forbidden action on a visible one is a 403 (PolicyViolation);
+a request in the wrong state is a 409 (Conflict); bad input is a 400 naming the field.
+"""
+
+from __future__ import annotations
+
+import django_filters
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from portal.choices import RequestStatus, RequestType
+from portal.models import Approval, ChangeRequest, Execution, Instance, Team
+from portal.selectors.requests import _by_id_or_name, can_approve, request_get_for, request_list_for
+from portal.services.auth import client_ip
+from portal.services.policy import approval_tally, requirement_of
+from portal.services.requests import (
+    request_approve,
+    request_cancel,
+    request_preview,
+    request_reject,
+    request_retry,
+    request_submit,
+)
+
+# --- input ------------------------------------------------------------------------------------
+
+
+@extend_schema_field({"oneOf": [{"type": "integer"}, {"type": "string"}],
+                      "description": "the object's id or its name"})
+class IdOrNameField(serializers.Field):
+    """A team or instance given by id (integer or digits) or by name, among those the caller sees."""
+
+    def __init__(self, model, **kwargs) -> None:
+        self.model = model
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int | str) or str(data) == "":
+            raise serializers.ValidationError("give an id or a name")
+        user = self.context["request"].user
+        found = self.model.objects.restrict(user, "view").filter(_by_id_or_name(data)).first()
+        if found is None:
+            raise serializers.ValidationError(f"no {self.model._meta.verbose_name} {data!r} that you can see")
+        return found
+
+    def to_representation(self, value):
+        return value.pk
+
+
+class RequestInput(serializers.Serializer):
+    type = serializers.ChoiceField(choices=RequestType.choices)
+    instance = IdOrNameField(Instance)
+    team = IdOrNameField(Team)
+    justification = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
+    payload = serializers.JSONField(help_text="per type: see the API docs (schema, role, grant, revoke, ddl, replica)")
+
+
+class PreviewInput(RequestInput):
+    justification = None
+
+
+class DecisionInput(serializers.Serializer):
+    comment = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
+
+
+# --- output -----------------------------------------------------------------------------------
+
+
+class RequestOutput(serializers.ModelSerializer):
+    instance = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    team = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    owner_team = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    requester = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ChangeRequest
+        fields = [
+            "id", "type", "status", "status_detail", "instance", "instance_id", "team", "team_id", "owner_team",
+            "requester", "justification", "payload", "plan", "plan_hash", "risk", "risk_reasons", "findings",
+            "expires_at", "created_at", "updated_at", "approved_at", "applied_at",
+        ]
+        read_only_fields = fields
+
+    def get_requester(self, obj) -> str:
+        return obj.requester.username if obj.requester_id else "system"
+
+
+class ApprovalOutput(serializers.ModelSerializer):
+    reviewer = serializers.CharField(source="reviewer.username")
+    current = serializers.SerializerMethodField(help_text="bound to the request's current plan hash")
+
+    class Meta:
+        model = Approval
+        fields = ["reviewer", "decision", "comment", "plan_hash", "current", "created_at"]
+
+    def get_current(self, obj) -> bool:
+        return obj.plan_hash == obj.request.plan_hash
+
+
+class ExecutionOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Execution
+        fields = ["attempt", "worker", "plan_hash", "started_at", "finished_at", "statements", "outcome", "error",
+                  "sqlstate"]
+
+
+class ReviewStateOutput(serializers.Serializer):
+    approvals_required = serializers.IntegerField()
+    approvals = serializers.IntegerField()
+    approver_groups = serializers.ListField(child=serializers.CharField())
+    requires_owner_lead = serializers.BooleanField()
+    owner_team = serializers.CharField(allow_null=True)
+    owner_lead_approved = serializers.BooleanField()
+    can_decide = serializers.BooleanField(help_text="may the caller approve or reject now")
+    reason = serializers.CharField(help_text="why not, when can_decide is false")
+
+
+class RequestDetailOutput(RequestOutput):
+    approvals = ApprovalOutput(many=True, read_only=True)
+    executions = ExecutionOutput(many=True, read_only=True)
+    review = serializers.SerializerMethodField()
+
+    class Meta(RequestOutput.Meta):
+        fields = [*RequestOutput.Meta.fields, "approvals", "executions", "review"]
+        read_only_fields = fields
+
+    @extend_schema_field(ReviewStateOutput)
+    def get_review(self, obj) -> dict:
+        requirement = requirement_of(obj)
+        tally = approval_tally(obj, requirement)
+        ok, reason = can_approve(self.context["request"].user, obj)
+        return {**requirement.as_dict(), "approvals": tally.group_approvals,
+                "owner_lead_approved": tally.lead_approved, "can_decide": ok, "reason": reason}
+
+
+class PreviewOutput(serializers.Serializer):
+    plan = serializers.ListField(child=serializers.CharField())
+    plan_hash = serializers.CharField()
+    risk = serializers.CharField()
+    risk_reasons = serializers.ListField(child=serializers.CharField())
+    approvals_required = serializers.IntegerField()
+    approver_groups = serializers.ListField(child=serializers.CharField())
+    requires_owner_lead = serializers.BooleanField()
+    owner_team = serializers.CharField(allow_null=True)
+    findings = serializers.ListField(child=serializers.JSONField())
+    payload = serializers.JSONField()
+
+
+# --- filters ----------------------------------------------------------------------------------
+
+
+class RequestFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=RequestStatus.choices)
+    type = django_filters.ChoiceFilter(choices=RequestType.choices)
+    team = django_filters.CharFilter(method="by_team", help_text="team id or name")
+    instance = django_filters.CharFilter(method="by_instance", help_text="instance id or name")
+
+    class Meta:
+        model = ChangeRequest
+        fields = ["status", "type", "team", "instance"]
+
+    def by_team(self, queryset, name, value):
+        return queryset.filter(team__in=Team.objects.filter(_by_id_or_name(value)))
+
+    def by_instance(self, queryset, name, value):
+        return queryset.filter(instance__in=Instance.objects.filter(_by_id_or_name(value)))
+
+
+# --- the viewset ------------------------------------------------------------------------------
+
+
+class RequestViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    serializer_class = RequestOutput
+    filterset_class = RequestFilter
+    queryset = ChangeRequest.objects.none()  # for the schema generator; get_queryset scopes it
+
+    def get_queryset(self):
+        return request_list_for(self.request.user)
+
+    def _detail(self, pk, status_code: int = status.HTTP_200_OK) -> Response:
+        obj = request_get_for(self.request.user, pk)
+        return Response(RequestDetailOutput(obj, context={"request": self.request}).data, status=status_code)
+
+    @extend_schema(responses={200: RequestDetailOutput})
+    def retrieve(self, request, pk=None):
+        return self._detail(pk)
+
+    @extend_schema(request=RequestInput, responses={201: RequestDetailOutput},
+                   description="Submit a request. `team` and `instance` may be given by id or by name.")
+    def create(self, request):
+        data = RequestInput(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        created = request_submit(user=request.user, actor_ip=client_ip(request), **data.validated_data)
+        return self._detail(created.pk, status.HTTP_201_CREATED)
+
+    @extend_schema(request=PreviewInput, responses={200: PreviewOutput},
+                   description="The plan, risk and approvals a submit would produce; writes nothing.")
+    @action(detail=False, methods=["post"])
+    def preview(self, request):
+        data = PreviewInput(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        result = request_preview(user=request.user, **data.validated_data)
+        return Response(PreviewOutput(result).data)
+
+    def _decision(self, request, pk, service, actor_kw: str) -> Response:
+        obj = request_get_for(request.user, pk)
+        data = DecisionInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        service(request=obj, **{actor_kw: request.user}, comment=data.validated_data["comment"],
+                actor_ip=client_ip(request))
+        return self._detail(pk)
+
+    @extend_schema(request=DecisionInput, responses={200: RequestDetailOutput})
+    @action(detail=True, methods=["post"])
+    def approve(self, request, pk=None):
+        return self._decision(request, pk, request_approve, "reviewer")
+
+    @extend_schema(request=DecisionInput, responses={200: RequestDetailOutput})
+    @action(detail=True, methods=["post"])
+    def reject(self, request, pk=None):
+        return self._decision(request, pk, request_reject, "reviewer")
+
+    @extend_schema(request=DecisionInput, responses={200: RequestDetailOutput})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        return self._decision(request, pk, request_cancel, "user")
+
+    @extend_schema(request=DecisionInput, responses={200: RequestDetailOutput})
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        return self._decision(request, pk, request_retry, "user")
+
+

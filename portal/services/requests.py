@@ -1,0 +1,263 @@
+"""Change requests: preview, submit, and every transition of their lifecycle.
+
+submitted → approved | rejected | cancelled; approved → queued (the outbox, same transaction)
+→ running → applied | failed (the workers); failed → queued (retry by a reviewer or admin).
+Each transition locks the request row (SELECT ... FOR UPDATE), so two reviewers approving at
+the same instant produce exactly one transition, and writes its audit event in the same
+transaction. Notifications go out after commit and never block the transition.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import structlog
+from django.db import transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from audit.services import record
+from portal.choices import Decision, InstanceStatus, RequestStatus, RequestType
+from portal.errors import Conflict, InvalidPayload, PolicyViolation, StalePlan
+from portal.models import Approval, ChangeRequest, Instance, InstanceInventory, Team
+from portal.querysets import is_admin, is_reviewer
+from portal.risk import owner_team_id_for, risk_assess
+from portal.services.policy import approval_tally, decision_eligibility, requirement_for, requirement_of
+from provisioning.plans import module_for, plan_hash, plan_text
+
+log = structlog.get_logger(__name__)
+
+INVENTORY_MAX_AGE = timedelta(seconds=60)
+MAX_JUSTIFICATION = 5000
+MAX_COMMENT = 5000
+
+
+# --- preview and submit -----------------------------------------------------------------------
+
+
+def _plan_module(request_type: str):
+    if request_type not in RequestType.values:
+        raise InvalidPayload.field("type", f"one of: {', '.join(RequestType.values)}")
+    try:
+        return module_for(request_type)
+    except ImportError:
+        raise InvalidPayload.field("type", f"{request_type} requests are not available yet") from None
+
+
+def _check_requester(user: Any, team: Team, instance: Instance) -> None:
+    if not team.memberships.filter(user=user).exists() and not is_admin(user):
+        raise PolicyViolation(f"you are not a member of team {team}",
+                              errors={"team": [f"you are not a member of team {team}"]})
+    if instance.status == InstanceStatus.RETIRED:
+        raise InvalidPayload.field("instance", "this instance is retired")
+
+
+def inventory_ensure_fresh(instance: Instance) -> None:
+    """Refresh the inventory when missing or older than a minute; a failure keeps the old one."""
+    from provisioning.inventory import inventory_refresh
+
+    refreshed_at = InstanceInventory.objects.filter(instance=instance).values_list("refreshed_at", flat=True).first()
+    if refreshed_at is not None and refreshed_at > timezone.now() - INVENTORY_MAX_AGE:
+        return
+    try:
+        inventory_refresh(instance)
+    except psycopg.Error as exc:
+        log.warning("inventory.refresh_failed", instance=instance.pk, error=type(exc).__name__)
+
+
+def request_preview(*, user: Any, type: str, instance: Instance, team: Team, payload: Any) -> dict:
+    """The plan, its hash, risk and who must approve: exactly what a submit would store. No writes
+    to the portal's records (the inventory cache may be refreshed)."""
+    module = _plan_module(type)
+    _check_requester(user, team, instance)
+    if type in (RequestType.SCHEMA, RequestType.ROLE, RequestType.GRANT, RequestType.REVOKE):
+        inventory_ensure_fresh(instance)
+    validated = module.validate(payload, instance=instance, team=team, user=user)
+    steps = module.render(validated)
+    plan = plan_text(steps)
+    owner_team_id = owner_team_id_for(request_type=type, payload=validated, instance=instance)
+    risk, reasons = risk_assess(request_type=type, payload=validated, environment=instance.environment,
+                                team_id=team.pk, owner_team_id=owner_team_id)
+    owner_team = Team.objects.get(pk=owner_team_id) if owner_team_id else None
+    requirement = requirement_for(environment=instance.environment, request_type=type, risk=risk, team=team,
+                                  owner_team=owner_team)
+    findings = module.findings(validated) if hasattr(module, "findings") else []
+    return {
+        "plan": plan,
+        "plan_hash": plan_hash(plan),
+        "risk": risk,
+        "risk_reasons": reasons,
+        **requirement.as_dict(),
+        "auto_approve": requirement.auto_approve,
+        "findings": findings,
+        "payload": validated,
+        "database": module.database(validated),
+        "owner_team_id": owner_team_id,
+    }
+
+
+def request_submit(*, user: Any, actor_ip: str | None, type: str, instance: Instance, team: Team,
+                   justification: str, payload: Any) -> ChangeRequest:
+    justification = (justification or "").strip() if isinstance(justification, str) else ""
+    if not justification:
+        raise InvalidPayload.field("justification", "say why this change is needed")
+    if len(justification) > MAX_JUSTIFICATION:
+        raise InvalidPayload.field("justification", f"at most {MAX_JUSTIFICATION} characters")
+    preview = request_preview(user=user, type=type, instance=instance, team=team, payload=payload)
+    validated = preview["payload"]
+    expires_at = parse_datetime(validated["expires_at"]) if validated.get("expires_at") else None
+    with transaction.atomic():
+        request = ChangeRequest.objects.create(
+            type=type, instance=instance, team=team, requester=user, justification=justification,
+            payload=validated, plan=preview["plan"], plan_hash=preview["plan_hash"], risk=preview["risk"],
+            risk_reasons=preview["risk_reasons"], findings=preview["findings"], expires_at=expires_at,
+            submitted_ip=actor_ip or None, owner_team_id=preview["owner_team_id"],
+        )
+        _audit(request, "request.submitted", actor=user, actor_ip=actor_ip, outcome=RequestStatus.SUBMITTED,
+               details={"type": type, "team": team.name, "risk": request.risk, "plan_hash": request.plan_hash,
+                        "plan": request.plan})
+        _notify_on_commit(request, "submitted")
+        if preview["auto_approve"]:
+            # Policy allows it (low-risk dev only): the portal approves as `system`.
+            _approve_and_queue(request, approvers=[], actor=None, actor_ip=None, auto=True)
+    return request
+
+
+# --- decisions --------------------------------------------------------------------------------
+
+
+def _locked(request: ChangeRequest) -> ChangeRequest:
+    return (ChangeRequest.objects.select_for_update(of=("self",))
+            .select_related("instance", "team", "owner_team", "requester").get(pk=request.pk))
+
+
+def _check_comment(comment: Any) -> str:
+    if comment is None:
+        return ""
+    if not isinstance(comment, str):
+        raise InvalidPayload.field("comment", "must be text")
+    if len(comment) > MAX_COMMENT:
+        raise InvalidPayload.field("comment", f"at most {MAX_COMMENT} characters")
+    return comment.strip()
+
+
+def _check_plan_intact(request: ChangeRequest) -> None:
+    # The hash approvals bind to must still be the hash of the stored plan text.
+    if plan_hash(request.plan) != request.plan_hash:
+        raise StalePlan("the stored plan does not match its hash; submit the request again")
+
+
+def _decide(request: ChangeRequest, reviewer: Any, decision: str, comment: str) -> ChangeRequest:
+    ok, reason, status = decision_eligibility(reviewer, request)
+    if not ok:
+        raise (Conflict if status == 409 else PolicyViolation)(reason)
+    _check_plan_intact(request)
+    Approval.objects.create(request=request, reviewer=reviewer, decision=decision, comment=comment,
+                            plan_hash=request.plan_hash)
+    return request
+
+
+def request_approve(*, request: ChangeRequest, reviewer: Any, comment: str, actor_ip: str | None = None
+                    ) -> ChangeRequest:
+    comment = _check_comment(comment)
+    with transaction.atomic():
+        request = _locked(request)
+        _decide(request, reviewer, Decision.APPROVE, comment)
+        requirement = requirement_of(request)
+        tally = approval_tally(request, requirement)
+        _audit(request, "request.approval", actor=reviewer, actor_ip=actor_ip, approvers=tally.approvers,
+               outcome=Decision.APPROVE,
+               details={"comment": comment, "plan_hash": request.plan_hash, "approvals": tally.group_approvals,
+                        "approvals_required": requirement.approvals_required,
+                        "owner_lead_approved": tally.lead_approved, **requirement.as_dict()})
+        if tally.satisfied:
+            _approve_and_queue(request, approvers=tally.approvers, actor=reviewer, actor_ip=actor_ip)
+    return request
+
+
+def _approve_and_queue(request: ChangeRequest, *, approvers: list[str], actor: Any, actor_ip: str | None,
+                       auto: bool = False) -> None:
+    """submitted → approved → queued, with the outbox row, in the caller's transaction."""
+    from provisioning.outbox import enqueue_apply
+
+    request.status = RequestStatus.APPROVED
+    request.approved_at = timezone.now()
+    request.save(update_fields=["status", "approved_at", "updated_at"])
+    _audit(request, "request.approved", actor=actor, actor_ip=actor_ip, approvers=approvers,
+           outcome=RequestStatus.APPROVED, details={"plan_hash": request.plan_hash, "auto_approved": auto})
+    _notify_on_commit(request, "approved")
+    enqueue_apply(request)  # approved → queued; writes request.queued and the outbox row
+
+
+def request_reject(*, request: ChangeRequest, reviewer: Any, comment: str, actor_ip: str | None = None
+                   ) -> ChangeRequest:
+    comment = _check_comment(comment)
+    if not comment:
+        raise InvalidPayload.field("comment", "say why the request is rejected")
+    with transaction.atomic():
+        request = _locked(request)
+        _decide(request, reviewer, Decision.REJECT, comment)
+        request.status = RequestStatus.REJECTED
+        request.status_detail = comment
+        request.save(update_fields=["status", "status_detail", "updated_at"])
+        _audit(request, "request.rejected", actor=reviewer, actor_ip=actor_ip, approvers=[],
+               outcome=RequestStatus.REJECTED, details={"comment": comment, "plan_hash": request.plan_hash})
+        _notify_on_commit(request, "rejected")
+    return request
+
+
+def request_cancel(*, request: ChangeRequest, user: Any, comment: str = "", actor_ip: str | None = None
+                   ) -> ChangeRequest:
+    comment = _check_comment(comment)
+    with transaction.atomic():
+        request = _locked(request)
+        if request.requester_id != user.pk:
+            raise PolicyViolation("only the requester may cancel a request")
+        if request.status != RequestStatus.SUBMITTED:
+            raise Conflict(f"a {request.status} request cannot be cancelled")
+        request.status = RequestStatus.CANCELLED
+        request.status_detail = comment
+        request.save(update_fields=["status", "status_detail", "updated_at"])
+        _audit(request, "request.cancelled", actor=user, actor_ip=actor_ip, outcome=RequestStatus.CANCELLED,
+               details={"comment": comment})
+        _notify_on_commit(request, "cancelled")
+    return request
+
+
+def request_retry(*, request: ChangeRequest, user: Any, comment: str = "", actor_ip: str | None = None
+                  ) -> ChangeRequest:
+    from provisioning.outbox import enqueue_apply
+
+    comment = _check_comment(comment)
+    with transaction.atomic():
+        request = _locked(request)
+        if not is_reviewer(user):
+            raise PolicyViolation("only reviewers and platform admins may retry a request")
+        if request.status != RequestStatus.FAILED:
+            raise Conflict(f"a {request.status} request cannot be retried; only failed ones can")
+        _check_plan_intact(request)
+        _audit(request, "request.retried", actor=user, actor_ip=actor_ip, outcome=RequestStatus.QUEUED,
+               details={"comment": comment, "plan_hash": request.plan_hash, "previous_error": request.status_detail})
+        enqueue_apply(request)  # failed → queued
+        _notify_on_commit(request, "retried")
+    return request
+
+
+# --- audit and notifications ------------------------------------------------------------------
+
+
+def _audit(request: ChangeRequest, action: str, *, actor: Any, actor_ip: str | None, outcome: str = "",
+           approvers: list[str] | None = None, details: dict | None = None) -> None:
+    database = request.payload.get("database", "") if isinstance(request.payload, dict) else ""
+    record(action, actor=actor, actor_ip=actor_ip, object_type="request", object_id=request.pk,
+           instance=request.instance, database=database or "", request_id=request.pk, approvers=approvers,
+           outcome=str(outcome), details=details)
+
+
+def _notify_on_commit(request: ChangeRequest, event: str) -> None:
+    from portal.notifications import notify_enqueue
+
+    request_id = request.pk
+    transaction.on_commit(lambda: notify_enqueue(request_id, event))

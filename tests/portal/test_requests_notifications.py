@@ -1,0 +1,89 @@
+"""Notifications: e-mail and the team's JSON webhook after each transition, sent by a Celery task."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from django.core import mail
+
+from portal.models import Team
+from portal.notifications import notify_send
+from portal.services.requests import request_approve, request_submit
+from portal.tasks import notify_request
+from tests.portal.requests_helpers import unique
+
+
+@pytest.fixture
+def webhook():
+    """A loopback HTTP server recording the JSON bodies POSTed to it."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            length = int(self.headers["Content-Length"])
+            received.append({"path": self.path, "type": self.headers["Content-Type"],
+                             "body": json.loads(self.rfile.read(length))})
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield {"url": f"http://127.0.0.1:{server.server_port}/hook", "received": received}
+    server.shutdown()
+    server.server_close()
+
+
+def submit(people, instance):
+    return request_submit(user=people["alice"], actor_ip=None, type="schema", instance=instance,
+                          team=Team.objects.get(name="payments"), justification="notify",
+                          payload={"database": "app", "name": unique("ntf")})
+
+
+def test_each_transition_enqueues_a_notification_after_commit(people, managed_instance,
+                                                              django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        request = submit(people, managed_instance)
+    assert len(callbacks) == 1  # the notification; publishing it to the real broker did not raise
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        request_approve(request=request, reviewer=people["bob"], comment="")
+    # approved notification + the outbox send, both only after commit
+    assert len(callbacks) == 2
+
+
+def test_the_task_mails_the_requester_and_reviewers_and_posts_json_to_the_webhook(people, managed_instance,
+                                                                                    webhook):
+    Team.objects.filter(name="payments").update(webhook_url=webhook["url"])
+    request = submit(people, managed_instance)
+    notify_request.apply(args=[request.pk, "submitted"])  # the task body, run here as a worker would
+    assert len(mail.outbox) == 1
+    assert set(mail.outbox[0].to) == {"alice@example.test", "bob@example.test", "admin@example.test"}
+    assert f"request #{request.pk}" in mail.outbox[0].subject
+    assert len(webhook["received"]) == 1
+    posted = webhook["received"][0]
+    assert posted["path"] == "/hook" and posted["type"] == "application/json"
+    assert posted["body"]["event"] == "request.submitted"
+    assert posted["body"]["request"].items() >= {"id": request.pk, "type": "schema", "status": "submitted",
+                                               "team": "payments", "instance": "demo", "requester": "alice"}.items()
+
+
+def test_no_webhook_when_unset_and_never_to_hosts_outside_the_allowed_targets(people, managed_instance, webhook):
+    request = submit(people, managed_instance)
+    assert notify_send(request.pk, "approved")["webhook"] is None
+    # decided without any traffic: 203.0.113.0/24 is outside PORTAL_ALLOWED_TARGETS
+    Team.objects.filter(name="payments").update(webhook_url="http://203.0.113.7/hook")
+    assert notify_send(request.pk, "approved")["webhook"] == "not allowed"
+    assert webhook["received"] == []
+    assert mail.outbox[-1].to == ["alice@example.test"]
+
+
+def test_a_webhook_that_fails_does_not_raise(people, managed_instance, webhook):
+    Team.objects.filter(name="payments").update(webhook_url="http://127.0.0.1:1/closed")
+    request = submit(people, managed_instance)
+    assert notify_send(request.pk, "rejected")["webhook"].startswith("failed")

@@ -1,0 +1,112 @@
+"""Risk rules, reviewer queue order, "my access", can_approve."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from portal.models import ChangeRequest, Grant, ManagedRole, Team
+from portal.risk import risk_assess
+from portal.selectors.requests import can_approve, my_access, pending_reviews, request_get_for
+from portal.services.requests import request_cancel, request_submit
+from tests.portal.requests_helpers import unique
+
+
+def rate(request_type="grant", environment="dev", team_id=1, owner_team_id=1, **payload):
+    return risk_assess(request_type=request_type, payload=payload, environment=environment, team_id=team_id,
+                       owner_team_id=owner_team_id)
+
+
+@pytest.mark.parametrize(("kwargs", "level", "reason"), [
+    ({"privileges": ["SELECT"]}, "low", "read access"),
+    ({"privileges": ["SELECT"], "expires_at": "2030-01-01T00:00:00Z"}, "low", "time-bound"),
+    ({"privileges": ["SELECT"], "owner_team_id": 2}, "low", "another team's schema: its lead approves too"),
+    ({"privileges": ["SELECT", "INSERT"]}, "medium", "write access (INSERT / UPDATE)"),
+    ({"privileges": ["DELETE"]}, "medium", "DELETE / TRUNCATE"),
+    ({"privileges": ["TRUNCATE"]}, "medium", "DELETE / TRUNCATE"),
+    ({"privileges": ["TRIGGER"]}, "medium", "REFERENCES / TRIGGER"),
+    ({"privileges": ["SELECT"], "default_privileges": True}, "medium", "default privileges"),
+    ({"privileges": ["USAGE", "CREATE"]}, "high", "CREATE on a schema"),
+    ({"privileges": ["UPDATE"], "owner_team_id": 2}, "high", "write access to another team's schema"),
+    ({"privileges": ["SELECT"], "environment": "prod"}, "high", "production instance"),
+    ({"request_type": "role", "login": True}, "medium", "login role"),
+    ({"request_type": "role", "login": False}, "low", "group role without login"),
+    ({"request_type": "schema", "name": "x"}, "low", "new empty schema"),
+    ({"request_type": "schema", "name": "x", "environment": "prod"}, "high", "production"),
+    ({"request_type": "revoke", "privileges": ["DELETE"]}, "low", "takes access away"),
+    ({"request_type": "ddl", "sql": "x"}, "medium", "no risk rules"),
+])
+def test_risk_rules(kwargs, level, reason):
+    risk, reasons = rate(**kwargs)
+    assert risk == level
+    assert any(reason in r for r in reasons), reasons
+
+
+def test_risk_reasons_list_the_highest_first():
+    risk, reasons = rate(privileges=["SELECT", "CREATE", "DELETE"], environment="prod")
+    assert risk == "high"
+    assert reasons[:2] == ["production instance: every change there is high risk",
+                           "CREATE on a schema: the role may create objects in it"]
+
+
+@pytest.fixture
+def world(people, managed_instance):
+    return {"instance": managed_instance, "payments": Team.objects.get(name="payments"), **people}
+
+
+def submit(world, who="alice", **payload):
+    request_type = payload.pop("type", "schema")
+    payload = payload or {"database": "app", "name": unique("q")}
+    return request_submit(user=world[who], actor_ip=None, type=request_type, instance=world["instance"],
+                          team=world["payments"], justification="queue", payload=payload)
+
+
+def test_pending_reviews_are_ordered_by_risk_then_age(world):
+    low_old = submit(world)
+    medium = submit(world, type="role", name=unique("svc"), login=True)
+    low_new = submit(world)
+    cancelled = submit(world)
+    request_cancel(request=cancelled, user=world["alice"])
+    ChangeRequest.objects.filter(pk=low_new.pk).update(created_at=timezone.now() + timedelta(seconds=5))
+    assert [r.pk for r in pending_reviews(world["bob"])] == [medium.pk, low_old.pk, low_new.pk]
+    assert pending_reviews(world["alice"]) == []  # not a reviewer, leads no owning team
+    assert pending_reviews(world["carol"]) == []
+    assert pending_reviews(world["dave"]) == []
+
+
+def test_a_decided_request_leaves_the_reviewers_queue(world, api_for):
+    request = submit(world)
+    api_for("bob").post(f"/api/v1/requests/{request.pk}/approve/", {}, format="json")
+    assert request.pk not in [r.pk for r in pending_reviews(world["bob"])]
+
+
+def test_can_approve_explains_why_not(world):
+    request = submit(world)
+    assert can_approve(world["bob"], request) == (True, "")
+    assert can_approve(world["alice"], request)[1] == "you cannot approve or reject your own request"
+    assert "only reviewers, platform-admins" in can_approve(world["carol"], request)[1]
+
+
+def test_request_get_for_is_scoped(world):
+    request = submit(world)
+    assert request_get_for(world["bob"], request.pk) == request
+    from django.http import Http404
+
+    with pytest.raises(Http404):
+        request_get_for(world["dave"], request.pk)
+
+
+def test_my_access_lists_the_teams_roles_and_live_grants_with_expiry(world):
+    instance, team = world["instance"], world["payments"]
+    ManagedRole.objects.create(instance=instance, name="payments_svc", team=team, login=True)
+    expires = timezone.now() + timedelta(days=3)
+    Grant.objects.create(instance=instance, database="app", schema="s", role="payments_svc", privileges=["SELECT"],
+                         tables="all", team=team, expires_at=expires)
+    Grant.objects.create(instance=instance, database="app", schema="s", role="payments_svc", privileges=["INSERT"],
+                         tables="all", team=team, revoked_at=timezone.now())
+    access = my_access(world["alice"])
+    assert [(g.privileges, g.expires_at) for g in access["grants"]] == [(["SELECT"], expires)]
+    assert [r.name for r in access["roles"]] == ["payments_svc"]
+    assert list(my_access(world["dave"])["grants"]) == []
