@@ -22,7 +22,7 @@ def webhook():
     received: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's naming
+        def do_POST(self):
             length = int(self.headers["Content-Length"])
             received.append({"path": self.path, "type": self.headers["Content-Type"],
                              "body": json.loads(self.rfile.read(length))})
