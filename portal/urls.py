@@ -17,3 +17,8 @@ urlpatterns = [
     path("api/v1/", include(("portal.api.urls", "api"), namespace="api")),
     path("", include("django_prometheus.urls")),
 ]
+
+handler400 = "portal.views.errors.bad_request"
+handler403 = "portal.views.errors.permission_denied"
+handler404 = "portal.views.errors.not_found"
+handler500 = "portal.views.errors.server_error"
