@@ -67,11 +67,25 @@ def navigation(request) -> dict:
         except NoReverseMatch:
             continue
         seen.add(url_name)
-        items.append({"label": label, "url": url, "icon": icon, "active": request.path == url})
+        items.append({"label": label, "url": url, "url_name": url_name, "icon": icon, "active": False})
+    # The active item is the longest nav URL that prefixes the path (/requests/new/ over /requests/).
+    matches = [i for i in items if request.path == i["url"] or (i["url"] != "/" and request.path.startswith(i["url"]))]
+    if matches:
+        max(matches, key=lambda i: len(i["url"]))["active"] = True
     context.update(
         nav_items=items,
         persona=persona,
         persona_label=Persona(persona).label,
         user_teams=[m.team.name for m in user.memberships.select_related("team")],
+        review_count=_review_count(user) if any(i["url_name"] == "review-queue" for i in items) else 0,
+        search_query=request.GET.get("q", "") if request.resolver_match and
+        request.resolver_match.url_name == "request-search" else "",
     )
     return context
+
+
+def _review_count(user) -> int:
+    """How many requests wait for this reviewer (the nav badge)."""
+    from portal.selectors.requests import pending_reviews
+
+    return pending_reviews(user).count()

@@ -3,7 +3,7 @@
 from django.contrib.auth.views import LogoutView
 from django.urls import include, path
 
-from portal.views import auth, health, home, instances
+from portal.views import access, admin_pages, auth, dashboard, drift, health, home, instances, requests, reviews
 
 urlpatterns = [
     path("login/", auth.PortalLoginView.as_view(), name="login"),
@@ -12,7 +12,28 @@ urlpatterns = [
     path("instances/", instances.instance_list, name="instance-list"),
     path("instances/register/", instances.instance_register_view, name="instance-register"),
     path("instances/<int:pk>/", instances.instance_detail, name="instance-detail"),
+    # requests (ui)
+    path("requests/", requests.request_list, name="request-list"),
+    path("requests/new/", requests.request_new, name="request-new"),
+    path("requests/new/<str:request_type>/", requests.request_new_form, name="request-new-form"),
+    path("requests/new/<str:request_type>/fields/", requests.request_form_fields, name="request-form-fields"),
+    path("requests/new/<str:request_type>/preview/", requests.request_preview, name="request-preview"),
+    path("requests/search/", requests.request_search_view, name="request-search"),
+    path("requests/<int:pk>/", requests.request_detail, name="request-detail"),
+    path("requests/<int:pk>/status/", requests.request_status, name="request-status"),
+    path("requests/<int:pk>/reveal/", requests.request_reveal, name="request-reveal"),
+    path("requests/<int:pk>/<str:action>/", requests.request_action, name="request-action"),
+    path("reviews/", reviews.review_queue, name="review-queue"),
+    path("access/", access.my_access_view, name="my-access"),
+    path("drift/", drift.drift_list, name="drift-list"),
+    path("dashboard/data/", dashboard.dashboard_data, name="dashboard-data"),
+    # administration (ui)
+    path("teams/", admin_pages.team_list, name="team-list"),
+    path("teams/<int:pk>/", admin_pages.team_detail, name="team-detail"),
+    path("policies/", admin_pages.policy_list, name="policy-list"),
+    path("policies/<int:pk>/", admin_pages.policy_edit, name="policy-edit"),
     path("", include("audit.urls")),
+    # machines
     path("healthz", health.healthz, name="healthz"),
     path("api/v1/", include(("portal.api.urls", "api"), namespace="api")),
     path("", include("django_prometheus.urls")),

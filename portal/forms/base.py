@@ -10,10 +10,16 @@ from portal.errors import DomainError
 class PortalForm(forms.Form):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.style_widgets()
+
+    def style_widgets(self) -> None:
+        """Bootstrap classes and help-text links on every widget (call again after adding fields)."""
         for name, field in self.fields.items():
             widget = field.widget
             css = "form-check-input" if isinstance(widget, forms.CheckboxInput) else (
                 "form-select" if isinstance(widget, forms.Select) else "form-control")
+            if isinstance(widget, forms.CheckboxSelectMultiple | forms.RadioSelect):
+                continue
             widget.attrs.setdefault("class", css)
             if field.help_text:
                 widget.attrs.setdefault("aria-describedby", f"id_{name}_help")

@@ -7,7 +7,8 @@ from django.shortcuts import redirect, render
 
 from portal.errors import DomainError
 from portal.forms.instances import InstanceRegisterForm
-from portal.querysets import is_admin
+from portal.querysets import is_admin, is_reviewer
+from portal.selectors.drift import drift_list_for
 from portal.selectors.instances import instance_get_for, instance_list_for, instance_recent_requests
 from portal.services.auth import client_ip
 from portal.services.instances import instance_register
@@ -24,8 +25,9 @@ def instance_detail(request, pk: int):
     instance = instance_get_for(request.user, pk)
     return render(request, "instances/detail.html", {
         "instance": instance,
-        "replicas": instance.replicas.all(),
+        "replicas": instance.replicas.order_by("name"),
         "recent_requests": instance_recent_requests(request.user, instance),
+        "drift": list(drift_list_for(request.user, instance=instance)[:50]) if is_reviewer(request.user) else None,
     })
 
 
@@ -34,12 +36,39 @@ def instance_register_view(request):
     if not is_admin(request.user):
         raise PermissionDenied
     form = InstanceRegisterForm(request.POST or None)
+    failure: DomainError | None = None
     if request.method == "POST" and form.is_valid():
         try:
             instance = instance_register(actor=request.user, actor_ip=client_ip(request), **form.cleaned_data)
         except DomainError as exc:
             form.add_domain_error(exc)
+            failure = exc
         else:
             messages.success(request, f"Instance {instance.name} registered ({instance.server_version}).")
             return redirect("instance-detail", pk=instance.pk)
-    return render(request, "instances/register.html", {"form": form}, status=400 if form.errors else 200)
+    return render(request, "instances/register.html", {"form": form, "failure": failure,
+                                                       "hint": _registration_hint(failure)},
+                  status=400 if form.errors else 200)
+
+
+def _registration_hint(failure: DomainError | None) -> str:
+    """What to check next, for the usual reasons a first connection fails."""
+    if failure is None:
+        return ""
+    text = (failure.detail + " " + " ".join(m for ms in failure.errors.values() for m in ms)).lower()
+    if "password authentication failed" in text:
+        return "The server answered but refused the user name or password. Check both; nothing was stored."
+    if "refused" in text:
+        return ("Nothing listens on that host and port. Is PostgreSQL running, and is the port right "
+                "(listen_addresses / port in postgresql.conf)?")
+    if "timeout" in text or "timed out" in text:
+        return "No answer within 5 seconds: a firewall, a wrong host or an overloaded server."
+    if "pg_hba" in text or "no pg_hba.conf entry" in text:
+        return "The server does not accept this user from the portal's address: add a pg_hba.conf line for it."
+    if "portal_allowed_targets" in text:
+        return "The portal only connects to hosts an operator allowed (PORTAL_ALLOWED_TARGETS); nothing was tried."
+    if "createrole" in text or "superuser" in text:
+        return "The user connected but cannot create roles: use a superuser or a role with CREATEROLE."
+    if "does not exist" in text:
+        return "The server answered, but the maintenance database or the user does not exist."
+    return ""

@@ -1,18 +1,147 @@
-// dbportal UI behaviour: keyboard shortcuts and copy buttons (no inline scripts: CSP).
-document.addEventListener("keydown", (event) => {
-  const tag = (event.target.tagName || "").toLowerCase();
-  if (tag === "input" || tag === "textarea" || tag === "select" || event.target.isContentEditable) return;
-  if (event.key === "/") {
-    const search = document.getElementById("global-search");
-    if (search) { event.preventDefault(); search.focus(); }
+// dbportal UI behaviour. No inline scripts anywhere (the CSP forbids them): everything lives here.
+(function () {
+  "use strict";
+
+  function typing(target) {
+    const tag = (target.tagName || "").toLowerCase();
+    return tag === "input" || tag === "textarea" || tag === "select" || target.isContentEditable;
   }
-});
-document.addEventListener("click", (event) => {
-  const button = event.target.closest("[data-copy-target]");
-  if (!button) return;
-  const source = document.getElementById(button.dataset.copyTarget);
-  if (source && navigator.clipboard) {
-    navigator.clipboard.writeText(source.innerText.trim());
-    button.textContent = "Copied";
+
+  function modalOpen() {
+    return document.querySelector(".modal.show") !== null;
   }
-});
+
+  // --- review queue: j/k move, Enter expands, a/r open approve / reject -----------------------
+  function queueItems() {
+    return Array.from(document.querySelectorAll("#review-table .review-item"));
+  }
+
+  function currentItem() {
+    const items = queueItems();
+    const focused = document.activeElement && document.activeElement.closest(".review-item");
+    return focused || items.find((i) => i.classList.contains("selected")) || null;
+  }
+
+  function selectItem(item) {
+    queueItems().forEach((i) => i.classList.remove("selected"));
+    if (!item) return;
+    item.classList.add("selected");
+    item.focus({ preventScroll: false });
+  }
+
+  function queueKey(event) {
+    const items = queueItems();
+    if (!items.length) return false;
+    const current = currentItem();
+    const index = current ? items.indexOf(current) : -1;
+    if (event.key === "j") { selectItem(items[Math.min(index + 1, items.length - 1)]); return true; }
+    if (event.key === "k") { selectItem(items[Math.max(index - 1, 0)]); return true; }
+    if (!current) return false;
+    if (event.key === "a" || event.key === "r") {
+      const button = current.querySelector(`[data-action="${event.key === "a" ? "approve" : "reject"}"]`);
+      if (button) button.click();
+      return true;
+    }
+    if (event.key === "Enter" && event.target === current) {
+      const expand = current.querySelector(".expand-btn");
+      if (expand) expand.click();
+      return true;
+    }
+    return false;
+  }
+
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target) || modalOpen()) return;
+    if (event.key === "/") {
+      const search = document.getElementById("global-search");
+      if (search) { event.preventDefault(); search.focus(); search.select(); }
+      return;
+    }
+    if (document.getElementById("review-table") && queueKey(event)) event.preventDefault();
+  });
+
+  // Focus the comment box when a confirmation dialog opens.
+  document.addEventListener("shown.bs.modal", (event) => {
+    const box = event.target.querySelector("textarea, input:not([type=hidden])");
+    if (box) box.focus();
+  });
+
+  // --- copy buttons -----------------------------------------------------------------------------
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest("[data-copy-target]");
+    if (!button) return;
+    const source = document.getElementById(button.dataset.copyTarget);
+    if (!source) return;
+    const text = "value" in source && source.value !== undefined ? source.value : source.innerText;
+    const done = () => {
+      const label = button.innerHTML;
+      button.textContent = "Copied";
+      button.classList.add("copied");
+      setTimeout(() => { button.innerHTML = label; button.classList.remove("copied"); }, 1500);
+    };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text.trim()).then(done, () => fallbackCopy(source, done));
+    } else {
+      fallbackCopy(source, done);
+    }
+  });
+
+  function fallbackCopy(source, done) {
+    // Plain-HTTP demo: the async clipboard API is not available; select and copy the text instead.
+    const area = document.createElement("textarea");
+    area.value = ("value" in source ? source.value : source.innerText).trim();
+    area.setAttribute("readonly", "");
+    area.className = "visually-hidden";
+    document.body.appendChild(area);
+    area.select();
+    try { document.execCommand("copy"); done(); } finally { area.remove(); }
+  }
+
+  // --- new request: re-render the fields when instance / database / schema changes -------------
+  document.addEventListener("change", (event) => {
+    const field = event.target;
+    if (!field.matches || !field.matches("#request-form [data-refresh]")) return;
+    const form = field.closest("form");
+    if (!window.htmx || !form) return;
+    window.htmx.ajax("POST", form.dataset.fieldsUrl, { source: form, target: "#request-fields", swap: "innerHTML" })
+      .then(() => {
+        const again = document.getElementById(field.id);
+        if (again) again.focus();
+        document.body.dispatchEvent(new Event("fields-refreshed"));
+      });
+  });
+
+  // The tables list only matters when "Only these tables" is chosen.
+  function syncTables() {
+    const list = document.querySelector("#request-form select[name=tables]");
+    if (!list) return;
+    const mode = document.querySelector("#request-form input[name=tables_mode]:checked");
+    list.disabled = !mode || mode.value !== "list";
+  }
+  document.addEventListener("change", (event) => {
+    if (event.target.name === "tables_mode") syncTables();
+  });
+  document.addEventListener("htmx:afterSettle", syncTables);
+  document.addEventListener("DOMContentLoaded", syncTables);
+
+  // --- a visible loading state for every htmx request --------------------------------------------
+  let inflight = 0;
+  document.addEventListener("htmx:beforeRequest", (event) => {
+    // Background polling of a request's status does not flash the page's progress bar.
+    if (event.target.id === "request-live") return;
+    inflight += 1;
+    document.body.classList.add("htmx-busy");
+  });
+  document.addEventListener("htmx:afterRequest", (event) => {
+    if (event.target.id === "request-live") return;
+    inflight = Math.max(0, inflight - 1);
+    if (!inflight) document.body.classList.remove("htmx-busy");
+  });
+  document.addEventListener("htmx:responseError", (event) => {
+    const live = document.getElementById("preview");
+    if (live && event.target === live) {
+      live.innerHTML = '<div class="alert alert-danger py-2 small mb-0">The preview could not be computed (' +
+        event.detail.xhr.status + "). Your input is kept; try again.</div>";
+    }
+  });
+})();

@@ -1,0 +1,298 @@
+"""New-request forms, one per type: the common fields, then the type's payload fields.
+
+Drop-downs are fed by the instance's inventory (databases, schemas, roles, tables). A value the
+inventory does not list is kept as an option, so input is never lost; whether it exists is the
+plan validator's call (it answers with an error naming the field).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from portal.choices import PRIVILEGES, InstanceStatus, RequestType
+from portal.forms.base import PortalForm
+from portal.models import Instance, InstanceInventory, ManagedRole, Team
+
+BLANK = ("", "— choose —")
+
+
+def _options(values: list[str], current: Any, *, blank: bool = True) -> list[tuple[str, str]]:
+    values = list(values)
+    if current and current not in values:
+        values.append(str(current))
+    return ([BLANK] if blank else []) + [(v, v) for v in values]
+
+
+class RequestForm(PortalForm):
+    """Fields every request has. Subclasses add the payload fields and `payload()`."""
+
+    request_type: str = ""
+    payload_fields: tuple[str, ...] = ()
+    # Fields whose change re-renders the form (their drop-downs depend on it).
+    refresh_fields: tuple[str, ...] = ("instance",)
+
+    instance = forms.ModelChoiceField(queryset=Instance.objects.none(), empty_label="— choose an instance —",
+                                      help_text="The cluster this request changes.")
+    team = forms.ModelChoiceField(queryset=Team.objects.none(), empty_label="— choose a team —",
+                                  help_text="The team that will own what is created.")
+    justification = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000,
+                                    help_text="Why it is needed; reviewers read this first.")
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from portal.selectors.instances import instance_list_for
+
+        self.user = user
+        self.fields["instance"].queryset = instance_list_for(user).exclude(status=InstanceStatus.RETIRED)
+        teams = Team.objects.restrict(user, "view").order_by("name")
+        self.fields["team"].queryset = teams
+        if not self.is_bound and "team" not in self.initial:
+            own = list(Team.objects.filter(memberships__user=user).values_list("pk", flat=True)[:2])
+            if len(own) == 1:
+                self.initial["team"] = own[0]
+        self.inventory = self._inventory()
+        self.setup_payload_fields()
+        for name in self.refresh_fields:
+            self.fields[name].widget.attrs["data-refresh"] = "1"
+        self.style_widgets()
+
+    # -- inventory ---------------------------------------------------------------------------
+    def value_of(self, name: str) -> Any:
+        if self.is_bound:
+            field = self.fields.get(name)
+            if isinstance(field, forms.MultipleChoiceField):
+                return self.data.getlist(name) if hasattr(self.data, "getlist") else self.data.get(name, [])
+            return self.data.get(name, "")
+        return self.initial.get(name, "")
+
+    def selected_instance(self) -> Instance | None:
+        value = self.value_of("instance")
+        if isinstance(value, Instance):
+            return value
+        try:
+            return self.fields["instance"].queryset.filter(pk=int(value)).first() if value else None
+        except (TypeError, ValueError):
+            return None
+
+    def _inventory(self) -> dict:
+        instance = self.selected_instance()
+        if instance is None:
+            return {}
+        inventory = InstanceInventory.objects.filter(instance=instance).first()
+        snapshot = dict(inventory.snapshot) if inventory else {}
+        roles = dict(snapshot.get("roles", {}))
+        for role in ManagedRole.objects.filter(instance=instance, dropped_at__isnull=True):
+            roles.setdefault(role.name, {"login": role.login})
+        snapshot["roles"] = roles
+        snapshot["_refreshed_at"] = inventory.refreshed_at if inventory else None
+        return snapshot
+
+    @property
+    def inventory_refreshed_at(self):
+        return self.inventory.get("_refreshed_at")
+
+    def databases(self) -> list[str]:
+        return sorted(self.inventory.get("databases", {}))
+
+    def schemas(self, database: str) -> list[str]:
+        return sorted(self.inventory.get("databases", {}).get(database, {}).get("schemas", {}))
+
+    def tables(self, database: str, schema: str) -> list[str]:
+        schemas = self.inventory.get("databases", {}).get(database, {}).get("schemas", {})
+        return sorted(schemas.get(schema, {}).get("tables", []))
+
+    def roles(self, *, login: bool | None = None) -> list[str]:
+        roles = self.inventory.get("roles", {})
+        return sorted(name for name, attrs in roles.items()
+                      if not name.startswith("pg_") and (login is None or bool(attrs.get("login")) == login))
+
+    def pick(self, name: str, values: list[str], *, required: bool = True, help_text: str = "",
+             label: str | None = None) -> None:
+        """A drop-down of inventory values, or a text box when the inventory lists none."""
+        current = self.value_of(name)
+        attrs = {"class": "form-select" if values else "form-control"}
+        if values:
+            widget = forms.Select(choices=_options(values, current), attrs=attrs)
+        else:
+            widget = forms.TextInput(attrs=attrs)
+            help_text = (help_text + " " if help_text else "") + "(Not in the instance's inventory yet: type the name.)"
+        self.fields[name] = forms.CharField(required=required, max_length=63, widget=widget, help_text=help_text,
+                                           label=label)
+
+    # -- per type ----------------------------------------------------------------------------
+    def setup_payload_fields(self) -> None:
+        """Add the payload fields (after the inventory is known)."""
+
+    def payload(self) -> dict:
+        raise NotImplementedError
+
+    def common(self) -> dict:
+        data = self.cleaned_data
+        return {"type": self.request_type, "instance": data["instance"], "team": data["team"],
+                "justification": data["justification"]}
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+class SchemaRequestForm(RequestForm):
+    request_type = RequestType.SCHEMA
+    payload_fields = ("database", "name", "owner_role")
+    refresh_fields = ("instance",)
+
+    def setup_payload_fields(self) -> None:
+        self.pick("database", self.databases(), help_text="The database the schema is created in.")
+        self.fields["name"] = forms.CharField(max_length=63, help_text="Lower case letters, digits and _; "
+                                              "starts with a letter or _; not pg_…")
+        self.pick("owner_role", self.roles(login=False), required=False, label="Owner role",
+                  help_text="A NOLOGIN role of your team that will own it; empty: the portal creates <name>_owner.")
+
+    def payload(self) -> dict:
+        data = self.cleaned_data
+        payload = {"database": data["database"], "name": data["name"]}
+        if data.get("owner_role"):
+            payload["owner_role"] = data["owner_role"]
+        return payload
+
+
+class RoleRequestForm(RequestForm):
+    request_type = RequestType.ROLE
+    payload_fields = ("name", "login", "member_of", "connection_limit", "valid_until")
+
+    def setup_payload_fields(self) -> None:
+        self.fields["name"] = forms.CharField(max_length=63, help_text="The role's name, e.g. payments_api.")
+        self.fields["login"] = forms.BooleanField(required=False, initial=True, label="Can log in (LOGIN)",
+                                                  help_text="A password is generated at apply time and shown "
+                                                            "to you once.")
+        groups = self.roles(login=False)
+        current = self.value_of("member_of") or []
+        self.fields["member_of"] = forms.MultipleChoiceField(
+            required=False, label="Member of", choices=[(r, r) for r in sorted(set(groups) | set(current))],
+            widget=forms.SelectMultiple(attrs={"size": min(6, max(2, len(groups)))}),
+            help_text="Group roles it inherits privileges from (IN ROLE).")
+        self.fields["connection_limit"] = forms.IntegerField(required=False, min_value=-1, max_value=1000,
+                                                             label="Connection limit", help_text="-1 or empty: no limit.")
+        self.fields["valid_until"] = forms.DateTimeField(
+            required=False, label="Valid until (UTC)", widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+            help_text="The password stops working after this time.")
+
+    def payload(self) -> dict:
+        data = self.cleaned_data
+        payload: dict[str, Any] = {"name": data["name"], "login": bool(data.get("login")),
+                                   "member_of": list(data.get("member_of") or [])}
+        if data.get("connection_limit") is not None:
+            payload["connection_limit"] = data["connection_limit"]
+        if data.get("valid_until"):
+            payload["valid_until"] = _iso(data["valid_until"])
+        return payload
+
+
+class GrantRequestForm(RequestForm):
+    request_type = RequestType.GRANT
+    payload_fields = ("role", "database", "schema", "privileges", "tables_mode", "tables", "default_privileges",
+                      "expires_at")
+    refresh_fields = ("instance", "database", "schema")
+
+    def setup_payload_fields(self) -> None:
+        self.pick("role", self.roles(), help_text="Who receives the privileges.")
+        self.pick("database", self.databases())
+        database = self.value_of("database")
+        self.pick("schema", self.schemas(database) if database else [])
+        self.fields["privileges"] = forms.MultipleChoiceField(
+            choices=[(p, p) for p in PRIVILEGES], widget=forms.CheckboxSelectMultiple,
+            help_text="USAGE and CREATE apply to the schema; the others to its tables.")
+        self.fields["tables_mode"] = forms.ChoiceField(
+            label="Tables", choices=[("all", "All tables in the schema"), ("list", "Only these tables")],
+            initial="all", widget=forms.RadioSelect)
+        tables = self.tables(database, self.value_of("schema")) if database else []
+        current = self.value_of("tables") or []
+        self.fields["tables"] = forms.MultipleChoiceField(
+            required=False, label="Only these tables", choices=[(t, t) for t in sorted(set(tables) | set(current))],
+            widget=forms.SelectMultiple(attrs={"size": min(8, max(3, len(tables)))}),
+            help_text="From the inventory of the chosen schema." if tables else "No tables known in this schema.")
+        self.fields["default_privileges"] = forms.BooleanField(
+            required=False, label="Also future tables (ALTER DEFAULT PRIVILEGES)",
+            help_text="Tables created later by the schema owner get the same privileges.")
+        if self.request_type == RequestType.GRANT:
+            self.fields["expires_at"] = forms.DateTimeField(
+                required=False, label="Expires at (UTC)", widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+                help_text="Time-bound access is revoked automatically at this time.")
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("tables_mode") == "list" and not data.get("tables"):
+            self.add_error("tables", "pick at least one table, or choose all tables")
+        return data
+
+    def payload(self) -> dict:
+        data = self.cleaned_data
+        payload: dict[str, Any] = {
+            "role": data["role"], "database": data["database"], "schema": data["schema"],
+            "privileges": list(data["privileges"]),
+            "tables": "all" if data.get("tables_mode") != "list" else list(data.get("tables") or []),
+            "default_privileges": bool(data.get("default_privileges")),
+        }
+        if data.get("expires_at"):
+            payload["expires_at"] = _iso(data["expires_at"])
+        return payload
+
+
+class RevokeRequestForm(GrantRequestForm):
+    request_type = RequestType.REVOKE
+    payload_fields = ("role", "database", "schema", "privileges", "tables_mode", "tables", "default_privileges")
+
+
+class DdlRequestForm(RequestForm):
+    request_type = RequestType.DDL
+    payload_fields = ("database", "schema", "sql")
+    refresh_fields = ("instance", "database")
+
+    def setup_payload_fields(self) -> None:
+        self.pick("database", self.databases())
+        database = self.value_of("database")
+        self.pick("schema", self.schemas(database) if database else [],
+                  help_text="Statements run with this schema first on the search_path.")
+        self.fields["sql"] = forms.CharField(
+            label="SQL", max_length=100_000, strip=False,
+            widget=forms.Textarea(attrs={"rows": 10, "class": "form-control font-monospace", "spellcheck": "false"}),
+            help_text="CREATE / ALTER / DROP statements; the review rules check them before a reviewer does.")
+
+    def payload(self) -> dict:
+        data = self.cleaned_data
+        return {"database": data["database"], "schema": data["schema"], "sql": data["sql"]}
+
+
+class ReplicaRequestForm(RequestForm):
+    request_type = RequestType.REPLICA
+    payload_fields = ("name",)
+
+    def setup_payload_fields(self) -> None:
+        self.fields["name"] = forms.SlugField(max_length=63, help_text="Name of the new replica instance, "
+                                              "e.g. demo-replica-1.")
+
+    def payload(self) -> dict:
+        return {"name": self.cleaned_data["name"]}
+
+
+FORMS: dict[str, type[RequestForm]] = {
+    RequestType.SCHEMA: SchemaRequestForm,
+    RequestType.ROLE: RoleRequestForm,
+    RequestType.GRANT: GrantRequestForm,
+    RequestType.REVOKE: RevokeRequestForm,
+    RequestType.DDL: DdlRequestForm,
+    RequestType.REPLICA: ReplicaRequestForm,
+}
+
+# The cards of the type picker: (type, title, what it does, icon).
+TYPE_CARDS = [
+    (RequestType.SCHEMA, "Schema", "A new schema for your team, owned by a NOLOGIN team role.", "folder-plus"),
+    (RequestType.ROLE, "Role", "A login role for a service or a group role; password generated once.", "person-badge"),
+    (RequestType.GRANT, "Grant access", "Privileges on a schema or its tables, optionally time-bound.", "unlock"),
+    (RequestType.REVOKE, "Revoke access", "Take privileges away; live sessions of the role are ended.", "lock"),
+    (RequestType.DDL, "Schema change (DDL)", "CREATE / ALTER / DROP statements, checked by review rules.",
+     "code-square"),
+    (RequestType.REPLICA, "Read replica", "A streaming read replica of a local instance.", "layers"),
+]

@@ -1,0 +1,110 @@
+"""Template helpers shared by every page: badges, relative times, highlighted SQL, hashes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from django import template
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString, mark_safe
+from django.utils.timesince import timesince
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import PostgresLexer
+
+register = template.Library()
+
+_RUNNING = {"queued", "running"}
+_ENV_LABEL = {"prod": "production", "staging": "staging", "dev": "dev"}
+
+
+@register.simple_tag
+def status_badge(status: str) -> SafeString:
+    """One colour per status; queued/running carry a spinner."""
+    spinner = (
+        mark_safe('<span class="spinner-border spinner-border-sm me-1" aria-hidden="true"></span>')
+        if status in _RUNNING else ""
+    )
+    return format_html('<span class="badge status-badge status-{}" data-status="{}">{}{}</span>',
+                       status, status, spinner, status)
+
+
+@register.simple_tag
+def risk_badge(risk: str, reasons: list | None = None) -> SafeString:
+    """Risk badge; a high risk names the rule(s) that made it high on hover and in text."""
+    reasons = [str(r) for r in (reasons or [])]
+    title = "; ".join(reasons) if reasons else f"{risk} risk"
+    if risk == "high" and reasons:
+        return format_html('<span class="badge risk-badge risk-high" title="{}">high risk</span> '
+                           '<span class="small text-danger-emphasis risk-reason">{}</span>', title, reasons[0])
+    return format_html('<span class="badge risk-badge risk-{}" title="{}">{} risk</span>', risk, title, risk)
+
+
+@register.simple_tag
+def env_badge(environment: str) -> SafeString:
+    """Environment, always spelled out; prod is red and says PRODUCTION (not colour alone)."""
+    label = _ENV_LABEL.get(environment, environment)
+    if environment == "prod":
+        return format_html('<span class="badge env-badge env-prod"><i class="bi bi-exclamation-octagon" '
+                           'aria-hidden="true"></i> PRODUCTION</span>')
+    return format_html('<span class="badge env-badge env-{}">{}</span>', environment, label)
+
+
+@register.simple_tag
+def reltime(value: datetime | None) -> SafeString:
+    """'3 min ago' with the absolute UTC time on hover."""
+    if not value:
+        return mark_safe('<span class="text-muted">—</span>')
+    now = timezone.now()
+    absolute = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if value > now:
+        text = "in " + timesince(now, value, depth=1)
+    else:
+        delta = (now - value).total_seconds()
+        text = "just now" if delta < 60 else timesince(value, now, depth=1) + " ago"
+    return format_html('<time datetime="{}" title="{}">{}</time>', value.isoformat(), absolute, text)
+
+
+@register.simple_tag
+def utc(value: datetime | None) -> str:
+    if not value:
+        return ""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@register.simple_tag
+def short_hash(value: str | None, length: int = 12) -> SafeString:
+    """A hash shortened, with the full value on hover and for screen readers."""
+    if not value:
+        return mark_safe('<span class="text-muted">—</span>')
+    return format_html('<code class="hash" title="{}" data-full-hash="{}">{}…</code>', value, value, value[:length])
+
+
+_FORMATTER = HtmlFormatter(nowrap=True)
+
+
+@register.simple_tag
+def sql_lines(plan: list[str] | str | None) -> list[SafeString]:
+    """Each statement of a plan highlighted by Pygments, one safe HTML string per line."""
+    if not plan:
+        return []
+    statements = [plan] if isinstance(plan, str) else list(plan)
+    text = "\n".join(s if s.rstrip().endswith(";") else s.rstrip() + ";" for s in statements)
+    lexer = PostgresLexer()
+    # Line by line, so that every line is complete HTML (a token spanning lines would not be).
+    return [mark_safe(highlight(line, lexer, _FORMATTER).rstrip("\n"))  # Pygments escapes the text
+            for line in text.split("\n")]
+
+
+@register.filter
+def plain_sql(plan: list[str] | str | None) -> str:
+    if not plan:
+        return ""
+    statements = [plan] if isinstance(plan, str) else list(plan)
+    return "\n".join(s if s.rstrip().endswith(";") else s.rstrip() + ";" for s in statements)
+
+
+@register.filter
+def get_item(mapping: dict, key: str):
+    return (mapping or {}).get(key)

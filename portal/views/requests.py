@@ -1,0 +1,258 @@
+"""Requests: new (type cards, form with the live plan), list, search, detail with live status and actions."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from portal.choices import RequestStatus, RequestType
+from portal.errors import DomainError, Gone, InvalidPayload
+from portal.forms.requests import FORMS, TYPE_CARDS, RequestForm
+from portal.models import Team
+from portal.querysets import is_reviewer
+from portal.selectors import requests as request_selectors
+from portal.selectors.instances import instance_list_for
+from portal.selectors.search import request_search
+from portal.services.auth import client_ip
+
+# While a request is in one of these, its page polls the status partial.
+LIVE_STATUSES = {RequestStatus.APPROVED, RequestStatus.QUEUED, RequestStatus.RUNNING}
+PAGE_SIZE = 25
+
+
+def _form_class(request_type: str) -> type[RequestForm]:
+    try:
+        return FORMS[request_type]
+    except KeyError:
+        raise Http404("unknown request type") from None
+
+
+def _posted_as_initial(form_class: type[RequestForm], data) -> dict[str, Any]:
+    """A POST turned into `initial` for an unbound form: the fields re-render without errors."""
+    initial: dict[str, Any] = {}
+    for key in data:
+        values = data.getlist(key)
+        initial[key] = values if key in ("privileges", "tables", "member_of") else values[-1]
+    return initial
+
+
+# -- new request ------------------------------------------------------------------------------
+@login_required
+@require_GET
+def request_new(request):
+    return render(request, "requests/new.html", {"cards": TYPE_CARDS, "prefill": request.GET.urlencode()})
+
+
+@login_required
+def request_new_form(request, request_type: str):
+    form_class = _form_class(request_type)
+    if request.method == "POST":
+        form = form_class(request.POST, user=request.user)
+        if form.is_valid():
+            from portal.services.requests import request_submit
+
+            try:
+                change = request_submit(user=request.user, actor_ip=client_ip(request), payload=form.payload(),
+                                        **form.common())
+            except DomainError as exc:
+                form.add_domain_error(exc)
+            else:
+                messages.success(request, f"Request #{change.pk} submitted.")
+                return redirect("request-detail", pk=change.pk)
+        status = 400
+    else:
+        initial = {k: (request.GET.getlist(k) if k in ("privileges", "tables", "member_of") else v)
+                   for k, v in request.GET.items()}
+        form = form_class(initial=initial, user=request.user)
+        status = 200
+    return render(request, "requests/form.html", _form_context(form, request_type), status=status)
+
+
+def _form_context(form: RequestForm, request_type: str, *, show_errors: bool = True) -> dict:
+    return {"form": form, "request_type": request_type, "type_label": RequestType(request_type).label,
+            "cards": TYPE_CARDS, "show_errors": show_errors}
+
+
+@login_required
+@require_POST
+def request_form_fields(request, request_type: str):
+    """htmx: the form's fields again, for the instance / database / schema just chosen."""
+    form_class = _form_class(request_type)
+    form = form_class(initial=_posted_as_initial(form_class, request.POST), user=request.user)
+    return render(request, "requests/_fields.html", _form_context(form, request_type, show_errors=False))
+
+
+@login_required
+@require_POST
+def request_preview(request, request_type: str):
+    """htmx: the plan, its risk and who must approve, for what the form holds now (no writes)."""
+    form_class = _form_class(request_type)
+    form = form_class(request.POST, user=request.user)
+    context: dict[str, Any] = {"form": form, "preview": None, "problems": [], "missing": []}
+    if form.is_valid():
+        from portal.services.requests import request_preview as preview_service
+
+        try:
+            common = form.common()
+            common.pop("justification")
+            context["preview"] = preview_service(user=request.user, payload=form.payload(), **common)
+        except InvalidPayload as exc:
+            form.add_domain_error(exc)
+        except DomainError as exc:
+            context["problems"].append(("", exc.detail))
+    for name, errors in form.errors.as_data().items():
+        field = form.fields.get(name)
+        label = str(form[name].label) if field else ""
+        for error in errors:
+            if error.code == "required":
+                context["missing"].append(label)
+            else:
+                context["problems"].append((label, " ".join(error.messages)))
+    # 200 either way: htmx swaps only 2xx answers, and the problems are the content here.
+    return render(request, "requests/_preview.html", context)
+
+
+# -- lists --------------------------------------------------------------------------------------
+@login_required
+@require_GET
+def request_list(request):
+    filters = {k: request.GET.get(k, "") for k in ("status", "type", "team", "instance")}
+    active = {k: v for k, v in filters.items() if v}
+    try:
+        queryset = request_selectors.request_list_for(request.user, **active)
+    except (ValueError, DomainError):
+        return HttpResponseBadRequest("bad filter")
+    page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {
+        "page": page, "filters": filters, "any_filter": bool(active),
+        "statuses": RequestStatus.choices, "types": RequestType.choices,
+        "teams": Team.objects.restrict(request.user, "view").order_by("name"),
+        "instances": instance_list_for(request.user),
+        "querystring": urlencode(active),
+        "mine_only": not is_reviewer(request.user),
+    }
+    return render(request, "requests/list.html", context)
+
+
+@login_required
+@require_GET
+def request_search_view(request):
+    query = request.GET.get("q", "").strip()
+    results = request_search(request.user, query) if query else []
+    if query and len(results) == 1 and query.lstrip("#").isdigit():
+        return redirect("request-detail", pk=results[0].pk)
+    return render(request, "requests/search.html", {"query": query, "results": results})
+
+
+# -- detail -------------------------------------------------------------------------------------
+def _detail_context(request, change) -> dict[str, Any]:
+    user = request.user
+    allowed, reason = request_selectors.can_approve(user, change)
+    secret = getattr(change, "secret", None) if hasattr(change, "secret") else None
+    return {
+        "change": change,
+        "approvals": list(change.approvals.select_related("reviewer").order_by("created_at")),
+        "executions": list(change.executions.order_by("attempt")),
+        "can_approve": allowed,
+        "approve_reason": reason,
+        "can_cancel": change.requester_id == user.pk and change.status == RequestStatus.SUBMITTED,
+        "can_retry": is_reviewer(user) and change.status == RequestStatus.FAILED,
+        "dangerous": change.risk == "high" or change.instance.environment == "prod",
+        "live": change.status in LIVE_STATUSES,
+        "is_requester": change.requester_id == user.pk,
+        "secret": secret,
+    }
+
+
+def _secret_of(change):
+    from provisioning.models import RequestSecret
+
+    return RequestSecret.objects.filter(request=change).first()
+
+
+@login_required
+@require_GET
+def request_detail(request, pk: int):
+    change = request_selectors.request_get_for(request.user, pk)
+    context = _detail_context(request, change)
+    context["secret"] = _secret_of(change)
+    return render(request, "requests/detail.html", context)
+
+
+@login_required
+@require_GET
+def request_status(request, pk: int):
+    """htmx: the live part of the detail page; it stops polling itself once the status is final."""
+    change = request_selectors.request_get_for(request.user, pk)
+    context = _detail_context(request, change)
+    context["secret"] = _secret_of(change)
+    return render(request, "requests/_live.html", context)
+
+
+ACTIONS = {"approve", "reject", "cancel", "retry"}
+
+
+@login_required
+@require_POST
+def request_action(request, pk: int, action: str):
+    """Approve / reject / cancel / retry: one service call each; errors come back as a message."""
+    if action not in ACTIONS:
+        raise Http404
+    from portal.services import requests as request_services
+
+    change = request_selectors.request_get_for(request.user, pk)
+    comment = request.POST.get("comment", "").strip()[:2000]
+    ip = client_ip(request)
+    try:
+        if action == "approve":
+            request_services.request_approve(request=change, reviewer=request.user, comment=comment, actor_ip=ip)
+        elif action == "reject":
+            if not comment:
+                raise InvalidPayload.field("comment", "say why the request is rejected")
+            request_services.request_reject(request=change, reviewer=request.user, comment=comment, actor_ip=ip)
+        elif action == "cancel":
+            request_services.request_cancel(request=change, user=request.user, comment=comment, actor_ip=ip)
+        else:
+            request_services.request_retry(request=change, user=request.user, comment=comment, actor_ip=ip)
+    except DomainError as exc:
+        messages.error(request, f"Could not {action} request #{change.pk}: {exc.detail}")
+        status = exc.status_code
+    else:
+        past = {"approve": "approved", "reject": "rejected", "cancel": "cancelled", "retry": "queued again"}[action]
+        messages.success(request, f"Request #{change.pk} {past}.")
+        status = 302
+    target = request.POST.get("next") or reverse("request-detail", args=[change.pk])
+    if not target.startswith("/") or target.startswith("//"):
+        target = reverse("request-detail", args=[change.pk])
+    if status != 302 and request.htmx:
+        return HttpResponse(status=status, headers={"HX-Redirect": target})
+    return redirect(target)
+
+
+@login_required
+@require_POST
+def request_reveal(request, pk: int):
+    """htmx: the one-time password of a login role this request created (requester only)."""
+    from provisioning.secrets import secret_reveal
+
+    change = request_selectors.request_get_for(request.user, pk)
+    context: dict[str, Any] = {"change": change, "password": None, "error": None, "secret": _secret_of(change),
+                               "is_requester": change.requester_id == request.user.pk}
+    try:
+        context["password"] = secret_reveal(request=change, user=request.user, actor_ip=client_ip(request))
+    except Gone:
+        context["error"] = "already revealed"
+        context["secret"] = _secret_of(change)
+    except DomainError as exc:
+        context["error"] = exc.detail
+    response = render(request, "requests/_reveal.html", context)
+    response["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,20 @@
+"""The review queue: pending requests sorted by risk then age; rows expand to the plan."""
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from portal.querysets import is_reviewer
+from portal.selectors.requests import pending_reviews
+
+QUEUE_LIMIT = 200
+
+
+@login_required
+@require_GET
+def review_queue(request):
+    if not is_reviewer(request.user):
+        raise PermissionDenied
+    rows = list(pending_reviews(request.user).select_related("team", "instance", "requester")[:QUEUE_LIMIT])
+    return render(request, "reviews/queue.html", {"rows": rows, "limit": QUEUE_LIMIT})
