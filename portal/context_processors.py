@@ -88,4 +88,4 @@ def _review_count(user) -> int:
     """How many requests wait for this reviewer (the nav badge)."""
     from portal.selectors.requests import pending_reviews
 
-    return pending_reviews(user).count()
+    return len(pending_reviews(user))

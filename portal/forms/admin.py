@@ -9,7 +9,7 @@ from portal.forms.base import PortalForm
 class TeamCreateForm(PortalForm):
     name = forms.CharField(max_length=63, help_text="Lower-case letters, digits and '-', e.g. payments.")
     description = forms.CharField(max_length=300, required=False, help_text="What the team does (optional).")
-    webhook_url = forms.URLField(required=False, label="Webhook URL",
+    webhook_url = forms.URLField(required=False, label="Webhook URL", assume_scheme="https",
                                  help_text="Request transitions are POSTed here as JSON (optional).")
 
 

@@ -117,7 +117,9 @@ class RequestForm(PortalForm):
             widget = forms.Select(choices=_options(values, current), attrs=attrs)
         else:
             widget = forms.TextInput(attrs=attrs)
-            help_text = (help_text + " " if help_text else "") + "(Not in the instance's inventory yet: type the name.)"
+            note = ("(Choose an instance first to pick from its inventory.)" if self.selected_instance() is None
+                    else "(None in the instance's inventory yet: type the name.)")
+            help_text = (help_text + " " if help_text else "") + note
         self.fields[name] = forms.CharField(required=required, max_length=63, widget=widget, help_text=help_text,
                                            label=label)
 

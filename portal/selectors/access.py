@@ -1,11 +1,12 @@
-"""What the user's teams hold on each instance: roles and live grants (the "My access" page)."""
+"""My access grouped per instance, from selectors.requests.my_access (the "My access" page)."""
 
 from __future__ import annotations
 
 from itertools import groupby
 from typing import Any
 
-from portal.models import Grant, ManagedRole, Team
+from portal.models import Team
+from portal.selectors.requests import my_access
 
 
 def access_overview(user: Any) -> dict:
@@ -14,16 +15,9 @@ def access_overview(user: Any) -> dict:
     Only the teams the user belongs to (even for reviewers/admins: it is *my* access).
     """
     teams = list(Team.objects.filter(memberships__user=user).order_by("name"))
-    grants = list(
-        Grant.objects.filter(team__in=teams, revoked_at__isnull=True)
-        .select_related("instance", "team", "request")
-        .order_by("instance__name", "database", "schema", "role")
-    )
-    roles = list(
-        ManagedRole.objects.filter(team__in=teams, dropped_at__isnull=True)
-        .select_related("instance", "team")
-        .order_by("instance__name", "name")
-    )
+    held = my_access(user)
+    grants = sorted(held["grants"], key=lambda g: (g.instance.name, g.database, g.schema, g.role))
+    roles = sorted(held["roles"], key=lambda r: (r.instance.name, r.name))
     by_instance: dict[int, dict] = {}
     for instance, items in groupby(roles, key=lambda r: r.instance):
         by_instance.setdefault(instance.pk, {"instance": instance, "roles": [], "grants": []})["roles"] = list(items)

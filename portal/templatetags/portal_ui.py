@@ -46,8 +46,8 @@ def env_badge(environment: str) -> SafeString:
     """Environment, always spelled out; prod is red and says PRODUCTION (not colour alone)."""
     label = _ENV_LABEL.get(environment, environment)
     if environment == "prod":
-        return format_html('<span class="badge env-badge env-prod"><i class="bi bi-exclamation-octagon" '
-                           'aria-hidden="true"></i> PRODUCTION</span>')
+        return mark_safe('<span class="badge env-badge env-prod"><i class="bi bi-exclamation-octagon" '
+                         'aria-hidden="true"></i> PRODUCTION</span>')
     return format_html('<span class="badge env-badge env-{}">{}</span>', environment, label)
 
 

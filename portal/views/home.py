@@ -31,16 +31,16 @@ def home(request):
             return redirect(audit_log + (f"?request={searched}" if searched.isdigit() else ""))
     context: dict = {"persona": persona}
     if persona == Persona.REQUESTERS.value:
-        context["recent_requests"] = list(request_list_for(user).select_related("team", "instance", "requester")[:15])
+        context["recent_requests"] = list(request_list_for(user)[:15])
         context.update(access_overview(user))
         context["instances"] = list(instance_list_for(user)[:20])
     elif persona in (Persona.REVIEWERS.value, Persona.ADMINS.value):
-        context["queue"] = list(pending_reviews(user).select_related("team", "instance", "requester")[:10])
+        context["queue"] = list(pending_reviews(user))[:10]
         context["charts"] = dashboard_data(user)
         context["drift"] = list(drift_list_for(user)[:5])
         if persona == Persona.ADMINS.value:
             context["instances"] = list(instance_list_for(user))
             context["teams"] = list(team_list_with_members())
     else:
-        context["recent_requests"] = list(request_list_for(user).select_related("team", "instance", "requester")[:15])
+        context["recent_requests"] = list(request_list_for(user)[:15])
     return render(request, "home.html", context)

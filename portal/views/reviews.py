@@ -16,5 +16,5 @@ QUEUE_LIMIT = 200
 def review_queue(request):
     if not is_reviewer(request.user):
         raise PermissionDenied
-    rows = list(pending_reviews(request.user).select_related("team", "instance", "requester")[:QUEUE_LIMIT])
+    rows = list(pending_reviews(request.user))[:QUEUE_LIMIT]
     return render(request, "reviews/queue.html", {"rows": rows, "limit": QUEUE_LIMIT})

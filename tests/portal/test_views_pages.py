@@ -1,0 +1,144 @@
+"""Every page renders for each persona allowed to see it, and refuses (302/403/404) the others."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from provisioning.models import DriftFinding
+from tests.portal.ui_helpers import dev_instance, given_request, prod_instance
+
+PERSONAS = ["admin", "alice", "dave", "bob", "carol"]
+
+
+@pytest.fixture
+def world(people):
+    """alice's grant request on a dev instance and a prod instance with a drift finding."""
+    dev = dev_instance()
+    prod = prod_instance()
+    request = given_request(requester=people["alice"], instance=dev)
+    DriftFinding.objects.create(instance=prod, kind="unexpected_privilege", role="intern", object_type="table",
+                                object_name="payments.ledger", privilege="SELECT")
+    return {"dev": dev, "prod": prod, "request": request}
+
+
+def _pages(world):
+    return {
+        "home": reverse("home"),
+        "request-new": reverse("request-new"),
+        "request-new-form": reverse("request-new-form", args=["grant"]),
+        "request-list": reverse("request-list"),
+        "request-detail": reverse("request-detail", args=[world["request"].pk]),
+        "request-status": reverse("request-status", args=[world["request"].pk]),
+        "request-search": reverse("request-search") + "?q=reporting",
+        "my-access": reverse("my-access"),
+        "review-queue": reverse("review-queue"),
+        "drift-list": reverse("drift-list"),
+        "instance-list": reverse("instance-list"),
+        "instance-detail": reverse("instance-detail", args=[world["prod"].pk]),
+        "team-list": reverse("team-list"),
+        "policy-list": reverse("policy-list"),
+        "dashboard-data": reverse("dashboard-data"),
+    }
+
+
+# persona -> page -> expected status (302 for the auditor's home: the audit log, when installed)
+EXPECTED = {
+    "alice": {"review-queue": 403, "drift-list": 403, "team-list": 403, "policy-list": 403, "dashboard-data": 403},
+    "dave": {"review-queue": 403, "drift-list": 403, "team-list": 403, "policy-list": 403, "dashboard-data": 403,
+             "request-detail": 404, "request-status": 404},
+    "bob": {"team-list": 403, "policy-list": 403},
+    "carol": {"review-queue": 403, "drift-list": 403, "team-list": 403, "policy-list": 403, "dashboard-data": 403},
+    "admin": {},
+}
+
+
+@pytest.mark.parametrize("username", PERSONAS)
+def test_page_access_by_persona(web_for, world, username):
+    client = web_for(username)
+    for name, url in _pages(world).items():
+        expected = EXPECTED[username].get(name, 200)
+        response = client.get(url)
+        if username == "carol" and name == "home" and response.status_code == 302:
+            continue  # the auditor's home is the audit log once the audit pages are installed
+        assert response.status_code == expected, (username, name, response.status_code)
+
+
+def test_anonymous_visitors_are_sent_to_sign_in(db, client, people, world):
+    for name, url in _pages(world).items():
+        response = client.get(url)
+        assert response.status_code == 302 and reverse("login") in response["Location"], name
+
+
+@pytest.mark.parametrize("username,expected,absent", [
+    ("alice", ["New request", "My requests", "My access", "Instances"], ["Review queue", "Teams", "Drift"]),
+    ("bob", ["Review queue", "All requests", "Drift", "Instances"], ["Teams", "Policies", "My access"]),
+    ("admin", ["Instances", "Teams", "Policies", "Review queue", "All requests", "Drift"], ["My access"]),
+])
+def test_navigation_follows_the_persona(web_for, world, username, expected, absent):
+    html = web_for(username).get(reverse("instance-list")).content.decode()
+    nav = html[html.index('aria-label="Main"'):html.index("</nav>", html.index('aria-label="Main"'))]
+    for label in expected:
+        assert label in nav, label
+    for label in absent:
+        assert label not in nav, label
+
+
+def test_every_page_has_a_title_and_the_frame(web_for, world):
+    client = web_for("admin")
+    for name, url in _pages(world).items():
+        if name in ("request-status", "dashboard-data"):
+            continue
+        html = client.get(url).content.decode()
+        assert 'id="page-title"' in html, name
+        assert 'id="global-search"' in html and 'id="portal-env"' in html and 'id="user-menu"' in html, name
+        assert "<script>" not in html and " onclick=" not in html, name  # the CSP forbids inline scripts
+
+
+def test_review_queue_nav_shows_the_pending_count(web_for, world, people):
+    given_request(requester=people["dave"], instance=world["dev"], team=None)
+    html = web_for("bob").get(reverse("home")).content.decode()
+    assert 'id="review-count"' in html
+    count = html.split('id="review-count"')[1].split(">")[1].split("<")[0]
+    assert int(count) == 2
+
+
+def test_empty_review_queue_says_so(web_for, people):
+    html = web_for("bob").get(reverse("review-queue")).content.decode()
+    assert "No pending reviews — you're done" in html
+
+
+def test_prod_is_spelled_out_and_drift_is_listed(web_for, world):
+    html = web_for("bob").get(reverse("drift-list")).content.decode()
+    assert "PRODUCTION" in html and "intern" in html and "payments.ledger" in html
+    detail = web_for("bob").get(reverse("instance-detail", args=[world["prod"].pk])).content.decode()
+    assert "PRODUCTION" in detail and "intern" in detail
+
+
+def test_developer_does_not_see_drift_on_the_instance_page(web_for, world):
+    html = web_for("alice").get(reverse("instance-detail", args=[world["prod"].pk])).content.decode()
+    assert "intern" not in html
+
+
+def test_search_finds_requests_by_id_role_and_schema_within_scope(web_for, world):
+    pk = world["request"].pk
+    alice = web_for("alice")
+    by_id = alice.get(reverse("request-search"), {"q": f"#{pk}"})
+    assert by_id.status_code == 302 and by_id["Location"] == reverse("request-detail", args=[pk])
+    assert f"request-row-{pk}" in alice.get(reverse("request-search"), {"q": "reporting"}).content.decode()
+    assert f"request-row-{pk}" in alice.get(reverse("request-search"), {"q": "payments"}).content.decode()
+    dave = web_for("dave")
+    html = dave.get(reverse("request-search"), {"q": "reporting"}).content.decode()
+    assert f"request-row-{pk}" not in html and "No request matches" in html
+
+
+def test_auditor_home_goes_to_the_audit_log_when_installed(web_for, world):
+    from django.urls import NoReverseMatch
+
+    response = web_for("carol").get(reverse("home"))
+    try:
+        audit_log = reverse("audit-log")
+    except NoReverseMatch:
+        assert response.status_code == 200
+    else:
+        assert response.status_code == 302 and response["Location"] == audit_log

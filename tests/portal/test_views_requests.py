@@ -1,0 +1,157 @@
+"""Request pages: the detail (plan, timeline, live status), lists with filters and pinned query counts."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from portal.models import Approval, Execution
+from tests.portal.ui_helpers import GRANT_PLAN, dev_instance, given_request, prod_instance
+
+
+@pytest.fixture
+def dev(people):
+    return dev_instance()
+
+
+def test_detail_shows_header_plan_and_hash(web_for, people, dev):
+    change = given_request(requester=people["alice"], instance=dev, risk="high", risk_reasons=["DELETE in prod"])
+    html = web_for("alice").get(reverse("request-detail", args=[change.pk])).content.decode()
+    header = html[html.index('id="request-header"'):html.index('id="justification-title"')]
+    for text in ("status-submitted", "high risk", "DELETE in prod", dev.name, "payments", "alice"):
+        assert text in header, text
+    # the plan: one numbered line per statement, highlighted on the server, with a copy button
+    plan = html[html.index('aria-label="SQL plan"'):]
+    assert plan.count("<li>") >= len(GRANT_PLAN)
+    assert '<span class="k">GRANT</span>' in plan
+    assert 'id="request-plan-copy"' in html
+    # the hash shortened, the full value on hover
+    assert f'title="{change.plan_hash}"' in html and f"{change.plan_hash[:12]}…" in html
+
+
+def test_timeline_shows_approvals_with_the_hash_seen_and_executions(web_for, people, dev):
+    change = given_request(requester=people["alice"], instance=dev, status="failed",
+                           status_detail="permission denied for schema payments")
+    Approval.objects.create(request=change, reviewer=people["bob"], decision="approve", comment="read only, fine",
+                            plan_hash=change.plan_hash)
+    Approval.objects.create(request=change, reviewer=people["admin"], decision="approve", comment="old look",
+                            plan_hash="0" * 64)
+    Execution.objects.create(request=change, attempt=1, worker="celery@w1", plan_hash=change.plan_hash,
+                             finished_at=timezone.now(), outcome="failed", sqlstate="42501",
+                             error="permission denied for schema payments",
+                             statements=[{"sql": GRANT_PLAN[0], "ms": 2.5, "error": "permission denied for schema payments"}])
+    html = web_for("alice").get(reverse("request-detail", args=[change.pk])).content.decode()
+    timeline = html[html.index('id="timeline-title"'):]
+    assert "read only, fine" in timeline and f'title="{change.plan_hash}"' in timeline
+    assert "on an earlier plan — no longer counts" in timeline  # the admin approved another plan
+    assert 'id="execution-1"' in timeline and "celery@w1" in timeline and "2.5 ms" in timeline
+    assert "42501" in timeline and "permission denied for schema payments" in timeline
+
+
+@pytest.mark.parametrize("status,polls", [("approved", True), ("queued", True), ("running", True),
+                                          ("applied", False), ("failed", False), ("submitted", False)])
+def test_status_partial_polls_only_while_work_is_pending(web_for, people, dev, status, polls):
+    change = given_request(requester=people["alice"], instance=dev, status=status)
+    response = web_for("alice").get(reverse("request-status", args=[change.pk]), HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert f'data-status="{status}"' in html
+    assert ('hx-trigger="every 1500ms"' in html) is polls
+    # the header badge is updated out of band on each poll
+    assert 'id="header-status" hx-swap-oob="true"' in html and f"status-{status}" in html
+
+
+def test_status_partial_is_out_of_scope_for_other_teams(web_for, people, dev):
+    change = given_request(requester=people["alice"], instance=dev, status="running")
+    assert web_for("dave").get(reverse("request-status", args=[change.pk])).status_code == 404
+
+
+def test_actions_are_offered_only_to_who_may_take_them(web_for, people, dev):
+    change = given_request(requester=people["alice"], instance=dev)
+    alice = web_for("alice").get(reverse("request-detail", args=[change.pk])).content.decode()
+    assert 'id="open-cancel"' in alice and 'id="open-approve"' not in alice  # never self-approval
+    bob = web_for("bob").get(reverse("request-detail", args=[change.pk])).content.decode()
+    assert 'id="open-approve"' in bob and 'id="open-reject"' in bob and 'id="open-cancel"' not in bob
+    carol = web_for("carol").get(reverse("request-detail", args=[change.pk])).content.decode()
+    assert 'id="request-actions"' not in carol
+
+
+def test_retry_is_offered_to_reviewers_on_failed_requests(web_for, people, dev):
+    change = given_request(requester=people["alice"], instance=dev, status="failed")
+    assert 'id="open-retry"' in web_for("bob").get(reverse("request-detail", args=[change.pk])).content.decode()
+    assert 'id="open-retry"' not in web_for("alice").get(reverse("request-detail", args=[change.pk])).content.decode()
+
+
+def test_approving_in_prod_restates_what_where_and_which_environment(web_for, people):
+    prod = prod_instance()
+    change = given_request(requester=people["alice"], instance=prod, risk="high", risk_reasons=["write access in prod"])
+    html = web_for("bob").get(reverse("request-detail", args=[change.pk])).content.decode()
+    modal = html[html.index('id="modal-approve"'):]
+    modal = modal[:modal.index("</form>")]
+    text = re.sub(r"<[^>]+>", " ", modal)
+    text = re.sub(r"\s+", " ", text)
+    assert "2 statements" in text and prod.name in text and "PRODUCTION" in text
+    assert "write access in prod" in text
+    assert "Approve on PRODUCTION" in text
+
+
+@pytest.mark.parametrize("filters,expected", [
+    ({"status": "failed"}, {"failed"}),
+    ({"type": "role"}, {"role"}),
+    ({}, {"submitted", "failed", "role"}),
+])
+def test_request_list_filters(web_for, people, dev, filters, expected):
+    submitted = given_request(requester=people["alice"], instance=dev)
+    failed = given_request(requester=people["alice"], instance=dev, status="failed")
+    role = given_request(requester=people["alice"], instance=dev, type="role", payload={"name": "svc", "login": True},
+                         plan=['CREATE ROLE "svc" LOGIN'])
+    html = web_for("bob").get(reverse("request-list"), filters).content.decode()
+    shown = {name for name, r in (("submitted", submitted), ("failed", failed), ("role", role))
+             if f'id="request-row-{r.pk}"' in html}
+    assert shown == expected
+
+
+def test_request_list_filters_by_team_and_instance(web_for, people, dev):
+    other = dev_instance("dev-two")
+    mine = given_request(requester=people["alice"], instance=dev)
+    theirs = given_request(requester=people["dave"], instance=other)
+    html = web_for("bob").get(reverse("request-list"), {"team": mine.team_id}).content.decode()
+    assert f'request-row-{mine.pk}"' in html and f'request-row-{theirs.pk}"' not in html
+    html = web_for("bob").get(reverse("request-list"), {"instance": other.pk}).content.decode()
+    assert f'request-row-{mine.pk}"' not in html and f'request-row-{theirs.pk}"' in html
+
+
+def test_developer_list_holds_only_their_teams_requests(web_for, people, dev):
+    mine = given_request(requester=people["alice"], instance=dev)
+    theirs = given_request(requester=people["dave"], instance=dev)
+    html = web_for("alice").get(reverse("request-list")).content.decode()
+    assert f'request-row-{mine.pk}"' in html and f'request-row-{theirs.pk}"' not in html
+
+
+def test_request_list_pages(web_for, people, dev):
+    made = [given_request(requester=people["alice"], instance=dev) for _ in range(30)]
+    client = web_for("alice")
+    first = client.get(reverse("request-list")).content.decode()
+    second = client.get(reverse("request-list"), {"page": 2}).content.decode()
+    assert f'request-row-{made[-1].pk}"' in first and f'request-row-{made[0].pk}"' not in first
+    assert f'request-row-{made[0].pk}"' in second and 'id="page-prev"' in second
+
+
+def test_empty_filtered_list_explains_itself(web_for, people, dev):
+    html = web_for("alice").get(reverse("request-list"), {"status": "applied"}).content.decode()
+    assert "No request matches these filters" in html
+
+
+@pytest.mark.parametrize("url_name", ["request-list", "review-queue", "home"])
+def test_list_pages_have_pinned_query_counts(web_for, people, dev, django_assert_max_num_queries, url_name):
+    for i in range(20):
+        given_request(requester=people["alice" if i % 2 else "dave"], instance=dev,
+                      risk=["low", "medium", "high"][i % 3])
+    client = web_for("bob")
+    client.get(reverse(url_name))  # warm the session
+    with django_assert_max_num_queries(25):
+        response = client.get(reverse(url_name))
+    assert response.status_code == 200
