@@ -62,7 +62,7 @@
 
   // Focus the comment box when a confirmation dialog opens.
   document.addEventListener("shown.bs.modal", (event) => {
-    const box = event.target.querySelector("textarea, input:not([type=hidden])");
+    const box = event.target.querySelector("textarea[name=comment], input:not([type=hidden])");
     if (box) box.focus();
   });
 
