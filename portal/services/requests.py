@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 import structlog
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -30,6 +31,7 @@ from provisioning.plans import module_for, plan_hash, plan_text
 log = structlog.get_logger(__name__)
 
 INVENTORY_MAX_AGE = timedelta(seconds=60)
+INVENTORY_RETRY_AFTER = 30  # seconds
 MAX_JUSTIFICATION = 5000
 MAX_COMMENT = 5000
 
@@ -61,10 +63,22 @@ def inventory_ensure_fresh(instance: Instance) -> None:
     refreshed_at = InstanceInventory.objects.filter(instance=instance).values_list("refreshed_at", flat=True).first()
     if refreshed_at is not None and refreshed_at > timezone.now() - INVENTORY_MAX_AGE:
         return
+    # After a failed read, do not dial the instance again for a while: a live preview (one call
+    # per keystroke) must not wait for a connect timeout each time.
+    unreachable_key = f"inventory-unreachable:{instance.pk}"
+    try:
+        if cache.get(unreachable_key):
+            return
+    except Exception:  # noqa: BLE001 - without the cache we simply try the instance
+        pass
     try:
         inventory_refresh(instance)
     except psycopg.Error as exc:
         log.warning("inventory.refresh_failed", instance=instance.pk, error=type(exc).__name__)
+        try:
+            cache.set(unreachable_key, 1, INVENTORY_RETRY_AFTER)
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def request_preview(*, user: Any, type: str, instance: Instance, team: Team, payload: Any) -> dict:

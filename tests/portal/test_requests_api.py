@@ -337,3 +337,19 @@ def test_cross_team_write_is_high_risk(world, api_for, people):
                                                   "privileges": ["SELECT", "INSERT"]}).json()
     assert body["risk"] == "high"
     assert body["review"]["approvals_required"] == 2
+
+
+def test_an_unreachable_instance_is_a_400_and_is_not_dialled_again_at_once(world, api_for):
+    from django.core.cache import cache
+
+    from portal.models import Instance
+    from provisioning.clusters import free_port
+
+    down = Instance.objects.create(name="down", host="127.0.0.1", port=free_port(), admin_user="postgres")
+    cache.delete(f"inventory-unreachable:{down.pk}")
+    response = submit(api_for, instance="down")
+    assert response.status_code == 400
+    assert "inventory" in response.json()["detail"]
+    assert cache.get(f"inventory-unreachable:{down.pk}") == 1
+    assert submit(api_for, instance="down").status_code == 400
+    cache.delete(f"inventory-unreachable:{down.pk}")
