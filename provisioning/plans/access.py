@@ -36,8 +36,8 @@ ALL_TABLES = "all"
 MAX_TABLES = 500
 
 
-def validate(payload: dict, *, instance: Any, team: Any, kind: str) -> dict:
-    """kind: "grant" or "revoke"."""
+def validate(payload: dict, *, instance: Any, team: Any, kind: str, user: Any = None) -> dict:
+    """kind: "grant" or "revoke". `user` None: a system request (expiry, drift)."""
     from portal.models import ManagedRole, ManagedSchema
 
     errors = Errors()
@@ -74,6 +74,13 @@ def validate(payload: dict, *, instance: Any, team: Any, kind: str) -> dict:
             errors.add("schema", f"no schema {schema!r} in database {database!r}")
         if owner and snapshot is not None and schema not in live_schemas:
             errors.add("schema", f"schema {schema!r} does not exist in database {database!r} (yet)")
+    if kind == "revoke" and role and schema and user is not None and not _may_revoke_anything(user):
+        # A developer takes back access their team holds or gives, not other teams' grants.
+        role_is_ours = ManagedRole.objects.filter(instance=instance, name=role, team=team).exists()
+        schema_is_ours = ManagedSchema.objects.filter(instance=instance, database=database, name=schema,
+                                                      team=team).exists()
+        if not role_is_ours and not schema_is_ours:
+            errors.add("role", f"neither role {role!r} nor schema {schema!r} belongs to team {team}")
     if "schema_owner" in payload and owner and payload["schema_owner"] != owner:
         errors.add("schema_owner", f"is derived from the schema (its owner is {owner!r}); leave it out")
 
@@ -97,6 +104,12 @@ def validate(payload: dict, *, instance: Any, team: Any, kind: str) -> dict:
         "role": role, "database": database, "schema": schema, "privileges": privileges, "tables": tables,
         "default_privileges": default_privileges, "expires_at": expires_at, "schema_owner": owner,
     }
+
+
+def _may_revoke_anything(user: Any) -> bool:
+    from portal.querysets import is_reviewer
+
+    return is_reviewer(user)
 
 
 def _privileges(errors: Errors, value: Any) -> list[str]:

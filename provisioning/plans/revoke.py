@@ -8,7 +8,7 @@ from provisioning.plans import Step, access
 
 
 def validate(payload: dict, *, instance: Any, team: Any, user: Any) -> dict:
-    return access.validate(payload, instance=instance, team=team, kind="revoke")
+    return access.validate(payload, instance=instance, team=team, kind="revoke", user=user)
 
 
 def render(payload: dict, *, secrets: dict | None = None) -> list[Step]:

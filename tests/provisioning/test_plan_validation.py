@@ -241,3 +241,23 @@ def test_revoke_accepts_any_existing_role_and_schema_but_no_expiry(world):
 def test_every_problem_is_reported_at_once(world):
     errors = errors_of(world, "grant", grant(role="Bad", privileges=["NOPE"], tables=["missing"]))
     assert {"payload.role", "payload.privileges"} <= set(errors)
+
+
+def test_a_developer_revokes_only_what_their_team_holds_or_gives(world, people):
+    # analytics' role on analytics' schema: not payments' business
+    ManagedRole.objects.create(instance=world["instance"], name="legacy_login", login=True, team=world["analytics"])
+    foreign = grant(role="legacy_login", schema="reports")
+    with pytest.raises(InvalidPayload) as caught:
+        module_for("revoke").validate(foreign, instance=world["instance"], team=world["payments"],
+                                      user=people["alice"])
+    assert "belongs to team payments" in caught.value.errors["payload.role"][0]
+    # their own role, or their own schema, is fine; reviewers and the system may revoke anything
+    ours = grant(role="payments_svc", schema="reports")
+    assert module_for("revoke").validate(ours, instance=world["instance"], team=world["payments"],
+                                         user=people["alice"])["role"] == "payments_svc"
+    theirs_on_ours = grant(role="legacy_login", schema="payments_app")
+    assert module_for("revoke").validate(theirs_on_ours, instance=world["instance"], team=world["payments"],
+                                         user=people["alice"])["schema"] == "payments_app"
+    for user in (people["bob"], None):
+        assert module_for("revoke").validate(foreign, instance=world["instance"], team=world["payments"],
+                                             user=user)["role"] == "legacy_login"
