@@ -1,9 +1,15 @@
 """The hash chain: canonical form of an event and the SHA-256 link to its predecessor.
 
-Canonical form (stable across versions; documented in docs/audit.md): UTF-8 JSON of the
-fields below, keys sorted (nested keys too), no whitespace, non-ASCII kept as UTF-8,
-timestamps as ISO 8601 UTC with microseconds and a `Z`, absent values as null.
-hash = SHA-256(prev_hash + "\\n" + canonical), as 64 lowercase hex digits.
+Canonical form (stable across versions; docs/audit.md): the event's fields below as one JSON
+object written the way PostgreSQL writes a jsonb value as text, so the database can render it
+for verification at COPY speed and anyone can re-render it from an export:
+- object keys ordered by the length of their UTF-8 bytes, then by those bytes; ", " between
+  members, ": " after each key; arrays as "[a, b]"; nested objects follow the same rules;
+- strings with only `"`, `\\` and control characters escaped (\\b \\f \\n \\r \\t, others
+  as \\u00xx, lowercase), everything else as UTF-8; numbers as decimal text (no exponent);
+  true / false / null;
+- `ts` as ISO 8601 UTC with microseconds and a Z; an absent actor_ip or request_id as null.
+hash = SHA-256(prev_hash + "\\n" + canonical form), as 64 lowercase hex digits.
 """
 
 from __future__ import annotations
@@ -25,7 +31,33 @@ CANONICAL_FIELDS = (
 # exports read timestamps already in canonical form, without a Python datetime round trip).
 TS_SQL = """to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
-_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_string = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _key_order(item: tuple[str, Any]) -> tuple[int, bytes]:
+    raw = item[0].encode("utf-8")
+    return len(raw), raw
+
+
+def render(value: Any) -> str:
+    """A JSON value as PostgreSQL's jsonb output writes it."""
+    if isinstance(value, str):
+        return _string(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(_string(k) + ": " + render(v) for k, v in sorted(value.items(), key=_key_order)) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(render(v) for v in value) + "]"
+    raise TypeError(f"not a JSON value: {type(value).__name__}")
 
 
 def format_ts(ts: datetime) -> str:
@@ -41,7 +73,7 @@ def canonical(event: dict[str, Any]) -> str:
         if value == "" and field in ("actor_ip",):
             value = None
         body[field] = value
-    return _dumps(body)
+    return render(body)
 
 
 def link(prev_hash: str, event: dict[str, Any]) -> str:
@@ -61,7 +93,7 @@ def json_safe(value: Any) -> Any:
         text = repr(value)
         if not math.isfinite(value) or "e" in text or "E" in text:
             return text
-        return value
+        return 0.0 if value == 0 else value  # numeric has no negative zero
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):

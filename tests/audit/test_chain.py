@@ -171,3 +171,44 @@ def test_concurrent_writers_keep_seq_gap_free_and_the_chain_valid():
     assert all(a[1] <= b[1] for a, b in zip(seqs, seqs[1:], strict=False))
     result = verify_chain()
     assert result.ok, result.problem
+
+
+def test_the_application_role_can_append_but_not_change_or_unguard(db):
+    """The role setup in docs/audit.md: INSERT on events and UPDATE on the head row, owning nothing."""
+    _raw("CREATE ROLE audit_app_probe NOLOGIN")
+    _raw("GRANT USAGE ON SCHEMA public TO audit_app_probe")
+    _raw("GRANT SELECT, INSERT ON audit_auditevent TO audit_app_probe")
+    _raw("GRANT SELECT, UPDATE ON audit_audithead TO audit_app_probe")
+    _raw("SET ROLE audit_app_probe")
+    try:
+        event = record("test.event", actor="app-role")  # appends work
+        for statement in ("UPDATE audit_auditevent SET actor = 'x' WHERE seq = %s",
+                          "DELETE FROM audit_auditevent WHERE seq = %s",
+                          "ALTER TABLE audit_auditevent DISABLE TRIGGER USER",
+                          "TRUNCATE audit_auditevent"):
+            with pytest.raises(Exception, match="permission denied|must be owner"), transaction.atomic():
+                _raw(statement, [event.seq] if "%s" in statement else None)
+    finally:
+        _raw("RESET ROLE")
+    assert AuditEvent.objects.get(seq=event.seq).actor == "app-role"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_verification_finds_what_the_single_pass_finds():
+    """Large logs are verified by several server processes over seq ranges; the result is the same."""
+    events = [record("test.parallel", actor="tester", details={"i": i}) for i in range(12)]
+    single = verify_chain(workers=1)
+    parallel = verify_chain(workers=3, parallel_min=0)
+    assert single.ok and parallel.ok
+    assert (parallel.events, parallel.head_hash) == (single.events, single.head_hash)
+    # an altered event, committed, is found at its seq by both; then put back as it was
+    target = events[5]
+    original = AuditEvent.objects.get(seq=target.seq).actor
+    try:
+        _tamper("UPDATE audit_auditevent SET actor = 'mallory' WHERE seq = %s", [target.seq])
+        for workers in (1, 2, 3, 4):
+            result = verify_chain(workers=workers, parallel_min=0)
+            assert result.first_broken_seq == target.seq, (workers, result)
+    finally:
+        _tamper("UPDATE audit_auditevent SET actor = %s WHERE seq = %s", [original, target.seq])
+    assert verify_chain(workers=3, parallel_min=0).ok

@@ -1,0 +1,272 @@
+#!/usr/bin/env python
+"""Audit benchmark (outside the test suite): one run prints every figure and ratio.
+
+    .venv/bin/python bench/audit.py [--events 1000000] [--fresh]
+
+Uses its own embedded PostgreSQL under var/bench (never the dev or test databases):
+1. seeds the log to --events events with one COPY, chaining the hashes in Python;
+2. CSV export through the API over real HTTP (gunicorn, one sync worker) against a bare
+   `COPY ... TO STDOUT (FORMAT csv)` of the same rows through psycopg; RSS growth of the worker;
+3. chain verification (audit.verify) against a bare "COPY + hashlib" pass that chains SHA-256
+   over the raw COPY lines.
+Goals (issue 6): export >= 50% of the bare COPY's speed with < 100 MB RSS growth; verify <= 2x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+BENCH_VAR = ROOT / "var" / "bench"
+BENCH_DB = "audit_bench"
+os.environ["PORTAL_VAR_DIR"] = str(BENCH_VAR)
+os.environ["DJANGO_SETTINGS_MODULE"] = "portal.settings.test"
+os.environ.pop("REDIS_URL", None)
+
+
+def fresh_database() -> str:
+    """The bench's database on its own embedded cluster (var/bench), never dev or test; created
+    anew with --fresh, else kept from the last run (seeding a million events takes minutes)."""
+    import psycopg
+    from psycopg import sql
+
+    from portal.embedded import ensure_database, portal_cluster
+
+    ensure_database(BENCH_VAR)
+    cluster = portal_cluster(BENCH_VAR)
+    with psycopg.connect(cluster.socket_conninfo(), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DB,)).fetchone()
+        if exists and "--fresh" in sys.argv:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
+        if not exists or "--fresh" in sys.argv:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
+    return cluster.socket_url(BENCH_DB)
+
+
+os.environ["DATABASE_URL"] = fresh_database()
+
+import django  # noqa: E402
+
+django.setup()
+
+import psutil  # noqa: E402
+import psycopg  # noqa: E402
+import requests  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+from rest_framework.authtoken.models import Token  # noqa: E402
+
+from audit.bulk import bulk_append  # noqa: E402
+from audit.models import AuditEvent  # noqa: E402
+from audit.verify import verify_chain  # noqa: E402
+from portal.services.demo import seed_people  # noqa: E402
+from provisioning.clusters import free_port  # noqa: E402
+
+ACTIONS = ["request.submitted", "request.approved", "sql.executed", "sql.executed", "sql.executed",
+           "request.applied", "auth.login", "drift.detected"]
+EXPORT_SQL = (
+    "COPY (SELECT seq, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS ts, actor, "
+    "host(actor_ip) AS actor_ip, action, object_type, object_id, instance, database, statement, request_id, "
+    "approvers::text AS approvers, outcome, details::text AS details, prev_hash, hash FROM audit_auditevent "
+    "WHERE TRUE ORDER BY seq) TO STDOUT (FORMAT csv, HEADER)"
+)
+
+
+def conninfo() -> dict:
+    params = dict(connection.get_connection_params())
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    return params
+
+
+def synthetic(count: int, first_request: int):
+    for i in range(count):
+        action = ACTIONS[i % len(ACTIONS)]
+        request_id = first_request + i // 8
+        event = {"actor": ("alice", "bob", "system", "carol")[i % 4], "action": action, "object_type": "request",
+                 "object_id": str(request_id), "instance": "demo", "database": "app", "request_id": request_id,
+                 "actor_ip": f"10.0.{i % 250}.{i % 200}", "outcome": "ok",
+                 "approvers": ["bob"] if action != "request.submitted" else [],
+                 "details": {"attempt": 1, "position": i % 5, "ms": 1.25}}
+        if action == "sql.executed":
+            event["statement"] = f"GRANT SELECT ON ALL TABLES IN SCHEMA payments TO svc_{request_id % 997}"
+        yield event
+
+
+def seed(target: int) -> None:
+    have = AuditEvent.objects.count()
+    if have >= target:
+        print(f"seed: {have:,} events already there")
+        return
+    last = AuditEvent.objects.order_by("-seq").first()
+    start = max(datetime.now(UTC) - timedelta(days=30), last.ts + timedelta(milliseconds=1) if last else datetime.min.replace(tzinfo=UTC))
+    step = timedelta(seconds=(30 * 86400) / max(1, target - have))
+    began = time.perf_counter()
+    added = bulk_append(synthetic(target - have, 1 + have // 8), start=start, step=step)
+    elapsed = time.perf_counter() - began
+    print(f"seed: {added:,} events by COPY with the chain computed in Python in {elapsed:.1f} s "
+          f"({added / elapsed:,.0f} events/s)")
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE audit_auditevent")
+
+
+def bare_copy_csv() -> tuple[float, int]:
+    with psycopg.connect(**conninfo()) as conn, conn.cursor() as cursor:
+        began = time.perf_counter()
+        size = 0
+        with cursor.copy(EXPORT_SQL) as copy:
+            for data in copy:
+                size += len(data)
+        return time.perf_counter() - began, size
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, process: psutil.Process) -> None:
+        super().__init__(daemon=True)
+        self.process, self.peak, self.running = process, 0, True
+
+    def run(self) -> None:
+        while self.running:
+            try:
+                self.peak = max(self.peak, self.process.memory_info().rss)
+            except psutil.Error:
+                return
+            time.sleep(0.02)
+
+
+def api_csv(token: str) -> tuple[float, int, int]:
+    port = free_port()
+    env = dict(os.environ)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "portal.wsgi:application", "-b", f"127.0.0.1:{port}",
+         "-w", "1", "--timeout", "600", "--log-level", "warning"], cwd=ROOT, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}/api/v1/audit/export/"
+        headers = {"Authorization": f"Token {token}"}
+        for _ in range(100):
+            try:
+                # warm-up: imports and connections, a tiny export
+                requests.get(url, params={"format": "csv", "request": "0"}, headers=headers, timeout=5).raise_for_status()
+                break
+            except requests.RequestException:
+                time.sleep(0.2)
+        worker = psutil.Process(server.pid).children()[0]
+        baseline = worker.memory_info().rss
+        sampler = RssSampler(worker)
+        sampler.start()
+        began = time.perf_counter()
+        size = 0
+        with requests.get(url, params={"format": "csv"}, headers=headers, stream=True, timeout=600) as response:
+            response.raise_for_status()
+            for chunk in response.iter_content(chunk_size=1 << 20):
+                size += len(chunk)
+        elapsed = time.perf_counter() - began
+        sampler.running = False
+        sampler.join()
+        return elapsed, size, sampler.peak - baseline
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def bare_verify() -> tuple[float, int]:
+    """COPY + hashlib: read every row as COPY text and chain SHA-256 over it (no checks, no JSON)."""
+    sha256 = hashlib.sha256
+    with psycopg.connect(**conninfo()) as conn, conn.cursor() as cursor:
+        began = time.perf_counter()
+        digest = b"0" * 64
+        rows = 0
+        with cursor.copy("COPY (SELECT * FROM audit_auditevent ORDER BY seq) TO STDOUT") as copy:
+            for data in copy:
+                digest = sha256(digest + data).hexdigest().encode()
+                rows += 1
+        return time.perf_counter() - began, rows
+
+
+def appends(writers: int, per_writer: int) -> float:
+    """Events per second with `writers` threads, each appending in its own transactions."""
+    from django.db import connections, transaction
+
+    from audit.services import record
+
+    barrier = threading.Barrier(writers + 1)
+
+    def writer(index: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(per_writer):
+                with transaction.atomic():
+                    record("bench.append", actor=f"writer{index}", details={"i": i})
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return writers * per_writer / (time.perf_counter() - began)
+
+
+def bare_commits(count: int) -> float:
+    """The ceiling: one-row INSERT + COMMIT per transaction on one connection (fsync bound)."""
+    with psycopg.connect(**conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS bench_commit (n int)")
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_commit_durable (n int)")
+        began = time.perf_counter()
+        for n in range(count):
+            conn.execute("INSERT INTO bench_commit_durable VALUES (%s)", (n,))
+        return count / (time.perf_counter() - began)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--fresh", action="store_true", help="drop the bench database and seed again")
+    args = parser.parse_args()
+    call_command("migrate", verbosity=0)
+    seed_people("bench-password-not-secret")
+    token = Token.objects.get_or_create(user_id=__import__("django.contrib.auth.models", fromlist=["User"])
+                                        .User.objects.get(username="carol").pk)[0].key
+    seed(args.events)
+
+    bare_copy_csv()  # warm the cache: both sides read from memory
+    copy_s, copy_bytes = bare_copy_csv()
+    api_s, api_bytes, rss = api_csv(token)
+    print(f"export: bare COPY csv {copy_bytes / 2**20:,.0f} MiB in {copy_s:.2f} s "
+          f"({copy_bytes / 2**20 / copy_s:,.0f} MiB/s); API over HTTP {api_bytes / 2**20:,.0f} MiB in {api_s:.2f} s "
+          f"({api_bytes / 2**20 / api_s:,.0f} MiB/s)")
+    print(f"export: speed ratio API/COPY = {copy_s / api_s * (api_bytes / copy_bytes):.2f} (goal >= 0.50); "
+          f"worker RSS growth {rss / 2**20:.1f} MiB (goal < 100)")
+
+    bare_s, rows = bare_verify()
+    began = time.perf_counter()
+    result = verify_chain()
+    verify_s = time.perf_counter() - began
+    print(f"verify: bare COPY+hashlib {rows:,} rows in {bare_s:.2f} s; audit.verify {result.events:,} events in "
+          f"{verify_s:.2f} s, ok={result.ok}")
+    print(f"verify: ratio verify/bare = {verify_s / bare_s:.2f} (goal <= 2.00)")
+
+    ceiling = bare_commits(2000)
+    one = appends(1, 2000)
+    eight = appends(8, 500)
+    print(f"appends: bare INSERT+COMMIT {ceiling:,.0f}/s (the fsync ceiling of one serialized writer); "
+          f"1 writer {one:,.0f} events/s; 8 concurrent writers {eight:,.0f} events/s (each its own transaction)")
+    result = verify_chain()
+    print(f"appends: chain after the concurrent appends ok={result.ok}, {result.events:,} events")
+
+
+if __name__ == "__main__":
+    main()

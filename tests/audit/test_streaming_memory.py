@@ -1,0 +1,79 @@
+"""Exports and verification of a 100k-event log keep memory flat (RSS growth, not time)."""
+
+from __future__ import annotations
+
+import csv
+import gc
+import io
+import json
+
+import psutil
+import pytest
+from django.utils import timezone
+
+from audit.bulk import bulk_append
+from audit.models import AuditEvent
+from audit.verify import verify_chain
+
+EVENTS = 100_000
+PADDING = "x" * 1100  # ~1.3 KB per exported row: the whole export is larger than the bound below
+BOUND = 100 * 1024 * 1024
+ACTOR = "bulk-memory-test"
+
+
+def _rss() -> int:
+    return psutil.Process().memory_info().rss
+
+
+@pytest.fixture
+def big_log(db):
+    last = AuditEvent.objects.order_by("-seq").first()
+    start = max(timezone.now(), last.ts if last else timezone.now())
+    events = ({"actor": ACTOR, "action": "bulk.event", "object_type": "row", "object_id": str(i),
+               "statement": f"SELECT {i}", "details": {"i": i, "padding": PADDING}} for i in range(EVENTS))
+    assert bulk_append(events, start=start) == EVENTS
+    gc.collect()
+    return start
+
+
+def _stream(response) -> tuple[int, int, bytes, bytes]:
+    """Consume a streaming response, keeping only its size, its peak RSS growth, and its ends."""
+    baseline = _rss()
+    peak = 0
+    size = 0
+    head = b""
+    tail = b""
+    for index, chunk in enumerate(response.streaming_content):
+        size += len(chunk)
+        if not head:
+            head = bytes(chunk[:4096])
+        tail = bytes(chunk[-4096:])
+        if index % 16 == 0:
+            peak = max(peak, _rss() - baseline)
+    return size, max(peak, _rss() - baseline), head, tail
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("export_format", ["csv", "jsonl"])
+def test_export_of_100k_events_keeps_memory_flat(people, api_for, big_log, export_format):
+    response = api_for("carol").get(f"/api/v1/audit/export/?format={export_format}&actor={ACTOR}")
+    assert response.status_code == 200 and response.streaming
+    size, growth, head, tail = _stream(response)
+    assert size > BOUND  # the export is bigger than the bound: buffering it would break the bound
+    assert growth < BOUND, f"RSS grew by {growth / 2**20:.1f} MiB while streaming {size / 2**20:.1f} MiB"
+    if export_format == "csv":
+        first = next(csv.DictReader(io.StringIO(head.decode())))  # the first 4 KB hold the header and a row
+        assert first["actor"] == ACTOR and json.loads(first["details"])["i"] == 0
+    else:
+        last = json.loads(tail.decode().rstrip("\n").rsplit("\n", 1)[-1])
+        assert last["actor"] == ACTOR and last["details"]["i"] == EVENTS - 1
+
+
+@pytest.mark.slow
+def test_verification_of_100k_events_keeps_memory_flat(big_log):
+    baseline = _rss()
+    result = verify_chain()
+    growth = _rss() - baseline
+    assert result.ok, result.problem
+    assert result.events >= EVENTS
+    assert growth < BOUND, f"RSS grew by {growth / 2**20:.1f} MiB"
