@@ -26,6 +26,7 @@ from portal.services.requests import (
     request_retry,
     request_submit,
 )
+from provisioning.secrets import secret_reveal
 
 # --- input ------------------------------------------------------------------------------------
 
@@ -138,6 +139,10 @@ class RequestDetailOutput(RequestOutput):
                 "owner_lead_approved": tally.lead_approved, "can_decide": ok, "reason": reason}
 
 
+class SecretOutput(serializers.Serializer):
+    password = serializers.CharField(help_text="the generated password of the login role; shown once")
+
+
 class PreviewOutput(serializers.Serializer):
     plan = serializers.ListField(child=serializers.CharField())
     plan_hash = serializers.CharField()
@@ -235,4 +240,12 @@ class RequestViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def retry(self, request, pk=None):
         return self._decision(request, pk, request_retry, "user")
 
-
+    @extend_schema(responses={200: SecretOutput},
+                   description="The requester only, once: the generated password of the login role this request "
+                               "created. Later calls answer 410; others who can see the request get 403.")
+    @action(detail=True, methods=["get"])
+    def secret(self, request, pk=None):
+        obj = request_get_for(request.user, pk)
+        password = secret_reveal(request=obj, user=request.user, actor_ip=client_ip(request))
+        # Never cached by a browser or a proxy: it is shown once.
+        return Response(SecretOutput({"password": password}).data, headers={"Cache-Control": "no-store"})

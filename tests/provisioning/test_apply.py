@@ -32,7 +32,7 @@ def unique(prefix: str) -> str:
 
 
 def test_a_login_role_is_created_with_a_generated_password_revealed_once(
-    transactional_db, people, managed_cluster, managed_instance, celery_worker, wait_for_status
+    transactional_db, people, api_for, managed_cluster, managed_instance, celery_worker, wait_for_status
 ):
     # given an approved login role request of alice
     name = unique("svc")
@@ -50,17 +50,23 @@ def test_a_login_role_is_created_with_a_generated_password_revealed_once(
     assert OutboxMessage.objects.get(request=request).taken_at is not None
     # and the password is stored encrypted, not in plain text
     secret = RequestSecret.objects.get(request=request)
-    # when someone else asks for it, they are refused
+    # when others ask for it: a reviewer who sees the request is refused, dave does not see it
+    assert api_for("bob").get(f"/api/v1/requests/{request.pk}/secret/").status_code == 403
+    assert api_for("dave").get(f"/api/v1/requests/{request.pk}/secret/").status_code == 404
     with pytest.raises(PolicyViolation):
         secret_reveal(request=request, user=people["bob"])
     # and alice gets it once: it logs in over TCP with SCRAM
-    password = secret_reveal(request=request, user=people["alice"], actor_ip="127.0.0.1")
+    response = api_for("alice").get(f"/api/v1/requests/{request.pk}/secret/")
+    assert response.status_code == 200 and response["Cache-Control"] == "no-store"
+    password = response.json()["password"]
     assert len(password) >= 24 and password not in secret.encrypted
     with psycopg.connect(host="127.0.0.1", port=managed_cluster.port, dbname="app", user=name,
                          password=password, passfile="/dev/null") as conn:
         assert conn.execute("SELECT current_user").fetchone()[0] == name
+    assert api_for("alice").get(f"/api/v1/requests/{request.pk}/secret/").status_code == 410
     with pytest.raises(Gone):
         secret_reveal(request=request, user=people["alice"])
+    assert RequestSecret.objects.get(request=request).encrypted == ""
     # and the server stores a SCRAM verifier, and no audit event carries the password
     with admin_conn(managed_cluster, "postgres") as conn:
         stored = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (name,)).fetchone()[0]
@@ -167,3 +173,29 @@ def test_a_plan_that_no_longer_renders_the_same_fails_as_stale(
     assert request.status == RequestStatus.FAILED
     assert "stale plan" in request.status_detail
     assert markers(managed_cluster, request.pk, "postgres") == 0
+
+
+def test_unrevealed_secrets_are_wiped_after_a_day(db, people, managed_instance):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from portal.crypto import encrypt
+    from provisioning.secrets import secret_wipe_expired
+
+    # given two generated passwords, one created 25 hours ago, one just now
+    old, new = (approved_request(managed_instance, "role", role_payload(unique("w"), login=True),
+                                 requester=people["alice"], enqueue=False) for _ in range(2))
+    ChangeRequest.objects.filter(pk__in=[old.pk, new.pk]).update(status=RequestStatus.APPLIED)
+    for request in (old, new):
+        RequestSecret.objects.create(request=request, role=request.payload["name"], encrypted=encrypt("pw" * 16))
+    RequestSecret.objects.filter(request=old).update(created_at=timezone.now() - timedelta(hours=25))
+    # when the beat job runs
+    assert secret_wipe_expired() == 1
+    # then the old one is gone for good (410), the new one still reveals
+    old.refresh_from_db()
+    new.refresh_from_db()
+    with pytest.raises(Gone):
+        secret_reveal(request=old, user=people["alice"])
+    assert secret_reveal(request=new, user=people["alice"]) == "pw" * 16
+    assert AuditEvent.objects.filter(request_id=old.pk, action="secret.wiped").count() == 1
