@@ -142,3 +142,26 @@ def test_auditor_home_goes_to_the_audit_log_when_installed(web_for, world):
         assert response.status_code == 200
     else:
         assert response.status_code == 302 and response["Location"] == audit_log
+
+
+def test_failed_registration_is_explained_and_keeps_the_input(web_for, managed_cluster):
+    from portal.models import Instance
+
+    response = web_for("admin").post(reverse("instance-register"), {
+        "name": "ext-bad", "environment": "staging", "host": "127.0.0.1", "port": managed_cluster.port,
+        "database": "postgres", "admin_user": "postgres", "admin_password": "wrong-password"})
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert 'id="registration-failed"' in html and "password authentication failed" in html
+    assert 'id="registration-hint"' in html and "user name or password" in html
+    assert 'value="ext-bad"' in html and "wrong-password" not in html  # the password is never echoed
+    assert not Instance.objects.filter(name="ext-bad").exists()
+
+
+def test_registration_outside_allowed_targets_says_nothing_was_tried(web_for):
+    response = web_for("admin").post(reverse("instance-register"), {
+        "name": "ext-far", "environment": "dev", "host": "192.0.2.1", "port": 5432,
+        "database": "postgres", "admin_user": "postgres", "admin_password": "x"})
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "PORTAL_ALLOWED_TARGETS" in html and 'id="id_host_error"' in html
