@@ -13,10 +13,8 @@ import pytest
 from psycopg import errors, sql
 
 from audit.models import AuditEvent
-from portal.errors import Gone
-from portal.models import ChangeRequest, Grant, ManagedRole, ManagedSchema
+from portal.models import Grant, ManagedRole, ManagedSchema
 from provisioning.models import OutboxMessage
-from provisioning.secrets import secret_reveal
 
 pytestmark = pytest.mark.slow
 
@@ -61,11 +59,12 @@ def test_alice_gets_a_schema_a_login_role_and_read_access_and_logs_in(
     assert ManagedRole.objects.get(name="payments_svc").login is True
     assert Grant.objects.get(request_id=grant["id"]).privileges == ["SELECT"]
 
-    # alice reveals the password once
-    request = ChangeRequest.objects.get(pk=role["id"])
-    password = secret_reveal(request=request, user=people["alice"], actor_ip="127.0.0.1")
-    with pytest.raises(Gone):
-        secret_reveal(request=request, user=people["alice"])
+    # bob may see the request but not the password; alice reveals it once
+    assert api_for("bob").get(f"/api/v1/requests/{role['id']}/secret/").status_code == 403
+    revealed = api_for("alice").get(f"/api/v1/requests/{role['id']}/secret/")
+    assert revealed.status_code == 200 and revealed["Cache-Control"] == "no-store"
+    password = revealed.json()["password"]
+    assert api_for("alice").get(f"/api/v1/requests/{role['id']}/secret/").status_code == 410
 
     # the owner creates a table after the grant: default privileges cover it
     with psycopg.connect(managed_cluster.socket_conninfo("app"), autocommit=True) as admin:
@@ -98,6 +97,7 @@ def test_alice_gets_a_schema_a_login_role_and_read_access_and_logs_in(
     assert dave.get("/api/v1/requests/").json()["results"] == []
     for request_id in (schema["id"], role["id"], grant["id"]):
         assert dave.get(f"/api/v1/requests/{request_id}/").status_code == 404
+        assert dave.get(f"/api/v1/requests/{request_id}/secret/").status_code == 404
 
     # every step is in the audit log, and the password is in none of it
     actions = set(AuditEvent.objects.filter(request_id=role["id"]).values_list("action", flat=True))
