@@ -31,7 +31,7 @@ def held(people):
 
 def test_my_access_lists_my_teams_roles_and_grants_with_expiry(web_for, held):
     html = web_for("alice").get(reverse("my-access")).content.decode()
-    assert "payments_api" in html and 'id="grant-%d"' % held["grant"].pk in html
+    assert "payments_api" in html and f'id="grant-{held["grant"].pk}"' in html
     # relative expiry, the absolute UTC time on hover
     assert re.search(r'<time datetime="[^"]+" title="[^"]+ UTC">in (6\xa0days|1\xa0week)</time>', html)
     assert "analytics_ro" not in html  # another team's access is not mine
