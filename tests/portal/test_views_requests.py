@@ -171,3 +171,40 @@ def test_list_pages_have_pinned_query_counts(web_for, people, dev, django_assert
     with CaptureQueriesContext(connection) as many:
         client.get(reverse(url_name))
     assert len(many.captured_queries) == len(few.captured_queries)  # no query per row
+
+
+def test_review_queue_is_sorted_by_risk_then_age_and_rows_expand_to_the_plan(web_for, people, dev):
+    old_low = given_request(requester=people["alice"], instance=dev, risk="low")
+    high = given_request(requester=people["alice"], instance=dev, risk="high", risk_reasons=["DELETE on all tables"])
+    medium = given_request(requester=people["dave"], instance=dev, risk="medium")
+    html = web_for("bob").get(reverse("review-queue")).content.decode()
+    order = [html.index(f'id="review-{r.pk}"') for r in (high, medium, old_low)]
+    assert order == sorted(order)
+    # each row carries its plan (expandable), its approve / reject dialogs with a comment box, and keys
+    row = html[html.index(f'id="review-{high.pk}"'):html.index(f'id="review-{medium.pk}"')]
+    assert f'id="plan-row-{high.pk}"' in row and "<span class=\"k\">GRANT</span>" in row
+    assert f'data-bs-target="#modal-approve-{high.pk}"' in row and f'data-bs-target="#modal-reject-{high.pk}"' in row
+    assert f'id="comment-approve-{high.pk}"' in html and f'id="comment-reject-{high.pk}"' in html
+    assert "DELETE on all tables" in row  # the rule that made it high
+
+
+def test_review_queue_approve_returns_to_the_queue(web_for, people, managed_instance):
+    change = given_request(requester=people["alice"], instance=managed_instance, type="schema",
+                           payload={"database": "app", "name": "q_schema"},
+                           plan=['CREATE SCHEMA "q_schema" AUTHORIZATION "q_owner"'])
+    response = web_for("bob").post(reverse("request-action", args=[change.pk, "approve"]),
+                                   {"comment": "ok", "next": reverse("review-queue")})
+    assert response.status_code == 302 and response["Location"] == reverse("review-queue")
+
+
+@pytest.mark.parametrize("username,present,absent", [
+    ("alice", ['id="recent-title"', 'id="access-title"', 'id="home-new-request"'], ['id="dashboard-charts"']),
+    ("bob", ['id="queue-title"', 'id="dashboard-charts"', 'id="drift-title"'], ['id="admin-teams-title"']),
+    ("admin", ['id="dashboard-charts"', 'id="admin-instances-title"', 'id="admin-teams-title"'], []),
+])
+def test_home_per_persona(web_for, people, dev, username, present, absent):
+    html = web_for(username).get(reverse("home")).content.decode()
+    for marker in present:
+        assert marker in html, marker
+    for marker in absent:
+        assert marker not in html, marker
