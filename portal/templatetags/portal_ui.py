@@ -108,3 +108,16 @@ def plain_sql(plan: list[str] | str | None) -> str:
 @register.filter
 def get_item(mapping: dict, key: str):
     return (mapping or {}).get(key)
+
+
+@register.simple_tag
+def duration(start: datetime | None, end: datetime | None) -> str:
+    """How long between two instants, in the unit that reads best (ms, s, min)."""
+    if not start or not end:
+        return ""
+    seconds = (end - start).total_seconds()
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.0f} min"
