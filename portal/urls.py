@@ -3,7 +3,19 @@
 from django.contrib.auth.views import LogoutView
 from django.urls import include, path
 
-from portal.views import access, admin_pages, auth, dashboard, drift, health, home, instances, requests, reviews
+from portal.views import (
+    access,
+    admin_pages,
+    auth,
+    dashboard,
+    drift,
+    health,
+    home,
+    instances,
+    requests,
+    review_rules,
+    reviews,
+)
 
 urlpatterns = [
     path("login/", auth.PortalLoginView.as_view(), name="login"),
@@ -33,6 +45,7 @@ urlpatterns = [
     path("policies/", admin_pages.policy_list, name="policy-list"),
     path("policies/<int:pk>/", admin_pages.policy_edit, name="policy-edit"),
     path("", include("audit.urls")),
+    path("review-rules/", review_rules.review_rules, name="review-rules"),
     # machines
     path("healthz", health.healthz, name="healthz"),
     path("api/v1/", include(("portal.api.urls", "api"), namespace="api")),

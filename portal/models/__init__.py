@@ -3,7 +3,7 @@
 from portal.models.approval import Approval
 from portal.models.instance import Instance, InstanceInventory
 from portal.models.managed import Grant, ManagedRole, ManagedSchema
-from portal.models.policy import ApprovalPolicy
+from portal.models.policy import ApprovalPolicy, DdlRuleSetting
 from portal.models.request import ChangeRequest, Execution
 from portal.models.team import Membership, Team
 
@@ -11,6 +11,7 @@ __all__ = [
     "Approval",
     "ApprovalPolicy",
     "ChangeRequest",
+    "DdlRuleSetting",
     "Execution",
     "Grant",
     "Instance",

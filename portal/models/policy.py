@@ -30,3 +30,23 @@ class ApprovalPolicy(models.Model):
 
     def __str__(self) -> str:
         return f"{self.environment}/{self.request_type}/{self.risk}: {self.approvals_required}"
+
+
+class DdlRuleSetting(models.Model):
+    """Whether a DDL review rule (provisioning/ddl/rules.py RULES) applies in an environment.
+
+    A missing row means the rule is on: switching a rule off is an explicit admin decision.
+    """
+
+    environment = models.CharField(max_length=10, choices=Environment.choices)
+    rule_id = models.CharField(max_length=64)
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["environment", "rule_id"], name="ddl_rule_setting_unique")]
+        ordering = ["rule_id", "environment"]
+
+    def __str__(self) -> str:
+        return f"{self.environment}/{self.rule_id}: {'on' if self.enabled else 'off'}"

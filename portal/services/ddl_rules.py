@@ -1,0 +1,57 @@
+"""DDL review rules per environment: which are on, and the admin switch that turns one on or off."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from audit.services import record
+from portal.choices import Environment
+from portal.errors import InvalidPayload, PolicyViolation
+from portal.models import DdlRuleSetting
+from portal.querysets import is_admin
+from provisioning.ddl.rules import RULES
+
+
+def enabled_rules(environment: str) -> set[str]:
+    """Rule ids that apply in `environment` (a rule without a setting row is on)."""
+    off = set(DdlRuleSetting.objects.filter(environment=environment, enabled=False).values_list("rule_id", flat=True))
+    return set(RULES) - off
+
+
+def rule_matrix() -> list[dict[str, Any]]:
+    """Every rule with its state per environment, for the review-rules page (one query)."""
+    settings = {(s.environment, s.rule_id): s for s in DdlRuleSetting.objects.all()}
+    rows = []
+    for rule in RULES.values():
+        states = []
+        for environment in Environment:
+            setting = settings.get((environment.value, rule.id))
+            states.append({"environment": environment.value, "label": environment.label,
+                           "enabled": setting.enabled if setting else True,
+                           "updated_by": setting.updated_by if setting else ""})
+        rows.append({"rule": rule, "states": states})
+    return rows
+
+
+def rule_setting_set(*, actor: Any, environment: str, rule_id: str, enabled: bool,
+                     actor_ip: str | None = None) -> DdlRuleSetting:
+    """Switch one rule on or off in one environment (platform admins only); audited."""
+    if not is_admin(actor):
+        raise PolicyViolation("only platform admins change review rules")
+    if environment not in Environment.values:
+        raise InvalidPayload.field("environment", f"must be one of {', '.join(Environment.values)}")
+    if rule_id not in RULES:
+        raise InvalidPayload.field("rule_id", "unknown rule")
+    with transaction.atomic():
+        setting, _ = DdlRuleSetting.objects.select_for_update().get_or_create(
+            environment=environment, rule_id=rule_id, defaults={"enabled": enabled})
+        before = setting.enabled
+        setting.enabled = enabled
+        setting.updated_by = actor.username
+        setting.save()
+        record("ddl_rule.changed", actor=actor, actor_ip=actor_ip, object_type="ddl_rule", object_id=rule_id,
+               outcome="enabled" if enabled else "disabled",
+               details={"environment": environment, "rule_id": rule_id, "before": before, "after": enabled})
+    return setting

@@ -1,0 +1,144 @@
+"""DDL plan: the requester's SQL, parsed, scope-checked and reviewed, run as the schema's owner role.
+
+Payload `{database, schema, sql}`; validate() adds `owner_role` (from the portal's ManagedSchema
+record) so that render() needs nothing but the stored payload.
+
+The plan:
+    SET LOCAL search_path TO <schema>       unqualified names resolve in the schema
+    SET LOCAL ROLE <owner role>             objects are created and owned by the schema's owner
+                                            role, so its default privileges apply to them
+    <statement 1> ... <statement n>         pglast's deparse of each checked statement
+    RESET ROLE                              back to the admin role for the executor's bookkeeping
+CREATE INDEX CONCURRENTLY cannot run in a transaction: it becomes its own step
+(transactional=False), made idempotent with IF NOT EXISTS and with its table qualified by the
+schema (SET LOCAL does not reach a step outside the transaction; an index always belongs to
+its table's owner, so the role does not matter there).
+
+Why user SQL text in sql.SQL is safe here (the one place in the portal where it happens): the
+text is not the requester's; it is pglast's deparse of a parse tree that passed the scope
+allow-list (provisioning/ddl/scope.py), and parse.normalise() proves that the text parses back
+to exactly that tree, as one statement. Nothing the requester typed (comments, quoting tricks,
+a second statement) reaches the server except through that tree.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pglast import ast
+from psycopg import sql
+
+from portal.errors import InvalidPayload
+from provisioning.ddl import parse as ddl_parse
+from provisioning.ddl import rules as ddl_rules
+from provisioning.ddl import scope as ddl_scope
+from provisioning.plans import Step
+
+KEYS = {"database", "schema", "sql"}
+IDENTIFIER_MAX_BYTES = 63
+
+
+def _identifier(payload: dict, key: str) -> str:
+    value = payload.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidPayload.field(f"payload.{key}", "this field is required")
+    if len(value.encode()) > IDENTIFIER_MAX_BYTES:
+        raise InvalidPayload.field(f"payload.{key}", f"at most {IDENTIFIER_MAX_BYTES} bytes")
+    return value
+
+
+def checked_statements(payload: dict) -> list[ddl_parse.Statement]:
+    """Parse, scope-check and normalise the payload's SQL (raises InvalidPayload)."""
+    statements = ddl_parse.parse(payload.get("sql"))
+    ddl_scope.check(statements, schema=payload["schema"])
+    return [ddl_parse.normalise(statement) for statement in statements]
+
+
+def validate(payload: Any, *, instance: Any, team: Any, user: Any) -> dict:
+    from portal.models import ManagedSchema
+
+    if not isinstance(payload, dict):
+        raise InvalidPayload.field("payload", "must be an object with database, schema and sql")
+    unknown = sorted(set(payload) - KEYS - {"owner_role"})
+    if unknown:
+        raise InvalidPayload.field(f"payload.{unknown[0]}", "unknown field")
+    database = _identifier(payload, "database")
+    schema = _identifier(payload, "schema")
+    if not isinstance(payload.get("sql"), str):
+        raise InvalidPayload.field("payload.sql", "enter the SQL to run")
+    managed = ManagedSchema.objects.filter(instance=instance, database=database, name=schema, team=team).first()
+    if managed is None:
+        raise InvalidPayload.field(
+            "payload.schema", f"{schema} is not a schema of team {team} in database {database} on {instance}")
+    normalised = {"database": database, "schema": schema, "sql": payload["sql"], "owner_role": managed.owner_role}
+    statements = checked_statements(normalised)
+    review(normalised, instance=instance, statements=statements)  # raises on error findings
+    return normalised
+
+
+def review(payload: dict, *, instance: Any, statements: list[ddl_parse.Statement] | None = None,
+           facts: ddl_rules.Facts | None = None) -> dict:
+    """Findings, risk and risk reasons of a validated DDL payload on `instance`.
+
+    Table facts come from the cluster (provisioning/ddl/facts.py) unless given. If the cluster
+    cannot be reached the size-dependent rules are skipped and an info finding says so.
+    Error findings raise InvalidPayload (payload.sql).
+    """
+    from portal.services.ddl_rules import enabled_rules
+    from provisioning.ddl import facts as ddl_facts
+
+    statements = statements if statements is not None else checked_statements(payload)
+    extra: list[ddl_rules.Finding] = []
+    if facts is None:
+        tables = ddl_facts.referenced_tables(statements)
+        try:
+            facts = ddl_facts.fetch_facts(instance, database=payload["database"], schema=payload["schema"],
+                                          tables=tables)
+        except Exception as exc:  # noqa: BLE001 - any failure to read facts degrades to "unknown"
+            from provisioning.connections import describe_error
+
+            facts = {}
+            extra.append(ddl_rules.Finding(
+                "ddl.facts_unavailable", ddl_rules.INFO,
+                f"table facts could not be read ({describe_error(exc)}): size-dependent rules were not evaluated",
+                0, ""))
+    findings = ddl_rules.evaluate(statements, facts=facts, enabled=enabled_rules(instance.environment)) + extra
+    errors = ddl_rules.errors_of(findings)
+    if errors:
+        messages = [f"[{f.rule}] {f.message}" for f in errors]
+        raise InvalidPayload(messages[0], errors={"payload.sql": messages})
+    risk, reasons = ddl_rules.ddl_risk(findings)
+    return {"findings": [f.as_dict() for f in findings], "risk": risk, "risk_reasons": reasons}
+
+
+def _concurrent_index(statement: ddl_parse.Statement, schema: str) -> ddl_parse.Statement:
+    node = copy.deepcopy(statement.node)
+    node.if_not_exists = True
+    node.relation.schemaname = schema
+    return ddl_parse.normalise(ddl_parse.Statement(statement.index, node, statement.source, ""))
+
+
+def numbered_steps(payload: dict) -> list[tuple[int | None, Step]]:
+    """The plan's steps, each with the 1-based index of the user statement it runs (None: the portal's)."""
+    schema, owner = payload["schema"], payload["owner_role"]
+    steps: list[tuple[int | None, Step]] = [
+        (None, Step(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))),
+        (None, Step(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(owner)))),
+    ]
+    for statement in checked_statements(payload):
+        if isinstance(statement.node, ast.IndexStmt) and statement.node.concurrent:
+            statement = _concurrent_index(statement, schema)
+            steps.append((statement.index, Step(sql.SQL(statement.text), transactional=False)))
+        else:
+            steps.append((statement.index, Step(sql.SQL(statement.text))))
+    steps.append((None, Step(sql.SQL("RESET ROLE"))))
+    return steps
+
+
+def render(payload: dict, *, secrets: dict | None = None) -> list[Step]:
+    return [step for _, step in numbered_steps(payload)]
+
+
+def database(payload: dict) -> str | None:
+    return payload["database"]
