@@ -8,14 +8,14 @@ input (see provisioning/ddl/facts.py), so every rule is testable without a clust
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from pglast import ast, enums
 
 from portal.choices import Risk
-from provisioning.ddl.parse import MAX_IDENTIFIER_BYTES, Statement
+from provisioning.ddl.parse import Statement
+from provisioning.plans.checks import NAME_RULE, name_problem
 
 AT = enums.AlterTableType
 ObjectType = enums.ObjectType
@@ -28,8 +28,8 @@ SEVERITIES = (ERROR, HIGH, WARNING, INFO)
 LARGE_TABLE_ROWS = 100_000
 LARGE_TABLE_PAGES = 12_800
 
-NAME_RULE = re.compile(r"^[a-z][a-z0-9_]*$")
-NAME_RULE_TEXT = "lowercase letters, digits and _, starting with a letter, not starting with pg_"
+# The portal's one naming rule (provisioning/plans/checks.py), applied to every new name.
+NAME_RULE_TEXT = NAME_RULE
 
 
 @dataclass(frozen=True)
@@ -184,8 +184,9 @@ def _rewrites(old: ColumnFacts | None, new: ast.TypeName, using: bool) -> bool:
 def _check_name(ctx: _Context, statement: Statement, name: str | None, what: str) -> None:
     if not name:
         return
-    if not NAME_RULE.match(name) or name.startswith("pg_") or len(name.encode()) > MAX_IDENTIFIER_BYTES:
-        ctx.add("ddl.naming", statement, f"{what} name {name!r} does not follow the naming rule ({NAME_RULE_TEXT})")
+    problem = name_problem(name)
+    if problem:
+        ctx.add("ddl.naming", statement, f"{what} name {name!r} breaks the naming rule: {problem}")
 
 
 def _column_not_null_without_default(column: ast.ColumnDef) -> bool:

@@ -122,7 +122,8 @@ def test_primary_key_added_later_in_the_request_counts():
     "ALTER TABLE t ADD COLUMN \"X\" int",
     "ALTER TABLE t RENAME TO \"T2\"",
     "CREATE TABLE pg_things (id int PRIMARY KEY)",
-    "CREATE TABLE _t (id int PRIMARY KEY)",
+    "CREATE TABLE \"order\" (id int PRIMARY KEY)",
+    "CREATE TABLE t (id int PRIMARY KEY, \"user\" text)",
 ])
 def test_naming_rule_catches_new_names(text):
     assert "ddl.naming" in fired(text)
