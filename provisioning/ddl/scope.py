@@ -419,6 +419,11 @@ class _Checker:
             self.refuse("scope.subcommand_not_allowed", f"ALTER DOMAIN subcommand {node.subtype!r}")
 
 
+def is_concurrent_index(statement: Statement) -> bool:
+    """CREATE INDEX CONCURRENTLY: cannot run in a transaction, so it is its own step after it."""
+    return isinstance(statement.node, ast.IndexStmt) and bool(statement.node.concurrent)
+
+
 def violations(statement: Statement, schema: str) -> list[Violation]:
     checker = _Checker(statement, schema)
     if checker.kind():
@@ -429,12 +434,19 @@ def violations(statement: Statement, schema: str) -> list[Violation]:
 def check(statements: list[Statement], *, schema: str) -> None:
     """Raise InvalidPayload (payload.sql) listing every scope violation of every statement."""
     messages: list[str] = []
+    seen_concurrent = False
     for statement in statements:
         try:
             found = violations(statement, schema)
         except (RecursionError, ValueError, KeyError, AttributeError, TypeError) as exc:
             found = [Violation("scope.statement_not_allowed",
                                f"this statement could not be checked ({type(exc).__name__})", statement.index)]
+        concurrent = is_concurrent_index(statement)
+        if seen_concurrent and not concurrent:
+            found.append(Violation("scope.concurrent_index_last",
+                                   "CREATE INDEX CONCURRENTLY runs after the plan's transaction commits: put "
+                                   "such statements at the end of the request", statement.index))
+        seen_concurrent |= concurrent
         messages.extend(v.text(statement) for v in found)
     if messages:
         detail = messages[0] if len(messages) == 1 else f"{messages[0]} (and {len(messages) - 1} more)"

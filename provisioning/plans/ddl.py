@@ -9,10 +9,12 @@ The plan:
                                             role, so its default privileges apply to them
     <statement 1> ... <statement n>         pglast's deparse of each checked statement
     RESET ROLE                              back to the admin role for the executor's bookkeeping
+    <CREATE INDEX CONCURRENTLY ...>         each its own step, after the transaction
 CREATE INDEX CONCURRENTLY cannot run in a transaction: it becomes its own step
 (transactional=False), made idempotent with IF NOT EXISTS and with its table qualified by the
 schema (SET LOCAL does not reach a step outside the transaction; an index always belongs to
-its table's owner, so the role does not matter there).
+its table's owner, so the role does not matter there). The scope check requires such
+statements to come last in the request, so the plan's order is the order things run in.
 
 Why user SQL text in sql.SQL is safe here (the one place in the portal where it happens): the
 text is not the requester's; it is pglast's deparse of a parse tree that passed the scope
@@ -26,7 +28,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from pglast import ast
 from psycopg import sql
 
 from portal.errors import InvalidPayload
@@ -126,14 +127,19 @@ def numbered_steps(payload: dict) -> list[tuple[int | None, Step]]:
         (None, Step(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))),
         (None, Step(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(owner)))),
     ]
+    concurrent: list[tuple[int | None, Step]] = []
     for statement in checked_statements(payload):
-        if isinstance(statement.node, ast.IndexStmt) and statement.node.concurrent:
+        if ddl_scope.is_concurrent_index(statement):
+            # The scope check keeps these at the end of the request, so running them after the
+            # transaction (as the executor does with every non-transactional step) keeps the order.
             statement = _concurrent_index(statement, schema)
-            steps.append((statement.index, Step(sql.SQL(statement.text), transactional=False)))
+            concurrent.append((statement.index, Step(sql.SQL(statement.text), transactional=False)))
         else:
             steps.append((statement.index, Step(sql.SQL(statement.text))))
+    # Back to the admin role inside the transaction: the executor writes its applied-change
+    # marker (dbportal_meta) after the plan's steps, which the owner role may not touch.
     steps.append((None, Step(sql.SQL("RESET ROLE"))))
-    return steps
+    return steps + concurrent
 
 
 def render(payload: dict, *, secrets: dict | None = None) -> list[Step]:

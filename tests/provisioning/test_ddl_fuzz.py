@@ -33,13 +33,15 @@ def pipeline(text: str) -> list[str] | None:
         normalised = [parse.normalise(s) for s in statements]
         findings = rules.evaluate(normalised, facts=FACTS)
         rules.ddl_risk(findings)
-        plan = plan_text(ddl.render({"database": "app", "schema": SCHEMA, "owner_role": "payments_owner",
-                                     "sql": text}))
+        payload = {"database": "app", "schema": SCHEMA, "owner_role": "payments_owner", "sql": text}
+        plan = plan_text(ddl.render(payload))
+        user_steps = [step.text for index, step in ddl.numbered_steps(payload) if index is not None]
     except InvalidPayload as exc:
         assert exc.errors and all(isinstance(m, str) and m for m in exc.errors["payload.sql"])
         return None
     # whatever passed: each rendered user statement parses back to one statement that passes again
-    for line in plan[2:-1]:
+    assert len(user_steps) == len(plan) - 3
+    for line in user_steps:
         again = parse.parse(line)
         assert len(again) == 1
         scope.check(again, schema=SCHEMA)

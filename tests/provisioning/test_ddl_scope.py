@@ -247,3 +247,13 @@ def test_statement_kinds_not_on_the_allow_list_are_refused_by_default():
             assert kinds == []
         else:
             assert kinds and kinds[0].startswith("scope.")
+
+
+def test_concurrent_indexes_must_come_last():
+    # given a CREATE INDEX CONCURRENTLY followed by a transactional statement
+    error = refusal("CREATE INDEX CONCURRENTLY i ON t (x); ALTER INDEX i RENAME TO j")
+    # then it is refused, since the index would only exist after the transaction
+    assert "[scope.concurrent_index_last]" in error.errors["payload.sql"][0]
+    assert error.errors["payload.sql"][0].startswith("statement 2 (")
+    scope.check(parse.parse("ALTER TABLE t ADD COLUMN x int; CREATE INDEX CONCURRENTLY i ON t (x);"
+                            "CREATE INDEX CONCURRENTLY j ON t (id)"), schema=SCHEMA)
