@@ -92,6 +92,10 @@ def parse(text: object) -> list[Statement]:
         raise InvalidPayload.field(FIELD, "enter at least one SQL statement")
     if len(text) > MAX_SQL_CHARS:
         raise InvalidPayload.field(FIELD, f"at most {MAX_SQL_CHARS} characters")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise InvalidPayload.field(FIELD, "the SQL contains an unpaired surrogate (not valid Unicode text)") from None
     if "\x00" in text:
         # The C parser stops at a NUL byte: whatever follows would be silently ignored.
         raise InvalidPayload.field(FIELD, "the SQL contains a NUL character")

@@ -35,6 +35,7 @@ from provisioning.ddl import parse as ddl_parse
 from provisioning.ddl import rules as ddl_rules
 from provisioning.ddl import scope as ddl_scope
 from provisioning.plans import Step
+from provisioning.plans.checks import Errors, check_keys
 
 KEYS = {"database", "schema", "sql"}
 IDENTIFIER_MAX_BYTES = 63
@@ -59,11 +60,10 @@ def checked_statements(payload: dict) -> list[ddl_parse.Statement]:
 def validate(payload: Any, *, instance: Any, team: Any, user: Any) -> dict:
     from portal.models import ManagedSchema
 
-    if not isinstance(payload, dict):
-        raise InvalidPayload.field("payload", "must be an object with database, schema and sql")
-    unknown = sorted(set(payload) - KEYS - {"owner_role"})
-    if unknown:
-        raise InvalidPayload.field(f"payload.{unknown[0]}", "unknown field")
+    errors = Errors()
+    # owner_role is not the requester's to choose: it comes from the portal's ManagedSchema.
+    check_keys(errors, payload, required=KEYS, optional=set())
+    errors.raise_if_any()
     database = _identifier(payload, "database")
     schema = _identifier(payload, "schema")
     if not isinstance(payload.get("sql"), str):

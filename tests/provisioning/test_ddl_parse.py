@@ -70,3 +70,7 @@ def test_too_much_sql_is_refused():
 def test_line_col_counts_from_one():
     assert parse.line_col("ab\ncd", 0) == (1, 1)
     assert parse.line_col("ab\ncd", 4) == (2, 2)
+
+
+def test_unpaired_surrogate_is_refused_not_a_500():
+    assert "surrogate" in error_of("CREATE TABLE t (id int); COMMENT ON TABLE t IS '\ud800'")

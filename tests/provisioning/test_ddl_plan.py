@@ -84,13 +84,19 @@ def test_validate_adds_the_owner_role_of_the_team_schema(managed_instance, team_
     ({"database": "app", "sql": "CREATE TABLE t (id int)"}, "payload.schema"),
     ({"database": "app", "schema": "SCHEMA"}, "payload.sql"),
     ({"database": "app", "schema": "SCHEMA", "sql": "CREATE TABLE t (id int)", "extra": 1}, "payload.extra"),
+    ({"database": "app", "schema": "SCHEMA", "sql": "CREATE TABLE t (id int)", "owner_role": "postgres"},
+     "payload.owner_role"),
+    ({"database": "app", "schema": "SCHEMA", "sql": "CREATE TABLE t (id int);\x00"}, "payload.sql"),
+    ({"database": "app", "schema": "SCHEMA", "sql": "CREATE TABLE \ud800 (id int)"}, "payload.sql"),
+    ("CREATE TABLE t (id int)", "payload"),
     ({"database": "app", "schema": "SCHEMA", "sql": "CREATE TABL t"}, "payload.sql"),
     ({"database": "app", "schema": "SCHEMA", "sql": "CREATE ROLE x SUPERUSER"}, "payload.sql"),
     ({"database": "app", "schema": "SCHEMA", "sql": 'CREATE TABLE "Bad" (id int PRIMARY KEY)'}, "payload.sql"),
 ])
 def test_validate_refuses_bad_payloads_naming_the_field(managed_instance, team_schema, people, payload, field):
     team, made = team_schema
-    payload = {k: (made.schema if v == "SCHEMA" else v) for k, v in payload.items()}
+    if isinstance(payload, dict):
+        payload = {k: (made.schema if v == "SCHEMA" else v) for k, v in payload.items()}
     with pytest.raises(InvalidPayload) as caught:
         ddl.validate(payload, instance=managed_instance, team=team, user=people["alice"])
     assert field in caught.value.errors
