@@ -21,7 +21,7 @@ def seed_rule_settings(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('portal', '0001_initial'),
+        ('portal', '0002_request_owner_team'),
     ]
 
     operations = [
