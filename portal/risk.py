@@ -68,7 +68,8 @@ RULES: list[Rule] = [
     Rule(Risk.MEDIUM, "login role: a password is generated and someone will connect with it",
          lambda s: s.type == RequestType.ROLE and bool(s.payload.get("login"))),
     Rule(Risk.MEDIUM, "no risk rules for this request type yet: rated medium",
-         lambda s: s.type not in {RequestType.SCHEMA, RequestType.ROLE, RequestType.GRANT, RequestType.REVOKE}),
+         lambda s: s.type not in {RequestType.SCHEMA, RequestType.ROLE, RequestType.GRANT, RequestType.REVOKE,
+                                  RequestType.DDL}),
     # Low-level reasons do not raise the risk; they tell the reviewer what to look at.
     Rule(Risk.LOW, "access to another team's schema: its lead approves too", lambda s: s.cross_team),
     Rule(Risk.LOW, "read access", lambda s: s.is_access and bool(s.privileges & {"SELECT", "USAGE"})),
@@ -82,13 +83,24 @@ RULES: list[Rule] = [
 
 
 def risk_assess(*, request_type: str, payload: dict, environment: str, team_id: int | None,
-                owner_team_id: int | None) -> tuple[str, list[str]]:
-    """(risk, reasons): the highest matching level; reasons from high to low."""
+                owner_team_id: int | None, findings: list | None = None) -> tuple[str, list[str]]:
+    """(risk, reasons): the highest matching level; reasons from high to low.
+
+    DDL requests are rated by their review-rule findings (provisioning/ddl/rules.py ddl_risk)
+    on top of the rules above (a production instance stays high).
+    """
     subject = Subject(type=request_type, payload=payload, environment=environment, team_id=team_id,
                       owner_team_id=owner_team_id)
     matched = [rule for rule in RULES if rule.applies(subject)]
     level = max((rule.level for rule in matched), key=lambda lvl: RISK_ORDER[lvl], default=Risk.LOW)
-    return str(level), [rule.reason for rule in matched]
+    reasons = [rule.reason for rule in matched]
+    if request_type == RequestType.DDL:
+        from provisioning.ddl.rules import ddl_risk
+
+        ddl_level, ddl_reasons = ddl_risk(findings or [])
+        level = max(level, Risk(ddl_level), key=lambda lvl: RISK_ORDER[lvl])
+        reasons = reasons + ddl_reasons
+    return str(level), reasons
 
 
 def owner_team_id_for(*, request_type: str, payload: dict, instance: Any) -> int | None:

@@ -83,7 +83,7 @@ class RequestOutput(serializers.ModelSerializer):
         fields = [
             "id", "type", "status", "status_detail", "instance", "instance_id", "team", "team_id", "owner_team",
             "requester", "justification", "payload", "plan", "plan_hash", "risk", "risk_reasons", "findings",
-            "expires_at", "created_at", "updated_at", "approved_at", "applied_at",
+            "dry_run", "expires_at", "created_at", "updated_at", "approved_at", "applied_at",
         ]
         read_only_fields = fields
 

@@ -92,12 +92,13 @@ def request_preview(*, user: Any, type: str, instance: Instance, team: Team, pay
     steps = module.render(validated)
     plan = plan_text(steps)
     owner_team_id = owner_team_id_for(request_type=type, payload=validated, instance=instance)
+    # Review-rule findings (DDL: provisioning/ddl/rules.py) feed the risk.
+    findings = module.findings(validated, instance=instance) if hasattr(module, "findings") else []
     risk, reasons = risk_assess(request_type=type, payload=validated, environment=instance.environment,
-                                team_id=team.pk, owner_team_id=owner_team_id)
+                                team_id=team.pk, owner_team_id=owner_team_id, findings=findings)
     owner_team = Team.objects.get(pk=owner_team_id) if owner_team_id else None
     requirement = requirement_for(environment=instance.environment, request_type=type, risk=risk, team=team,
                                   owner_team=owner_team)
-    findings = module.findings(validated) if hasattr(module, "findings") else []
     return {
         "plan": plan,
         "plan_hash": plan_hash(plan),
@@ -122,11 +123,15 @@ def request_submit(*, user: Any, actor_ip: str | None, type: str, instance: Inst
     preview = request_preview(user=user, type=type, instance=instance, team=team, payload=payload)
     validated = preview["payload"]
     expires_at = parse_datetime(validated["expires_at"]) if validated.get("expires_at") else None
+    # DDL on dev / staging: the plan runs and is rolled back now, outside the portal transaction
+    # (bounded by its own short timeouts); the result is shown to the reviewer.
+    module = _plan_module(type)
+    dry_run = module.dry_run(validated, instance=instance) if hasattr(module, "dry_run") else None
     with transaction.atomic():
         request = ChangeRequest.objects.create(
             type=type, instance=instance, team=team, requester=user, justification=justification,
             payload=validated, plan=preview["plan"], plan_hash=preview["plan_hash"], risk=preview["risk"],
-            risk_reasons=preview["risk_reasons"], findings=preview["findings"], expires_at=expires_at,
+            risk_reasons=preview["risk_reasons"], findings=preview["findings"], dry_run=dry_run, expires_at=expires_at,
             submitted_ip=actor_ip or None, owner_team_id=preview["owner_team_id"],
         )
         _audit(request, "request.submitted", actor=user, actor_ip=actor_ip, outcome=RequestStatus.SUBMITTED,

@@ -113,6 +113,20 @@ def review(payload: dict, *, instance: Any, statements: list[ddl_parse.Statement
     return {"findings": [f.as_dict() for f in findings], "risk": risk, "risk_reasons": reasons}
 
 
+def findings(payload: dict, *, instance: Any) -> list[dict]:
+    """The review-rule findings stored with the request (ChangeRequest.findings)."""
+    return review(payload, instance=instance)["findings"]
+
+
+def dry_run(payload: dict, *, instance: Any) -> dict | None:
+    """Run the plan and roll it back on dev / staging instances (None elsewhere); see dry_run.py."""
+    from provisioning.ddl import dry_run as ddl_dry_run
+
+    if not ddl_dry_run.applies_to(instance):
+        return None
+    return ddl_dry_run.run(instance, payload)
+
+
 def _concurrent_index(statement: ddl_parse.Statement, schema: str) -> ddl_parse.Statement:
     node = copy.deepcopy(statement.node)
     node.if_not_exists = True

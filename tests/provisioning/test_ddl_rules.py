@@ -144,3 +144,20 @@ def test_risk_from_findings():
     assert high == "high" and len(reasons) == 2
     # findings stored as dicts (ChangeRequest.findings) rate the same
     assert rules.ddl_risk([f.as_dict() for f in rules.evaluate(parse.parse("TRUNCATE t"))])[0] == "high"
+
+
+def test_portal_risk_rates_ddl_by_its_findings():
+    from portal.risk import risk_assess
+
+    def rate(text, environment="dev"):
+        findings = [f.as_dict() for f in rules.evaluate(parse.parse(text))]
+        return risk_assess(request_type="ddl", payload={"sql": text}, environment=environment, team_id=1,
+                           owner_team_id=None, findings=findings)
+
+    assert rate("CREATE TABLE t (id int PRIMARY KEY)") == ("low", [])
+    risk, reasons = rate("CREATE TABLE t (id int)")
+    assert risk == "medium" and reasons[0].startswith("ddl.table_without_primary_key")
+    risk, reasons = rate("DROP TABLE t")
+    assert risk == "high" and reasons == ["ddl.drop_table: statement 1 (DROP TABLE t): drops table t and all its data"]
+    risk, reasons = rate("CREATE TABLE t (id int PRIMARY KEY)", environment="prod")
+    assert risk == "high" and "production instance" in reasons[0]
