@@ -49,10 +49,10 @@ def name_problem(value: Any, *, role: bool = False) -> str | None:
     """Why `value` breaks the naming rule, or None if it is a good PostgreSQL name."""
     if not isinstance(value, str) or not value:
         return "required: a name"
+    if not NAME_RE.match(value):  # first: it also rejects what UTF-8 cannot encode (lone surrogates)
+        return f"must match ^[a-z_][a-z0-9_]*$ ({NAME_RULE})"
     if len(value.encode()) > MAX_NAME_BYTES:
         return f"at most {MAX_NAME_BYTES} bytes (PostgreSQL would truncate it)"
-    if not NAME_RE.match(value):
-        return f"must match ^[a-z_][a-z0-9_]*$ ({NAME_RULE})"
     if value.startswith("pg_"):
         return "the pg_ prefix is reserved by PostgreSQL"
     if value in QUOTED_KEYWORDS:
