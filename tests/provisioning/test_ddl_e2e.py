@@ -138,3 +138,17 @@ def test_another_teams_schema_is_refused(payments_schema, api_for):
                                                           "team": "analytics"}, format="json")
     assert response.status_code == 400
     assert "payload.schema" in response.json()["errors"]
+
+
+def test_reviewer_sees_findings_and_the_failed_dry_run_on_the_request_page(payments_schema, api_for, web_for):
+    response = api_for("alice").post("/api/v1/requests/", ddl_body(
+        payments_schema["schema"], "CREATE TABLE b (x int); ALTER TABLE b ALTER COLUMN nope TYPE bigint"),
+        format="json")
+    assert response.status_code == 201, response.json()
+    request_id = response.json()["id"]
+    page = web_for("bob").get(f"/requests/{request_id}/").content.decode()
+    assert "ddl.table_without_primary_key" in page
+    assert "Dry run" in page and "failed" in page and "at statement 2" in page
+    assert "column &quot;nope&quot; of relation &quot;b&quot; does not exist" in page
+    queue = web_for("bob").get("/reviews/").content.decode()
+    assert "at statement 2" in queue
