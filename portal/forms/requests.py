@@ -52,6 +52,10 @@ class RequestForm(PortalForm):
             own = list(Team.objects.filter(memberships__user=user).values_list("pk", flat=True)[:2])
             if len(own) == 1:
                 self.initial["team"] = own[0]
+        if not self.is_bound and not self.initial.get("instance"):
+            only = list(self.fields["instance"].queryset.values_list("pk", flat=True)[:2])
+            if len(only) == 1:
+                self.initial["instance"] = only[0]
         self.inventory = self._inventory()
         self.setup_payload_fields()
         for name in self.refresh_fields:
