@@ -61,3 +61,17 @@ def inventory_refresh() -> int:
         except Exception:  # noqa: BLE001 - one unreachable instance must not stop the others
             continue
     return count
+
+
+@shared_task(name="provisioning.expire_grants", ignore_result=True)
+def expire_grants() -> list[int]:
+    from provisioning.expiry import expire_grants as expire
+
+    return expire()
+
+
+@shared_task(name="provisioning.drift_scan", ignore_result=True)
+def drift_scan() -> dict:
+    from provisioning.drift import drift_scan_all
+
+    return drift_scan_all()

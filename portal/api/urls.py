@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
+from portal.api.drift import DriftViewSet
 from portal.api.requests import RequestViewSet
 from portal.api.views import InstanceViewSet, TeamViewSet, TokenView
 
@@ -12,6 +13,7 @@ router.include_root_view = False
 router.register("teams", TeamViewSet, basename="team")
 router.register("instances", InstanceViewSet, basename="instance")
 router.register("requests", RequestViewSet, basename="request")
+router.register("drift", DriftViewSet, basename="drift")
 
 urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="api-token"),
