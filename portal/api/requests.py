@@ -15,7 +15,7 @@ from rest_framework.response import Response
 
 from portal.choices import RequestStatus, RequestType
 from portal.models import Approval, ChangeRequest, Execution, Instance, Team
-from portal.selectors.requests import _by_id_or_name, can_approve, request_get_for, request_list_for
+from portal.selectors.requests import _by_id_or_name, can_approve, name_or_id_usable, request_get_for, request_list_for
 from portal.services.auth import client_ip
 from portal.services.policy import approval_tally, requirement_of
 from portal.services.requests import (
@@ -41,7 +41,7 @@ class IdOrNameField(serializers.Field):
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):
-        if isinstance(data, bool) or not isinstance(data, int | str) or str(data) == "":
+        if isinstance(data, bool) or not isinstance(data, int | str) or not name_or_id_usable(str(data)):
             raise serializers.ValidationError("give an id or a name")
         user = self.context["request"].user
         found = self.model.objects.restrict(user, "view").filter(_by_id_or_name(data)).first()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import Case, Exists, IntegerField, OuterRef, Prefetch, Q, QuerySet, Value, When
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 
 from portal.choices import RISK_ORDER, RequestStatus
@@ -13,8 +14,21 @@ from portal.querysets import is_reviewer
 from portal.services.policy import approver_groups_of, decision_eligibility, team_leads
 
 
+def name_or_id_usable(text: str) -> bool:
+    """Could this be an id or a name at all? (PostgreSQL refuses NUL and unpaired surrogates.)"""
+    if not text or len(text) > 200 or "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _by_id_or_name(value: Any) -> Q:
     text = str(value)
+    if not name_or_id_usable(text):
+        return Q(pk__in=[])  # matches nothing
     return Q(pk=int(text)) if text.isdigit() else Q(name=text)
 
 
@@ -36,7 +50,9 @@ def request_list_for(user: Any, **filters: Any) -> QuerySet[ChangeRequest]:
 
 
 def request_get_for(user: Any, pk: Any) -> ChangeRequest:
-    """One request with its approvals and executions, or Http404 when out of scope."""
+    """One request with its approvals and executions, or Http404 when out of scope (or not an id)."""
+    if not str(pk).isdigit() or int(pk) >= 2**63:
+        raise Http404("no such request")
     qs = request_list_for(user).prefetch_related(
         Prefetch("approvals", queryset=Approval.objects.select_related("reviewer").order_by("created_at")),
         Prefetch("executions", queryset=Execution.objects.order_by("attempt")),

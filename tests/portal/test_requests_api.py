@@ -353,3 +353,49 @@ def test_an_unreachable_instance_is_a_400_and_is_not_dialled_again_at_once(world
     assert cache.get(f"inventory-unreachable:{down.pk}") == 1
     assert submit(api_for, instance="down").status_code == 400
     cache.delete(f"inventory-unreachable:{down.pk}")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/requests/abc/", "/api/v1/requests/99999999999999999999/",
+                                  "/api/v1/requests/-1/", "/api/v1/requests/1e3/"])
+def test_a_request_id_that_is_not_one_is_a_404(world, api_for, path):
+    response = api_for("bob").get(path)
+    assert response.status_code == 404
+    assert api_for("bob").post(path + "approve/", {}, format="json").status_code == 404
+
+
+@pytest.mark.parametrize("query", ["team=99999999999999999999", "instance=99999999999999999999", "team=%00"])
+def test_odd_filter_values_find_nothing_and_never_fail(world, api_for, query):
+    submit(api_for)
+    response = api_for("bob").get(f"/api/v1/requests/?{query}")
+    assert response.status_code in (200, 400)
+    if response.status_code == 200:
+        assert response.json()["results"] == []
+
+
+@pytest.mark.parametrize("payload", [
+    {"role": "a", "database": ["x"], "schema": {"a": 1}, "privileges": [["x"], None, 5], "tables": [{"a": 1}],
+     "expires_at": "2030-13-45T00:00:00Z"},
+    {"role": None, "database": None, "schema": None, "privileges": None, "tables": None, "default_privileges": None},
+])
+def test_wrongly_typed_grant_payloads_are_400s(world, api_for, payload):
+    response = submit(api_for, type="grant", payload=payload)
+    assert response.status_code == 400
+    assert any(key.startswith("payload.") for key in response.json()["errors"])
+
+
+def test_wrongly_typed_role_payload_is_a_400(world, api_for):
+    response = submit(api_for, type="role", payload={"name": "a", "login": True, "member_of": [1, None, {"x": 1}],
+                                                     "connection_limit": 10**30, "valid_until": 5})
+    assert response.status_code == 400
+    assert {"payload.member_of", "payload.connection_limit", "payload.valid_until"} <= set(response.json()["errors"])
+
+
+@pytest.mark.parametrize(("field", "value"), [("instance", "de\x00mo"), ("team", "pay\x00"), ("team", "\ud800"),
+                                              ("team", "x" * 300)])
+def test_team_or_instance_that_cannot_be_a_name_is_a_400(world, api_for, field, value):
+    import json
+
+    body = json.dumps(schema_body(**{field: value}))  # ASCII escapes: a lone surrogate travels as \ud800
+    response = api_for("alice").post("/api/v1/requests/", body, content_type="application/json")
+    assert response.status_code == 400
+    assert field in response.json()["errors"]
