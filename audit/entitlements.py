@@ -79,10 +79,19 @@ def _explain(row: Entitlement, request: ChangeRequest | None, approvers: dict[in
         row.approvers = list(approvers.get(request.pk, []))
 
 
+def _effective(grant: Grant) -> set[str]:
+    """What a grant's plan gives: its privileges, plus USAGE on the schema with any table
+    privilege (provisioning/plans/access.py renders that GRANT USAGE too)."""
+    privileges = set(grant.privileges)
+    if privileges - SCHEMA_PRIVILEGES:
+        privileges.add("USAGE")
+    return privileges
+
+
 def _grant_covers(grant: Grant, row: Entitlement) -> bool:
     if grant.database != row.database or grant.schema != row.schema or grant.role != row.role:
         return False
-    if not set(row.privileges) <= set(grant.privileges):
+    if not set(row.privileges) <= _effective(grant):
         return False
     if row.kind == "schema":
         return True
@@ -216,7 +225,7 @@ def _rows_at(instance: Instance, at: datetime) -> list[Entitlement]:
     for grant in grants:
         if grant.role in dropped:
             continue
-        schema_level = sorted(p for p in grant.privileges if p in SCHEMA_PRIVILEGES)
+        schema_level = sorted(p for p in _effective(grant) if p in SCHEMA_PRIVILEGES)
         table_level = sorted(p for p in grant.privileges if p not in SCHEMA_PRIVILEGES)
         tables: Any = "all" if grant.tables in ("all", ["all"]) else sorted(grant.tables or [])
         parts = []
