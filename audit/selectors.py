@@ -103,11 +103,16 @@ def parse_moment(name: str, text: str, *, end_of_day: bool) -> datetime:
         moment, day = None, None
     if moment is None and day is None:
         raise InvalidPayload.field(name, "must be an ISO 8601 date (2026-11-01) or date-time (2026-11-01T09:30:00Z)")
-    if day is not None:
-        moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, time.min)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment
+    try:
+        if day is not None:
+            moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, time.min)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        # In UTC: PostgreSQL refuses offsets past ±15:59 that Python accepts (+18:41 was a 500,
+        # found by the API fuzzer), and 9999-12-31 + a day or year 1 at +05:00 overflow.
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidPayload.field(name, "out of range") from None
 
 
 def parse_filters(params: Any) -> AuditFilters:
@@ -133,7 +138,8 @@ def parse_filters(params: Any) -> AuditFilters:
             raise InvalidPayload.field("instance", "at most 63 characters")
         filters.instance = raw["instance"]
     if "request" in raw:
-        if not raw["request"].isdigit() or len(raw["request"]) > 18:
+        # isascii: "²".isdigit() is True, yet int("²") raises: that was a 500.
+        if not (raw["request"].isascii() and raw["request"].isdigit()) or len(raw["request"]) > 18:
             raise InvalidPayload.field("request", "must be a request id (a positive integer)")
         filters.request = int(raw["request"])
     return filters
@@ -143,7 +149,7 @@ def parse_seq(params: Any, name: str) -> int | None:
     value = params.get(name)
     if value in (None, ""):
         return None
-    if not str(value).isdigit() or len(str(value)) > 18:
+    if not (str(value).isascii() and str(value).isdigit()) or len(str(value)) > 18:
         raise InvalidPayload.field(name, "must be a seq (a non-negative integer)")
     return int(value)
 

@@ -22,7 +22,7 @@ class TeamOutput(serializers.ModelSerializer):
 
 
 class InstanceOutput(serializers.ModelSerializer):
-    replica_of = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    replica_of = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
 
     class Meta:
         model = Instance

@@ -1,0 +1,130 @@
+"""API fuzzing: schemathesis against the portal's own OpenAPI document, as every persona.
+
+In-process through the WSGI application (no socket, the test's database transaction). Each
+operation of /api/v1/schema/ × each persona gets a bounded number of generated requests, valid
+and invalid ones; every response must be a non-5xx that the document describes (status, content
+type, body schema). Instance registration is fuzzed with PORTAL_ALLOWED_TARGETS at its loopback
+default, so a fuzzed host is refused without any network traffic and only 127.0.0.0/8 is ever
+dialled (with the 5 s connect timeout).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import socket
+
+import pytest
+import schemathesis
+from django.conf import settings as django_settings
+from django.core import signals
+from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
+from drf_spectacular.generators import SchemaGenerator
+from drf_spectacular.renderers import OpenApiJsonRenderer as JSONRenderer
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+from rest_framework.authtoken.models import Token
+from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+PERSONAS = [None, "alice", "dave", "bob", "carol", "admin"]
+EXAMPLES_PER_OPERATION = 8
+# Operations whose valid-looking input may still break a rule no schema can state (a host outside
+# PORTAL_ALLOWED_TARGETS, a name already taken, a payload the request type refuses, since after
+# until): a 400 there is right, so "schema-valid data must be accepted" is not checked. Every
+# other check still is, 5xx and undocumented answers above all.
+RULES_BEYOND_THE_SCHEMA = {"POST", ("GET", "/api/v1/audit/events/"), ("GET", "/api/v1/audit/export/"),
+                           ("GET", "/api/v1/entitlements/")}
+
+
+def _document() -> dict:
+    """The document /api/v1/schema/ serves, as plain JSON data (generated once per session)."""
+    return json.loads(JSONRenderer().render(SchemaGenerator().get_schema(request=None, public=True)))
+
+
+DOCUMENT = _document()
+OPERATIONS = sorted((path, method.upper()) for path, item in DOCUMENT["paths"].items() for method in item)
+
+
+@pytest.fixture
+def wsgi_app():
+    """The real WSGI application, kept from closing the test's connection (as Django's test Client does)."""
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    try:
+        yield get_wsgi_application()
+    finally:
+        signals.request_started.connect(close_old_connections)
+        signals.request_finished.connect(close_old_connections)
+
+
+def test_the_fuzzed_document_is_the_one_the_api_serves(api_for):
+    response = api_for(None).get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    assert json.loads(response.content) == DOCUMENT
+
+
+@pytest.fixture
+def fuzz_world(people, managed_instance):
+    """Personas with tokens, the managed instance `demo`: something for detail routes to find."""
+    assert django_settings.ALLOWED_TARGETS == ["127.0.0.0/8", "::1/128", "localhost"]
+    return {name: Token.objects.get_or_create(user=user)[0].key for name, user in people.items()}
+
+
+@pytest.mark.parametrize(("path", "method"), OPERATIONS, ids=[f"{m} {p}" for p, m in OPERATIONS])
+def test_api_answers_every_generated_request_within_its_contract(path, method, fuzz_world, wsgi_app):
+    loaded = schemathesis.openapi.from_dict(copy.deepcopy(DOCUMENT))
+    loaded.app = wsgi_app
+    operation = loaded[path][method]
+    strategy = st.one_of(operation.as_strategy(GenerationMode.POSITIVE),
+                         operation.as_strategy(GenerationMode.NEGATIVE))
+    excluded = [positive_data_acceptance] if {method, (method, path)} & RULES_BEYOND_THE_SCHEMA else []
+
+    def fuzz_as(persona: str | None) -> None:
+        headers = {"Authorization": f"Token {fuzz_world[persona]}"} if persona else {}
+
+        @given(case=strategy)
+        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck))
+        def run(case):
+            note(f"persona: {persona or 'anonymous'}")
+            case.call_and_validate(headers=headers, excluded_checks=excluded)
+
+        run()
+
+    for persona in PERSONAS:  # one database setup per operation; every persona gets its own run
+        fuzz_as(persona)
+
+
+LOOPBACK = st.sampled_from(["127.0.0.1", "127.3.2.1", "localhost", "::1"])
+
+
+@given(host=LOOPBACK, port=st.integers(min_value=1, max_value=65535))
+@settings(max_examples=15, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+def test_registering_any_loopback_port_answers_201_or_a_clear_400(people, api_for, host, port):
+    """Loopback is the only place a fuzzed registration may dial; whatever listens there (or not)."""
+    body = {"name": "probe", "environment": "dev", "host": host, "port": port, "admin_user": "nobody_here"}
+    response = api_for("admin").post("/api/v1/instances/", body, format="json")
+    assert response.status_code in (201, 400), response.content
+    if response.status_code == 400:
+        assert response.json()["errors"], "a refusal names the field"
+
+
+def test_a_loopback_port_that_accepts_and_never_answers_times_out_into_a_400(people, api_for):
+    """The 5 s connect timeout covers a listener that accepts and stays silent: no hung worker."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)  # the kernel completes the handshake; nobody ever reads or writes
+        body = {"name": "silent", "environment": "dev", "host": "127.0.0.1", "port": listener.getsockname()[1],
+                "admin_user": "postgres"}
+        response = api_for("admin").post("/api/v1/instances/", body, format="json")
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"host": ["connection timed out"]}
+
+
+def test_a_host_outside_the_allowed_targets_is_refused_without_dialling(people, api_for):
+    body = {"name": "far", "environment": "dev", "host": "10.1.2.3", "port": 5432, "admin_user": "postgres"}
+    response = api_for("admin").post("/api/v1/instances/", body, format="json")
+    assert response.status_code == 400
+    assert "PORTAL_ALLOWED_TARGETS" in response.json()["errors"]["host"][0]
