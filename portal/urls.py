@@ -1,9 +1,8 @@
 """URLs: UI pages, /api/v1/, /healthz and /metrics."""
 
 from django.contrib.auth.views import LogoutView
-from django.urls import include, path, re_path
+from django.urls import include, path
 
-from portal.api.fallback import api_not_found
 from portal.views import (
     access,
     admin_pages,
@@ -50,8 +49,6 @@ urlpatterns = [
     # machines
     path("healthz", health.healthz, name="healthz"),
     path("api/v1/", include(("portal.api.urls", "api"), namespace="api")),
-    # After every API route: what none of them matched is a JSON 404, not the UI's HTML page.
-    re_path(r"^api/", api_not_found, name="api-not-found"),
     path("", include("django_prometheus.urls")),
 ]
 

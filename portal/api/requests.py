@@ -13,6 +13,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from portal.api.schema import error_responses
 from portal.choices import RequestStatus, RequestType
 from portal.models import Approval, ChangeRequest, Execution, Instance, Team
 from portal.selectors.requests import _by_id_or_name, can_approve, name_or_id_usable, request_get_for, request_list_for
@@ -75,7 +76,7 @@ class DecisionInput(serializers.Serializer):
 class RequestOutput(serializers.ModelSerializer):
     instance = serializers.SlugRelatedField(slug_field="name", read_only=True)
     team = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    owner_team = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    owner_team = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
     requester = serializers.SerializerMethodField()
 
     class Meta:
@@ -220,22 +221,22 @@ class RequestViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
                 actor_ip=client_ip(request))
         return self._detail(pk)
 
-    @extend_schema(request=DecisionInput, responses={200: RequestDetailOutput})
+    @extend_schema(request=DecisionInput, responses={200: RequestDetailOutput, **error_responses(409)})
     @action(detail=True, methods=["post"])
     def approve(self, request, pk=None):
         return self._decision(request, pk, request_approve, "reviewer")
 
-    @extend_schema(request=DecisionInput, responses={200: RequestDetailOutput})
+    @extend_schema(request=DecisionInput, responses={200: RequestDetailOutput, **error_responses(409)})
     @action(detail=True, methods=["post"])
     def reject(self, request, pk=None):
         return self._decision(request, pk, request_reject, "reviewer")
 
-    @extend_schema(request=DecisionInput, responses={200: RequestDetailOutput})
+    @extend_schema(request=DecisionInput, responses={200: RequestDetailOutput, **error_responses(409)})
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         return self._decision(request, pk, request_cancel, "user")
 
-    @extend_schema(request=DecisionInput, responses={200: RequestDetailOutput})
+    @extend_schema(request=DecisionInput, responses={200: RequestDetailOutput, **error_responses(409)})
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
         return self._decision(request, pk, request_retry, "user")

@@ -51,7 +51,8 @@ def request_list_for(user: Any, **filters: Any) -> QuerySet[ChangeRequest]:
 
 def request_get_for(user: Any, pk: Any) -> ChangeRequest:
     """One request with its approvals and executions, or Http404 when out of scope (or not an id)."""
-    if not str(pk).isdigit() or int(pk) >= 2**63:
+    # isascii: "²".isdigit() is True, yet int("²") raises (a 500).
+    if not (str(pk).isascii() and str(pk).isdigit()) or int(pk) >= 2**63:
         raise Http404("no such request")
     qs = request_list_for(user).prefetch_related(
         Prefetch("approvals", queryset=Approval.objects.select_related("reviewer").order_by("created_at")),

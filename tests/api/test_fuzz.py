@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import secrets
 import socket
 
 import pytest
@@ -27,6 +28,10 @@ from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from audit.models import AuditEvent
+from portal.models import Team
+from portal.services.requests import request_submit
 
 PERSONAS = [None, "alice", "dave", "bob", "carol", "admin"]
 EXAMPLES_PER_OPERATION = 8
@@ -67,9 +72,32 @@ def test_the_fuzzed_document_is_the_one_the_api_serves(api_for):
 
 @pytest.fixture
 def fuzz_world(people, managed_instance):
-    """Personas with tokens, the managed instance `demo`: something for detail routes to find."""
+    """Personas with tokens, the managed instance `demo`, a submitted request of alice's and one of
+    dave's: objects for detail and action routes to find (and change) besides the random ids."""
     assert django_settings.ALLOWED_TARGETS == ["127.0.0.0/8", "::1/128", "localhost"]
-    return {name: Token.objects.get_or_create(user=user)[0].key for name, user in people.items()}
+    tokens = {name: Token.objects.get_or_create(user=user)[0].key for name, user in people.items()}
+    submitted = [
+        request_submit(user=people[who], actor_ip=None, type="schema", instance=managed_instance,
+                       team=Team.objects.get(name=team), justification="fuzz",
+                       payload={"database": "app", "name": f"fuzz_{secrets.token_hex(4)}"})
+        for who, team in (("alice", "payments"), ("dave", "analytics"))
+    ]
+    existing = {
+        "/api/v1/requests/": [r.pk for r in submitted],
+        "/api/v1/instances/": [managed_instance.pk],
+        "/api/v1/teams/": list(Team.objects.values_list("pk", flat=True)),
+        "/api/v1/audit/events/": list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True)[:3]),
+    }
+    return {"tokens": tokens, "existing": existing}
+
+
+def existing_path_parameters(path: str, world: dict) -> list[dict]:
+    """Path parameters naming real objects for `path` (e.g. /api/v1/requests/{id}/approve/)."""
+    for prefix, ids in world["existing"].items():
+        if path.startswith(prefix) and path != prefix and "{" in path:
+            name = path[len(prefix):].split("}")[0].lstrip("{")
+            return [{name: pk} for pk in ids]
+    return []
 
 
 @pytest.mark.parametrize(("path", "method"), OPERATIONS, ids=[f"{m} {p}" for p, m in OPERATIONS])
@@ -77,12 +105,16 @@ def test_api_answers_every_generated_request_within_its_contract(path, method, f
     loaded = schemathesis.openapi.from_dict(copy.deepcopy(DOCUMENT))
     loaded.app = wsgi_app
     operation = loaded[path][method]
-    strategy = st.one_of(operation.as_strategy(GenerationMode.POSITIVE),
-                         operation.as_strategy(GenerationMode.NEGATIVE))
+    strategy = st.one_of(
+        operation.as_strategy(GenerationMode.POSITIVE),
+        operation.as_strategy(GenerationMode.NEGATIVE),
+        *[operation.as_strategy(mode, path_parameters=parameters)
+          for parameters in existing_path_parameters(path, fuzz_world) for mode in GenerationMode],
+    )
     excluded = [positive_data_acceptance] if {method, (method, path)} & RULES_BEYOND_THE_SCHEMA else []
 
     def fuzz_as(persona: str | None) -> None:
-        headers = {"Authorization": f"Token {fuzz_world[persona]}"} if persona else {}
+        headers = {"Authorization": f"Token {fuzz_world['tokens'][persona]}"} if persona else {}
 
         @given(case=strategy)
         @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True, database=None,
