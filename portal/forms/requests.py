@@ -13,9 +13,11 @@ from django import forms
 
 from portal.choices import PRIVILEGES, InstanceStatus, RequestType
 from portal.forms.base import PortalForm
-from portal.models import Instance, InstanceInventory, ManagedRole, Team
+from portal.models import Instance, InstanceInventory, ManagedRole, ManagedSchema, Team
 
 BLANK = ("", "— choose —")
+# Never offered in the drop-downs: the catalogs and the portal's own bookkeeping schema.
+SYSTEM_SCHEMAS = {"information_schema", "dbportal_meta"}
 
 
 def _options(values: list[str], current: Any, *, blank: bool = True) -> list[tuple[str, str]]:
@@ -101,7 +103,16 @@ class RequestForm(PortalForm):
         return sorted(self.inventory.get("databases", {}))
 
     def schemas(self, database: str) -> list[str]:
-        return sorted(self.inventory.get("databases", {}).get(database, {}).get("schemas", {}))
+        names = self.inventory.get("databases", {}).get(database, {}).get("schemas", {})
+        return sorted(n for n in names if n not in SYSTEM_SCHEMAS and not n.startswith("pg_"))
+
+    def team_schemas(self, database: str) -> list[str]:
+        """Schemas the portal created for the chosen team in this database (where its DDL may run)."""
+        instance, team = self.selected_instance(), self.value_of("team")
+        if instance is None or not team or not str(team).isdigit():
+            return []
+        return sorted(ManagedSchema.objects.filter(instance=instance, database=database, team_id=int(team))
+                      .values_list("name", flat=True))
 
     def tables(self, database: str, schema: str) -> list[str]:
         schemas = self.inventory.get("databases", {}).get(database, {}).get("schemas", {})
@@ -254,13 +265,13 @@ class RevokeRequestForm(GrantRequestForm):
 class DdlRequestForm(RequestForm):
     request_type = RequestType.DDL
     payload_fields = ("database", "schema", "sql")
-    refresh_fields = ("instance", "database")
+    refresh_fields = ("instance", "team", "database")
 
     def setup_payload_fields(self) -> None:
         self.pick("database", self.databases())
         database = self.value_of("database")
-        self.pick("schema", self.schemas(database) if database else [],
-                  help_text="Statements run with this schema first on the search_path.")
+        self.pick("schema", (self.team_schemas(database) or self.schemas(database)) if database else [],
+                  help_text="One of your team's schemas; statements run with it first on the search_path.")
         self.fields["sql"] = forms.CharField(
             label="SQL", max_length=100_000, strip=False,
             widget=forms.Textarea(attrs={"rows": 10, "class": "form-control font-monospace", "spellcheck": "false"}),

@@ -156,3 +156,25 @@ def test_only_the_requester_sees_the_reveal_panel(web_for, people, managed_insta
     response = web_for("bob").post(reverse("request-reveal", args=[change.pk]), HTTP_HX_REQUEST="true")
     assert "s3cret-value" not in response.content.decode()
     assert RequestSecret.objects.get(request=change).wiped_at is None
+
+
+def test_dropdowns_never_offer_system_schemas_and_ddl_offers_the_teams_schemas(web_for, people, managed_instance,
+                                                                              alice_team):
+    from portal.models import InstanceInventory, ManagedSchema, Team
+
+    InstanceInventory.objects.update_or_create(instance=managed_instance, defaults={"snapshot": {
+        "databases": {"app": {"schemas": {s: {"owner": "postgres", "tables": []} for s in
+                                          ("public", "dbportal_meta", "information_schema", "billing", "reports")}}},
+        "roles": {}}})
+    ManagedSchema.objects.create(instance=managed_instance, database="app", name="billing", owner_role="billing_owner",
+                                 team=alice_team)
+    ManagedSchema.objects.create(instance=managed_instance, database="app", name="reports", owner_role="r_owner",
+                                 team=Team.objects.get(name="analytics"))
+    client = web_for("alice")
+    fields = {"instance": managed_instance.pk, "team": alice_team.pk, "database": "app"}
+    grant = client.post(reverse("request-form-fields", args=["grant"]), fields, HTTP_HX_REQUEST="true").content.decode()
+    assert '<option value="reports">' in grant and '<option value="public">' in grant  # cross-team access is fine
+    assert "dbportal_meta" not in grant and "information_schema" not in grant
+    ddl = client.post(reverse("request-form-fields", args=["ddl"]), fields, HTTP_HX_REQUEST="true").content.decode()
+    schema_select = ddl[ddl.index('name="schema"'):ddl.index("</select>", ddl.index('name="schema"'))]
+    assert '<option value="billing">' in schema_select and "reports" not in schema_select
