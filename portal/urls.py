@@ -38,6 +38,8 @@ urlpatterns = [
     path("reviews/", reviews.review_queue, name="review-queue"),
     path("access/", access.my_access_view, name="my-access"),
     path("drift/", drift.drift_list, name="drift-list"),
+    path("drift/<int:pk>/<str:action>/", drift.drift_action, name="drift-action"),
+    path("instances/<int:pk>/scan/", drift.drift_scan_now, name="drift-scan"),
     path("dashboard/data/", dashboard.dashboard_data, name="dashboard-data"),
     # administration (ui)
     path("teams/", admin_pages.team_list, name="team-list"),
