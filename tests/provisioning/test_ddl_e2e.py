@@ -152,3 +152,36 @@ def test_reviewer_sees_findings_and_the_failed_dry_run_on_the_request_page(payme
     assert "column &quot;nope&quot; of relation &quot;b&quot; does not exist" in page
     queue = web_for("bob").get("/reviews/").content.decode()
     assert "at statement 2" in queue
+
+
+def _ddl_form(instance, schema: str, text: str) -> dict:
+    return {"instance": instance.pk, "team": Team.objects.get(name="payments").pk, "justification": "invoices",
+            "database": "app", "schema": schema, "sql": text}
+
+
+def test_ddl_through_the_pages_previews_findings_and_refuses_a_syntax_error_inline(
+    payments_schema, web_for, managed_instance
+):
+    from django.urls import reverse
+
+    schema = payments_schema["schema"]
+    alice = web_for("alice")
+    # the live preview shows the plan, the risk and the rule findings
+    preview = alice.post(reverse("request-preview", args=["ddl"]),
+                         _ddl_form(managed_instance, schema, "CREATE TABLE notes (body text)"),
+                         HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="preview-result"' in preview and "SET LOCAL ROLE" in preview
+    assert "ddl.table_without_primary_key" in preview
+    # a syntax error is shown next to the SQL field, with the input kept
+    response = alice.post(reverse("request-new-form", args=["ddl"]),
+                          _ddl_form(managed_instance, schema, "CREATE TABL notes (body text)"))
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "syntax error at or near &quot;TABL&quot; (position 8 / line 1 col 8)" in html
+    assert "CREATE TABL notes (body text)" in html
+    # a good one is submitted and lands on its page with its dry run
+    response = alice.post(reverse("request-new-form", args=["ddl"]),
+                          _ddl_form(managed_instance, schema, "CREATE TABLE notes (id int PRIMARY KEY, body text)"))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    page = alice.get(response["Location"]).content.decode()
+    assert "Dry run" in page and "passed" in page

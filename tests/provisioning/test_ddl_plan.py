@@ -199,10 +199,15 @@ def test_dry_run_runs_as_the_owner_role_and_skips_concurrent_steps(managed_insta
     assert result["skipped"] == [2] and "not dry-run" in result["note"]
 
 
-def test_dry_run_applies_to_dev_and_staging_only(managed_instance):
-    assert dry_run.applies_to(managed_instance)
-    managed_instance.environment = "prod"
-    assert not dry_run.applies_to(managed_instance)
+def test_dry_run_applies_to_dev_and_staging_only(managed_instance, team_schema, people):
+    team, made = team_schema
+    payload = ddl.validate(payload_for(made, "CREATE TABLE t (id int PRIMARY KEY)"), instance=managed_instance,
+                           team=team, user=people["alice"])
+    for environment, runs in (("dev", True), ("staging", True), ("prod", False)):
+        managed_instance.environment = environment
+        assert dry_run.applies_to(managed_instance) is runs
+        result = ddl.dry_run(payload, instance=managed_instance)
+        assert (result is not None and result["ok"]) if runs else result is None
 
 
 def test_review_reads_table_facts_from_the_cluster(managed_instance, team_schema, people):
