@@ -399,3 +399,44 @@ def test_team_or_instance_that_cannot_be_a_name_is_a_400(world, api_for, field, 
     response = api_for("alice").post("/api/v1/requests/", body, content_type="application/json")
     assert response.status_code == 400
     assert field in response.json()["errors"]
+
+
+def test_anything_in_prod_is_high_risk_and_needs_two_reviewers(world, api_for):
+    from portal.models import Instance
+
+    prod = Instance.objects.create(name="prod1", environment="prod", host="127.0.0.1", port=world["instance"].port,
+                                   admin_user="postgres")
+    prod.admin_password = world["instance"].admin_password
+    prod.save()
+    body = submit(api_for, instance="prod1").json()
+    assert body["risk"] == "high" and "production instance: every change there is high risk" in body["risk_reasons"]
+    assert body["review"]["approvals_required"] == 2
+    first = api_for("bob").post(f"/api/v1/requests/{body['id']}/approve/", {}, format="json").json()
+    assert first["status"] == "submitted"
+    assert api_for("admin").post(f"/api/v1/requests/{body['id']}/approve/", {},
+                                 format="json").json()["status"] == "queued"
+
+
+def test_the_owner_lead_alone_is_not_enough_and_other_leads_cannot_decide(world, api_for, people):
+    schema = request_submit(user=people["dave"], actor_ip=None, type="schema", instance=world["instance"],
+                            team=world["analytics"], justification="x",
+                            payload={"database": "app", "name": unique("own")})
+    apply_for_test(schema)
+    role = request_submit(user=people["alice"], actor_ip=None, type="role", instance=world["instance"],
+                          team=world["payments"], justification="x", payload={"name": unique("rd"), "login": False})
+    apply_for_test(role)
+    request_id = submit(api_for, type="grant", payload={"role": role.payload["name"], "database": "app",
+                                                        "schema": schema.payload["name"],
+                                                        "privileges": ["SELECT"]}).json()["id"]
+    # a lead of the *requesting* team is not the owner's lead (and cannot decide on their own request anyway)
+    assert api_for("alice").post(f"/api/v1/requests/{request_id}/approve/", {}, format="json").status_code == 403
+    from portal.selectors.requests import pending_reviews
+
+    assert [r.pk for r in pending_reviews(people["dave"])] == [request_id]  # dave's queue: his team's schema
+    after_dave = api_for("dave").post(f"/api/v1/requests/{request_id}/approve/", {}, format="json").json()
+    assert pending_reviews(people["dave"]) == []
+    assert after_dave["status"] == "submitted"
+    assert after_dave["review"]["owner_lead_approved"] is True and after_dave["review"]["approvals"] == 0
+    assert api_for("dave").post(f"/api/v1/requests/{request_id}/approve/", {}, format="json").status_code == 409
+    assert api_for("bob").post(f"/api/v1/requests/{request_id}/approve/", {},
+                               format="json").json()["status"] == "queued"
