@@ -201,6 +201,10 @@ def _per_day_chart(per_day: list[tuple], since: date | None, until: date | None)
     chart.categoryAxis.labels.boxAnchor = "ne"
     chart.categoryAxis.labels.fontSize = 6.5
     chart.valueAxis.valueMin = 0
+    top = max(1, max(v[0] for v in days.values()))
+    magnitude = 10 ** (len(str(top)) - 1)
+    chart.valueAxis.valueMax = -(-top // magnitude) * magnitude  # the next round number above the tallest bar
+    chart.valueAxis.valueStep = max(1, chart.valueAxis.valueMax // 5)
     chart.valueAxis.labels.fontSize = 7
     chart.valueAxis.visibleGrid = True
     chart.valueAxis.gridStrokeColor = RULE

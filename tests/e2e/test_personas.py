@@ -8,8 +8,7 @@ from tests.fixtures.people import PASSWORD
 
 pytestmark = pytest.mark.e2e
 
-# carol (auditor) joins once the audit pages exist: her navigation is the audit log.
-PERSONAS = ["admin", "alice", "dave", "bob"]
+PERSONAS = ["admin", "alice", "dave", "bob", "carol"]  # carol (auditor) lands on the audit log
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,0 +1,44 @@
+"""carol in the browser: the audit log with its drawer, verify now, exports, entitlements."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.audit.world import build_world
+from tests.fixtures.people import PASSWORD
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.django_db(transaction=True)
+def test_carol_filters_the_log_opens_an_event_and_verifies(people, page, login, screenshot, axe_violations,
+                                                           live_server):
+    world = build_world(people)
+    login(page, "carol", PASSWORD)
+    # her home is the audit log
+    assert page.locator("h1").inner_text() == "Audit log"
+    page.get_by_label("Request #").fill(str(world.grant_request.pk))
+    page.get_by_role("button", name="Filter").click()
+    rows = page.locator("table.audit-table tbody tr")
+    assert rows.count() == 5
+    # the drawer shows the full record with its statement and hash
+    rows.nth(1).locator("a", has_text="Details").click()
+    drawer = page.locator("#event-drawer")
+    drawer.locator("pre.sql").wait_for()
+    assert "GRANT SELECT ON ALL TABLES IN SCHEMA public" in drawer.inner_text()
+    assert axe_violations(page) == []
+    screenshot(page, "carol-audit-drawer")
+    drawer.get_by_role("button", name="Close").click()
+    # verify now: OK with the head hash
+    page.get_by_role("button", name="Verify now").click()
+    page.locator(".verify-ok").wait_for()
+    assert "OK" in page.locator("#verify-result").inner_text()
+    screenshot(page, "carol-audit-log")
+    assert axe_violations(page) == []
+    # entitlements and exports pages
+    for path, name in (("/entitlements/?at=2999-01-01", "carol-entitlements"), ("/audit/exports/", "carol-exports"),
+                       ("/audit/verify/", "carol-verify")):
+        page.goto(live_server.url + path)
+        assert axe_violations(page) == []
+        screenshot(page, name)
+    assert page.console_errors == []  # type: ignore[attr-defined]
