@@ -1,0 +1,129 @@
+"""Who may do what: persona × every URL of the UI and the API × method → expected status.
+
+One row per (route name, method). `expect` lists six statuses in PERSONAS order:
+
+    anonymous · developer of the team (alice, payments) · developer of another team (dave,
+    analytics) · reviewer (bob) · auditor (carol) · platform admin (admin)
+
+The objects in the paths belong to alice's team: {request} is a request alice submitted (still
+`submitted`), {instance} the managed instance `demo`, {team} the team payments, {seq} an audit
+event, {policy} an approval policy, {drift} an open drift finding on `demo`. Out of scope answers
+404 (never a 403 that confirms it exists); a visible object the persona may not act on, 403.
+UI pages send anonymous visitors to the login page (302); the API answers them 401.
+
+test_permission_matrix.py walks Django's URL resolver: a route without a row here fails the suite
+with its name. Adding an endpoint = adding its rows here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PERSONAS = ("anonymous", "developer", "other_developer", "reviewer", "auditor", "admin")
+USERNAMES = {"anonymous": None, "developer": "alice", "other_developer": "dave", "reviewer": "bob",
+             "auditor": "carol", "admin": "admin"}
+
+
+@dataclass(frozen=True)
+class Row:
+    route: str            # URL name, with its namespace ("api:request-detail")
+    method: str
+    path: str             # placeholders: {request} {instance} {team} {seq} {policy} {drift}
+    expect: str           # six statuses, PERSONAS order
+    data: dict = field(default_factory=dict)  # the body: valid, so allowed personas get the success status
+
+    @property
+    def statuses(self) -> dict[str, int]:
+        codes = [int(code) for code in self.expect.split()]
+        assert len(codes) == len(PERSONAS), f"{self.route} {self.method}: six statuses expected"
+        return dict(zip(PERSONAS, codes, strict=True))
+
+
+SCHEMA_FORM = {"instance": "{instance}", "team": "{team}", "database": "app", "name": "matrix_schema",
+               "justification": "permission matrix"}
+
+ROWS: list[Row] = [
+    # --- UI: everyone's pages -------------------------------------------------------------------
+    Row("login", "GET", "/login/", "200 302 302 302 302 302"),  # logged in: sent on to their home
+    Row("logout", "POST", "/logout/", "302 302 302 302 302 302"),
+    Row("home", "GET", "/", "302 200 200 200 302 200"),  # an auditor's home is the audit log
+    Row("healthz", "GET", "/healthz", "200 200 200 200 200 200"),
+    Row("prometheus-django-metrics", "GET", "/metrics", "200 200 200 200 200 200"),
+    Row("instance-list", "GET", "/instances/", "302 200 200 200 200 200"),
+    Row("instance-detail", "GET", "/instances/{instance}/", "302 200 200 200 200 200"),
+    Row("instance-register", "GET", "/instances/register/", "302 403 403 403 403 200"),
+    Row("dashboard-data", "GET", "/dashboard/data/", "302 403 403 200 403 200"),
+    # --- UI: requests ---------------------------------------------------------------------------
+    Row("request-list", "GET", "/requests/", "302 200 200 200 200 200"),
+    Row("request-new", "GET", "/requests/new/", "302 200 200 200 200 200"),
+    Row("request-new-form", "GET", "/requests/new/schema/", "302 200 200 200 200 200"),
+    Row("request-form-fields", "POST", "/requests/new/schema/fields/", "302 200 200 200 200 200",
+        data=SCHEMA_FORM),
+    Row("request-preview", "POST", "/requests/new/schema/preview/", "302 200 200 200 200 200", data=SCHEMA_FORM),
+    Row("request-search", "GET", "/requests/search/?q=matrix", "302 200 200 200 200 200"),
+    Row("request-detail", "GET", "/requests/{request}/", "302 200 404 200 200 200"),
+    Row("request-status", "GET", "/requests/{request}/status/", "302 200 404 200 200 200"),
+    # The UI answers a refused action with a redirect and an error message (302 for alice, who may
+    # not approve her own request, and for carol); the API rows below show the refusals as 403.
+    Row("request-action", "POST", "/requests/{request}/approve/", "302 302 404 302 302 302",
+        data={"comment": "matrix"}),
+    # htmx partial: 200 with "only the requester" / "nothing to reveal" in it (a schema request has no
+    # secret: 404 for alice); the password itself is covered by the provisioning and security tests.
+    Row("request-reveal", "POST", "/requests/{request}/reveal/", "302 404 404 200 200 200"),
+    Row("review-queue", "GET", "/reviews/", "302 403 403 200 403 200"),
+    Row("my-access", "GET", "/access/", "302 200 200 200 200 200"),
+    Row("drift-list", "GET", "/drift/", "302 403 403 200 403 200"),
+    # --- UI: administration -------------------------------------------------------------------------
+    Row("team-list", "GET", "/teams/", "302 403 403 403 403 200"),
+    Row("team-detail", "GET", "/teams/{team}/", "302 403 403 403 403 200"),
+    Row("policy-list", "GET", "/policies/", "302 403 403 403 403 200"),
+    Row("policy-edit", "GET", "/policies/{policy}/", "302 403 403 403 403 200"),
+    Row("review-rules", "GET", "/review-rules/", "302 403 403 403 403 200"),
+    # --- UI: audit ------------------------------------------------------------------------------------
+    Row("audit-log", "GET", "/audit/", "302 403 403 403 200 200"),
+    Row("audit-event", "GET", "/audit/events/{seq}/", "302 403 403 403 200 200"),
+    Row("audit-exports", "GET", "/audit/exports/", "302 403 403 403 200 200"),
+    Row("audit-verify-page", "GET", "/audit/verify/", "302 403 403 403 200 200"),
+    Row("entitlements", "GET", "/entitlements/", "302 403 403 200 200 200"),
+    # --- API --------------------------------------------------------------------------------------------
+    Row("api:api-token", "POST", "/api/v1/auth/token/", "403 403 403 403 403 403",
+        data={"username": "alice", "password": "not the password"}),
+    Row("api:api-schema", "GET", "/api/v1/schema/", "200 200 200 200 200 200"),
+    Row("api:api-docs", "GET", "/api/v1/docs/", "200 200 200 200 200 200"),
+    Row("api:team-list", "GET", "/api/v1/teams/", "401 200 200 200 200 200"),
+    Row("api:team-detail", "GET", "/api/v1/teams/{team}/", "401 200 404 200 200 200"),
+    Row("api:instance-list", "GET", "/api/v1/instances/", "401 200 200 200 200 200"),
+    Row("api:instance-list", "POST", "/api/v1/instances/", "401 403 403 403 403 400",
+        data={"name": "matrix", "environment": "dev", "host": "10.9.9.9", "admin_user": "postgres"}),
+    Row("api:instance-detail", "GET", "/api/v1/instances/{instance}/", "401 200 200 200 200 200"),
+    Row("api:request-list", "GET", "/api/v1/requests/", "401 200 200 200 200 200"),
+    Row("api:request-list", "POST", "/api/v1/requests/", "401 201 400 403 403 201",
+        data={"type": "schema", "instance": "demo", "team": "payments", "justification": "matrix",
+              "payload": {"database": "app", "name": "matrix_api_schema"}}),  # dave: 400 on `team`
+    Row("api:request-preview", "POST", "/api/v1/requests/preview/", "401 200 400 403 403 200",
+        data={"type": "schema", "instance": "demo", "team": "payments", "justification": "matrix",
+              "payload": {"database": "app", "name": "matrix_api_schema"}}),
+    Row("api:request-detail", "GET", "/api/v1/requests/{request}/", "401 200 404 200 200 200"),
+    Row("api:request-approve", "POST", "/api/v1/requests/{request}/approve/", "401 403 404 200 403 200",
+        data={"comment": "matrix"}),
+    Row("api:request-reject", "POST", "/api/v1/requests/{request}/reject/", "401 403 404 200 403 200",
+        data={"comment": "matrix"}),
+    Row("api:request-cancel", "POST", "/api/v1/requests/{request}/cancel/", "401 200 404 403 403 403",
+        data={"comment": "matrix"}),
+    Row("api:request-retry", "POST", "/api/v1/requests/{request}/retry/", "401 403 404 409 403 409",
+        data={"comment": "matrix"}),
+    Row("api:request-secret", "GET", "/api/v1/requests/{request}/secret/", "401 404 404 403 403 403"),
+    # Auditors read drift findings over the API (read-only) while the UI's drift page refuses them:
+    # one of the two should change (reported to the lead).
+    Row("api:drift-list", "GET", "/api/v1/drift/", "401 403 403 200 200 200"),
+    Row("api:drift-scan", "POST", "/api/v1/drift/scan/", "401 403 403 200 403 200"),
+    Row("api:drift-detail", "GET", "/api/v1/drift/{drift}/", "401 403 403 200 200 200"),
+    Row("api:drift-acknowledge", "POST", "/api/v1/drift/{drift}/acknowledge/", "401 403 403 200 403 200"),
+    # 409: the finding's role belongs to no team of the portal, so there is nothing to file.
+    Row("api:drift-revoke", "POST", "/api/v1/drift/{drift}/revoke/", "401 403 403 409 403 409"),
+    Row("api:audit-events", "GET", "/api/v1/audit/events/", "401 403 403 403 200 200"),
+    Row("api:audit-event-detail", "GET", "/api/v1/audit/events/{seq}/", "401 403 403 403 200 200"),
+    Row("api:audit-export", "GET", "/api/v1/audit/export/?format=csv", "401 403 403 403 200 200"),
+    Row("api:audit-verify", "GET", "/api/v1/audit/verify/", "401 403 403 403 200 200"),
+    Row("api:entitlements", "GET", "/api/v1/entitlements/", "401 403 403 200 200 200"),
+]
