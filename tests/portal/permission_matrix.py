@@ -73,6 +73,8 @@ ROWS: list[Row] = [
     Row("review-queue", "GET", "/reviews/", "302 403 403 200 403 200"),
     Row("my-access", "GET", "/access/", "302 200 200 200 200 200"),
     Row("drift-list", "GET", "/drift/", "302 403 403 200 403 200"),
+    Row("drift-action", "POST", "/drift/{drift}/acknowledge/", "302 403 403 302 403 302", data={"comment": "known"}),
+    Row("drift-scan", "POST", "/instances/{instance}/scan/", "302 403 403 302 403 302"),
     # --- UI: administration -------------------------------------------------------------------------
     Row("team-list", "GET", "/teams/", "302 403 403 403 403 200"),
     Row("team-detail", "GET", "/teams/{team}/", "302 403 403 403 403 200"),
