@@ -56,6 +56,10 @@ def navigation(request) -> dict:
     context = {"portal_environment": settings.PORTAL_ENVIRONMENT}
     if not user or not user.is_authenticated:
         return context
+    if getattr(request, "htmx", False):
+        # htmx partials (the status poll every 1.5 s, the live preview) carry no frame: skip the
+        # navigation and the review count, which are the costly part.
+        return context
     persona = persona_of(user)
     items = []
     seen = set()

@@ -156,11 +156,11 @@ def request_search_view(request):
 def _detail_context(request, change) -> dict[str, Any]:
     user = request.user
     allowed, reason = request_selectors.can_approve(user, change)
-    secret = getattr(change, "secret", None) if hasattr(change, "secret") else None
     return {
         "change": change,
-        "approvals": list(change.approvals.select_related("reviewer").order_by("created_at")),
-        "executions": list(change.executions.order_by("attempt")),
+        # prefetched by request_get_for (approvals with their reviewer, in order; executions by attempt)
+        "approvals": list(change.approvals.all()),
+        "executions": list(change.executions.all()),
         "can_approve": allowed,
         "approve_reason": reason,
         "can_cancel": change.requester_id == user.pk and change.status == RequestStatus.SUBMITTED,
@@ -168,7 +168,7 @@ def _detail_context(request, change) -> dict[str, Any]:
         "dangerous": change.risk == "high" or change.instance.environment == "prod",
         "live": change.status in LIVE_STATUSES,
         "is_requester": change.requester_id == user.pk,
-        "secret": secret,
+        "secret": _secret_of(change),
     }
 
 
@@ -182,9 +182,7 @@ def _secret_of(change):
 @require_GET
 def request_detail(request, pk: int):
     change = request_selectors.request_get_for(request.user, pk)
-    context = _detail_context(request, change)
-    context["secret"] = _secret_of(change)
-    return render(request, "requests/detail.html", context)
+    return render(request, "requests/detail.html", _detail_context(request, change))
 
 
 @login_required
@@ -192,9 +190,7 @@ def request_detail(request, pk: int):
 def request_status(request, pk: int):
     """htmx: the live part of the detail page; it stops polling itself once the status is final."""
     change = request_selectors.request_get_for(request.user, pk)
-    context = _detail_context(request, change)
-    context["secret"] = _secret_of(change)
-    return render(request, "requests/_live.html", context)
+    return render(request, "requests/_live.html", _detail_context(request, change))
 
 
 ACTIONS = {"approve", "reject", "cancel", "retry"}

@@ -208,3 +208,18 @@ def test_home_per_persona(web_for, people, dev, username, present, absent):
         assert marker in html, marker
     for marker in absent:
         assert marker not in html, marker
+
+
+def test_status_poll_is_cheap(web_for, people, dev, django_assert_max_num_queries):
+    # the poll runs every 1.5 s per open page: no navigation, no review count, only the request
+    for _ in range(10):
+        given_request(requester=people["dave"], instance=dev)
+    change = given_request(requester=people["alice"], instance=dev, status="running")
+    client = web_for("bob")
+    client.get(reverse("request-status", args=[change.pk]), HTTP_HX_REQUEST="true")
+    # measured: 10 (session read and save, user, groups, the request with its approvals and executions,
+    # the secret); the navigation and the review count are not computed for htmx partials
+    with django_assert_max_num_queries(10):
+        response = client.get(reverse("request-status", args=[change.pk]), HTTP_HX_REQUEST="true")
+    assert 'hx-trigger="every 1500ms"' in response.content.decode()
+    assert 'id="review-count"' not in response.content.decode()
