@@ -48,7 +48,7 @@ from portal.choices import Decision, RequestStatus, RequestType
 from portal.crypto import decrypt, encrypt
 from portal.logging import redact_text
 from portal.models import ChangeRequest, Execution
-from provisioning.connections import connect, describe_error
+from provisioning.connections import LOCK_TIMEOUT_MS, STATEMENT_TIMEOUT_MS, describe_error, instance_conninfo
 from provisioning.errors import PermanentTargetError, TargetError, TransientTargetError
 from provisioning.models import OutboxMessage, RequestSecret
 from provisioning.plans import Step, module_for, plan_hash, plan_text
@@ -272,6 +272,55 @@ def _prepare_session(conn: psycopg.Connection) -> None:
         conn.execute(sql.SQL("SET client_connection_check_interval = {}").format(sql.Literal(CLIENT_CHECK_INTERVAL)))
 
 
+# Admin connections kept per worker process: a new SCRAM connection costs more than a small plan.
+# Reused only when idle and healthy; any error closes the connection instead of returning it.
+_TARGET_CONNECTIONS: dict[tuple, tuple[psycopg.Connection, float]] = {}
+TARGET_IDLE_MAX_SECONDS = 60.0
+
+
+def _connection_key(instance: Any, database: str) -> tuple:
+    secret = hashlib.sha256((instance.admin_password_encrypted or "").encode()).hexdigest()
+    return (instance.pk, database, instance.host, int(instance.port), instance.admin_user, secret)
+
+
+def _open_target(instance: Any, database: str) -> psycopg.Connection:
+    params = instance_conninfo(instance, database)
+    params["options"] = f"-c lock_timeout={int(LOCK_TIMEOUT_MS)} -c statement_timeout={int(STATEMENT_TIMEOUT_MS)}"
+    conn = psycopg.connect(**params, autocommit=True)
+    _prepare_session(conn)
+    return conn
+
+
+@contextlib.contextmanager
+def target_connection(instance: Any, database: str) -> Iterator[psycopg.Connection]:
+    key = _connection_key(instance, database)
+    conn, last_used = _TARGET_CONNECTIONS.pop(key, (None, 0.0))
+    if conn is not None:
+        usable = (not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+                  and time.monotonic() - last_used < TARGET_IDLE_MAX_SECONDS)
+        if usable:
+            try:
+                conn.execute("SELECT 1")
+            except psycopg.Error:
+                usable = False
+        if not usable:
+            with contextlib.suppress(Exception):
+                conn.close()
+            conn = None
+    if conn is None:
+        conn = _open_target(instance, database)
+    healthy = False
+    try:
+        yield conn
+        healthy = True
+    finally:
+        if healthy and not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            _TARGET_CONNECTIONS[key] = (conn, time.monotonic())
+        else:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
 def marker_exists(conn: psycopg.Connection, request_id: int, hash_: str) -> bool:
     if conn.execute("SELECT to_regclass('dbportal_meta.applied_change')").fetchone()[0] is None:
         return False
@@ -291,8 +340,7 @@ def apply_on_target(request: Any, steps: list[Step], *, worker: str, log_rows: l
     needs_secret = any(step.secret for step in steps)
     instance = request.instance
     try:
-        with connect(instance, database, autocommit=True) as conn:
-            _prepare_session(conn)
+        with target_connection(instance, database) as conn:
             for index in split.before:
                 _run_step(conn, steps[index].statement, shown[index], log_rows)
             already = False
@@ -393,6 +441,9 @@ def _finish_applied(execution: Any, result: TargetResult) -> None:
         execution.outcome = result.outcome
         execution.statements = statements
         execution.save(update_fields=["finished_at", "outcome", "statements"])
+        managed_record_applied(request)
+        # Audit appends serialise on the chain's head row until commit: write them last, so
+        # workers finishing at the same time wait on each other as briefly as possible.
         if result.outcome == OUTCOME_ALREADY:
             # An earlier attempt committed on the target but died before telling the portal:
             # its statements are recorded now, from the plan that was approved.
@@ -408,11 +459,11 @@ def _finish_applied(execution: Any, result: TargetResult) -> None:
             record("session.terminated", object_type="role", object_id=request.payload.get("role", ""),
                    instance=request.instance, database=result.database, request_id=request.pk,
                    outcome="terminated" if session["terminated"] else "not_terminated", details=session)
-        managed_record_applied(request)
         record("request.applied", object_type="request", object_id=request.pk, instance=request.instance,
                database=result.database, request_id=request.pk, approvers=approvers, outcome="applied",
                details={"attempt": execution.attempt, "worker": execution.worker, "execution": result.outcome})
-    _refresh_inventory(request.instance)
+        _notify_on_commit(request.pk, "applied")
+    _update_inventory(request)
 
 
 def _finish_failed(execution: Any, error: TargetError, statements: list[dict], *, retrying: bool) -> None:
@@ -438,6 +489,15 @@ def _finish_failed(execution: Any, error: TargetError, statements: list[dict], *
                outcome=execution.outcome,
                details={"error": error.message, "sqlstate": error.sqlstate, "attempt": execution.attempt,
                         "worker": execution.worker})
+        if not retrying:
+            _notify_on_commit(request.pk, "failed")
+
+
+def _notify_on_commit(request_id: int, event: str) -> None:
+    """E-mail / webhook of the transition, sent by its own task once the outcome is committed."""
+    from portal.notifications import notify_enqueue
+
+    transaction.on_commit(lambda: notify_enqueue(request_id, event))
 
 
 def _transient_attempts(request: Any) -> int:
@@ -451,16 +511,56 @@ def _transient_attempts(request: Any) -> int:
     return count
 
 
+def _update_inventory(request: Any) -> None:
+    """Keep the instance inventory (what submit-time checks read) in step with the change.
+
+    Grants and revokes change no inventory entry; a new role or schema is added to the stored
+    snapshot under a row lock (a full read costs a connection per database, more than the plan
+    itself); other changes (DDL, replicas) read the cluster again. The beat job re-reads every
+    instance regularly, so an entry can never stay wrong for long."""
+    from portal.models import InstanceInventory
+
+    if request.type in (RequestType.GRANT, RequestType.REVOKE):
+        return
+    payload = request.payload or {}
+    if request.type in (RequestType.ROLE, RequestType.SCHEMA):
+        with transaction.atomic():
+            inventory = InstanceInventory.objects.select_for_update().filter(instance=request.instance).first()
+            if inventory is not None and inventory.snapshot:
+                snapshot = inventory.snapshot
+                roles = snapshot.setdefault("roles", {})
+                if request.type == RequestType.ROLE:
+                    roles[payload["name"]] = _role_entry(login=bool(payload.get("login")),
+                                                         member_of=list(payload.get("member_of") or []),
+                                                         connection_limit=payload.get("connection_limit"),
+                                                         valid_until=payload.get("valid_until"))
+                else:
+                    owner = payload.get("owner_role") or ""
+                    if owner and owner not in roles:
+                        roles[owner] = _role_entry(login=False, member_of=[])
+                    schemas = snapshot.setdefault("databases", {}).setdefault(payload["database"], {}).setdefault(
+                        "schemas", {})
+                    schemas.setdefault(payload["name"], {"owner": owner, "tables": []})
+                inventory.snapshot = snapshot
+                inventory.save(update_fields=["snapshot"])
+                return
+    _refresh_inventory(request.instance)
+
+
+def _role_entry(*, login: bool, member_of: list[str], connection_limit: Any = None, valid_until: Any = None) -> dict:
+    # The shape provisioning/inventory.py stores; the plan denies every other attribute.
+    return {"login": login, "superuser": False, "createdb": False, "createrole": False, "replication": False,
+            "bypassrls": False, "connection_limit": -1 if connection_limit is None else connection_limit,
+            "valid_until": valid_until, "member_of": sorted(member_of)}
+
+
 def _refresh_inventory(instance: Any) -> None:
     try:
-        from provisioning import inventory
+        from provisioning.inventory import inventory_refresh
     except ImportError:
         return
-    refresh = getattr(inventory, "inventory_refresh", None)
-    if refresh is None:
-        return
     try:
-        refresh(instance)
+        inventory_refresh(instance)
     except Exception as exc:  # noqa: BLE001 - the change is applied; a stale inventory heals on the next beat
         log.warning("apply.inventory_refresh_failed", instance=instance.pk, error=describe_error(exc))
 

@@ -11,7 +11,7 @@ from django.db import transaction
 from audit.models import AuditEvent
 from portal.choices import RequestStatus
 from portal.errors import Gone, PolicyViolation
-from portal.models import ChangeRequest, Execution, Grant, ManagedRole, ManagedSchema
+from portal.models import ChangeRequest, Execution, Grant, InstanceInventory, ManagedRole, ManagedSchema
 from provisioning.models import OutboxMessage, RequestSecret
 from provisioning.outbox import APPLY_TASK
 from provisioning.secrets import secret_reveal
@@ -47,6 +47,8 @@ def test_a_login_role_is_created_with_a_generated_password_revealed_once(
     assert [s["error"] for s in execution.statements] == [""]
     assert "<generated at apply time>" in execution.statements[0]["sql"]
     assert ManagedRole.objects.get(instance=managed_instance, name=name).login is True
+    # and the inventory that submit-time checks read knows the new role
+    assert InstanceInventory.objects.get(instance=managed_instance).roles()[name]["login"] is True
     assert OutboxMessage.objects.get(request=request).taken_at is not None
     # and the password is stored encrypted, not in plain text
     secret = RequestSecret.objects.get(request=request)
