@@ -463,7 +463,10 @@ def _finish_applied(execution: Any, result: TargetResult) -> None:
                database=result.database, request_id=request.pk, approvers=approvers, outcome="applied",
                details={"attempt": execution.attempt, "worker": execution.worker, "execution": result.outcome})
         _notify_on_commit(request.pk, "applied")
-    _update_inventory(request)
+        # In the same transaction as "applied": a request submitted right after sees the change.
+        patched = _patch_inventory(request)
+    if not patched:
+        _refresh_inventory(request.instance)
 
 
 def _finish_failed(execution: Any, error: TargetError, statements: list[dict], *, retrying: bool) -> None:
@@ -511,40 +514,40 @@ def _transient_attempts(request: Any) -> int:
     return count
 
 
-def _update_inventory(request: Any) -> None:
-    """Keep the instance inventory (what submit-time checks read) in step with the change.
+def _patch_inventory(request: Any) -> bool:
+    """Keep the instance inventory (what submit-time checks read) in step with the change;
+    False when the cluster must be read again instead.
 
     Grants and revokes change no inventory entry; a new role or schema is added to the stored
     snapshot under a row lock (a full read costs a connection per database, more than the plan
     itself); other changes (DDL, replicas) read the cluster again. The beat job re-reads every
-    instance regularly, so an entry can never stay wrong for long."""
+    instance regularly, so an entry cannot stay wrong for long."""
     from portal.models import InstanceInventory
 
     if request.type in (RequestType.GRANT, RequestType.REVOKE):
-        return
+        return True
+    if request.type not in (RequestType.ROLE, RequestType.SCHEMA):
+        return False
     payload = request.payload or {}
-    if request.type in (RequestType.ROLE, RequestType.SCHEMA):
-        with transaction.atomic():
-            inventory = InstanceInventory.objects.select_for_update().filter(instance=request.instance).first()
-            if inventory is not None and inventory.snapshot:
-                snapshot = inventory.snapshot
-                roles = snapshot.setdefault("roles", {})
-                if request.type == RequestType.ROLE:
-                    roles[payload["name"]] = _role_entry(login=bool(payload.get("login")),
-                                                         member_of=list(payload.get("member_of") or []),
-                                                         connection_limit=payload.get("connection_limit"),
-                                                         valid_until=payload.get("valid_until"))
-                else:
-                    owner = payload.get("owner_role") or ""
-                    if owner and owner not in roles:
-                        roles[owner] = _role_entry(login=False, member_of=[])
-                    schemas = snapshot.setdefault("databases", {}).setdefault(payload["database"], {}).setdefault(
-                        "schemas", {})
-                    schemas.setdefault(payload["name"], {"owner": owner, "tables": []})
-                inventory.snapshot = snapshot
-                inventory.save(update_fields=["snapshot"])
-                return
-    _refresh_inventory(request.instance)
+    inventory = InstanceInventory.objects.select_for_update().filter(instance=request.instance).first()
+    if inventory is None or not inventory.snapshot:
+        return False
+    snapshot = inventory.snapshot
+    roles = snapshot.setdefault("roles", {})
+    if request.type == RequestType.ROLE:
+        roles[payload["name"]] = _role_entry(login=bool(payload.get("login")),
+                                             member_of=list(payload.get("member_of") or []),
+                                             connection_limit=payload.get("connection_limit"),
+                                             valid_until=payload.get("valid_until"))
+    else:
+        owner = payload.get("owner_role") or ""
+        if owner and owner not in roles:
+            roles[owner] = _role_entry(login=False, member_of=[])
+        schemas = snapshot.setdefault("databases", {}).setdefault(payload["database"], {}).setdefault("schemas", {})
+        schemas.setdefault(payload["name"], {"owner": owner, "tables": []})
+    inventory.snapshot = snapshot
+    inventory.save(update_fields=["snapshot"])
+    return True
 
 
 def _role_entry(*, login: bool, member_of: list[str], connection_limit: Any = None, valid_until: Any = None) -> dict:

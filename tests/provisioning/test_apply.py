@@ -34,7 +34,10 @@ def unique(prefix: str) -> str:
 def test_a_login_role_is_created_with_a_generated_password_revealed_once(
     transactional_db, people, api_for, managed_cluster, managed_instance, celery_worker, wait_for_status
 ):
-    # given an approved login role request of alice
+    # given an instance whose inventory was read (as submit does), and an approved login role request
+    from provisioning.inventory import inventory_refresh
+
+    inventory_refresh(managed_instance)
     name = unique("svc")
     request = approved_request(managed_instance, "role", role_payload(name, login=True), requester=people["alice"])
     # when the worker applies it
@@ -47,7 +50,7 @@ def test_a_login_role_is_created_with_a_generated_password_revealed_once(
     assert [s["error"] for s in execution.statements] == [""]
     assert "<generated at apply time>" in execution.statements[0]["sql"]
     assert ManagedRole.objects.get(instance=managed_instance, name=name).login is True
-    # and the inventory that submit-time checks read knows the new role
+    # and the inventory that submit-time checks read knows the new role (committed with "applied")
     assert InstanceInventory.objects.get(instance=managed_instance).roles()[name]["login"] is True
     assert OutboxMessage.objects.get(request=request).taken_at is not None
     # and the password is stored encrypted, not in plain text
