@@ -9,7 +9,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings.base")
 
 app = Celery("dbportal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["portal", "provisioning", "audit"])
+app.autodiscover_tasks(["portal", "provisioning", "provisioning.replicas", "audit"])
 
 app.conf.beat_schedule = {
     "instances.refresh_status": {"task": "portal.refresh_instance_status", "schedule": 30.0},
@@ -19,4 +19,5 @@ app.conf.beat_schedule = {
     "provisioning.drift_scan": {"task": "provisioning.drift_scan", "schedule": 600.0},
     "provisioning.secret_wipe": {"task": "provisioning.secret_wipe", "schedule": 300.0},
     "provisioning.inventory_refresh": {"task": "provisioning.inventory_refresh", "schedule": 300.0},
+    "replicas.refresh": {"task": "provisioning.refresh_replicas", "schedule": 15.0},
 }

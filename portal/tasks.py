@@ -7,11 +7,12 @@ from portal.models import Instance
 
 @shared_task(name="portal.refresh_instance_status", ignore_result=True)
 def refresh_instance_status() -> int:
-    """Refresh reachable / unreachable and the version of every instance."""
+    """Refresh reachable / unreachable and the version of every primary instance."""
     from portal.services.instances import instance_refresh_status
 
     count = 0
-    for instance in Instance.objects.exclude(status="retired"):
+    # Replicas (and instances being built) are watched by provisioning.refresh_replicas.
+    for instance in Instance.objects.exclude(status__in=["retired", "provisioning"]).filter(replica_of__isnull=True):
         instance_refresh_status(instance)
         count += 1
     return count

@@ -46,6 +46,8 @@ urlpatterns = [
     path("teams/<int:pk>/", admin_pages.team_detail, name="team-detail"),
     path("policies/", admin_pages.policy_list, name="policy-list"),
     path("policies/<int:pk>/", admin_pages.policy_edit, name="policy-edit"),
+    path("instances/<int:pk>/promote/", instances.instance_promote_view, name="instance-promote"),
+    path("instances/<int:pk>/decommission/", instances.instance_decommission_view, name="instance-decommission"),
     path("", include("audit.urls")),
     path("review-rules/", review_rules.review_rules, name="review-rules"),
     # machines

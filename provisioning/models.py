@@ -56,3 +56,28 @@ class DriftFinding(models.Model):
 
     class Meta:
         ordering = ["-detected_at"]
+
+
+class ReplicationCredential(models.Model):
+    """The password of the portal's own replication role on one primary, encrypted at rest.
+
+    The role (provisioning.replicas.local.REPLICATION_ROLE) is the only one that ever gets
+    REPLICATION; its standbys read the password from a 0600 passfile next to their data.
+    """
+
+    instance = models.OneToOneField("portal.Instance", on_delete=models.CASCADE, related_name="+")
+    role = models.CharField(max_length=63)
+    password_encrypted = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    @property
+    def password(self) -> str:
+        from portal.crypto import decrypt
+
+        return decrypt(self.password_encrypted)
+
+    @password.setter
+    def password(self, value: str) -> None:
+        from portal.crypto import encrypt
+
+        self.password_encrypted = encrypt(value)

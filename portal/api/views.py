@@ -5,6 +5,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.authtoken.models import Token
+from rest_framework.decorators import action
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -16,6 +17,7 @@ from portal.api.serializers import InstanceOutput, InstanceRegisterInput, TeamOu
 from portal.models import Instance, Team
 from portal.services.auth import client_ip, login_attempt
 from portal.services.instances import instance_register
+from portal.services.replicas import replica_decommission, replica_promote
 
 
 class LoginThrottle(AnonRateThrottle):
@@ -57,7 +59,7 @@ class InstanceViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         return Instance.objects.restrict(self.request.user, "view").select_related("replica_of").order_by("name")
 
     def get_permissions(self):
-        if self.action == "create":
+        if self.action in ("create", "promote", "decommission"):
             return [IsPlatformAdmin()]
         return super().get_permissions()
 
@@ -67,3 +69,17 @@ class InstanceViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         data.is_valid(raise_exception=True)
         instance = instance_register(actor=request.user, actor_ip=client_ip(request), **data.validated_data)
         return Response(InstanceOutput(instance).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: InstanceOutput})
+    @action(detail=True, methods=["post"])
+    def promote(self, request, pk=None):
+        """Admin: promote a replica to a writable primary (pg_ctl promote; replica_of cleared)."""
+        instance = replica_promote(instance=self.get_object(), actor=request.user, actor_ip=client_ip(request))
+        return Response(InstanceOutput(instance).data)
+
+    @extend_schema(request=None, responses={200: InstanceOutput})
+    @action(detail=True, methods=["post"])
+    def decommission(self, request, pk=None):
+        """Admin: stop a replica, remove its data directory and mark it retired."""
+        instance = replica_decommission(instance=self.get_object(), actor=request.user, actor_ip=client_ip(request))
+        return Response(InstanceOutput(instance).data)

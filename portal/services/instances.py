@@ -11,6 +11,7 @@ import psycopg
 import structlog
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from psycopg import sql
 
@@ -154,9 +155,16 @@ def instance_create_local(
 
 
 def local_instances_start() -> list[str]:
-    """Start every local instance whose postmaster is down (after a reboot); returns their names."""
+    """Start every local instance whose postmaster is down (after a reboot); returns their names.
+
+    Primaries first, then their replicas (a standby wants its primary up to stream from).
+    A replica still being built is left to the worker that retries its build.
+    """
     started = []
-    for instance in Instance.objects.filter(kind=InstanceKind.LOCAL).exclude(status=InstanceStatus.RETIRED):
+    instances = (Instance.objects.filter(kind=InstanceKind.LOCAL)
+                 .exclude(status__in=[InstanceStatus.RETIRED, InstanceStatus.PROVISIONING])
+                 .order_by(F("replica_of").asc(nulls_first=True), "pk"))
+    for instance in instances:
         cluster = local_cluster_for(instance)
         if not cluster.initialized:
             continue

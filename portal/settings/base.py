@@ -51,6 +51,11 @@ ALLOWED_TARGETS = [
 PORTAL_ENVIRONMENT = os.environ.get("PORTAL_ENVIRONMENT", "demo")
 # The local PostgreSQL clusters the portal creates (the demo instance, local instances, replicas).
 CLUSTERS_DIR = Path(os.environ.get("PORTAL_CLUSTERS_DIR", VAR_DIR / "clusters")).resolve()
+# Replicas: throttle pg_basebackup (e.g. "50M" per second; empty = no limit) and bound the build.
+REPLICA_BACKUP_MAX_RATE = os.environ.get("PORTAL_REPLICA_BACKUP_MAX_RATE", "")
+REPLICA_BUILD_TIMEOUT = float(os.environ.get("PORTAL_REPLICA_BUILD_TIMEOUT", 3600))
+# A standby further behind than this many bytes is reported unhealthy by the health job.
+REPLICA_MAX_LAG_BYTES = int(os.environ.get("PORTAL_REPLICA_MAX_LAG_BYTES", 256 * 1024 * 1024))
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -4,6 +4,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
 from portal.errors import DomainError
 from portal.forms.instances import InstanceRegisterForm
@@ -12,6 +13,7 @@ from portal.selectors.drift import drift_list_for
 from portal.selectors.instances import instance_get_for, instance_list_for, instance_recent_requests
 from portal.services.auth import client_ip
 from portal.services.instances import instance_register
+from portal.services.replicas import replica_decommission, replica_promote
 
 
 @login_required
@@ -28,7 +30,35 @@ def instance_detail(request, pk: int):
         "replicas": instance.replicas.order_by("name"),
         "recent_requests": instance_recent_requests(request.user, instance),
         "drift": list(drift_list_for(request.user, instance=instance)[:50]) if is_reviewer(request.user) else None,
+        "can_manage_replica": is_admin(request.user) and instance.is_replica
+        and instance.status not in ("retired", "provisioning"),
     })
+
+
+def _replica_action(request, pk: int, service, done: str):
+    instance = instance_get_for(request.user, pk)
+    if not is_admin(request.user):
+        raise PermissionDenied
+    try:
+        instance = service(instance=instance, actor=request.user, actor_ip=client_ip(request))
+    except DomainError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, done.format(name=instance.name))
+    return redirect("instance-detail", pk=instance.pk)
+
+
+@login_required
+@require_POST
+def instance_promote_view(request, pk: int):
+    return _replica_action(request, pk, replica_promote, "{name} was promoted: it is now a writable primary.")
+
+
+@login_required
+@require_POST
+def instance_decommission_view(request, pk: int):
+    return _replica_action(request, pk, replica_decommission,
+                           "{name} was decommissioned: stopped, data removed, retired.")
 
 
 @login_required

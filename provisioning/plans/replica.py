@@ -1,0 +1,63 @@
+"""Plan of a `replica` request: payload {name} → the build steps the reviewer reads.
+
+Nothing here runs as SQL: the executor hands approved replica requests to
+provisioning.replicas.runner.apply(), which performs these steps through the instance kind's
+driver. The lines are still built only from sql.Identifier / sql.Literal so that a name can
+never smuggle text into what the reviewer sees.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from portal.errors import InvalidPayload
+from provisioning.plans import Step
+
+NAME_RULE = re.compile(r"^[a-z_][a-z0-9_]*$")
+ALLOWED_KEYS = {"name"}
+
+
+def validate(payload: dict, *, instance: Any, team: Any = None, user: Any = None) -> dict:
+    from portal.models import Instance
+    from provisioning.replicas.base import driver_for_kind, supported_kinds
+
+    if not isinstance(payload, dict):
+        raise InvalidPayload.field("payload", "must be an object with a name")
+    unknown = sorted(set(payload) - ALLOWED_KEYS)
+    if unknown:
+        raise InvalidPayload.field(f"payload.{unknown[0]}", "unknown field; a replica request takes only name")
+    name = payload.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidPayload.field("payload.name", "required: the new replica's instance name")
+    if len(name.encode()) > 63:
+        raise InvalidPayload.field("payload.name", "at most 63 bytes (names are never truncated)")
+    if not NAME_RULE.match(name):
+        raise InvalidPayload.field(
+            "payload.name", "lower-case letters, digits and _, starting with a letter or _ (^[a-z_][a-z0-9_]*$)")
+    if instance is None:
+        raise InvalidPayload.field("instance", "required: the primary to replicate")
+    if instance.replica_of_id is not None:
+        raise InvalidPayload.field("instance", f"{instance.name} is itself a replica; replicate its primary")
+    if driver_for_kind(instance.kind) is None:
+        raise InvalidPayload.field(
+            "instance", f"replicas can be made of {', '.join(supported_kinds())} instances only; "
+                        f"{instance.name} is {instance.kind}")
+    if instance.status == "retired":
+        raise InvalidPayload.field("instance", f"{instance.name} is retired")
+    if Instance.objects.filter(name=name).exists():
+        raise InvalidPayload.field("payload.name", "an instance with this name exists")
+    return {"name": name}
+
+
+def render(payload: dict, *, secrets: dict | None = None) -> list[Step]:
+    from provisioning.replicas.base import driver_for_kind
+
+    # Only local primaries pass validate(); the local driver's steps are the plan.
+    driver = driver_for_kind("local")
+    assert driver is not None
+    return [Step(statement=line, transactional=False) for _key, line in driver.describe(name=payload["name"])]
+
+
+def database(payload: dict) -> str | None:
+    return None

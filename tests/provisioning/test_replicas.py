@@ -1,0 +1,410 @@
+"""Read replicas on real clusters: build, stream, refuse writes, health, promote, decommission, crash + retry.
+
+One fresh small primary per module (not the shared managed_cluster): replicas change its
+pg_hba.conf and roles, and a promote or a kill must not disturb other modules.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import stat
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.db import connections as django_connections
+from psycopg import errors, sql
+
+from audit.models import AuditEvent
+from portal.choices import Environment, InstanceKind, InstanceStatus, RequestStatus, RequestType
+from portal.errors import InvalidPayload
+from portal.models import ChangeRequest, Execution, Instance, Team
+from provisioning.clusters import LocalCluster, free_port
+from provisioning.models import ReplicationCredential
+from provisioning.plans import module_for, plan_hash, plan_text
+from provisioning.replicas import runner
+from provisioning.replicas.base import ensure_writable
+from provisioning.replicas.local import HBA_LINE, REPLICATION_ROLE, build_dir, processes_using, replicas_root
+
+pytestmark = pytest.mark.slow
+
+POLL_SECONDS = 15  # upper bound for "visible on the replica within seconds"
+
+
+@pytest.fixture(scope="module")
+def primary_cluster():
+    data_dir = Path(settings.VAR_DIR) / "clusters" / f"replicas-primary-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+    stale = LocalCluster(data_dir=data_dir, port=0)
+    if stale.initialized:
+        stale.remove()
+    cluster = LocalCluster(data_dir=data_dir, port=free_port())
+    cluster.admin_password = secrets.token_urlsafe(18)  # type: ignore[attr-defined]
+    cluster.initdb(auth_host="scram-sha-256", superuser_password=cluster.admin_password)  # type: ignore[attr-defined]
+    cluster.start()
+    cluster.wait_ready()
+    with psycopg.connect(cluster.socket_conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE sales")
+    yield cluster
+    _remove_all_replicas()
+    cluster.remove()
+
+
+def _remove_all_replicas() -> None:
+    root = replicas_root()
+    for pid in processes_using(root):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def primary(db, primary_cluster):
+    """The module's cluster registered as local instance `sales_primary` (environment staging)."""
+    if not primary_cluster.is_running():
+        primary_cluster.start()
+    instance = Instance(
+        name="sales_primary", environment=Environment.STAGING, kind=InstanceKind.LOCAL, host="127.0.0.1",
+        port=primary_cluster.port, database="postgres", admin_user="postgres",
+        data_dir=str(primary_cluster.data_dir), status=InstanceStatus.REACHABLE, server_version="16",
+    )
+    instance.admin_password = primary_cluster.admin_password
+    instance.save()
+    yield instance
+    _remove_all_replicas()
+
+
+def _request(primary: Instance, name: str, requester) -> ChangeRequest:
+    module = module_for(RequestType.REPLICA)
+    payload = module.validate({"name": name}, instance=primary, team=None, user=requester)
+    plan = plan_text(module.render(payload))
+    return ChangeRequest.objects.create(
+        type=RequestType.REPLICA, instance=primary, team=Team.objects.get(name="payments"), requester=requester,
+        justification="read traffic for reports", payload=payload, plan=plan, plan_hash=plan_hash(plan),
+        status=RequestStatus.QUEUED,
+    )
+
+
+@pytest.fixture
+def build(people, primary):
+    def make(name: str = "sales_ro") -> Instance:
+        request = _request(primary, name, people["alice"])
+        runner.apply(request, worker="test")
+        request.refresh_from_db()
+        assert request.status == RequestStatus.APPLIED, request.status_detail
+        return Instance.objects.get(name=name)
+
+    return make
+
+
+def _admin_conn(instance: Instance, dbname: str = "postgres", **kw) -> psycopg.Connection:
+    return psycopg.connect(host="127.0.0.1", port=instance.port, user=instance.admin_user,
+                           password=instance.admin_password, dbname=dbname, autocommit=True, **kw)
+
+
+def _poll(fn, what: str):
+    deadline = time.monotonic() + POLL_SECONDS
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not seen within {POLL_SECONDS} s")
+        time.sleep(0.05)
+
+
+# -- the plan ---------------------------------------------------------------------------
+def test_plan_is_the_steps_as_comment_lines_with_quoted_names(primary):
+    module = module_for("replica")
+    lines = plan_text(module.render(module.validate({"name": "sales_ro"}, instance=primary)))
+    assert all(line.startswith("-- ") for line in lines)
+    assert any("pg_basebackup -D" in line and "-R -X stream -c fast" in line for line in lines)
+    assert any('"sales_ro"' in line for line in lines)
+    assert any(f'"{REPLICATION_ROLE}"' in line for line in lines)
+    assert module.database({"name": "sales_ro"}) is None
+
+
+@pytest.mark.parametrize(("payload", "field"), [
+    ({"name": "Sales"}, "payload.name"),
+    ({"name": "1abc"}, "payload.name"),
+    ({"name": "a" * 64}, "payload.name"),
+    ({"name": ""}, "payload.name"),
+    ({}, "payload.name"),
+    ({"name": "ok", "port": 5}, "payload.port"),
+    ({"name": "sales_primary"}, "payload.name"),  # taken by the primary itself
+])
+def test_bad_replica_payload_is_400_naming_the_field(primary, payload, field):
+    with pytest.raises(InvalidPayload) as caught:
+        module_for("replica").validate(payload, instance=primary)
+    assert field in caught.value.errors
+
+
+def test_replica_of_an_external_instance_or_of_a_replica_is_refused(db, primary):
+    external = Instance.objects.create(name="ext", kind=InstanceKind.EXTERNAL, host="127.0.0.1", admin_user="x")
+    with pytest.raises(InvalidPayload) as caught:
+        module_for("replica").validate({"name": "r1"}, instance=external)
+    assert "instance" in caught.value.errors
+    replica = Instance.objects.create(name="r0", kind=InstanceKind.LOCAL, host="127.0.0.1", admin_user="x",
+                                      replica_of=primary)
+    with pytest.raises(InvalidPayload) as caught:
+        module_for("replica").validate({"name": "r1"}, instance=replica)
+    assert "instance" in caught.value.errors
+    # and writes aimed at a replica are refused with the same field
+    with pytest.raises(InvalidPayload) as caught:
+        ensure_writable(replica)
+    assert "read-only replica of sales_primary" in caught.value.errors["instance"][0]
+    ensure_writable(primary)  # a primary takes writes
+
+
+# -- building and streaming -------------------------------------------------------------
+def test_replica_request_ends_applied_streams_and_refuses_writes(build, primary, api_for):
+    # given an approved replica request / when the runner applies it
+    replica = build("sales_ro")
+    # then it is registered as a reachable local replica of the primary with the primary's credentials
+    assert replica.replica_of_id == primary.pk
+    assert (replica.kind, replica.status, replica.host) == (InstanceKind.LOCAL, InstanceStatus.REACHABLE, "127.0.0.1")
+    assert replica.port != primary.port
+    request = ChangeRequest.objects.get(payload__name="sales_ro")
+    execution = Execution.objects.get(request=request)
+    assert execution.outcome == "applied"
+    assert [s["sql"] for s in execution.statements] == request.plan
+    actions = list(AuditEvent.objects.filter(request_id=request.pk).order_by("seq").values_list("action", flat=True))
+    assert actions == ["request.running", "replica.role_ensured", "replica.hba_configured", "replica.registered",
+                       "replica.backup_taken", "replica.started", "replica.caught_up", "replica.created",
+                       "request.applied"]
+    # the portal's replication role has REPLICATION and nothing else; its password is nowhere in the log
+    with _admin_conn(primary) as conn:
+        attrs = conn.execute("SELECT rolreplication, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls "
+                             "FROM pg_roles WHERE rolname = %s", (REPLICATION_ROLE,)).fetchone()
+        streaming = conn.execute("SELECT state FROM pg_stat_replication WHERE application_name = %s",
+                                 ("sales_ro",)).fetchone()
+    assert attrs == (True, False, False, False, False)
+    assert streaming == ("streaming",)
+    password = ReplicationCredential.objects.get(instance=primary).password
+    assert not AuditEvent.objects.filter(details__icontains=password).exists()
+    passfile = build_dir(f"request-{request.pk}") / "replication.pgpass"
+    assert stat.S_IMODE(passfile.stat().st_mode) == 0o600
+
+    # when a table, a login role and a grant are written on the primary
+    reader_password = secrets.token_urlsafe(12)
+    with _admin_conn(primary, "sales") as conn:
+        conn.execute("CREATE TABLE orders (id int PRIMARY KEY, total numeric)")
+        conn.execute("INSERT INTO orders VALUES (1, 9.5), (2, 20)")
+        conn.execute(sql.SQL("CREATE ROLE report_reader LOGIN PASSWORD {}").format(sql.Literal(reader_password)))
+        conn.execute("GRANT SELECT ON orders TO report_reader")
+
+    # then they are visible on the replica within seconds, and the reader can log in there and read
+    def reader_sees_orders():
+        try:
+            with psycopg.connect(host="127.0.0.1", port=replica.port, user="report_reader", password=reader_password,
+                                 dbname="sales", connect_timeout=2) as conn:
+                return conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 2
+        except psycopg.Error:
+            return False
+
+    _poll(reader_sees_orders, "the table and the grant")
+
+    # and a write on the replica fails: it is read-only
+    with _admin_conn(replica, "sales") as conn, pytest.raises(errors.ReadOnlySqlTransaction):
+        conn.execute("INSERT INTO orders VALUES (3, 1)")
+
+    # and the health job records it as reachable with its lag, shown by the API
+    from provisioning.replicas.tasks import refresh_replicas
+
+    assert refresh_replicas() == 1
+    replica.refresh_from_db()
+    assert replica.status == InstanceStatus.REACHABLE
+    assert replica.replica_lag_bytes is not None and replica.replica_lag_bytes >= 0
+    assert replica.replica_lag_seconds is not None and replica.replica_lag_seconds >= 0
+    body = api_for("alice").get(f"/api/v1/instances/{replica.pk}/").json()
+    assert body["replica_of"] == "sales_primary"
+    assert body["replica_lag_bytes"] == replica.replica_lag_bytes
+    assert "admin_password" not in str(body) and password not in str(body)
+
+
+def test_running_the_same_request_again_changes_nothing(build, primary):
+    replica = build("sales_ro")
+    request = ChangeRequest.objects.get(payload__name="sales_ro")
+    pid = LocalCluster(data_dir=Path(replica.data_dir), port=replica.port).postmaster_pid()
+    runner.apply(request, worker="test")  # applied: a redelivered task is a no-op
+    assert Execution.objects.filter(request=request).count() == 1
+    assert LocalCluster(data_dir=Path(replica.data_dir), port=replica.port).postmaster_pid() == pid
+    assert Instance.objects.filter(replica_of=primary).count() == 1
+
+
+def test_killed_standby_postmaster_shows_unhealthy_after_the_health_job(build):
+    from provisioning.replicas.tasks import refresh_replicas
+
+    replica = build("sales_ro")
+    cluster = LocalCluster(data_dir=Path(replica.data_dir), port=replica.port)
+    os.kill(cluster.postmaster_pid(), signal.SIGKILL)
+    _poll(lambda: not cluster.is_running(), "the postmaster's exit")
+    refresh_replicas()
+    replica.refresh_from_db()
+    assert replica.status == InstanceStatus.UNHEALTHY
+    assert "not running" in replica.status_detail
+    assert AuditEvent.objects.filter(action="instance.status_changed", instance="sales_ro",
+                                     outcome=InstanceStatus.UNHEALTHY).exists()
+
+
+# -- admin actions ----------------------------------------------------------------------
+def test_only_admins_promote_and_only_replicas(build, primary, api_for):
+    replica = build("sales_ro")
+    assert api_for("alice").post(f"/api/v1/instances/{replica.pk}/promote/").status_code == 403
+    assert api_for("bob").post(f"/api/v1/instances/{replica.pk}/decommission/").status_code == 403
+    assert api_for("admin").post("/api/v1/instances/999999/promote/").status_code == 404
+    response = api_for("admin").post(f"/api/v1/instances/{primary.pk}/promote/")
+    assert response.status_code == 409
+    assert set(response.json()) == {"detail", "errors"}
+    assert api_for("admin").post(f"/api/v1/instances/{primary.pk}/decommission/").status_code == 409
+
+
+def test_promote_makes_the_replica_a_writable_primary(build, api_for):
+    replica = build("sales_ro")
+    response = api_for("admin").post(f"/api/v1/instances/{replica.pk}/promote/")
+    assert response.status_code == 200, response.json()
+    assert response.json()["replica_of"] is None
+    replica.refresh_from_db()
+    assert replica.replica_of is None and replica.status == InstanceStatus.REACHABLE
+    with _admin_conn(replica, "sales") as conn:
+        conn.execute("CREATE TABLE written_after_promote (id int)")
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
+    event = AuditEvent.objects.get(action="replica.promoted")
+    assert (event.actor, event.instance, event.details["former_primary"]) == ("admin", "sales_ro", "sales_primary")
+    # a primary now: promoting again is a conflict
+    assert api_for("admin").post(f"/api/v1/instances/{replica.pk}/promote/").status_code == 409
+
+
+def test_decommission_stops_removes_and_retires(build, api_for):
+    replica = build("sales_ro")
+    folder = Path(replica.data_dir).parent
+    assert processes_using(folder)
+    response = api_for("admin").post(f"/api/v1/instances/{replica.pk}/decommission/")
+    assert response.status_code == 200, response.json()
+    assert response.json()["status"] == InstanceStatus.RETIRED
+    assert not folder.exists()
+    assert processes_using(folder) == []
+    with pytest.raises(psycopg.OperationalError):
+        _admin_conn(replica, connect_timeout=2).close()
+    assert AuditEvent.objects.filter(action="replica.decommissioned", actor="admin", instance="sales_ro").exists()
+    assert api_for("admin").post(f"/api/v1/instances/{replica.pk}/decommission/").status_code == 409
+
+
+def test_instance_page_shows_replicas_with_lag_and_admin_confirmations(build, primary, web_for):
+    replica = build("sales_ro")
+    page = web_for("alice").get(f"/instances/{primary.pk}/").content.decode()
+    assert "sales_ro" in page and "Lag (bytes)" in page
+    alice_view = web_for("alice").get(f"/instances/{replica.pk}/").content.decode()
+    assert "Promote" not in alice_view
+    assert web_for("alice").post(f"/instances/{replica.pk}/promote/").status_code == 403
+    admin_view = web_for("admin").get(f"/instances/{replica.pk}/").content.decode()
+    assert "Promote sales_ro in staging" in admin_view
+    assert "Decommission sales_ro in staging" in admin_view
+    assert "deletes its data directory" in admin_view
+    response = web_for("admin").post(f"/instances/{replica.pk}/decommission/")
+    assert response.status_code == 302
+    replica.refresh_from_db()
+    assert replica.status == InstanceStatus.RETIRED
+
+
+def test_reboot_starts_primaries_before_their_replicas(build, primary, primary_cluster):
+    from portal.services.instances import local_instances_start
+
+    replica = build("sales_ro")
+    standby = LocalCluster(data_dir=Path(replica.data_dir), port=replica.port)
+    standby.stop()
+    primary_cluster.stop()
+    started = local_instances_start()
+    assert started == ["sales_primary", "sales_ro"]
+
+    def streaming():
+        with _admin_conn(primary) as conn:
+            return conn.execute("SELECT 1 FROM pg_stat_replication WHERE application_name = 'sales_ro' "
+                                "AND state = 'streaming'").fetchone()
+
+    _poll(streaming, "streaming after restart")
+
+
+# -- crash safety -----------------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+def test_worker_killed_during_backup_then_retried_ends_with_exactly_one_replica(people, primary, settings):
+    # given a replica request whose backup is throttled so that it is surely still running
+    settings.REPLICA_BACKUP_MAX_RATE = "32k"
+    request = _request(primary, "sales_ro", people["alice"])
+    folder = build_dir(runner.build_key(request))
+    django_connections.close_all()  # the forked worker opens its own connection
+    child = os.fork()
+    if child == 0:  # the "worker"
+        try:
+            runner.apply(request.pk, worker="doomed")
+        finally:
+            os._exit(0)
+
+    # when the worker is SIGKILLed while pg_basebackup runs
+    def backup_running():
+        return any(b"pg_basebackup" in Path("/proc", str(pid), "cmdline").read_bytes()
+                   for pid in processes_using(folder) if Path("/proc", str(pid)).exists())
+
+    try:
+        _poll(backup_running, "pg_basebackup")
+        _poll(lambda: any((folder / "data").iterdir()), "a half-made data directory")
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+    assert (folder / "data").exists()
+    assert Instance.objects.get(name="sales_ro").status == InstanceStatus.PROVISIONING
+    request.refresh_from_db()
+    assert request.status == RequestStatus.RUNNING
+
+    # and the task is delivered again (unthrottled)
+    settings.REPLICA_BACKUP_MAX_RATE = ""
+    runner.apply(request.pk, worker="retry")
+
+    # then the request is applied, with exactly one replica, one data directory and one postmaster
+    request.refresh_from_db()
+    assert request.status == RequestStatus.APPLIED, request.status_detail
+    replicas = list(Instance.objects.filter(replica_of=primary))
+    assert [(r.name, r.status) for r in replicas] == [("sales_ro", InstanceStatus.REACHABLE)]
+    assert sorted(p.name for p in replicas_root().iterdir()) == [folder.name]
+    commands = [Path("/proc", str(pid), "cmdline").read_bytes() for pid in processes_using(folder)]
+    assert not any(b"pg_basebackup" in c for c in commands)
+    postmasters = [c for c in commands if c.split(b"\0")[0].endswith(b"postgres")]
+    assert len(postmasters) == 1
+    assert [e.outcome for e in Execution.objects.filter(request=request).order_by("attempt")] == [
+        "interrupted", "applied"]
+    leftovers = AuditEvent.objects.get(action="replica.leftovers_removed", request_id=request.pk)
+    assert leftovers.details["killed_pids"], "the orphaned pg_basebackup was still running and had to be killed"
+    with _admin_conn(replicas[0]) as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
+
+
+def test_a_failed_build_cleans_up_and_fails_the_request(people, primary, primary_cluster):
+    # given a primary whose pg_hba.conf rejects the replication role before the portal's own line
+    reject = f"host replication {REPLICATION_ROLE} 127.0.0.1/32 reject"
+    hba = primary_cluster.data_dir / "pg_hba.conf"
+    original = hba.read_text()
+    primary_cluster.hba_add(HBA_LINE)
+    primary_cluster.hba_add(reject)
+    request = _request(primary, "sales_ro", people["alice"])
+    try:
+        # when the runner applies the request
+        runner.apply(request, worker="test")
+    finally:
+        hba.write_text(original)
+        primary_cluster.reload()
+    # then the request failed with pg_basebackup's reason, and nothing is left behind
+    request.refresh_from_db()
+    assert request.status == RequestStatus.FAILED
+    assert "pg_basebackup failed" in request.status_detail and "rejects" in request.status_detail
+    assert Execution.objects.get(request=request).outcome == "failed"
+    assert not Instance.objects.filter(name="sales_ro").exists()
+    assert not build_dir(runner.build_key(request)).exists()
+    assert processes_using(build_dir(runner.build_key(request))) == []
+    assert AuditEvent.objects.filter(action="request.failed", request_id=request.pk).exists()
+    assert AuditEvent.objects.filter(action="replica.build_abandoned", request_id=request.pk).exists()
