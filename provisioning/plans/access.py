@@ -39,7 +39,9 @@ MAX_TABLES = 500
 def validate(payload: dict, *, instance: Any, team: Any, kind: str, user: Any = None) -> dict:
     """kind: "grant" or "revoke". `user` None: a system request (expiry, drift)."""
     from portal.models import ManagedRole, ManagedSchema
+    from provisioning.replicas.base import ensure_writable
 
+    ensure_writable(instance)  # a read replica takes no writes: 400 on "instance"
     errors = Errors()
     if not check_keys(errors, payload, required=REQUIRED, optional=OPTIONAL):
         errors.raise_if_any()

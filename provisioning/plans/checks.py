@@ -21,7 +21,9 @@ MAX_NAME_BYTES = 63
 # Every keyword PostgreSQL's quote_ident() would quote: only unreserved keywords may be bare names.
 QUOTED_KEYWORDS = frozenset(RESERVED_KEYWORDS) | frozenset(COL_NAME_KEYWORDS) | frozenset(TYPE_FUNC_NAME_KEYWORDS)
 # Role names PostgreSQL reserves or treats specially in GRANT / ALTER ROLE.
-RESERVED_ROLE_NAMES = frozenset({"public", "none", "current_user", "current_role", "session_user"})
+# dbportal_replication: the portal's own replication role (provisioning.replicas.local), never requestable.
+RESERVED_ROLE_NAMES = frozenset({"public", "none", "current_user", "current_role", "session_user",
+                                 "dbportal_replication"})
 NAME_RULE = "1-63 bytes of a-z, 0-9 and _, not starting with a digit, no pg_ prefix, not an SQL keyword"
 # How far ahead expiry / validity dates may lie (ten years); further is almost surely a typo.
 MAX_HORIZON = timedelta(days=3650)

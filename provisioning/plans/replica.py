@@ -8,13 +8,12 @@ never smuggle text into what the reviewer sees.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from portal.errors import InvalidPayload
 from provisioning.plans import Step
+from provisioning.plans.checks import name_problem
 
-NAME_RULE = re.compile(r"^[a-z_][a-z0-9_]*$")
 ALLOWED_KEYS = {"name"}
 
 
@@ -30,11 +29,9 @@ def validate(payload: dict, *, instance: Any, team: Any = None, user: Any = None
     name = payload.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidPayload.field("payload.name", "required: the new replica's instance name")
-    if len(name.encode()) > 63:
-        raise InvalidPayload.field("payload.name", "at most 63 bytes (names are never truncated)")
-    if not NAME_RULE.match(name):
-        raise InvalidPayload.field(
-            "payload.name", "lower-case letters, digits and _, starting with a letter or _ (^[a-z_][a-z0-9_]*$)")
+    problem = name_problem(name)  # the same naming rule as schemas and roles
+    if problem:
+        raise InvalidPayload.field("payload.name", problem)
     if instance is None:
         raise InvalidPayload.field("instance", "required: the primary to replicate")
     if instance.replica_of_id is not None:

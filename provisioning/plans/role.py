@@ -30,7 +30,9 @@ DENIED_ATTRIBUTES = sql.SQL("NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION N
 
 def validate(payload: dict, *, instance: Any, team: Any, user: Any) -> dict:
     from portal.models import ManagedRole
+    from provisioning.replicas.base import ensure_writable
 
+    ensure_writable(instance)  # a read replica takes no writes: 400 on "instance"
     errors = Errors()
     if not check_keys(errors, payload, required=REQUIRED, optional=OPTIONAL):
         errors.raise_if_any()

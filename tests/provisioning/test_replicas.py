@@ -11,8 +11,11 @@ import secrets
 import shutil
 import signal
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -160,6 +163,30 @@ def test_replica_of_an_external_instance_or_of_a_replica_is_refused(db, primary)
         ensure_writable(replica)
     assert "read-only replica of sales_primary" in caught.value.errors["instance"][0]
     ensure_writable(primary)  # a primary takes writes
+
+
+@pytest.mark.parametrize(("request_type", "payload"), [
+    ("schema", {"database": "sales", "name": "billing"}),
+    ("role", {"name": "billing_app", "login": True}),
+    ("grant", {"role": "billing_app", "database": "sales", "schema": "billing", "privileges": ["SELECT"],
+               "tables": "all"}),
+    ("revoke", {"role": "billing_app", "database": "sales", "schema": "billing", "privileges": ["SELECT"],
+                "tables": "all"}),
+])
+def test_write_requests_against_a_replica_are_400_on_instance(people, primary, request_type, payload):
+    replica = Instance.objects.create(name="r0", kind=InstanceKind.LOCAL, host="127.0.0.1", admin_user="x",
+                                      replica_of=primary)
+    with pytest.raises(InvalidPayload) as caught:
+        module_for(request_type).validate(payload, instance=replica, team=Team.objects.get(name="payments"),
+                                          user=people["alice"])
+    assert list(caught.value.errors) == ["instance"]
+
+
+def test_the_replication_role_cannot_be_requested(people, primary):
+    with pytest.raises(InvalidPayload) as caught:
+        module_for("role").validate({"name": REPLICATION_ROLE, "login": True}, instance=primary,
+                                    team=Team.objects.get(name="payments"), user=people["alice"])
+    assert "reserved" in caught.value.errors["payload.name"][0]
 
 
 # -- building and streaming -------------------------------------------------------------
@@ -332,21 +359,26 @@ def test_reboot_starts_primaries_before_their_replicas(build, primary, primary_c
 
 
 # -- crash safety -----------------------------------------------------------------------
+def _worker_process(request_id: int, **env: str) -> subprocess.Popen:
+    """A separate worker process running the runner on this test's database (committed rows)."""
+    url = urlsplit(settings.DATABASE_URL)
+    database_url = urlunsplit(url._replace(path="/" + django_connections["default"].settings_dict["NAME"]))
+    child_env = dict(os.environ, DJANGO_SETTINGS_MODULE="portal.settings.test", DATABASE_URL=database_url,
+                     REDIS_URL=settings.REDIS_URL, PORTAL_VAR_DIR=str(settings.VAR_DIR), **env)
+    code = ("import sys, django; django.setup(); from provisioning.replicas import runner; "
+            "runner.apply(int(sys.argv[1]), worker='doomed')")
+    return subprocess.Popen([sys.executable, "-c", code, str(request_id)], env=child_env, cwd=settings.BASE_DIR,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 @pytest.mark.django_db(transaction=True)
-def test_worker_killed_during_backup_then_retried_ends_with_exactly_one_replica(people, primary, settings):
-    # given a replica request whose backup is throttled so that it is surely still running
-    settings.REPLICA_BACKUP_MAX_RATE = "32k"
+def test_worker_killed_during_backup_then_retried_ends_with_exactly_one_replica(people, primary):
+    # given a replica request picked up by a worker whose backup is throttled (surely still running)
     request = _request(primary, "sales_ro", people["alice"])
     folder = build_dir(runner.build_key(request))
-    django_connections.close_all()  # the forked worker opens its own connection
-    child = os.fork()
-    if child == 0:  # the "worker"
-        try:
-            runner.apply(request.pk, worker="doomed")
-        finally:
-            os._exit(0)
+    worker = _worker_process(request.pk, PORTAL_REPLICA_BACKUP_MAX_RATE="32k")
 
-    # when the worker is SIGKILLed while pg_basebackup runs
+    # when the worker is SIGKILLed while pg_basebackup runs, with a half-made data directory
     def backup_running():
         return any(b"pg_basebackup" in Path("/proc", str(pid), "cmdline").read_bytes()
                    for pid in processes_using(folder) if Path("/proc", str(pid)).exists())
@@ -355,15 +387,13 @@ def test_worker_killed_during_backup_then_retried_ends_with_exactly_one_replica(
         _poll(backup_running, "pg_basebackup")
         _poll(lambda: any((folder / "data").iterdir()), "a half-made data directory")
     finally:
-        os.kill(child, signal.SIGKILL)
-        os.waitpid(child, 0)
-    assert (folder / "data").exists()
+        worker.kill()
+        worker.wait()
     assert Instance.objects.get(name="sales_ro").status == InstanceStatus.PROVISIONING
     request.refresh_from_db()
     assert request.status == RequestStatus.RUNNING
 
-    # and the task is delivered again (unthrottled)
-    settings.REPLICA_BACKUP_MAX_RATE = ""
+    # and the task is delivered again to another worker
     runner.apply(request.pk, worker="retry")
 
     # then the request is applied, with exactly one replica, one data directory and one postmaster
