@@ -41,17 +41,17 @@ def main() -> None:
 
     call_command("migrate", interactive=False, verbosity=0)
 
+    from django.contrib.auth.models import User
+
     from portal.choices import RequestStatus, RequestType
     from portal.models import ChangeRequest, Instance, Team
     from portal.services.demo import seed_people
     from portal.services.instances import instance_create_local
     from portal.services.replicas import replica_decommission
+    from provisioning import executor
     from provisioning.clusters import LocalCluster, free_port
     from provisioning.plans import module_for, plan_hash, plan_text
-    from provisioning.replicas import runner
     from provisioning.replicas.local import REPLICATION_ROLE, LocalReplicaDriver, _chown_service, replicas_root
-
-    from django.contrib.auth.models import User
 
     seed_people("bench-password")
     admin = User.objects.get(username="admin")
@@ -107,10 +107,12 @@ def main() -> None:
             type=RequestType.REPLICA, instance=primary, team=team, requester=alice, justification="bench",
             payload=payload, plan=plan, plan_hash=plan_hash(plan), status=RequestStatus.QUEUED)
         started = time.perf_counter()
-        runner.apply(request, worker="bench")  # returns once streaming and replayed up to the primary's LSN
+        # What the apply task runs: claim, verify the plan, build; returns once the standby streams and
+        # has replayed up to the primary's LSN, with the outcome recorded.
+        outcome = executor.apply(request_id=request.pk, plan_hash=request.plan_hash, worker="bench")
         elapsed = time.perf_counter() - started
         request.refresh_from_db()
-        assert request.status == RequestStatus.APPLIED, request.status_detail
+        assert outcome == "applied" and request.status == RequestStatus.APPLIED, request.status_detail
         replica_decommission(instance=Instance.objects.get(name=payload["name"]), actor=admin)
         return elapsed
 

@@ -584,8 +584,8 @@ def verify_plan(request: Any) -> list[Step]:
 def _run_replica(execution: Any, worker: str) -> TargetResult:
     from provisioning.replicas import runner  # owned by the replicas engineer
 
-    runner.apply(execution.request, worker=worker)
-    return TargetResult(outcome=OUTCOME_APPLIED, statements=[], database="")
+    statements = runner.apply(execution.request, worker=worker)
+    return TargetResult(outcome=OUTCOME_APPLIED, statements=statements, database="")
 
 
 # --- entry point ------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from audit.models import AuditEvent
 from portal.choices import Environment, InstanceKind, InstanceStatus, RequestStatus, RequestType
 from portal.errors import InvalidPayload
 from portal.models import ChangeRequest, Execution, Instance, Team
+from provisioning import executor
 from provisioning.clusters import LocalCluster, free_port
 from provisioning.models import ReplicationCredential
 from provisioning.plans import module_for, plan_hash, plan_text
@@ -98,12 +99,17 @@ def _request(primary: Instance, name: str, requester) -> ChangeRequest:
 def build(people, primary):
     def make(name: str = "sales_ro") -> Instance:
         request = _request(primary, name, people["alice"])
-        runner.apply(request, worker="test")
+        assert _apply(request) == "applied"
         request.refresh_from_db()
         assert request.status == RequestStatus.APPLIED, request.status_detail
         return Instance.objects.get(name=name)
 
     return make
+
+
+def _apply(request: ChangeRequest, worker: str = "test") -> str:
+    """What the apply task does: the executor claims the request and hands it to the replica runner."""
+    return executor.apply(request_id=request.pk, plan_hash=request.plan_hash, worker=worker)
 
 
 def _admin_conn(instance: Instance, dbname: str = "postgres", **kw) -> psycopg.Connection:
@@ -202,9 +208,11 @@ def test_replica_request_ends_applied_streams_and_refuses_writes(build, primary,
     assert execution.outcome == "applied"
     assert [s["sql"] for s in execution.statements] == request.plan
     actions = list(AuditEvent.objects.filter(request_id=request.pk).order_by("seq").values_list("action", flat=True))
-    assert actions == ["request.running", "replica.role_ensured", "replica.hba_configured", "replica.registered",
-                       "replica.backup_taken", "replica.started", "replica.caught_up", "replica.created",
-                       "request.applied"]
+    assert actions[0] == "request.running" and actions[-1] == "request.applied"
+    assert [a for a in actions if a.startswith("replica.")] == [
+        "replica.role_ensured", "replica.hba_configured", "replica.registered", "replica.backup_taken",
+        "replica.started", "replica.caught_up", "replica.created"]
+    assert actions.count("sql.executed") == len(request.plan)  # each step, as the executor logs statements
     # the portal's replication role has REPLICATION and nothing else; its password is nowhere in the log
     with _admin_conn(primary) as conn:
         attrs = conn.execute("SELECT rolreplication, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls "
@@ -259,10 +267,15 @@ def test_running_the_same_request_again_changes_nothing(build, primary):
     replica = build("sales_ro")
     request = ChangeRequest.objects.get(payload__name="sales_ro")
     pid = LocalCluster(data_dir=Path(replica.data_dir), port=replica.port).postmaster_pid()
-    runner.apply(request, worker="test")  # applied: a redelivered task is a no-op
+    # a redelivered task for an applied request is skipped
+    assert _apply(request) == "skipped"
     assert Execution.objects.filter(request=request).count() == 1
+    # a worker that died after the build but before recording it: the next one finds the replica done
+    ChangeRequest.objects.filter(pk=request.pk).update(status=RequestStatus.RUNNING)
+    assert _apply(request, worker="second") == "applied"
     assert LocalCluster(data_dir=Path(replica.data_dir), port=replica.port).postmaster_pid() == pid
     assert Instance.objects.filter(replica_of=primary).count() == 1
+    assert Execution.objects.filter(request=request).count() == 2
 
 
 def test_killed_standby_postmaster_shows_unhealthy_after_the_health_job(build):
@@ -359,15 +372,15 @@ def test_reboot_starts_primaries_before_their_replicas(build, primary, primary_c
 
 
 # -- crash safety -----------------------------------------------------------------------
-def _worker_process(request_id: int, **env: str) -> subprocess.Popen:
+def _worker_process(request_id: int, plan_hash: str, **env: str) -> subprocess.Popen:
     """A separate worker process running the runner on this test's database (committed rows)."""
     url = urlsplit(settings.DATABASE_URL)
     database_url = urlunsplit(url._replace(path="/" + django_connections["default"].settings_dict["NAME"]))
     child_env = dict(os.environ, DJANGO_SETTINGS_MODULE="portal.settings.test", DATABASE_URL=database_url,
                      REDIS_URL=settings.REDIS_URL, PORTAL_VAR_DIR=str(settings.VAR_DIR), **env)
-    code = ("import sys, django; django.setup(); from provisioning.replicas import runner; "
-            "runner.apply(int(sys.argv[1]), worker='doomed')")
-    return subprocess.Popen([sys.executable, "-c", code, str(request_id)], env=child_env, cwd=settings.BASE_DIR,
+    code = ("import sys, django; django.setup(); from provisioning import executor; "
+            "executor.apply(request_id=int(sys.argv[1]), plan_hash=sys.argv[2], worker='doomed')")
+    return subprocess.Popen([sys.executable, "-c", code, str(request_id), plan_hash], env=child_env, cwd=settings.BASE_DIR,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -376,7 +389,7 @@ def test_worker_killed_during_backup_then_retried_ends_with_exactly_one_replica(
     # given a replica request picked up by a worker whose backup is throttled (surely still running)
     request = _request(primary, "sales_ro", people["alice"])
     folder = build_dir(runner.build_key(request))
-    worker = _worker_process(request.pk, PORTAL_REPLICA_BACKUP_MAX_RATE="32k")
+    worker = _worker_process(request.pk, request.plan_hash, PORTAL_REPLICA_BACKUP_MAX_RATE="32k")
 
     # when the worker is SIGKILLed while pg_basebackup runs, with a half-made data directory
     def backup_running():
@@ -394,7 +407,7 @@ def test_worker_killed_during_backup_then_retried_ends_with_exactly_one_replica(
     assert request.status == RequestStatus.RUNNING
 
     # and the task is delivered again to another worker
-    runner.apply(request.pk, worker="retry")
+    assert _apply(request, worker="retry") == "applied"
 
     # then the request is applied, with exactly one replica, one data directory and one postmaster
     request.refresh_from_db()
@@ -407,7 +420,7 @@ def test_worker_killed_during_backup_then_retried_ends_with_exactly_one_replica(
     postmasters = [c for c in commands if c.split(b"\0")[0].endswith(b"postgres")]
     assert len(postmasters) == 1
     assert [e.outcome for e in Execution.objects.filter(request=request).order_by("attempt")] == [
-        "interrupted", "applied"]
+        "worker_lost", "applied"]
     leftovers = AuditEvent.objects.get(action="replica.leftovers_removed", request_id=request.pk)
     assert leftovers.details["killed_pids"], "the orphaned pg_basebackup was still running and had to be killed"
     with _admin_conn(replicas[0]) as conn:
@@ -423,8 +436,8 @@ def test_a_failed_build_cleans_up_and_fails_the_request(people, primary, primary
     primary_cluster.hba_add(reject)
     request = _request(primary, "sales_ro", people["alice"])
     try:
-        # when the runner applies the request
-        runner.apply(request, worker="test")
+        # when the executor applies the request
+        assert _apply(request) == "failed"
     finally:
         hba.write_text(original)
         primary_cluster.reload()
