@@ -372,11 +372,15 @@ def test_reboot_starts_primaries_before_their_replicas(build, primary, primary_c
 
 
 # -- crash safety -----------------------------------------------------------------------
-def _worker_process(request_id: int, plan_hash: str, **env: str) -> subprocess.Popen:
-    """A separate worker process running the runner on this test's database (committed rows)."""
+def _test_database_url() -> str:
+    """settings.DATABASE_URL pointed at pytest-django's test database (the socket host stays in the query)."""
     url = urlsplit(settings.DATABASE_URL)
-    database_url = urlunsplit(url._replace(path="/" + django_connections["default"].settings_dict["NAME"]))
-    child_env = dict(os.environ, DJANGO_SETTINGS_MODULE="portal.settings.test", DATABASE_URL=database_url,
+    return urlunsplit(url._replace(path="/" + django_connections["default"].settings_dict["NAME"]))
+
+
+def _worker_process(request_id: int, plan_hash: str, **env: str) -> subprocess.Popen:
+    """A separate worker process running the executor on this test's database (committed rows)."""
+    child_env = dict(os.environ, DJANGO_SETTINGS_MODULE="portal.settings.test", DATABASE_URL=_test_database_url(),
                      REDIS_URL=settings.REDIS_URL, PORTAL_VAR_DIR=str(settings.VAR_DIR), **env)
     code = ("import sys, django; django.setup(); from provisioning import executor; "
             "executor.apply(request_id=int(sys.argv[1]), plan_hash=sys.argv[2], worker='doomed')")
@@ -451,3 +455,59 @@ def test_a_failed_build_cleans_up_and_fails_the_request(people, primary, primary
     assert processes_using(build_dir(runner.build_key(request))) == []
     assert AuditEvent.objects.filter(action="request.failed", request_id=request.pk).exists()
     assert AuditEvent.objects.filter(action="replica.build_abandoned", request_id=request.pk).exists()
+
+
+# -- end to end through the outbox and real Celery workers -------------------------------
+@pytest.mark.django_db(transaction=True)
+def test_approved_request_through_celery_survives_a_killed_worker_and_alices_role_reads_the_replica(
+        people, primary, celery_workers, wait_for_status, api_for):
+    from provisioning.outbox import enqueue_apply
+
+    # given alice's team's schema and login role on the primary (made there by earlier requests)
+    app_password = secrets.token_urlsafe(12)
+    with _admin_conn(primary, "sales") as conn:
+        conn.execute("CREATE SCHEMA payments")
+        conn.execute("CREATE TABLE payments.invoices (id int PRIMARY KEY, amount numeric)")
+        conn.execute("INSERT INTO payments.invoices VALUES (1, 12.5)")
+        conn.execute(sql.SQL("CREATE ROLE payments_app LOGIN PASSWORD {}").format(sql.Literal(app_password)))
+        conn.execute("GRANT USAGE ON SCHEMA payments TO payments_app")
+        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA payments TO payments_app")
+    # and alice's replica request, approved: queued through the outbox as the approval does
+    request = _request(primary, "payments_ro", people["alice"])
+    ChangeRequest.objects.filter(pk=request.pk).update(status=RequestStatus.APPROVED)
+    request.refresh_from_db()
+    folder = build_dir(runner.build_key(request))
+    # (DATABASE_URL: the fixture's own URL loses the embedded database's socket folder)
+    slow = celery_workers.start(beat=False, env={"PORTAL_REPLICA_BACKUP_MAX_RATE": "32k",
+                                                 "DATABASE_URL": _test_database_url()})
+    enqueue_apply(request)
+
+    # when the worker is SIGKILLed (with everything it started) in the middle of pg_basebackup
+    def backup_running():
+        return any(b"pg_basebackup" in Path("/proc", str(pid), "cmdline").read_bytes()
+                   for pid in processes_using(folder) if Path("/proc", str(pid)).exists())
+
+    try:
+        _poll(backup_running, "pg_basebackup in the worker")
+    except AssertionError:
+        request.refresh_from_db()
+        raise AssertionError(f"{request.status} {request.status_detail}\n{slow.tail(60)}") from None
+    finally:
+        slow.kill()
+    assert (folder / "data").exists()
+    # and another worker comes up: its beat finds the request running with no live worker
+    celery_workers.start(beat=True, env={"DATABASE_URL": _test_database_url()})
+
+    # then the request ends applied with exactly one streaming replica
+    request = wait_for_status(request.pk, {RequestStatus.APPLIED, RequestStatus.FAILED}, timeout=120)
+    assert request.status == RequestStatus.APPLIED, request.status_detail
+    listed = api_for("alice").get("/api/v1/instances/", {"kind": "local"}).json()["results"]
+    replicas = [i for i in listed if i["replica_of"] == "sales_primary"]
+    assert [(i["name"], i["status"]) for i in replicas] == [("payments_ro", InstanceStatus.REACHABLE)]
+    assert sorted(p.name for p in replicas_root().iterdir()) == [folder.name]
+    outcomes = list(Execution.objects.filter(request=request).order_by("attempt").values_list("outcome", flat=True))
+    assert outcomes[0] == "worker_lost" and outcomes[-1] == "applied"
+    # and alice's role logs in to the replica and reads the replicated schema
+    with psycopg.connect(host="127.0.0.1", port=replicas[0]["port"], user="payments_app", password=app_password,
+                         dbname="sales", connect_timeout=5) as conn:
+        assert conn.execute("SELECT amount FROM payments.invoices WHERE id = 1").fetchone()[0] == 12.5
