@@ -305,6 +305,21 @@ def test_only_admins_promote_and_only_replicas(build, primary, api_for):
     assert api_for("admin").post(f"/api/v1/instances/{primary.pk}/decommission/").status_code == 409
 
 
+@pytest.mark.parametrize("action", ["promote", "decommission"])
+@pytest.mark.parametrize(("username", "expected"), [
+    (None, {401, 403}), ("alice", {403}), ("dave", {403}), ("bob", {403}), ("carol", {403}), ("admin", {409}),
+])
+def test_replica_action_permission_matrix(people, primary, api_for, action, username, expected):
+    # a replica still being built: admins get a 409, everyone else is refused before anything runs
+    replica = Instance.objects.create(name="r0", kind=InstanceKind.LOCAL, host="127.0.0.1", admin_user="x",
+                                      replica_of=primary, status=InstanceStatus.PROVISIONING)
+    response = api_for(username).post(f"/api/v1/instances/{replica.pk}/{action}/")
+    assert response.status_code in expected
+    assert set(response.json()) == {"detail", "errors"}
+    replica.refresh_from_db()
+    assert replica.status == InstanceStatus.PROVISIONING and replica.replica_of_id == primary.pk
+
+
 def test_promote_makes_the_replica_a_writable_primary(build, api_for):
     replica = build("sales_ro")
     response = api_for("admin").post(f"/api/v1/instances/{replica.pk}/promote/")
