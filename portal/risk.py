@@ -67,9 +67,12 @@ RULES: list[Rule] = [
          lambda s: s.is_access and bool(s.payload.get("default_privileges"))),
     Rule(Risk.MEDIUM, "login role: a password is generated and someone will connect with it",
          lambda s: s.type == RequestType.ROLE and bool(s.payload.get("login"))),
+    Rule(Risk.MEDIUM, "read replica: a full copy of every database of the primary, on a new port, "
+                      "readable by every role of the primary",
+         lambda s: s.type == RequestType.REPLICA),
     Rule(Risk.MEDIUM, "no risk rules for this request type yet: rated medium",
          lambda s: s.type not in {RequestType.SCHEMA, RequestType.ROLE, RequestType.GRANT, RequestType.REVOKE,
-                                  RequestType.DDL}),
+                                  RequestType.DDL, RequestType.REPLICA}),
     # Low-level reasons do not raise the risk; they tell the reviewer what to look at.
     Rule(Risk.LOW, "access to another team's schema: its lead approves too", lambda s: s.cross_team),
     Rule(Risk.LOW, "read access", lambda s: s.is_access and bool(s.privileges & {"SELECT", "USAGE"})),

@@ -27,6 +27,7 @@ from portal.querysets import is_admin, is_reviewer
 from portal.risk import owner_team_id_for, risk_assess
 from portal.services.policy import approval_tally, decision_eligibility, requirement_for, requirement_of
 from provisioning.plans import module_for, plan_hash, plan_text
+from provisioning.replicas.base import ensure_writable
 
 log = structlog.get_logger(__name__)
 
@@ -86,6 +87,9 @@ def request_preview(*, user: Any, type: str, instance: Instance, team: Team, pay
     to the portal's records (the inventory cache may be refreshed)."""
     module = _plan_module(type)
     _check_requester(user, team, instance)
+    if type != RequestType.REPLICA:
+        # A read replica takes no writes: 400 on "instance" before anything reads its inventory.
+        ensure_writable(instance)
     if type in (RequestType.SCHEMA, RequestType.ROLE, RequestType.GRANT, RequestType.REVOKE):
         inventory_ensure_fresh(instance)
     validated = module.validate(payload, instance=instance, team=team, user=user)

@@ -188,6 +188,21 @@ def test_write_requests_against_a_replica_are_400_on_instance(people, primary, r
     assert list(caught.value.errors) == ["instance"]
 
 
+def test_submitting_a_write_request_against_a_replica_is_400_on_instance(people, primary, api_for):
+    replica = Instance.objects.create(name="r0", kind=InstanceKind.LOCAL, host="127.0.0.1", admin_user="x",
+                                      replica_of=primary, environment=primary.environment)
+    for request_type, payload in [("schema", {"database": "sales", "name": "billing"}),
+                                  ("role", {"name": "billing_app", "login": False}),
+                                  ("grant", {"role": "billing_app", "database": "sales", "schema": "billing",
+                                             "privileges": ["SELECT"]})]:
+        response = api_for("alice").post("/api/v1/requests/", {
+            "type": request_type, "instance": replica.pk, "team": "payments", "justification": "x",
+            "payload": payload}, format="json")
+        assert response.status_code == 400, (request_type, response.json())
+        assert "read-only replica of sales_primary" in response.json()["errors"]["instance"][0]
+    assert not ChangeRequest.objects.exists()
+
+
 def test_the_replication_role_cannot_be_requested(people, primary):
     with pytest.raises(InvalidPayload) as caught:
         module_for("role").validate({"name": REPLICATION_ROLE, "login": True}, instance=primary,
@@ -474,10 +489,8 @@ def test_a_failed_build_cleans_up_and_fails_the_request(people, primary, primary
 
 # -- end to end through the outbox and real Celery workers -------------------------------
 @pytest.mark.django_db(transaction=True)
-def test_approved_request_through_celery_survives_a_killed_worker_and_alices_role_reads_the_replica(
+def test_alice_asks_bob_approves_a_killed_worker_is_survived_and_alices_role_reads_the_replica(
         people, primary, celery_workers, wait_for_status, api_for):
-    from provisioning.outbox import enqueue_apply
-
     # given alice's team's schema and login role on the primary (made there by earlier requests)
     app_password = secrets.token_urlsafe(12)
     with _admin_conn(primary, "sales") as conn:
@@ -487,17 +500,24 @@ def test_approved_request_through_celery_survives_a_killed_worker_and_alices_rol
         conn.execute(sql.SQL("CREATE ROLE payments_app LOGIN PASSWORD {}").format(sql.Literal(app_password)))
         conn.execute("GRANT USAGE ON SCHEMA payments TO payments_app")
         conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA payments TO payments_app")
-    # and alice's replica request, approved: queued through the outbox as the approval does
-    request = _request(primary, "payments_ro", people["alice"])
-    ChangeRequest.objects.filter(pk=request.pk).update(status=RequestStatus.APPROVED)
-    request.refresh_from_db()
-    folder = build_dir(runner.build_key(request))
+    # and a worker (throttled backups) running
     # (DATABASE_URL: the fixture's own URL loses the embedded database's socket folder)
     slow = celery_workers.start(beat=False, env={"PORTAL_REPLICA_BACKUP_MAX_RATE": "32k",
                                                  "DATABASE_URL": _test_database_url()})
-    enqueue_apply(request)
+    # when alice asks for a replica and sees the steps as the plan
+    response = api_for("alice").post("/api/v1/requests/", {
+        "type": "replica", "instance": "sales_primary", "team": "payments",
+        "justification": "reports read from a replica", "payload": {"name": "payments_ro"}}, format="json")
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["risk"] == "medium" and all(line.startswith("-- ") for line in body["plan"])
+    # and bob approves it (the approval queues it through the outbox)
+    approved = api_for("bob").post(f"/api/v1/requests/{body['id']}/approve/", {"comment": "ok"}, format="json")
+    assert approved.status_code == 200, approved.json()
+    request = ChangeRequest.objects.get(pk=body["id"])
+    folder = build_dir(runner.build_key(request))
 
-    # when the worker is SIGKILLed (with everything it started) in the middle of pg_basebackup
+    # and that worker is SIGKILLed (with everything it started) in the middle of pg_basebackup
     def backup_running():
         return any(b"pg_basebackup" in Path("/proc", str(pid), "cmdline").read_bytes()
                    for pid in processes_using(folder) if Path("/proc", str(pid)).exists())
