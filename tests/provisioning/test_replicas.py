@@ -144,6 +144,9 @@ def test_plan_is_the_steps_as_comment_lines_with_quoted_names(primary):
     ({"name": "1abc"}, "payload.name"),
     ({"name": "a" * 64}, "payload.name"),
     ({"name": ""}, "payload.name"),
+    ({"name": "\ud800"}, "payload.name"),
+    ({"name": "select"}, "payload.name"),
+    ({"name": "pg_ro"}, "payload.name"),
     ({}, "payload.name"),
     ({"name": "ok", "port": 5}, "payload.port"),
     ({"name": "sales_primary"}, "payload.name"),  # taken by the primary itself
