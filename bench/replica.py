@@ -34,6 +34,12 @@ def main() -> None:
 
     import django
 
+    from portal import embedded
+
+    var_dir = Path(os.environ["PORTAL_VAR_DIR"])
+    var_dir.mkdir(parents=True, exist_ok=True)
+    if not os.environ.get("DATABASE_URL"):
+        embedded.ensure_database(var_dir)  # the bench's own portal database (stopped at the end)
     django.setup()
     import psycopg
     from django.conf import settings
@@ -126,6 +132,11 @@ def main() -> None:
     finally:
         LocalCluster(Path(primary.data_dir), primary.port).remove()
         shutil.rmtree(replicas_root(), ignore_errors=True)
+    from django.db import connections
+
+    connections.close_all()
+    if not os.environ.get("DATABASE_URL"):
+        embedded.stop_database(var_dir)
     bare_median, portal_median = statistics.median(bare), statistics.median(portal)
     print(f"bare pg_basebackup + pg_ctl start -w: median {bare_median:.3f} s")
     print(f"portal replica request (approved -> streaming, caught up): median {portal_median:.3f} s")
