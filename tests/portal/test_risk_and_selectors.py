@@ -36,7 +36,7 @@ def rate(request_type="grant", environment="dev", team_id=1, owner_team_id=1, **
     ({"request_type": "schema", "name": "x"}, "low", "new empty schema"),
     ({"request_type": "schema", "name": "x", "environment": "prod"}, "high", "production"),
     ({"request_type": "revoke", "privileges": ["DELETE"]}, "low", "takes access away"),
-    ({"request_type": "replica", "name": "x"}, "medium", "no risk rules"),
+    ({"request_type": "replica", "name": "x"}, "medium", "read replica: a full copy"),
 ])
 def test_risk_rules(kwargs, level, reason):
     risk, reasons = rate(**kwargs)

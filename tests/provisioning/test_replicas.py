@@ -197,7 +197,9 @@ def test_submitting_a_write_request_against_a_replica_is_400_on_instance(people,
     for request_type, payload in [("schema", {"database": "sales", "name": "billing"}),
                                   ("role", {"name": "billing_app", "login": False}),
                                   ("grant", {"role": "billing_app", "database": "sales", "schema": "billing",
-                                             "privileges": ["SELECT"]})]:
+                                             "privileges": ["SELECT"]}),
+                                  ("ddl", {"database": "sales", "schema": "billing",
+                                           "sql": "CREATE TABLE t (id int)"})]:
         response = api_for("alice").post("/api/v1/requests/", {
             "type": request_type, "instance": replica.pk, "team": "payments", "justification": "x",
             "payload": payload}, format="json")
