@@ -13,6 +13,7 @@ from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 from portal.api.permissions import IsPlatformAdmin
+from portal.api.schema import error_responses
 from portal.api.serializers import InstanceOutput, InstanceRegisterInput, TeamOutput, TokenInput, TokenOutput
 from portal.models import Instance, Team
 from portal.services.auth import client_ip, login_attempt
@@ -70,14 +71,14 @@ class InstanceViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         instance = instance_register(actor=request.user, actor_ip=client_ip(request), **data.validated_data)
         return Response(InstanceOutput(instance).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses={200: InstanceOutput})
+    @extend_schema(request=None, responses={200: InstanceOutput, **error_responses(409)})
     @action(detail=True, methods=["post"])
     def promote(self, request, pk=None):
         """Admin: promote a replica to a writable primary (pg_ctl promote; replica_of cleared)."""
         instance = replica_promote(instance=self.get_object(), actor=request.user, actor_ip=client_ip(request))
         return Response(InstanceOutput(instance).data)
 
-    @extend_schema(request=None, responses={200: InstanceOutput})
+    @extend_schema(request=None, responses={200: InstanceOutput, **error_responses(409)})
     @action(detail=True, methods=["post"])
     def decommission(self, request, pk=None):
         """Admin: stop a replica, remove its data directory and mark it retired."""

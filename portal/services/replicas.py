@@ -33,6 +33,17 @@ def _check_replica_action(*, instance: Instance, actor: Any, verb: str) -> None:
         raise Conflict(f"{instance.name} is still being built")
 
 
+def _cluster_action(*, instance: Instance, actor: Any, actor_ip: str | None, verb: str, run: Any) -> None:
+    """Run the driver's action; a failure is audited and answered as a 409 naming the reason."""
+    try:
+        run(instance)
+    except Exception as exc:  # pg_ctl, a connection or a timeout: the cluster did not allow it
+        reason = redact_text(str(exc))[:400] or type(exc).__name__
+        record(f"replica.{verb}_failed", actor=actor, actor_ip=actor_ip, object_type="instance",
+               object_id=instance.pk, instance=instance, outcome="failed", details={"error": reason})
+        raise Conflict(f"could not {verb} {instance.name}: {reason}") from exc
+
+
 def replica_promote(*, instance: Instance, actor: Any, actor_ip: str | None = None) -> Instance:
     """pg_ctl promote the standby: it becomes a writable primary and `replica_of` is cleared."""
     _check_replica_action(instance=instance, actor=actor, verb="promote")
@@ -40,7 +51,7 @@ def replica_promote(*, instance: Instance, actor: Any, actor_ip: str | None = No
     driver = driver_for(instance)
     # The cluster action runs outside the portal transaction: it is idempotent, so an
     # interrupted promote is finished by pressing the button again.
-    driver.promote(instance)
+    _cluster_action(instance=instance, actor=actor, actor_ip=actor_ip, verb="promote", run=driver.promote)
     with transaction.atomic():
         instance = Instance.objects.select_for_update().get(pk=instance.pk)
         instance.replica_of = None
@@ -61,7 +72,7 @@ def replica_decommission(*, instance: Instance, actor: Any, actor_ip: str | None
     """Stop the standby, remove its data directory and mark it retired (the row stays for history)."""
     _check_replica_action(instance=instance, actor=actor, verb="decommission")
     driver = driver_for(instance)
-    driver.destroy(instance)
+    _cluster_action(instance=instance, actor=actor, actor_ip=actor_ip, verb="decommission", run=driver.destroy)
     with transaction.atomic():
         instance = Instance.objects.select_for_update().get(pk=instance.pk)
         instance.status = InstanceStatus.RETIRED
