@@ -40,6 +40,8 @@ def main() -> None:
     var_dir.mkdir(parents=True, exist_ok=True)
     if not os.environ.get("DATABASE_URL"):
         embedded.ensure_database(var_dir)  # the bench's own portal database (stopped at the end)
+    if not os.environ.get("REDIS_URL"):
+        embedded.ensure_redis(var_dir)  # notifications are enqueued on each transition, as in production
     django.setup()
     import psycopg
     from django.conf import settings
@@ -137,6 +139,8 @@ def main() -> None:
     connections.close_all()
     if not os.environ.get("DATABASE_URL"):
         embedded.stop_database(var_dir)
+    if not os.environ.get("REDIS_URL"):
+        embedded.stop_redis(var_dir)
     bare_median, portal_median = statistics.median(bare), statistics.median(portal)
     print(f"bare pg_basebackup + pg_ctl start -w: median {bare_median:.3f} s")
     print(f"portal replica request (approved -> streaming, caught up): median {portal_median:.3f} s")

@@ -29,7 +29,7 @@ def notify_enqueue(request_id: int, event: str) -> None:
     try:
         notify_request.apply_async(args=[request_id, event], retry=False)
     except Exception as exc:  # noqa: BLE001 - a lost notification must never fail a transition
-        log.warning("notify.enqueue_failed", request=request_id, event=event, error=type(exc).__name__)
+        log.warning("notify.enqueue_failed", request=request_id, notification=event, error=type(exc).__name__)
 
 
 def notification_body(request, event: str) -> dict:
