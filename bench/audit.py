@@ -231,6 +231,23 @@ def bare_commits(count: int) -> float:
         return count / (time.perf_counter() - began)
 
 
+def pages() -> list[tuple[str, float]]:
+    """Keyset pages of the log at this size: one page per filter, from each end."""
+    from audit.selectors import event_page, parse_filters
+
+    middle = AuditEvent.objects.order_by("-seq").values_list("ts", flat=True)[AuditEvent.objects.count() // 2]
+    day = middle.date().isoformat()
+    timings = []
+    for params in ({}, {"since": day}, {"until": day}, {"since": day, "action": "request.applied"},
+                   {"actor": "bob"}, {"request": "60000"}):
+        for direction in ({"after": None}, {"before": 0}):
+            began = time.perf_counter()
+            event_page(parse_filters(params), limit=50, **direction)
+            timings.append((f"{params} {'oldest' if 'after' in direction else 'newest'} first",
+                            (time.perf_counter() - began) * 1000))
+    return timings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -250,6 +267,11 @@ def main() -> None:
           f"({api_bytes / 2**20 / api_s:,.0f} MiB/s)")
     print(f"export: speed ratio API/COPY = {copy_s / api_s * (api_bytes / copy_bytes):.2f} (goal >= 0.50); "
           f"worker RSS growth {rss / 2**20:.1f} MiB (goal < 100)")
+
+    timings = pages()
+    worst = max(timings, key=lambda t: t[1])
+    print(f"events API: {len(timings)} keyset pages of 50 (filters by period, action, actor, request; both ends): "
+          f"median {sorted(t for _, t in timings)[len(timings) // 2]:.1f} ms, slowest {worst[1]:.1f} ms ({worst[0]})")
 
     bare_s, rows = bare_verify()
     began = time.perf_counter()
