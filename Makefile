@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint venv bench clean-var
+.PHONY: run test check lint venv bench load clean-var
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/provisioning.py
+
+# 50 locust users for 60 s against a fresh `manage.py run` (not part of `make test`: it measures time).
+load: $(STAMP)
+	$(PY) bench/load.py
 
 clean-var:
 	rm -rf var/test
