@@ -52,6 +52,9 @@ ROWS: list[Row] = [
     Row("instance-list", "GET", "/instances/", "302 200 200 200 200 200"),
     Row("instance-detail", "GET", "/instances/{instance}/", "302 200 200 200 200 200"),
     Row("instance-register", "GET", "/instances/register/", "302 403 403 403 403 200"),
+    # {instance} is a primary: admin's promote / decommission is refused with a message (UI) or 409 (API).
+    Row("instance-promote", "POST", "/instances/{instance}/promote/", "302 403 403 403 403 302"),
+    Row("instance-decommission", "POST", "/instances/{instance}/decommission/", "302 403 403 403 403 302"),
     Row("dashboard-data", "GET", "/dashboard/data/", "302 403 403 200 403 200"),
     # --- UI: requests ---------------------------------------------------------------------------
     Row("request-list", "GET", "/requests/", "302 200 200 200 200 200"),
@@ -98,6 +101,8 @@ ROWS: list[Row] = [
     Row("api:instance-list", "POST", "/api/v1/instances/", "401 403 403 403 403 400",
         data={"name": "matrix", "environment": "dev", "host": "10.9.9.9", "admin_user": "postgres"}),
     Row("api:instance-detail", "GET", "/api/v1/instances/{instance}/", "401 200 200 200 200 200"),
+    Row("api:instance-promote", "POST", "/api/v1/instances/{instance}/promote/", "401 403 403 403 403 409"),
+    Row("api:instance-decommission", "POST", "/api/v1/instances/{instance}/decommission/", "401 403 403 403 403 409"),
     Row("api:request-list", "GET", "/api/v1/requests/", "401 200 200 200 200 200"),
     Row("api:request-list", "POST", "/api/v1/requests/", "401 201 400 403 403 201",
         data={"type": "schema", "instance": "demo", "team": "payments", "justification": "matrix",
