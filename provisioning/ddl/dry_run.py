@@ -38,7 +38,7 @@ def run(instance: Any, payload: dict) -> dict:
                               "skipped": skipped, "note": ""}
     if skipped:
         result["note"] = ("statements " + ", ".join(str(i) for i in skipped) +
-                          " run outside a transaction (CREATE INDEX CONCURRENTLY) and were not dry-run")
+                          " run outside a transaction (CREATE / DROP INDEX CONCURRENTLY) and were not dry-run")
     try:
         with connections.connect(instance, payload["database"], lock_timeout_ms=DRY_RUN_LOCK_TIMEOUT_MS,
                                  statement_timeout_ms=DRY_RUN_STATEMENT_TIMEOUT_MS) as conn:

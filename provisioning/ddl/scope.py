@@ -346,6 +346,9 @@ class _Checker:
                 self.refuse("scope.statement_not_allowed", f"{type(cmd).__name__} in ALTER")
                 continue
             subtype = _enum(cmd.subtype, AT)
+            if subtype == AT.AT_DetachPartition and getattr(cmd.def_, "concurrent", False):
+                self.refuse("scope.subcommand_not_allowed", "DETACH PARTITION CONCURRENTLY cannot run in the "
+                                                            "plan's transaction; detach without CONCURRENTLY")
             if subtype in ALTER_TABLE_REFUSED:
                 self.refuse(*ALTER_TABLE_REFUSED[subtype])
             elif subtype not in ALTER_TABLE_ALLOWED:
@@ -420,8 +423,12 @@ class _Checker:
 
 
 def is_concurrent_index(statement: Statement) -> bool:
-    """CREATE INDEX CONCURRENTLY: cannot run in a transaction, so it is its own step after it."""
-    return isinstance(statement.node, ast.IndexStmt) and bool(statement.node.concurrent)
+    """CREATE / DROP INDEX CONCURRENTLY: cannot run in a transaction, so each is its own step after it."""
+    node = statement.node
+    if isinstance(node, ast.IndexStmt):
+        return bool(node.concurrent)
+    return (isinstance(node, ast.DropStmt) and bool(node.concurrent)
+            and _enum(node.removeType, ObjectType) == ObjectType.OBJECT_INDEX)
 
 
 def violations(statement: Statement, schema: str) -> list[Violation]:
@@ -444,7 +451,7 @@ def check(statements: list[Statement], *, schema: str) -> None:
         concurrent = is_concurrent_index(statement)
         if seen_concurrent and not concurrent:
             found.append(Violation("scope.concurrent_index_last",
-                                   "CREATE INDEX CONCURRENTLY runs after the plan's transaction commits: put "
+                                   "CREATE / DROP INDEX CONCURRENTLY run after the plan's transaction commits: put "
                                    "such statements at the end of the request", statement.index))
         seen_concurrent |= concurrent
         messages.extend(v.text(statement) for v in found)

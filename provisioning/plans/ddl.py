@@ -9,7 +9,7 @@ The plan:
                                             role, so its default privileges apply to them
     <statement 1> ... <statement n>         pglast's deparse of each checked statement
     RESET ROLE                              back to the admin role for the executor's bookkeeping
-    <CREATE INDEX CONCURRENTLY ...>         each its own step, after the transaction
+    <CREATE / DROP INDEX CONCURRENTLY ...>  each its own step, after the transaction
 CREATE INDEX CONCURRENTLY cannot run in a transaction: it becomes its own step
 (transactional=False), made idempotent with IF NOT EXISTS and with its table qualified by the
 schema (SET LOCAL does not reach a step outside the transaction; an index always belongs to
@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from pglast import ast
 from psycopg import sql
 
 from portal.errors import InvalidPayload
@@ -128,9 +129,15 @@ def dry_run(payload: dict, *, instance: Any) -> dict | None:
 
 
 def _concurrent_index(statement: ddl_parse.Statement, schema: str) -> ddl_parse.Statement:
+    """The statement made idempotent (IF [NOT] EXISTS) and qualified with the schema."""
     node = copy.deepcopy(statement.node)
-    node.if_not_exists = True
-    node.relation.schemaname = schema
+    if isinstance(node, ast.IndexStmt):
+        node.if_not_exists = True
+        node.relation.schemaname = schema
+    else:  # DROP INDEX CONCURRENTLY (one index, by the grammar)
+        node.missing_ok = True
+        node.objects = tuple(
+            (ast.String(sval=schema), *parts) if len(parts) == 1 else tuple(parts) for parts in node.objects)
     return ddl_parse.normalise(ddl_parse.Statement(statement.index, node, statement.source, ""))
 
 

@@ -242,3 +242,22 @@ def test_review_degrades_when_the_cluster_is_unreachable(managed_instance, team_
     assert reviewed["risk"] == "low"
     assert [f["rule"] for f in reviewed["findings"]] == ["ddl.facts_unavailable"]
     assert "password" not in reviewed["findings"][0]["message"]
+
+
+def test_drop_index_concurrently_is_its_own_idempotent_step(managed_instance, team_schema, people):
+    # given a table with an index, made by an earlier plan
+    team, made = team_schema
+    create = ddl.validate(payload_for(made, "CREATE TABLE t (id int PRIMARY KEY, x int); CREATE INDEX t_x_idx ON t (x)"),
+                          instance=managed_instance, team=team, user=people["alice"])
+    apply_steps(managed_instance, "app", ddl.render(create))
+    # when a request drops it concurrently
+    drop = ddl.validate(payload_for(made, "ALTER TABLE t ADD COLUMN y int; DROP INDEX CONCURRENTLY t_x_idx"),
+                        instance=managed_instance, team=team, user=people["alice"])
+    steps = ddl.render(drop)
+    # then the drop runs outside the transaction, qualified and with IF EXISTS
+    assert [(s.text, s.transactional) for s in steps][-2:] == [
+        ("RESET ROLE", True), (f"DROP INDEX CONCURRENTLY IF EXISTS {made.schema}.t_x_idx", False)]
+    apply_steps(managed_instance, "app", steps)
+    apply_steps(managed_instance, "app", [s for s in steps if not s.transactional])  # again: a no-op
+    indexes = admin_query(managed_instance, "SELECT indexname FROM pg_indexes WHERE schemaname = %s", [made.schema])
+    assert indexes == [("t_pkey",)]

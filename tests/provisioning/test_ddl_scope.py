@@ -99,6 +99,7 @@ REFUSED = [
     ("TRUNCATE t CASCADE", "scope.cascade"),
     ("ALTER TABLE t DROP COLUMN c CASCADE", "scope.cascade"),
     ("CREATE INDEX CONCURRENTLY ON t (x)", "scope.index_name"),
+    ("ALTER TABLE t DETACH PARTITION p CONCURRENTLY", "scope.subcommand_not_allowed"),
     ("PREPARE q AS SELECT 1", "scope.dml"),
     ("SECURITY LABEL ON TABLE t IS 'x'", "scope.privileges"),
     ("IMPORT FOREIGN SCHEMA s FROM SERVER x INTO payments", "scope.server"),
@@ -257,3 +258,10 @@ def test_concurrent_indexes_must_come_last():
     assert error.errors["payload.sql"][0].startswith("statement 2 (")
     scope.check(parse.parse("ALTER TABLE t ADD COLUMN x int; CREATE INDEX CONCURRENTLY i ON t (x);"
                             "CREATE INDEX CONCURRENTLY j ON t (id)"), schema=SCHEMA)
+
+
+def test_drop_index_concurrently_must_come_last_too():
+    error = refusal("DROP INDEX CONCURRENTLY i; CREATE TABLE u (id int PRIMARY KEY)")
+    assert "[scope.concurrent_index_last]" in error.errors["payload.sql"][0]
+    scope.check(parse.parse("CREATE TABLE u (id int PRIMARY KEY); DROP INDEX CONCURRENTLY i;"
+                            "CREATE INDEX CONCURRENTLY j ON u (id)"), schema=SCHEMA)
