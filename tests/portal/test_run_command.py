@@ -27,7 +27,7 @@ def _start(var_dir: Path, port: int, password: str) -> tuple[subprocess.Popen, s
     proc = subprocess.Popen([sys.executable, "manage.py", "run"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     output = []
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 420  # generous: a loaded 2-core CI box initdbs two clusters
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
@@ -43,12 +43,12 @@ def _start(var_dir: Path, port: int, password: str) -> tuple[subprocess.Popen, s
 
 def _stop(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=90)
+    proc.wait(timeout=180)
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, dict]:
     request = urllib.request.Request(url, headers={"Authorization": f"Token {token}"} if token else {})
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=60) as response:
         return response.status, json.loads(response.read())
 
 
@@ -56,7 +56,7 @@ def _token(base: str, username: str, password: str) -> str:
     body = json.dumps({"username": username, "password": password}).encode()
     request = urllib.request.Request(base + "api/v1/auth/token/", data=body,
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())["token"]
 
 
@@ -100,7 +100,7 @@ def test_run_comes_up_stops_cleanly_and_keeps_data_on_restart(tmp_path):
              "c.execute('INSERT INTO kept_across_restarts VALUES (42)')"],
             cwd=ROOT, env={**os.environ, "PORTAL_VAR_DIR": str(var_dir), "DJANGO_SETTINGS_MODULE": "portal.settings.base",
                            "DATABASE_URL": _database_url(var_dir), "REDIS_URL": _redis_url(var_dir)},
-            check=True, capture_output=True, timeout=60,
+            check=True, capture_output=True, timeout=180,
         )
     finally:
         _stop(proc)
@@ -125,7 +125,7 @@ def test_run_comes_up_stops_cleanly_and_keeps_data_on_restart(tmp_path):
              "dbname='app'); print(c.execute('SELECT id FROM kept_across_restarts').fetchone()[0])"],
             cwd=ROOT, env={**os.environ, "PORTAL_VAR_DIR": str(var_dir), "DJANGO_SETTINGS_MODULE": "portal.settings.base",
                            "DATABASE_URL": _database_url(var_dir), "REDIS_URL": _redis_url(var_dir)},
-            check=True, capture_output=True, text=True, timeout=60,
+            check=True, capture_output=True, text=True, timeout=180,
         )
         assert check.stdout.strip().endswith("42")
         assert re.search(r"ready in [0-9.]+ s", output)
