@@ -166,7 +166,9 @@ def _detail_context(request, change) -> dict[str, Any]:
         "can_cancel": change.requester_id == user.pk and change.status == RequestStatus.SUBMITTED,
         "can_retry": is_reviewer(user) and change.status == RequestStatus.FAILED,
         "dangerous": change.risk == "high" or change.instance.environment == "prod",
-        "live": change.status in LIVE_STATUSES,
+        "live": change.status in LIVE_STATUSES or change.status == RequestStatus.SUBMITTED,
+        # Waiting for a reviewer takes minutes, a worker seconds: poll accordingly.
+        "poll_every": "5s" if change.status == RequestStatus.SUBMITTED else "1500ms",
         "is_requester": change.requester_id == user.pk,
         "secret": _secret_of(change),
     }
