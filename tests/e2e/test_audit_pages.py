@@ -42,3 +42,29 @@ def test_carol_filters_the_log_opens_an_event_and_verifies(people, page, login, 
         assert axe_violations(page) == []
         screenshot(page, name)
     assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_carol_downloads_the_filtered_period_as_csv_and_pdf(people, page, login, live_server):
+    import csv
+    import io
+
+    world = build_world(people)
+    login(page, "carol", PASSWORD)
+    # given the log filtered to one request
+    page.get_by_label("Request #").fill(str(world.grant_request.pk))
+    page.get_by_role("button", name="Filter").click()
+    page.locator("table.audit-table tbody tr").first.wait_for()
+    # when she downloads the CSV: it holds exactly that request's events
+    with page.expect_download() as csv_download:
+        page.get_by_role("link", name="CSV").click()
+    rows = list(csv.DictReader(io.StringIO(open(csv_download.value.path(), encoding="utf-8").read())))
+    assert rows and {row["request_id"] for row in rows} == {str(world.grant_request.pk)}
+    assert csv_download.value.suggested_filename.endswith(".csv")
+    # and the PDF compliance report of the same period
+    with page.expect_download(timeout=120_000) as pdf_download:
+        page.get_by_role("link", name="PDF report").click()
+    with open(pdf_download.value.path(), "rb") as handle:
+        assert handle.read(5) == b"%PDF-"
+    assert pdf_download.value.suggested_filename.endswith(".pdf")
+    assert page.console_errors == []  # type: ignore[attr-defined]
