@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from psycopg import sql
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 VAR = ROOT / "var" / "bench"
@@ -103,10 +105,10 @@ class Target:
         with psycopg.connect(self.cluster.socket_conninfo(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE app")
         with self.admin() as conn:
-            conn.execute(f"CREATE ROLE {SCHEMA}_owner NOLOGIN")
-            conn.execute(f"CREATE SCHEMA {SCHEMA} AUTHORIZATION {SCHEMA}_owner")
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(SCHEMA + "_owner")))
+            conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(sql.Identifier(SCHEMA), sql.Identifier(SCHEMA + "_owner")))
             for table in range(5):
-                conn.execute(f"CREATE TABLE {SCHEMA}.t{table} (id int)")
+                conn.execute(sql.SQL("CREATE TABLE {}.{} (id int)").format(sql.Identifier(SCHEMA), sql.Identifier(f"t{table}")))
             conn.execute("CREATE TABLE bench_done (key text PRIMARY KEY, done_at timestamptz NOT NULL"
                          " DEFAULT clock_timestamp())")
 
@@ -116,7 +118,7 @@ class Target:
     def create_roles(self, names: list[str]) -> None:
         with self.admin("postgres") as conn, conn.transaction():
             for name in names:
-                conn.execute(f"CREATE ROLE {name} NOLOGIN")
+                conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(name)))
 
     def remove(self) -> None:
         self.cluster.remove()

@@ -9,6 +9,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 from django.utils import timezone
+from psycopg import sql
 
 from portal.models import Grant, ManagedRole
 from provisioning.catalog import read_privileges, read_roles
@@ -34,10 +35,10 @@ def cluster_world(managed_cluster):
             conn.execute(statement)
     yield managed_cluster
     with psycopg.connect(managed_cluster.socket_conninfo(dbname="app"), autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-        conn.execute(f"DROP OWNED BY {ROGUE}")
-        conn.execute(f"DROP ROLE IF EXISTS {ROLE}")
-        conn.execute(f"DROP ROLE IF EXISTS {ROGUE}")
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA)))
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(ROGUE)))
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(ROLE)))
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(ROGUE)))
 
 
 def test_catalog_reads_privileges_and_roles_in_one_query_each(cluster_world):

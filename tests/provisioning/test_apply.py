@@ -7,6 +7,7 @@ import uuid
 import psycopg
 import pytest
 from django.db import transaction
+from psycopg import sql
 
 from audit.models import AuditEvent
 from portal.choices import RequestStatus
@@ -95,7 +96,7 @@ def test_schema_then_grant_gives_exactly_the_granted_privileges(
     for request in created:
         assert wait_for_status(request.pk, {"applied", "failed"}).status == RequestStatus.APPLIED
     with admin_conn(managed_cluster) as conn:
-        conn.execute(f'CREATE TABLE "{schema}".entries (id int)')
+        conn.execute(sql.SQL("CREATE TABLE {}.entries (id int)").format(sql.Identifier(schema)))
     grant = approved_request(managed_instance, "grant", grant_payload(reader, schema, ["SELECT"]),
                              requester=people["alice"])
     grant = wait_for_status(grant.pk, {"applied", "failed"})

@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 from django.urls import URLPattern
+from psycopg import sql
 
 from portal.api.urls import router
 from portal.choices import DriftKind, DriftStatus, RequestStatus
@@ -35,7 +36,7 @@ def granted(transactional_db, people, managed_cluster, managed_instance, celery_
                     approved_request(managed_instance, "role", role_payload(reader), requester=people["alice"])):
         assert wait_for_status(request.pk, {"applied", "failed"}).status == RequestStatus.APPLIED
     with admin_conn(managed_cluster) as conn:
-        conn.execute(f'CREATE TABLE "{schema}".t (id int)')
+        conn.execute(sql.SQL("CREATE TABLE {}.t (id int)").format(sql.Identifier(schema)))
     request = approved_request(managed_instance, "grant", grant_payload(reader, schema, ["SELECT"]),
                                requester=people["alice"])
     assert wait_for_status(request.pk, {"applied", "failed"}).status == RequestStatus.APPLIED
@@ -51,10 +52,10 @@ def test_what_the_portal_granted_is_not_drift_and_a_hand_grant_shows_within_one_
     assert _open(reader) == {}
     # when an operator grants by hand in psql, and gives the role a dangerous attribute
     with admin_conn(managed_cluster) as conn:
-        conn.execute(f'GRANT INSERT ON "{schema}".t TO "{reader}"')
-        conn.execute(f'REVOKE USAGE ON SCHEMA "{schema}" FROM "{reader}"')
+        conn.execute(sql.SQL("GRANT INSERT ON {}.t TO {}").format(sql.Identifier(schema), sql.Identifier(reader)))
+        conn.execute(sql.SQL("REVOKE USAGE ON SCHEMA {} FROM {}").format(sql.Identifier(schema), sql.Identifier(reader)))
     with admin_conn(managed_cluster, "postgres") as conn:
-        conn.execute(f'ALTER ROLE "{reader}" CREATEDB')
+        conn.execute(sql.SQL("ALTER ROLE {} CREATEDB").format(sql.Identifier(reader)))
     result = drift_scan(managed_instance)
     # then one scan shows all three
     found = _open(reader)
@@ -66,10 +67,10 @@ def test_what_the_portal_granted_is_not_drift_and_a_hand_grant_shows_within_one_
     assert result["new"] >= 3
     # and when the cluster is put back, the next scan resolves them
     with admin_conn(managed_cluster) as conn:
-        conn.execute(f'REVOKE INSERT ON "{schema}".t FROM "{reader}"')
-        conn.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{reader}"')
+        conn.execute(sql.SQL("REVOKE INSERT ON {}.t FROM {}").format(sql.Identifier(schema), sql.Identifier(reader)))
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), sql.Identifier(reader)))
     with admin_conn(managed_cluster, "postgres") as conn:
-        conn.execute(f'ALTER ROLE "{reader}" NOCREATEDB')
+        conn.execute(sql.SQL("ALTER ROLE {} NOCREATEDB").format(sql.Identifier(reader)))
     drift_scan(managed_instance)
     assert _open(reader) == {}
     assert {f.status for f in DriftFinding.objects.filter(role=reader)} == {DriftStatus.RESOLVED}
@@ -80,7 +81,7 @@ def test_the_drift_api_acknowledges_and_revokes_through_an_approved_request(
 ):
     schema, reader = granted
     with admin_conn(managed_cluster) as conn:
-        conn.execute(f'GRANT DELETE, TRUNCATE ON "{schema}".t TO "{reader}"')
+        conn.execute(sql.SQL("GRANT DELETE, TRUNCATE ON {}.t TO {}").format(sql.Identifier(schema), sql.Identifier(reader)))
     # when a reviewer scans now
     scanned = api_for("bob").post("/api/v1/drift/scan/", {"instance": "demo"}, format="json")
     assert scanned.status_code == 200 and scanned.json()["results"]["demo"]["findings"] >= 2

@@ -8,6 +8,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 from django.utils import timezone
+from psycopg import sql
 
 from audit.models import AuditEvent
 from portal.choices import RequestStatus
@@ -33,7 +34,7 @@ def test_an_expired_grant_is_revoked_by_a_system_request_and_the_roles_sessions_
     for request in applied:
         assert wait_for_status(request.pk, {"applied", "failed"}).status == RequestStatus.APPLIED
     with admin_conn(managed_cluster) as conn:
-        conn.execute(f'CREATE TABLE "{schema}".t (id int)')
+        conn.execute(sql.SQL("CREATE TABLE {}.t (id int)").format(sql.Identifier(schema)))
     expires = (timezone.now() + timedelta(days=1)).isoformat()
     grant_request = approved_request(managed_instance, "grant",
                                      grant_payload(name, schema, ["SELECT"], expires_at=expires),
@@ -45,7 +46,7 @@ def test_an_expired_grant_is_revoked_by_a_system_request_and_the_roles_sessions_
     # and the role connected, reading the table
     session = psycopg.connect(host="127.0.0.1", port=managed_cluster.port, dbname="app", user=name,
                               password=password, passfile="/dev/null", autocommit=True)
-    assert session.execute(f'SELECT count(*) FROM "{schema}".t').fetchone()[0] == 0
+    assert session.execute(sql.SQL("SELECT count(*) FROM {}.t").format(sql.Identifier(schema))).fetchone()[0] == 0
     # when the grant's time is up and the beat job runs
     Grant.objects.filter(pk=grant.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     filed = expire_grants()
@@ -68,6 +69,6 @@ def test_an_expired_grant_is_revoked_by_a_system_request_and_the_roles_sessions_
     with psycopg.connect(host="127.0.0.1", port=managed_cluster.port, dbname="app", user=name,
                          password=password, passfile="/dev/null", autocommit=True) as again:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            again.execute(f'SELECT count(*) FROM "{schema}".t')
+            again.execute(sql.SQL("SELECT count(*) FROM {}.t").format(sql.Identifier(schema)))
     terminated = AuditEvent.objects.get(request_id=revoke.pk, action="session.terminated")
     assert terminated.details["role"] == name and terminated.details["terminated"] is True

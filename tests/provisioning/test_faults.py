@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from django.conf import settings
 from django.db import transaction
+from psycopg import sql
 
 from audit.models import AuditEvent
 from portal.choices import Environment, InstanceKind, InstanceStatus, RequestStatus
@@ -53,13 +54,13 @@ def test_a_worker_killed_mid_plan_is_recovered_and_applies_exactly_once(
                     approved_request(managed_instance, "role", role_payload(reader), requester=people["alice"])):
         assert wait_for_status(request.pk, {"applied", "failed"}).status == RequestStatus.APPLIED
     with admin_conn(managed_cluster) as conn:
-        conn.execute(f'CREATE TABLE "{schema}".t (id int)')
-        conn.execute(f'CREATE ROLE "{reader}_other"')
+        conn.execute(sql.SQL("CREATE TABLE {}.t (id int)").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(reader + "_other")))
     # and the test holding the table's catalog row (an open transaction changing its ACL), so the
     # plan's second statement blocks after its first one ran
     blocker = admin_conn(managed_cluster)
     blocker.autocommit = False
-    blocker.execute(f'GRANT SELECT ON "{schema}".t TO "{reader}_other"')
+    blocker.execute(sql.SQL("GRANT SELECT ON {}.t TO {}").format(sql.Identifier(schema), sql.Identifier(reader + "_other")))
     try:
         request = approved_request(managed_instance, "grant", grant_payload(reader, schema, ["SELECT"]),
                                    requester=people["alice"])
