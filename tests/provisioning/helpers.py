@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import psycopg
@@ -54,3 +55,8 @@ def grant_payload(role: str, schema: str, privileges: list[str], **extra: Any) -
 
 def role_payload(name: str, *, login: bool = False) -> dict:
     return {"name": name, "login": login, "member_of": [], "connection_limit": None, "valid_until": None}
+
+
+def unique(prefix: str) -> str:
+    """A name no other test (or earlier run on the same cluster) has used."""
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import psycopg
 import pytest
 from django.db import transaction
@@ -23,13 +21,11 @@ from tests.provisioning.helpers import (
     markers,
     role_payload,
     schema_payload,
+    unique,
 )
 
 pytestmark = pytest.mark.slow
 
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
 def test_a_login_role_is_created_with_a_generated_password_revealed_once(

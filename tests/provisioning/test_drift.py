@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from django.urls import URLPattern
 from psycopg import sql
@@ -14,13 +12,10 @@ from portal.models import ChangeRequest
 from portal.services.requests import request_approve
 from provisioning.drift import drift_scan
 from provisioning.models import DriftFinding
-from tests.provisioning.helpers import admin_conn, approved_request, grant_payload, role_payload, schema_payload
+from tests.provisioning.helpers import admin_conn, approved_request, grant_payload, role_payload, schema_payload, unique
 
 pytestmark = pytest.mark.slow
 
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
 def _open(role: str) -> dict[tuple[str, str, str], DriftFinding]:

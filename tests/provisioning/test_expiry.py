@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import psycopg
@@ -15,13 +14,10 @@ from portal.choices import RequestStatus
 from portal.models import ChangeRequest, Grant
 from provisioning.expiry import expire_grants
 from provisioning.secrets import secret_reveal
-from tests.provisioning.helpers import admin_conn, approved_request, grant_payload, role_payload, schema_payload
+from tests.provisioning.helpers import admin_conn, approved_request, grant_payload, role_payload, schema_payload, unique
 
 pytestmark = pytest.mark.slow
 
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
 def test_an_expired_grant_is_revoked_by_a_system_request_and_the_roles_sessions_end(

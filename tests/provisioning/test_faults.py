@@ -26,13 +26,11 @@ from tests.provisioning.helpers import (
     markers,
     role_payload,
     schema_payload,
+    unique,
 )
 
 pytestmark = pytest.mark.slow
 
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
 def _blocked_backend(cluster, statement_start: str) -> int | None:

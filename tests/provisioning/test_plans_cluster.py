@@ -11,11 +11,7 @@ from portal.models import ManagedRole, ManagedSchema, Team
 from provisioning.connections import connect, conninfo
 from provisioning.inventory import inventory_refresh
 from provisioning.plans import module_for
-
-
-def unique(prefix: str) -> str:
-    # Roles are cluster-wide and the cluster lives for the session: every test uses new names.
-    return f"{prefix}_{secrets.token_hex(4)}"
+from tests.provisioning.helpers import unique
 
 
 def apply(instance, request_type: str, payload: dict, secrets_: dict | None = None) -> None:
