@@ -28,12 +28,13 @@ from portal.choices import Environment, InstanceKind, InstanceStatus, RequestSta
 from portal.errors import InvalidPayload
 from portal.models import ChangeRequest, Execution, Instance, Team
 from provisioning import executor
-from provisioning.clusters import LocalCluster, free_port
+from provisioning.clusters import LocalCluster
 from provisioning.models import ReplicationCredential
 from provisioning.plans import module_for, plan_hash, plan_text
 from provisioning.replicas import runner
 from provisioning.replicas.base import ensure_writable
 from provisioning.replicas.local import HBA_LINE, REPLICATION_ROLE, build_dir, processes_using, replicas_root
+from tests.fixtures.clusters import fresh_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -42,17 +43,7 @@ POLL_SECONDS = 15  # upper bound for "visible on the replica within seconds"
 
 @pytest.fixture(scope="module")
 def primary_cluster():
-    data_dir = Path(settings.VAR_DIR) / "clusters" / f"replicas-primary-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
-    stale = LocalCluster(data_dir=data_dir, port=0)
-    if stale.initialized:
-        stale.remove()
-    cluster = LocalCluster(data_dir=data_dir, port=free_port())
-    cluster.admin_password = secrets.token_urlsafe(18)  # type: ignore[attr-defined]
-    cluster.initdb(auth_host="scram-sha-256", superuser_password=cluster.admin_password)  # type: ignore[attr-defined]
-    cluster.start()
-    cluster.wait_ready()
-    with psycopg.connect(cluster.socket_conninfo(), autocommit=True) as conn:
-        conn.execute("CREATE DATABASE sales")
+    cluster = fresh_cluster("replicas-primary", "sales")
     yield cluster
     _remove_all_replicas()
     cluster.remove()
