@@ -28,6 +28,7 @@ NAV = {
         ("Exports", "audit-exports", "download"),
         ("Entitlements", "entitlements", "people"),
         ("Verify", "audit-verify-page", "shield-check"),
+        ("Drift", "drift-list", "exclamation-triangle"),  # read-only: grants made outside the portal
     ],
     Persona.ADMINS.value: [
         ("Instances", "instance-list", "database"),

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from portal.choices import DriftStatus
 from portal.errors import DomainError
-from portal.querysets import is_reviewer
+from portal.querysets import is_auditor, is_reviewer
 from portal.selectors.drift import drift_list_for
 from portal.selectors.instances import instance_get_for
 from portal.services.auth import client_ip
@@ -21,6 +21,12 @@ from portal.services.auth import client_ip
 
 def _reviewers_only(request) -> None:
     if not is_reviewer(request.user):
+        raise PermissionDenied
+
+
+def _readers_only(request) -> None:
+    """Auditors read drift (it is compliance evidence, as in the API) but never act on it."""
+    if not (is_reviewer(request.user) or is_auditor(request.user)):
         raise PermissionDenied
 
 
@@ -34,13 +40,14 @@ def _back(request, default: str = "drift-list"):
 @login_required
 @require_GET
 def drift_list(request):
-    _reviewers_only(request)
+    _readers_only(request)
     status = request.GET.get("status", DriftStatus.OPEN)
     if status not in DriftStatus.values and status != "all":
         status = DriftStatus.OPEN
     findings = drift_list_for(request.user, status=None if status == "all" else status)
     page = Paginator(findings, 50).get_page(request.GET.get("page"))
-    return render(request, "drift/list.html", {"page": page, "status": status, "statuses": DriftStatus.choices})
+    return render(request, "drift/list.html", {"page": page, "status": status, "statuses": DriftStatus.choices,
+                                               "can_act": is_reviewer(request.user)})
 
 
 @login_required

@@ -8,7 +8,7 @@ from django.views.decorators.http import require_POST
 
 from portal.errors import DomainError
 from portal.forms.instances import InstanceRegisterForm
-from portal.querysets import is_admin, is_reviewer
+from portal.querysets import is_admin, is_auditor, is_reviewer
 from portal.selectors.drift import drift_list_for
 from portal.selectors.instances import instance_get_for, instance_list_for, instance_recent_requests
 from portal.services.auth import client_ip
@@ -29,7 +29,10 @@ def instance_detail(request, pk: int):
         "instance": instance,
         "replicas": instance.replicas.order_by("name"),
         "recent_requests": instance_recent_requests(request.user, instance),
-        "drift": list(drift_list_for(request.user, instance=instance)[:50]) if is_reviewer(request.user) else None,
+        # Auditors see the findings read-only; only reviewers scan and act.
+        "drift": list(drift_list_for(request.user, instance=instance)[:50])
+        if is_reviewer(request.user) or is_auditor(request.user) else None,
+        "can_act_on_drift": is_reviewer(request.user),
         "can_manage_replica": is_admin(request.user) and instance.is_replica
         and instance.status not in ("retired", "provisioning"),
     })

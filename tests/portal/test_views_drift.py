@@ -59,3 +59,24 @@ def test_only_reviewers_act_on_drift(web_for, people, managed_instance, username
     assert client.post(reverse("drift-scan", args=[managed_instance.pk])).status_code == 403
     finding.refresh_from_db()
     assert finding.status == "open"
+
+
+def test_auditor_sees_drift_read_only(web_for, people, managed_instance):
+    # given an open finding of a hand-made grant
+    finding = DriftFinding.objects.create(instance=managed_instance, kind="unexpected_privilege", role="ro_intruder",
+                                          object_type="schema", object_name="ledger", privilege="USAGE")
+    carol = web_for("carol")
+    # when the auditor opens the drift page and the instance page
+    listing = carol.get(reverse("drift-list"))
+    detail = carol.get(reverse("instance-detail", args=[managed_instance.pk]))
+    # then both show the finding, with none of the reviewer's actions
+    assert listing.status_code == 200 and detail.status_code == 200
+    for html in (listing.content.decode(), detail.content.decode()):
+        assert f'id="drift-{finding.pk}"' in html and "ro_intruder" in html
+        assert f'id="ack-{finding.pk}"' not in html
+        assert f'id="revoke-{finding.pk}"' not in html and f'id="drift-revoke-{finding.pk}"' not in html
+        assert reverse("drift-action", args=[finding.pk, "acknowledge"]) not in html
+        assert 'id="scan-now"' not in html
+    # and the reviewer still gets the actions on the same pages
+    bob_html = web_for("bob").get(reverse("instance-detail", args=[managed_instance.pk])).content.decode()
+    assert f'id="ack-{finding.pk}"' in bob_html and 'id="scan-now"' in bob_html
