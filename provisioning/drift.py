@@ -249,8 +249,8 @@ def _revoke_payload(finding: DriftFinding) -> dict[str, Any]:
 
 
 def drift_revoke(*, finding: DriftFinding, user: Any, actor_ip: str | None = None) -> ChangeRequest:
-    """File a revoke request for an unexpected privilege. It is a system request (the reviewer
-    who files it is recorded in the audit trail) and goes through the usual approvals."""
+    """File a revoke request for an unexpected privilege. It is a system request filed by `user`
+    (recorded as its filer, so they cannot approve it) and goes through the usual approvals."""
     from portal.risk import owner_team_id_for, risk_assess
     from provisioning.plans import module_for, plan_hash, plan_text
 
@@ -282,7 +282,7 @@ def drift_revoke(*, finding: DriftFinding, user: Any, actor_ip: str | None = Non
         if finding.status == DriftStatus.RESOLVED:
             raise Conflict("the finding is already resolved")
         request = ChangeRequest.objects.create(
-            type=RequestType.REVOKE, instance=instance, team=team, requester=None,
+            type=RequestType.REVOKE, instance=instance, team=team, requester=None, filed_by=user,
             justification=f"drift finding #{finding.pk}: {finding.detail}"[:5000], payload=validated, plan=plan,
             plan_hash=plan_hash(plan), risk=risk, risk_reasons=reasons, status=RequestStatus.SUBMITTED,
             owner_team_id=owner_team_id, submitted_ip=actor_ip or None,

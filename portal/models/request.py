@@ -34,6 +34,11 @@ class ChangeRequest(models.Model):
     requester = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="change_requests"
     )
+    # Who filed a system request by hand (a reviewer's drift revoke): still a system request, but
+    # that person asked for the change, so they may not approve it themselves.
+    filed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="filed_requests"
+    )
     justification = models.TextField()
     payload = models.JSONField(default=dict)
     # The ordered SQL statements exactly as the reviewer reads them; `plan_hash` is their SHA-256.
@@ -69,6 +74,11 @@ class ChangeRequest(models.Model):
     @property
     def is_system(self) -> bool:
         return self.requester_id is None
+
+    @property
+    def author_ids(self) -> set[int]:
+        """The people who asked for this change: no-self-approval applies to each of them."""
+        return {pk for pk in (self.requester_id, self.filed_by_id) if pk is not None}
 
 
 class Execution(models.Model):

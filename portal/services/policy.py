@@ -123,7 +123,7 @@ def approval_tally(request: ChangeRequest, requirement: Requirement | None = Non
     group_count, lead_ok, approvers = 0, False, []
     for approval in approvals:
         counted = False
-        if approval.reviewer_id == request.requester_id:
+        if approval.reviewer_id in request.author_ids:
             continue  # never counts, even if it got in somehow
         if approver_groups_of(approval.reviewer) & set(requirement.approver_groups):
             group_count += 1
@@ -145,6 +145,8 @@ def decision_eligibility(user: Any, request: ChangeRequest) -> tuple[bool, str, 
         return False, f"the request is {request.status}, no longer waiting for a decision", 409
     if request.requester_id == user.pk:
         return False, "you cannot approve or reject your own request", 403
+    if request.filed_by_id == user.pk:
+        return False, "you filed this request: another reviewer must decide on it", 403
     if Approval.objects.filter(request=request, reviewer=user, plan_hash=request.plan_hash).exists():
         return False, "you already decided on this plan", 409
     requirement = requirement_of(request)

@@ -9,7 +9,6 @@ from psycopg import sql
 from portal.api.urls import router
 from portal.choices import DriftKind, DriftStatus, RequestStatus
 from portal.models import ChangeRequest
-from portal.services.requests import request_approve
 from provisioning.drift import drift_scan
 from provisioning.models import DriftFinding
 from tests.provisioning.helpers import admin_conn, approved_request, grant_payload, role_payload, schema_payload, unique
@@ -97,8 +96,18 @@ def test_the_drift_api_acknowledges_and_revokes_through_an_approved_request(
     assert filed.status_code == 201, filed.json()
     revoke = ChangeRequest.objects.get(pk=filed.json()["request"])
     assert revoke.type == "revoke" and revoke.status == RequestStatus.SUBMITTED and revoke.requester_id is None
+    assert revoke.filed_by == people["bob"]  # a system request, filed by bob
     assert revoke.plan == [f'REVOKE TRUNCATE ON TABLE "{schema}"."t" FROM "{reader}"']
-    request_approve(request=revoke, reviewer=people["bob"], comment="remove the hand grant")
+    # and bob, who filed it, may not approve it himself
+    refused = api_for("bob").post(f"/api/v1/requests/{revoke.pk}/approve/", {"comment": "mine"}, format="json")
+    assert refused.status_code == 403, refused.json()
+    assert "you filed this request" in refused.json()["detail"]
+    assert ChangeRequest.objects.get(pk=revoke.pk).status == RequestStatus.SUBMITTED
+    assert not revoke.approvals.exists()
+    # while another reviewer's approval applies it
+    approved = api_for("admin").post(f"/api/v1/requests/{revoke.pk}/approve/", {"comment": "remove the hand grant"},
+                                     format="json")
+    assert approved.status_code == 200, approved.json()
     revoke = ChangeRequest.objects.get(pk=revoke.pk)
     if revoke.status != RequestStatus.APPLIED:
         revoke = wait_for_status(revoke.pk, {"applied", "failed"})
