@@ -1,9 +1,12 @@
 """The Celery application: broker from settings, tasks from the apps, beat schedule."""
 
 import os
+from typing import Any
 
+import structlog
 from celery import Celery
 from celery.schedules import crontab  # noqa: F401 - used by schedules added in settings
+from celery.signals import task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings.base")
 
@@ -21,3 +24,21 @@ app.conf.beat_schedule = {
     "provisioning.inventory_refresh": {"task": "provisioning.inventory_refresh", "schedule": 300.0},
     "replicas.refresh": {"task": "provisioning.refresh_replicas", "schedule": 15.0},
 }
+
+
+@task_prerun.connect
+def _bind_task_log_context(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    """A worker process runs task after task in one context: start each task's log lines clean,
+    so nothing a task bound (a request id, a marker) shows on the next task's lines, and name it."""
+    if task is not None and getattr(task.request, "is_eager", False):
+        return  # run inline by a caller (web request, shell): its context is the caller's, leave it
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(task_name=getattr(task, "name", None), task_id=task_id)
+
+
+@task_postrun.connect
+def _clear_task_log_context(task: Any = None, **_: Any) -> None:
+    """Also clear after the task: worker lines between tasks (the next "received") belong to none."""
+    if task is not None and getattr(task.request, "is_eager", False):
+        return
+    structlog.contextvars.clear_contextvars()
