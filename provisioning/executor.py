@@ -267,6 +267,32 @@ def _run_step(conn: psycopg.Connection, statement: sql.Composable, shown: str, l
     log_rows.append({"sql": shown, "ms": round((time.perf_counter() - started) * 1000, 2), "error": ""})
 
 
+def _run_autocommit_step(conn: psycopg.Connection, step: Step, shown: str, log_rows: list[dict]) -> None:
+    """A step outside the plan's transaction: run only when its condition holds, and an index build
+    under its own statement_timeout (restored after: the connection is reused)."""
+    if step.only_if is not None:
+        try:
+            holds = bool(conn.execute(step.only_if).fetchone()[0])
+        except psycopg.Error as exc:
+            error = classify(exc, shown)
+            log_rows.append({"sql": shown, "ms": 0.0, "error": error.message})
+            raise error from exc
+        if not holds:
+            log_rows.append({"sql": shown, "ms": 0.0, "error": "", "skipped": "condition not met"})
+            return
+    if not step.index_build:
+        _run_step(conn, step.statement, shown, log_rows)
+        return
+    timeout_ms = int(settings.PROVISIONING_INDEX_STATEMENT_TIMEOUT_MS)
+    conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(timeout_ms)))
+    try:
+        _run_step(conn, step.statement, shown, log_rows)
+    finally:
+        if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("RESET statement_timeout")  # back to the connection's -c statement_timeout
+
+
 def _prepare_session(conn: psycopg.Connection) -> None:
     if conn.info.server_version >= 140000:
         conn.execute(sql.SQL("SET client_connection_check_interval = {}").format(sql.Literal(CLIENT_CHECK_INTERVAL)))
@@ -342,7 +368,7 @@ def apply_on_target(request: Any, steps: list[Step], *, worker: str, log_rows: l
     try:
         with target_connection(instance, database) as conn:
             for index in split.before:
-                _run_step(conn, steps[index].statement, shown[index], log_rows)
+                _run_autocommit_step(conn, steps[index], shown[index], log_rows)
             already = False
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (INSTANCE_LOCK_NS, int(instance.pk)))
@@ -368,7 +394,7 @@ def apply_on_target(request: Any, steps: list[Step], *, worker: str, log_rows: l
                     )
             # Idempotent by contract, so they run again after a recovered commit too.
             for index in split.after:
-                _run_step(conn, steps[index].statement, shown[index], log_rows)
+                _run_autocommit_step(conn, steps[index], shown[index], log_rows)
     except TargetError:
         raise
     except psycopg.Error as exc:

@@ -315,6 +315,9 @@ LOGGING = {
 # Transient target errors are retried with exponential backoff (capped) this many times.
 PROVISIONING_MAX_RETRIES = int(os.environ.get("PORTAL_APPLY_MAX_RETRIES", "8"))
 PROVISIONING_RETRY_BACKOFF_MAX = int(os.environ.get("PORTAL_APPLY_BACKOFF_MAX_SECONDS", "600"))
+# statement_timeout of the steps that build or drop an index CONCURRENTLY outside the plan's
+# transaction (the plan's own 60 s would cut a big table's build short); 0 = no limit.
+PROVISIONING_INDEX_STATEMENT_TIMEOUT_MS = int(os.environ.get("PORTAL_INDEX_STATEMENT_TIMEOUT_MS", "1800000"))
 # A running request whose worker holds no liveness lock for this long is taken over.
 PROVISIONING_STALL_SECONDS = float(os.environ.get("PORTAL_STALL_SECONDS", "10"))
 # Outbox rows no worker has taken are re-sent after this long.

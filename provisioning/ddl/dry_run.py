@@ -33,7 +33,8 @@ def run(instance: Any, payload: dict) -> dict:
 
     started = time.monotonic()
     steps = numbered_steps(payload)
-    skipped = [index for index, step in steps if not step.transactional]
+    # The portal's own steps (index None, e.g. dropping an INVALID index first) are not the request's.
+    skipped = [index for index, step in steps if not step.transactional and index is not None]
     result: dict[str, Any] = {"ok": True, "error": "", "sqlstate": "", "statement_index": None,
                               "skipped": skipped, "note": ""}
     if skipped:

@@ -51,10 +51,20 @@ class Step:
     transactional: bool = True
     # True: the rendered text may carry a secret; logs and audit keep the secret-free text.
     secret: bool = False
+    # A query answering one boolean: the (non-transactional) step runs only when it is true.
+    # DROP INDEX CONCURRENTLY cannot sit in a DO block or a function, so its condition lives here.
+    only_if: sql.Composable | None = None
+    # Builds or drops an index outside the transaction: bounded by PROVISIONING_INDEX_STATEMENT_TIMEOUT_MS,
+    # not by the plan's statement_timeout (a big table's build takes longer than any plan).
+    index_build: bool = False
 
     @property
     def text(self) -> str:
-        return self.statement.as_string(None)
+        text = self.statement.as_string(None)
+        if self.only_if is not None:
+            # The reviewer sees the condition too: what runs is the statement, when it holds.
+            text += " -- only when: " + self.only_if.as_string(None)
+        return text
 
 
 # PostgreSQL silently truncates longer names (NAMEDATALEN - 1): a plan must never name another object.

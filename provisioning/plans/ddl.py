@@ -16,6 +16,11 @@ schema (SET LOCAL does not reach a step outside the transaction; an index always
 its table's owner, so the role does not matter there). The scope check requires such
 statements to come last in the request, so the plan's order is the order things run in.
 
+A CREATE INDEX CONCURRENTLY that fails (timeout, duplicate key, cancelled) leaves an INVALID
+index behind, which IF NOT EXISTS would then take for done. So each is preceded by a step that
+drops the same-named index CONCURRENTLY only when it exists and is INVALID: a retry builds it
+again, a VALID index is left alone.
+
 Why user SQL text in sql.SQL is safe here (the one place in the portal where it happens): the
 text is not the requester's; it is pglast's deparse of a parse tree that passed the scope
 allow-list (provisioning/ddl/scope.py), and parse.normalise() proves that the text parses back
@@ -141,6 +146,18 @@ def _concurrent_index(statement: ddl_parse.Statement, schema: str) -> ddl_parse.
     return ddl_parse.normalise(ddl_parse.Statement(statement.index, node, statement.source, ""))
 
 
+def _drop_invalid_index(statement: ddl_parse.Statement, schema: str) -> Step:
+    """DROP INDEX CONCURRENTLY of the index `statement` creates, only when it is INVALID (a failed build)."""
+    name = statement.node.idxname  # required for CONCURRENTLY by the scope check (scope.index_name)
+    invalid = sql.SQL(
+        "SELECT EXISTS (SELECT FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = {schema} AND c.relname = {name} AND NOT i.indisvalid)"
+    ).format(schema=sql.Literal(schema), name=sql.Literal(name))
+    return Step(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name)),
+                transactional=False, only_if=invalid, index_build=True)
+
+
 def numbered_steps(payload: dict) -> list[tuple[int | None, Step]]:
     """The plan's steps, each with the 1-based index of the user statement it runs (None: the portal's)."""
     schema, owner = payload["schema"], payload["owner_role"]
@@ -153,8 +170,11 @@ def numbered_steps(payload: dict) -> list[tuple[int | None, Step]]:
         if ddl_scope.is_concurrent_index(statement):
             # The scope check keeps these at the end of the request, so running them after the
             # transaction (as the executor does with every non-transactional step) keeps the order.
+            if isinstance(statement.node, ast.IndexStmt):
+                concurrent.append((None, _drop_invalid_index(statement, schema)))
             statement = _concurrent_index(statement, schema)
-            concurrent.append((statement.index, Step(sql.SQL(statement.text), transactional=False)))
+            concurrent.append((statement.index, Step(sql.SQL(statement.text), transactional=False,
+                                                      index_build=True)))
         else:
             steps.append((statement.index, Step(sql.SQL(statement.text))))
     # Back to the admin role inside the transaction: the executor writes its applied-change

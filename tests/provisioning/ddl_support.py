@@ -50,7 +50,7 @@ def apply_steps(instance, database: str, steps) -> None:
                     conn.execute(step.statement)
     with connections.connect(instance, database, autocommit=True) as conn:
         for step in steps:
-            if not step.transactional:
+            if not step.transactional and (step.only_if is None or conn.execute(step.only_if).fetchone()[0]):
                 conn.execute(step.statement)
 
 

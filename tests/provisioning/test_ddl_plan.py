@@ -34,6 +34,10 @@ GOLDEN_PLAN = [
     "COMMENT ON TABLE invoices IS 'one row per invoice; it''s final'",
     "ALTER TABLE invoices ADD COLUMN note text",
     "RESET ROLE",
+    # A failed earlier build left an INVALID index that IF NOT EXISTS would skip: drop that one first.
+    'DROP INDEX CONCURRENTLY IF EXISTS "payments"."invoices_customer_idx" -- only when: SELECT EXISTS (SELECT FROM'
+    " pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE n.nspname = 'payments' AND c.relname = 'invoices_customer_idx' AND NOT i.indisvalid)",
     "CREATE INDEX CONCURRENTLY IF NOT EXISTS invoices_customer_idx ON payments.invoices ((lower(customer)))",
 ]
 
@@ -41,7 +45,8 @@ GOLDEN_PLAN = [
 def test_rendered_plan_text_is_golden():
     steps = ddl.render(GOLDEN_PAYLOAD)
     assert plan_text(steps) == GOLDEN_PLAN
-    assert [s.transactional for s in steps] == [True, True, True, True, True, True, False]
+    assert [s.transactional for s in steps] == [True, True, True, True, True, True, False, False]
+    assert [s.index_build for s in steps] == [False] * 6 + [True, True]
     assert not any(s.secret for s in steps)
     assert module_for("ddl") is ddl
     assert ddl.database(GOLDEN_PAYLOAD) == "app"
