@@ -43,6 +43,7 @@ from provisioning.clusters import (
     ensure_service_user,
     free_port,
 )
+from provisioning.errors import TransientTargetError
 from provisioning.replicas.base import ReplicaDriver, ReplicaState, StepCallback, register
 
 log = structlog.get_logger(__name__)
@@ -53,6 +54,28 @@ HBA_LINE = f"host replication {REPLICATION_ROLE} 127.0.0.1/32 scram-sha-256"
 _KEY = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # Advisory-lock namespace on a primary while its replication role is created or changed.
 _ROLE_LOCK = 0x64627270  # "dbrp"
+# What libpq / the server say through pg_basebackup when the primary is down or not accepting
+# connections yet: the build is retried later. Refusals (authentication, pg_hba.conf, privileges)
+# say so first and stay permanent: waiting does not change them.
+_BASEBACKUP_TRANSIENT = (
+    "connection refused", "could not connect to server", "timeout expired", "connection reset by peer",
+    "server closed the connection unexpectedly", "the database system is starting up",
+    "the database system is shutting down", "the database system is in recovery mode",
+    "too many connections", "remaining connection slots are reserved",
+)
+_BASEBACKUP_PERMANENT = (
+    "password authentication failed", "no pg_hba.conf entry", "pg_hba.conf rejects", "permission denied",
+    "must be superuser", "must have", "does not exist", "no password supplied",
+)
+
+
+def basebackup_error(output: str) -> Exception:
+    """The error for a failed pg_basebackup: transient when the primary could not be reached."""
+    message = f"pg_basebackup failed: {redact_text(output)}"
+    lowered = output.lower()
+    if any(m in lowered for m in _BASEBACKUP_TRANSIENT) and not any(m in lowered for m in _BASEBACKUP_PERMANENT):
+        return TransientTargetError(message)
+    return ClusterError(message)
 
 
 def replicas_root() -> Path:
@@ -327,7 +350,7 @@ class LocalReplicaDriver(ReplicaDriver):
         env["PGPASSFILE"] = str(passfile)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=settings.REPLICA_BUILD_TIMEOUT)
         if proc.returncode != 0:
-            raise ClusterError(f"pg_basebackup failed: {redact_text(proc.stderr.strip() or proc.stdout.strip())}")
+            raise basebackup_error(proc.stderr.strip() or proc.stdout.strip())
 
     def wait_caught_up(self, *, primary: Any, standby: LocalCluster, name: str, timeout: float = 120) -> str:
         """Wait until the standby streams and has replayed up to the primary's current WAL position."""

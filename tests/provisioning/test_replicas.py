@@ -29,6 +29,7 @@ from portal.errors import InvalidPayload
 from portal.models import ChangeRequest, Execution, Instance, Team
 from provisioning import executor
 from provisioning.clusters import LocalCluster
+from provisioning.errors import PermanentTargetError, TransientTargetError
 from provisioning.models import ReplicationCredential
 from provisioning.plans import module_for, plan_hash, plan_text
 from provisioning.replicas import runner
@@ -481,6 +482,52 @@ def test_a_failed_build_cleans_up_and_fails_the_request(people, primary, primary
     assert processes_using(build_dir(runner.build_key(request))) == []
     assert AuditEvent.objects.filter(action="request.failed", request_id=request.pk).exists()
     assert AuditEvent.objects.filter(action="replica.build_abandoned", request_id=request.pk).exists()
+
+
+def _basebackup_error(primary: Instance, password: str) -> Exception:
+    """Run the driver's pg_basebackup against `primary` into a scratch build folder; return its error."""
+    from provisioning.replicas.local import LocalReplicaDriver
+
+    folder = build_dir(f"probe-{secrets.token_hex(4)}")
+    try:
+        with pytest.raises(Exception) as raised:  # the kind of error is what the callers check
+            LocalReplicaDriver()._basebackup(primary=primary, name="probe", folder=folder, data_dir=folder / "data",
+                                             password=password)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return raised.value
+
+
+def test_a_backup_from_a_stopped_primary_is_retried_later(people, primary, primary_cluster):
+    # given the portal's replication role and pg_hba line on the primary, and then the primary stopped
+    from provisioning.replicas.local import LocalReplicaDriver
+
+    driver = LocalReplicaDriver()
+    password = driver._ensure_replication_role(primary)
+    primary_cluster.hba_add(HBA_LINE)
+    primary_cluster.stop()
+    try:
+        # when pg_basebackup runs against it
+        error = _basebackup_error(primary, password)
+    finally:
+        primary_cluster.start()
+    # then the failure is transient: the request goes back to the queue and the task retries
+    classified = runner._classify(error)
+    assert isinstance(classified, TransientTargetError), classified
+    assert "pg_basebackup failed" in classified.message and "refused" in classified.message.lower()
+
+
+def test_a_backup_refused_by_authentication_fails_the_request(people, primary, primary_cluster):
+    # given a running primary and a wrong replication password
+    from provisioning.replicas.local import LocalReplicaDriver
+
+    LocalReplicaDriver()._ensure_replication_role(primary)
+    primary_cluster.hba_add(HBA_LINE)
+    primary_cluster.reload()
+    # when pg_basebackup runs with it, then the failure is permanent: waiting would not help
+    classified = runner._classify(_basebackup_error(primary, "not-the-password"))
+    assert isinstance(classified, PermanentTargetError), classified
+    assert "password authentication failed" in classified.message
 
 
 # -- end to end through the outbox and real Celery workers -------------------------------
