@@ -24,10 +24,9 @@ from provisioning.plans.checks import (
     check_bool,
     check_database,
     check_future_datetime,
-    check_keys,
     check_name,
-    inventory_snapshot,
     schemas_of,
+    validation_start,
 )
 
 REQUIRED = {"role", "database", "schema", "privileges"}
@@ -39,13 +38,8 @@ MAX_TABLES = 500
 def validate(payload: dict, *, instance: Any, team: Any, kind: str, user: Any = None) -> dict:
     """kind: "grant" or "revoke". `user` None: a system request (expiry, drift)."""
     from portal.models import ManagedRole, ManagedSchema
-    from provisioning.replicas.base import ensure_writable
 
-    ensure_writable(instance)  # a read replica takes no writes: 400 on "instance"
-    errors = Errors()
-    if not check_keys(errors, payload, required=REQUIRED, optional=OPTIONAL):
-        errors.raise_if_any()
-    snapshot = inventory_snapshot(errors, instance)
+    errors, snapshot = validation_start(payload, instance=instance, required=REQUIRED, optional=OPTIONAL)
     live_roles = (snapshot or {}).get("roles", {})
     database = check_database(errors, payload, snapshot)
 

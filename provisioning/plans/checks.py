@@ -160,6 +160,20 @@ def inventory_snapshot(errors: Errors, instance: Any) -> dict | None:
     return inventory.snapshot
 
 
+def validation_start(payload: Any, *, instance: Any, required: set[str], optional: set[str]
+                     ) -> tuple[Errors, dict | None]:
+    """How a write plan's validate() begins: no writes to a read replica (400 on "instance"), the
+    payload's keys (raised at once when it cannot be read further), then the instance's inventory.
+    Returns the errors collected so far (the caller adds its own and raises) and the snapshot."""
+    from provisioning.replicas.base import ensure_writable
+
+    ensure_writable(instance)
+    errors = Errors()
+    if not check_keys(errors, payload, required=required, optional=optional):
+        errors.raise_if_any()
+    return errors, inventory_snapshot(errors, instance)
+
+
 def check_database(errors: Errors, payload: dict, snapshot: dict | None) -> str | None:
     database = payload.get("database")
     if not isinstance(database, str) or not database:

@@ -12,13 +12,11 @@ from psycopg import sql
 
 from provisioning.plans import PASSWORD_PLACEHOLDER, Step, ident
 from provisioning.plans.checks import (
-    Errors,
     check_bool,
     check_future_datetime,
-    check_keys,
     check_name,
-    inventory_snapshot,
     name_problem,
+    validation_start,
 )
 
 REQUIRED = {"name", "login"}
@@ -30,13 +28,8 @@ DENIED_ATTRIBUTES = sql.SQL("NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION N
 
 def validate(payload: dict, *, instance: Any, team: Any, user: Any) -> dict:
     from portal.models import ManagedRole
-    from provisioning.replicas.base import ensure_writable
 
-    ensure_writable(instance)  # a read replica takes no writes: 400 on "instance"
-    errors = Errors()
-    if not check_keys(errors, payload, required=REQUIRED, optional=OPTIONAL):
-        errors.raise_if_any()
-    snapshot = inventory_snapshot(errors, instance)
+    errors, snapshot = validation_start(payload, instance=instance, required=REQUIRED, optional=OPTIONAL)
     live_roles = (snapshot or {}).get("roles", {})
     name = check_name(errors, payload, "name", role=True)
     if name and (name in live_roles or ManagedRole.objects.filter(instance=instance, name=name).exists()):

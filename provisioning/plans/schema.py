@@ -15,11 +15,10 @@ from provisioning.plans.checks import (
     MAX_NAME_BYTES,
     Errors,
     check_database,
-    check_keys,
     check_name,
-    inventory_snapshot,
     name_problem,
     schemas_of,
+    validation_start,
 )
 
 REQUIRED = {"database", "name"}
@@ -33,13 +32,8 @@ def default_owner(name: str) -> str:
 
 def validate(payload: dict, *, instance: Any, team: Any, user: Any) -> dict:
     from portal.models import ManagedRole, ManagedSchema
-    from provisioning.replicas.base import ensure_writable
 
-    ensure_writable(instance)  # a read replica takes no writes: 400 on "instance"
-    errors = Errors()
-    if not check_keys(errors, payload, required=REQUIRED, optional=OPTIONAL):
-        errors.raise_if_any()
-    snapshot = inventory_snapshot(errors, instance)
+    errors, snapshot = validation_start(payload, instance=instance, required=REQUIRED, optional=OPTIONAL)
     database = check_database(errors, payload, snapshot)
     name = check_name(errors, payload, "name")
     if name and database:
