@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib.auth.models import Group
 from guardian.shortcuts import get_users_with_perms
 
 from portal.choices import Decision, Environment, Persona, RequestStatus, RequestType, Risk
@@ -83,8 +84,35 @@ def requirement_for(*, environment: str, request_type: str, risk: str, team: Tea
 
 
 def requirement_of(request: ChangeRequest) -> Requirement:
-    return requirement_for(environment=request.instance.environment, request_type=request.type,
-                           risk=request.risk, team=request.team, owner_team=request.owner_team)
+    # Kept on the object for the rest of the HTTP request: a detail view and an approval ask
+    # for it two or three times (one policy query each), and a request's type, risk, instance
+    # and teams do not change once submitted. Keyed anyway, so an edited object is re-read.
+    key = (request.instance_id, request.type, request.risk, request.team_id, request.owner_team_id)
+    memo = getattr(request, "_portal_requirement", None)
+    if memo is not None and memo[0] == key:
+        return memo[1]
+    requirement = requirement_for(environment=request.instance.environment, request_type=request.type,
+                                  risk=request.risk, team=request.team, owner_team=request.owner_team)
+    request._portal_requirement = (key, requirement)
+    return requirement
+
+
+def groups_load(users: list[Any]) -> None:
+    """Fill the user_groups() cache of several users with one query (not one per user)."""
+    missing = {user.pk: user for user in users if getattr(user, "_portal_groups", None) is None}
+    if not missing:
+        return
+    found: dict[int, set[str]] = {pk: set() for pk in missing}
+    for user_id, name in Group.objects.filter(user__in=list(missing)).values_list("user", "name"):
+        found[user_id].add(name)
+    for pk, user in missing.items():
+        user._portal_groups = found[pk]
+
+
+def _approvals_of(request: ChangeRequest) -> list[Approval] | None:
+    """The request's approvals when already prefetched (request_get_for), else None."""
+    prefetched = getattr(request, "_prefetched_objects_cache", {}).get("approvals")
+    return list(prefetched) if prefetched is not None else None
 
 
 def approver_groups_of(user: Any) -> set[str]:
@@ -118,8 +146,16 @@ def approval_tally(request: ChangeRequest, requirement: Requirement | None = Non
     """Approvals that count: decision approve, on the current plan hash, from an eligible person."""
     requirement = requirement or requirement_of(request)
     leads = team_leads(requirement.owner_lead_team) if requirement.owner_lead_team else set()
-    approvals = (Approval.objects.filter(request=request, decision=Decision.APPROVE, plan_hash=request.plan_hash)
-                 .select_related("reviewer").order_by("created_at"))
+    prefetched = _approvals_of(request)
+    if prefetched is not None:
+        # The same rows the query below selects, from the detail view's prefetch (created_at order).
+        approvals = sorted((a for a in prefetched if a.decision == Decision.APPROVE and a.plan_hash == request.plan_hash),
+                           key=lambda a: a.created_at)
+    else:
+        approvals = list(Approval.objects.filter(request=request, decision=Decision.APPROVE,
+                                                 plan_hash=request.plan_hash)
+                         .select_related("reviewer").order_by("created_at"))
+    groups_load([approval.reviewer for approval in approvals])
     group_count, lead_ok, approvers = 0, False, []
     for approval in approvals:
         counted = False
@@ -147,7 +183,12 @@ def decision_eligibility(user: Any, request: ChangeRequest) -> tuple[bool, str, 
         return False, "you cannot approve or reject your own request", 403
     if request.filed_by_id == user.pk:
         return False, "you filed this request: another reviewer must decide on it", 403
-    if Approval.objects.filter(request=request, reviewer=user, plan_hash=request.plan_hash).exists():
+    prefetched = _approvals_of(request)
+    if prefetched is not None:
+        decided = any(a.reviewer_id == user.pk and a.plan_hash == request.plan_hash for a in prefetched)
+    else:
+        decided = Approval.objects.filter(request=request, reviewer=user, plan_hash=request.plan_hash).exists()
+    if decided:
         return False, "you already decided on this plan", 409
     requirement = requirement_of(request)
     if approver_groups_of(user) & set(requirement.approver_groups):

@@ -50,3 +50,34 @@ def test_list_queries_do_not_grow_with_rows(people, api_for, managed_instance, p
     grow(people, managed_instance, 19)
     with django_assert_max_num_queries(with_one):
         client.get(url)
+
+
+# --- the endpoints of the load test (bench/load.py): fixed numbers, lower them when you can -------
+
+def test_hot_endpoints_query_pins(people, api_for, managed_instance, django_assert_max_num_queries):
+    """Token and groups (1), then: list = count + page; detail = row + approvals + executions +
+    policy (+ the approvers' groups); approve = the transition and the detail answer."""
+    submit_many(people, managed_instance, 5)
+    alice, bob = api_for("alice"), api_for("bob")
+    newest = list(ChangeRequest.objects.order_by("-id").values_list("id", flat=True)[:2])
+    with django_assert_max_num_queries(3):
+        assert alice.get("/api/v1/requests/").status_code == 200
+    with django_assert_max_num_queries(3):
+        assert bob.get("/api/v1/requests/?status=submitted&page_size=20").status_code == 200
+    with django_assert_max_num_queries(3):
+        assert alice.get("/api/v1/instances/").status_code == 200
+    with django_assert_max_num_queries(5):
+        assert alice.get(f"/api/v1/requests/{newest[0]}/").status_code == 200
+    with django_assert_max_num_queries(PINS["approve"]):
+        assert bob.post(f"/api/v1/requests/{newest[1]}/approve/", {"comment": "ok"}, format="json").status_code == 200
+    with django_assert_max_num_queries(6):  # now with an approval: its reviewers' groups, one query
+        assert alice.get(f"/api/v1/requests/{newest[1]}/").status_code == 200
+    body = {"type": "schema", "instance": "demo", "team": "payments", "justification": "pins",
+            "payload": {"database": "app", "name": f"qc_pin_{newest[0]}"}}
+    with django_assert_max_num_queries(PINS["submit"]):
+        assert alice.post("/api/v1/requests/", body, format="json").status_code == 201
+
+
+# approve: lock, eligibility, approval, tally, three audit events, queue + outbox, then the detail.
+# submit: scope of team and instance, inventory, validation, policy, insert + audit, then the detail.
+PINS = {"approve": 29, "submit": 19}

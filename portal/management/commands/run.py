@@ -64,18 +64,27 @@ class Command(BaseCommand):
         bind = options["bind"]
         commands = {
             "web": [os.path.join(bin_dir, "gunicorn"), "portal.wsgi:application", "--bind", f"{bind}:{port}",
-                    "--workers", os.environ.get("WEB_CONCURRENCY", "2"), "--threads", "4", "--timeout", "60",
-                    "--access-logfile", "-", "--graceful-timeout", "10"],
+                    "--workers", os.environ.get("WEB_CONCURRENCY", "2"),
+                    "--threads", os.environ.get("WEB_THREADS", "4"),
+                    # Longer than a client's think time between calls: a keep-alive connection the
+                    # server drops just as the client reuses it is a "connection reset" error.
+                    "--keep-alive", os.environ.get("WEB_KEEPALIVE", "75"),
+                    "--timeout", "60", "--access-logfile", "-", "--graceful-timeout", "10"],
             "worker": [python, "-m", "celery", "-A", "portal", "worker", "--loglevel", "INFO",
                        "--concurrency", os.environ.get("WORKER_CONCURRENCY", "2"), "--hostname", "worker@%h"],
             "beat": [python, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO",
                      "--schedule", str(var_dir / "celerybeat-schedule")],
         }
+        # On one machine the background processes yield the CPU to the web ones: an apply may
+        # start a few milliseconds later, a page must not wait behind it. 0 = same priority.
+        background_nice = int(os.environ.get("WORKER_NICE", "10"))
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         for name, cmd in commands.items():
+            nice = background_nice if name in ("worker", "beat") else 0
             self.children.append((name, subprocess.Popen(cmd, env=env, cwd=settings.BASE_DIR,
-                                                         start_new_session=True)))
+                                                         start_new_session=True,
+                                                         preexec_fn=(lambda n=nice: os.nice(n)) if nice else None)))
         url = f"http://{'127.0.0.1' if bind in ('0.0.0.0', '') else bind}:{port}/"
         self._wait_healthy(url + "healthz")
         lines = ["", "=" * 64, f"dbportal is running at {url}  (ready in {time.monotonic() - started:.1f} s)"]
