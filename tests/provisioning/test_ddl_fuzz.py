@@ -35,12 +35,18 @@ def pipeline(text: str) -> list[str] | None:
         rules.ddl_risk(findings)
         payload = {"database": "app", "schema": SCHEMA, "owner_role": "payments_owner", "sql": text}
         plan = plan_text(ddl.render(payload))
-        user_steps = [step.text for index, step in ddl.numbered_steps(payload) if index is not None]
+        numbered = ddl.numbered_steps(payload)
     except InvalidPayload as exc:
         assert exc.errors and all(isinstance(m, str) and m for m in exc.errors["payload.sql"])
         return None
+    user_steps = [step.text for index, step in numbered if index is not None]
+    # the portal's lines: search_path, role, RESET ROLE, and one drop-if-INVALID before each concurrent build
+    drops = [step.text for index, step in numbered if index is None and step.only_if is not None]
+    builds = [line for line in user_steps if line.startswith(("CREATE INDEX CONCURRENTLY",
+                                                              "CREATE UNIQUE INDEX CONCURRENTLY"))]
+    assert len(drops) == len(builds) and all(d.startswith("DROP INDEX CONCURRENTLY IF EXISTS ") for d in drops)
     # whatever passed: each rendered user statement parses back to one statement that passes again
-    assert len(user_steps) == len(plan) - 3
+    assert len(user_steps) == len(plan) - 3 - len(drops)
     for line in user_steps:
         again = parse.parse(line)
         assert len(again) == 1
