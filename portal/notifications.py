@@ -23,11 +23,16 @@ WEBHOOK_TIMEOUT = 5
 EVENTS = {"submitted", "approved", "rejected", "cancelled", "retried", "queued", "applied", "failed"}
 
 
-def notify_enqueue(request_id: int, event: str) -> None:
-    from portal.tasks import notify_request
+def notify_enqueue(request_id: int | list[int], event: str) -> None:
+    """Publish the notification task of one transition, or one task for the same transition of
+    several requests (a batch the engine applied together)."""
+    from portal.tasks import notify_request, notify_requests
 
     try:
-        notify_request.apply_async(args=[request_id, event], retry=False)
+        if isinstance(request_id, list):
+            notify_requests.apply_async(args=[request_id, event], retry=False)
+        else:
+            notify_request.apply_async(args=[request_id, event], retry=False)
     except Exception as exc:  # noqa: BLE001 - a lost notification must never fail a transition
         log.warning("notify.enqueue_failed", request=request_id, notification=event, error=type(exc).__name__)
 
@@ -68,28 +73,36 @@ def _recipients(request, event: str) -> list[str]:
 
 def notify_send(request_id: int, event: str) -> dict:
     """Send the e-mail and the webhook for one transition; returns what was sent (for tests)."""
+    return notify_send_many([request_id], event).get(request_id, {"email": [], "webhook": None})
+
+
+def notify_send_many(request_ids: list[int], event: str) -> dict[int, dict]:
+    """The same transition of several requests, read in one query; what was sent, by id."""
     from portal.models import ChangeRequest
     from portal.services.instances import target_allowed
 
-    request = ChangeRequest.objects.select_related("team", "instance", "requester").filter(pk=request_id).first()
-    if request is None or event not in EVENTS:
-        return {"email": [], "webhook": None}
-    body = notification_body(request, event)
-    recipients = _recipients(request, event)
-    if recipients:
-        send_mail(subject=f"[dbportal] request #{request.pk} ({request.type}) {event}",
-                  message=json.dumps(body, indent=2), from_email=None, recipient_list=recipients,
-                  fail_silently=True)
-    webhook = None
-    url = request.team.webhook_url
-    if url:
-        host = urlsplit(url).hostname or ""
-        if not target_allowed(host):
-            log.warning("notify.webhook_not_allowed", request=request_id, team=request.team.name)
-            webhook = "not allowed"
-        else:
-            webhook = _post_json(url, body)
-    return {"email": recipients, "webhook": webhook}
+    if event not in EVENTS:
+        return {}
+    sent: dict[int, dict] = {}
+    requests = ChangeRequest.objects.select_related("team", "instance", "requester").filter(pk__in=request_ids)
+    for request in requests:
+        body = notification_body(request, event)
+        recipients = _recipients(request, event)
+        if recipients:
+            send_mail(subject=f"[dbportal] request #{request.pk} ({request.type}) {event}",
+                      message=json.dumps(body, indent=2), from_email=None, recipient_list=recipients,
+                      fail_silently=True)
+        webhook = None
+        url = request.team.webhook_url
+        if url:
+            host = urlsplit(url).hostname or ""
+            if not target_allowed(host):
+                log.warning("notify.webhook_not_allowed", request=request.pk, team=request.team.name)
+                webhook = "not allowed"
+            else:
+                webhook = _post_json(url, body)
+        sent[request.pk] = {"email": recipients, "webhook": webhook}
+    return sent
 
 
 def _post_json(url: str, body: dict) -> str:

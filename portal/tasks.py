@@ -24,3 +24,11 @@ def notify_request(request_id: int, event: str) -> None:
     from portal.notifications import notify_send
 
     notify_send(request_id, event)
+
+
+@shared_task(name="portal.notify_requests", ignore_result=True)
+def notify_requests(request_ids: list[int], event: str) -> None:
+    """The same transition of several requests (applied together in one batch)."""
+    from portal.notifications import notify_send_many
+
+    notify_send_many(request_ids, event)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import secrets as pysecrets
 import time
 from collections.abc import Iterator
@@ -39,15 +40,16 @@ import psycopg
 import structlog
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Max
 from django.utils import timezone
 from psycopg import sql
 
-from audit.services import record
+from audit.models import AuditEvent
+from audit.services import event as audit_event
+from audit.services import record_many
 from portal.choices import Decision, RequestStatus, RequestType
 from portal.crypto import decrypt, encrypt
 from portal.logging import redact_text
-from portal.models import ChangeRequest, Execution
+from portal.models import Approval, ChangeRequest, Execution
 from provisioning.connections import LOCK_TIMEOUT_MS, STATEMENT_TIMEOUT_MS, describe_error, instance_conninfo
 from provisioning.errors import PermanentTargetError, TargetError, TransientTargetError
 from provisioning.models import OutboxMessage, RequestSecret
@@ -105,13 +107,24 @@ def _lock_key(request_id: int) -> int:
     return int(request_id) % 2_147_483_647
 
 
+# The request's status and, only when it is one a worker may claim, its liveness lock: one
+# round trip for the first thing every delivery of a message does.
+_STATUS_AND_LOCK = (
+    "SELECT status, CASE WHEN status IN (%s, %s) THEN pg_try_advisory_lock(%s, %s) ELSE false END"
+    " FROM portal_changerequest WHERE id = %s"
+)
+
+
 @contextlib.contextmanager
-def liveness_lock(request_id: int) -> Iterator[bool]:
+def liveness_lock(request_id: int) -> Iterator[tuple[str | None, bool]]:
+    """(status, held): the lock is tried only for a queued or running request, and held until exit."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LIVENESS_LOCK_NS, _lock_key(request_id)])
-        held = bool(cursor.fetchone()[0])
+        cursor.execute(_STATUS_AND_LOCK, [RequestStatus.QUEUED.value, RequestStatus.RUNNING.value,
+                                          LIVENESS_LOCK_NS, _lock_key(request_id), request_id])
+        row = cursor.fetchone()
+    status, held = (row[0], bool(row[1])) if row else (None, False)
     try:
-        yield held
+        yield status, held
     finally:
         if held:
             with contextlib.suppress(Exception), connection.cursor() as cursor:
@@ -347,186 +360,446 @@ def target_connection(instance: Any, database: str) -> Iterator[psycopg.Connecti
                 conn.close()
 
 
+def _marker_table_exists(conn: psycopg.Connection) -> bool:
+    return conn.execute("SELECT to_regclass('dbportal_meta.applied_change')").fetchone()[0] is not None
+
+
 def marker_exists(conn: psycopg.Connection, request_id: int, hash_: str) -> bool:
-    if conn.execute("SELECT to_regclass('dbportal_meta.applied_change')").fetchone()[0] is None:
-        return False
-    row = conn.execute(
-        "SELECT 1 FROM dbportal_meta.applied_change WHERE portal = %s AND request_id = %s AND plan_hash = %s",
-        (portal_id(), request_id, hash_),
-    ).fetchone()
-    return row is not None
+    return _marker_table_exists(conn) and bool(_markers_of(conn, [(request_id, hash_)]))
 
 
-def apply_on_target(request: Any, steps: list[Step], *, worker: str, log_rows: list[dict]) -> TargetResult:
-    """Run the plan on the target; the caller has claimed the request and verified the plan."""
-    module = module_for(request.type)
-    database = module.database(request.payload) or request.instance.database
-    shown = plan_text(steps)
-    split = split_plan(steps)
-    needs_secret = any(step.secret for step in steps)
-    instance = request.instance
-    try:
-        with target_connection(instance, database) as conn:
-            for index in split.before:
-                _run_autocommit_step(conn, steps[index], shown[index], log_rows)
-            already = False
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (INSTANCE_LOCK_NS, int(instance.pk)))
-                if conn.execute("SELECT to_regclass('dbportal_meta.applied_change')").fetchone()[0] is None:
-                    for ddl in MARKER_DDL:
-                        conn.execute(ddl)
-                if marker_exists(conn, request.pk, request.plan_hash):
-                    already = True
-                else:
-                    run_steps = steps
-                    if needs_secret:
-                        role = _secret_role(request)
-                        verifier = scram_verifier(conn, role, _password_for(request, role))
-                        run_steps = module.render(request.payload, secrets={"password": verifier})
-                        if len(run_steps) != len(steps):
-                            raise PermanentTargetError("the plan rendered with its secret has a different shape")
-                    for index in split.inside:
-                        _run_step(conn, run_steps[index].statement, shown[index], log_rows)
-                    conn.execute(
-                        "INSERT INTO dbportal_meta.applied_change (portal, request_id, plan_hash, worker)"
-                        " VALUES (%s, %s, %s, %s)",
-                        (portal_id(), request.pk, request.plan_hash, worker[:200]),
-                    )
-            # Idempotent by contract, so they run again after a recovered commit too.
-            for index in split.after:
-                _run_autocommit_step(conn, steps[index], shown[index], log_rows)
-    except TargetError:
-        raise
-    except psycopg.Error as exc:
-        # Connection failures, and COMMIT itself (an unknown outcome: the marker settles it).
-        raise classify(exc) from exc
-    return TargetResult(outcome=OUTCOME_ALREADY if already else OUTCOME_APPLIED, statements=log_rows, database=database)
+def _markers_of(conn: psycopg.Connection, keys: list[tuple[int, str]]) -> set[int]:
+    """The request ids among (request id, plan hash) pairs that already have their marker."""
+    rows = conn.execute(
+        "SELECT m.request_id FROM dbportal_meta.applied_change m"
+        " JOIN unnest(%s::bigint[], %s::text[]) AS k(request_id, plan_hash)"
+        " ON m.request_id = k.request_id AND m.plan_hash = k.plan_hash WHERE m.portal = %s",
+        ([k[0] for k in keys], [k[1] for k in keys], portal_id()),
+    ).fetchall()
+    return {row[0] for row in rows}
 
 
-# --- claim and record in the portal database -------------------------------------------------
-def _claim(request_id: int, hash_: str, worker: str):
-    with transaction.atomic():
-        request = ChangeRequest.objects.select_for_update(of=("self",)).select_related("instance").filter(pk=request_id).first()
-        if request is None:
-            log.warning("apply.unknown_request", request=request_id)
-            return None
-        if request.status not in (RequestStatus.QUEUED, RequestStatus.RUNNING):
-            log.info("apply.not_claimable", request=request_id, status=request.status)
-            return None
-        if request.plan_hash != hash_:
-            # A message for another version of the plan; the current one has its own message.
-            log.warning("apply.plan_hash_mismatch", request=request_id)
-            return None
-        now = timezone.now()
-        if request.status == RequestStatus.RUNNING:
-            # We hold the liveness lock, so the worker that set "running" is gone.
-            lost = Execution.objects.filter(request=request, finished_at__isnull=True).update(
-                finished_at=now, outcome=OUTCOME_LOST,
-                error="the worker running this attempt stopped (killed or lost); another worker took over",
-            )
-            record("request.recovered", object_type="request", object_id=request.pk, instance=request.instance,
-                   request_id=request.pk, outcome="recovered", details={"worker": worker, "lost_attempts": lost})
-        attempt = (Execution.objects.filter(request=request).aggregate(n=Max("attempt"))["n"] or 0) + 1
-        ChangeRequest.objects.filter(pk=request.pk).update(status=RequestStatus.RUNNING, status_detail="", updated_at=now)
-        request.status = RequestStatus.RUNNING
-        execution = Execution.objects.create(request=request, attempt=attempt, worker=worker[:200], plan_hash=hash_)
-        OutboxMessage.objects.filter(request=request, taken_at__isnull=True).update(taken_at=now)
-        record("request.running", object_type="request", object_id=request.pk, instance=request.instance,
-               request_id=request.pk, outcome="running", details={"worker": worker, "attempt": attempt})
-    execution.request = request
-    return execution
+@dataclass
+class Job:
+    """One claimed request inside an attempt: its execution, verified plan and outcome."""
+
+    execution: Any
+    steps: list[Step] = field(default_factory=list)
+    password: str | None = None  # the generated password of a login role, set before the target
+    log_rows: list[dict] = field(default_factory=list)
+    result: TargetResult | None = None
+    error: TargetError | None = None
+    terminated: list[dict] = field(default_factory=list)
+
+    @property
+    def request(self) -> Any:
+        return self.execution.request
+
+    @property
+    def pending(self) -> bool:
+        return self.result is None and self.error is None
 
 
-def _approvers(request: Any) -> list[str]:
-    return list(
-        request.approvals.filter(decision=Decision.APPROVE, plan_hash=request.plan_hash)
-        .order_by("created_at")
-        .values_list("reviewer__username", flat=True)
+def database_of(request: Any) -> str:
+    return module_for(request.type).database(request.payload) or request.instance.database
+
+
+def _run_plan(conn: psycopg.Connection, job: Job, *, worker: str) -> None:
+    """The plan's transactional steps and its marker, inside the caller's transaction."""
+    request = job.request
+    shown = plan_text(job.steps)
+    run_steps = job.steps
+    if job.password is not None:
+        role = _secret_role(request)
+        verifier = scram_verifier(conn, role, job.password)
+        run_steps = module_for(request.type).render(request.payload, secrets={"password": verifier})
+        if len(run_steps) != len(job.steps):
+            raise PermanentTargetError("the plan rendered with its secret has a different shape")
+    for index in split_plan(job.steps).inside:
+        _run_step(conn, run_steps[index].statement, shown[index], job.log_rows)
+    conn.execute(
+        "INSERT INTO dbportal_meta.applied_change (portal, request_id, plan_hash, worker) VALUES (%s, %s, %s, %s)",
+        (portal_id(), request.pk, request.plan_hash, worker[:200]),
     )
 
 
-def _finish_applied(execution: Any, result: TargetResult) -> None:
-    from portal.services.managed import managed_record_applied
+def _run_loose_steps(conn: psycopg.Connection, jobs: list[Job], part: str) -> None:
+    """Steps that cannot run in a transaction (`before` or `after` the plan's one), in
+    autocommit; idempotent by contract, so a retry may run them again. A failure ends its job."""
+    for job in jobs:
+        if not job.pending:
+            continue
+        shown = plan_text(job.steps)
+        try:
+            for index in getattr(split_plan(job.steps), part):
+                _run_autocommit_step(conn, job.steps[index], shown[index], job.log_rows)
+        except TargetError as exc:
+            if conn.closed or conn.broken:
+                raise
+            job.error = exc
 
-    request = execution.request
-    now = timezone.now()
-    approvers = _approvers(request)
-    terminated: list[dict] = []
-    if request.type == RequestType.REVOKE:
-        # Access must really stop: sessions already open keep their privileges otherwise.
-        from provisioning.sessions import end_role_sessions
 
-        terminated = end_role_sessions(request.instance, result.database, request.payload.get("role", ""))
+def apply_on_target(jobs: list[Job], *, worker: str) -> None:
+    """Run the claimed, verified plans of `jobs` (one instance, one database) on the target and
+    set each job's result or error.
+
+    One transaction under the instance lock, each plan with its marker. A plan whose marker is
+    already there was committed by an earlier attempt and runs nothing. With several jobs the
+    first try runs them all straight through (no savepoints: two round trips fewer per plan);
+    if one fails, that one ends with its error and the others run again in a new transaction,
+    each in a savepoint, so any further failure rolls back alone."""
+    first = jobs[0].request
+    instance, database = first.instance, database_of(first)
+    already: set[int] = set()
+    try:
+        with target_connection(instance, database) as conn:
+            _run_loose_steps(conn, jobs, "before")
+            isolate = False
+            while True:
+                live = [job for job in jobs if job.pending]
+                if not live:
+                    break
+                running: Job | None = None
+                try:
+                    with conn.transaction():
+                        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (INSTANCE_LOCK_NS, int(instance.pk)))
+                        if _marker_table_exists(conn):
+                            already = _markers_of(conn, [(job.request.pk, job.request.plan_hash) for job in live])
+                        else:
+                            for ddl in MARKER_DDL:
+                                conn.execute(ddl)
+                        for job in live:
+                            if job.request.pk in already:
+                                continue
+                            running = job
+                            if not isolate:
+                                _run_plan(conn, job, worker=worker)
+                                continue
+                            try:
+                                with conn.transaction():  # a savepoint: this plan alone rolls back
+                                    _run_plan(conn, job, worker=worker)
+                            except TargetError as exc:
+                                if conn.closed or conn.broken:
+                                    raise
+                                job.error = exc
+                        running = None
+                    break
+                except TargetError as exc:
+                    if isolate or running is None or len(live) == 1 or conn.closed or conn.broken:
+                        raise
+                    # The plan that failed ends with its error; the others run again, isolated.
+                    running.error = exc
+                    for job in live:
+                        if job is not running:
+                            job.log_rows.clear()
+                    isolate = True
+            _run_loose_steps(conn, jobs, "after")
+    except TargetError as exc:
+        for job in jobs:
+            if job.pending:
+                job.error = exc
+        return
+    except psycopg.Error as exc:
+        # Connection failures, and COMMIT itself (an unknown outcome: the marker settles it).
+        error = classify(exc)
+        for job in jobs:
+            if job.pending:
+                job.error = error
+        return
+    for job in jobs:
+        if job.pending:
+            outcome = OUTCOME_ALREADY if job.request.pk in already else OUTCOME_APPLIED
+            job.result = TargetResult(outcome=outcome, statements=job.log_rows, database=database)
+
+
+# --- claim and record in the portal database -------------------------------------------------
+# Request types applied together, in one target transaction, when several wait for the same
+# database: transactional catalog changes of a few statements, where a transaction per request
+# would cost more in round trips and commits than the plans themselves.
+BATCH_TYPES = (RequestType.ROLE, RequestType.SCHEMA, RequestType.GRANT, RequestType.REVOKE)
+
+
+def batch_max() -> int:
+    return max(1, int(getattr(settings, "PROVISIONING_BATCH_MAX", 50)))
+
+
+def _try_locks(request_ids: list[int]) -> list[int]:
+    """Take the liveness locks of those requests no live worker holds; returns their ids."""
+    by_key = {_lock_key(pk): pk for pk in request_ids}
+    if not by_key:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT k FROM unnest(%s::int[]) AS k WHERE pg_try_advisory_lock(%s, k)",
+                       [list(by_key), LIVENESS_LOCK_NS])
+        return [by_key[row[0]] for row in cursor.fetchall()]
+
+
+def _unlock(request_ids: list[int]) -> None:
+    if not request_ids:
+        return
+    with contextlib.suppress(Exception), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(%s, k) FROM unnest(%s::int[]) AS k",
+                       [LIVENESS_LOCK_NS, [_lock_key(pk) for pk in request_ids]])
+
+
+def _companions(leader: Any, named: list[int] | None = None) -> list[Any]:
+    """Queued requests for the leader's instance and database whose message no worker has taken
+    yet: the leader's worker claims them too (row lock, then liveness lock), so a burst of
+    approvals is applied in a few target transactions instead of one each. `named` are those
+    the outbox published with the leader's message; without them, any such request qualifies
+    (a backlog of single messages). A request another worker is claiming is skipped, never
+    waited for."""
+    limit = batch_max() - 1
+    if limit < 1 or leader.type not in BATCH_TYPES or leader.status != RequestStatus.QUEUED:
+        return []
+    database = database_of(leader)
+    scope = ChangeRequest.objects.filter(pk__in=named) if named else ChangeRequest.objects.all()
+    candidates = list(
+        scope.select_for_update(skip_locked=True)
+        .filter(instance_id=leader.instance_id, status=RequestStatus.QUEUED, type__in=BATCH_TYPES)
+        .exclude(pk=leader.pk)
+        .filter(pk__in=OutboxMessage.objects.filter(taken_at__isnull=True, request__isnull=False).values("request_id"))
+        .order_by("pk")[: limit * 2]
+    )
+    same: list[Any] = []
+    for candidate in candidates:
+        candidate.instance = leader.instance
+        try:
+            if database_of(candidate) == database:
+                same.append(candidate)
+        except Exception:  # noqa: BLE001 - a payload that does not render is left to its own task
+            continue
+    locked = set(_try_locks([c.pk for c in same[:limit]]))
+    return [c for c in same[:limit] if c.pk in locked]
+
+
+# Claiming in one round trip: the requests go running, their outbox rows taken, and each gets
+# the Execution row of its next attempt. Values are parameters; the text is constant.
+_CLAIM = (
+    "WITH claimed AS (UPDATE portal_changerequest SET status = %s, status_detail = '', updated_at = %s"
+    " WHERE id = ANY(%s) RETURNING id, plan_hash),"
+    " taken AS (UPDATE provisioning_outboxmessage SET taken_at = %s WHERE request_id = ANY(%s) AND taken_at IS NULL)"
+    " INSERT INTO portal_execution (request_id, attempt, worker, plan_hash, started_at, statements, outcome, error,"
+    " sqlstate)"
+    " SELECT c.id, COALESCE((SELECT max(e.attempt) FROM portal_execution e WHERE e.request_id = c.id), 0) + 1,"
+    " %s, c.plan_hash, %s, '[]'::jsonb, '', '', '' FROM claimed c"
+    " RETURNING id, request_id, attempt"
+)
+
+
+def _claim_rows(claimed: list[Any], *, worker: str, now: Any) -> list[Any]:
+    """Mark the (row-locked, claimable) requests running; their Execution rows, in order."""
+    ids = [r.pk for r in claimed]
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM, [RequestStatus.RUNNING.value, now, ids, now, ids, worker[:200], now])
+        rows = {request_id: (pk, attempt) for pk, request_id, attempt in cursor.fetchall()}
+    executions = []
+    for request in claimed:
+        pk, attempt = rows[request.pk]
+        execution = Execution(pk=pk, request=request, attempt=attempt, worker=worker[:200],
+                              plan_hash=request.plan_hash, started_at=now)
+        execution._state.adding = False
+        execution._state.db = connection.alias
+        executions.append(execution)
+    return executions
+
+
+def _claim(request_id: int, hash_: str, worker: str, named: list[int] | None = None,
+           ) -> tuple[list[Any], list[int]] | None:
+    """Claim the request (queued → running, or take over a running one whose worker is gone)
+    with its companions; returns their Execution rows, leader first, and the companions' ids,
+    whose liveness locks the caller must release."""
+    companions: list[Any] = []
+    try:
+        with transaction.atomic():
+            request = (ChangeRequest.objects.select_for_update(of=("self",)).select_related("instance")
+                       .filter(pk=request_id).first())
+            if request is None:
+                log.warning("apply.unknown_request", request=request_id)
+                return None
+            if request.status not in (RequestStatus.QUEUED, RequestStatus.RUNNING):
+                log.info("apply.not_claimable", request=request_id, status=request.status)
+                return None
+            if request.plan_hash != hash_:
+                # A message for another version of the plan; the current one has its own message.
+                log.warning("apply.plan_hash_mismatch", request=request_id)
+                return None
+            now = timezone.now()
+            events = []
+            if request.status == RequestStatus.RUNNING:
+                # We hold the liveness lock, so the worker that set "running" is gone.
+                lost = Execution.objects.filter(request=request, finished_at__isnull=True).update(
+                    finished_at=now, outcome=OUTCOME_LOST,
+                    error="the worker running this attempt stopped (killed or lost); another worker took over",
+                )
+                events.append(audit_event("request.recovered", object_type="request", object_id=request.pk,
+                                          instance=request.instance, request_id=request.pk, outcome="recovered",
+                                          details={"worker": worker, "lost_attempts": lost}))
+            companions = _companions(request, named)
+            claimed = [request, *companions]
+            executions = _claim_rows(claimed, worker=worker, now=now)
+            for r, execution in zip(claimed, executions, strict=True):
+                r.status = RequestStatus.RUNNING
+                execution.request = r
+                events.append(audit_event("request.running", object_type="request", object_id=r.pk,
+                                          instance=r.instance, request_id=r.pk, outcome="running",
+                                          details={"worker": worker, "attempt": execution.attempt,
+                                                   "batch": len(claimed)}))
+            record_many(events)
+    except BaseException:
+        _unlock([c.pk for c in companions])
+        raise
+    return executions, [c.pk for c in companions]
+
+
+def _approvers(requests: list[Any]) -> dict[int, list[str]]:
+    """Who approved each request's current plan, in the order they did."""
+    hashes = {r.pk: r.plan_hash for r in requests}
+    found: dict[int, list[str]] = {pk: [] for pk in hashes}
+    if not hashes:
+        return found
+    rows = (Approval.objects.filter(request_id__in=hashes, decision=Decision.APPROVE).order_by("created_at")
+            .values_list("request_id", "plan_hash", "reviewer__username"))
+    for request_id, hash_, reviewer in rows:
+        if hashes[request_id] == hash_:
+            found[request_id].append(reviewer)
+    return found
+
+
+def _applied_events(job: Job, approvers: list[str]) -> list[AuditEvent]:
+    request, result, execution = job.request, job.result, job.execution
     statements = result.statements
-    with transaction.atomic():
-        ChangeRequest.objects.filter(pk=request.pk).update(
-            status=RequestStatus.APPLIED, status_detail="", applied_at=now, updated_at=now
-        )
-        request.status = RequestStatus.APPLIED
-        execution.finished_at = now
-        execution.outcome = result.outcome
-        execution.statements = statements
-        execution.save(update_fields=["finished_at", "outcome", "statements"])
-        managed_record_applied(request)
-        # Audit appends serialise on the chain's head row until commit: write them last, so
-        # workers finishing at the same time wait on each other as briefly as possible.
-        if result.outcome == OUTCOME_ALREADY:
-            # An earlier attempt committed on the target but died before telling the portal:
-            # its statements are recorded now, from the plan that was approved.
-            statements = [{"sql": text, "ms": None, "error": ""} for text in request.plan]
-        for position, row in enumerate(statements, start=1):
-            if row.get("error"):
-                continue
-            record("sql.executed", object_type="request", object_id=request.pk, instance=request.instance,
-                   database=result.database, statement=row["sql"], request_id=request.pk, approvers=approvers,
-                   outcome="ok", details={"position": position, "ms": row.get("ms"), "attempt": execution.attempt,
-                                          "recovered": result.outcome == OUTCOME_ALREADY})
-        for session in terminated:
-            record("session.terminated", object_type="role", object_id=request.payload.get("role", ""),
-                   instance=request.instance, database=result.database, request_id=request.pk,
-                   outcome="terminated" if session["terminated"] else "not_terminated", details=session)
-        record("request.applied", object_type="request", object_id=request.pk, instance=request.instance,
-               database=result.database, request_id=request.pk, approvers=approvers, outcome="applied",
-               details={"attempt": execution.attempt, "worker": execution.worker, "execution": result.outcome})
-        _notify_on_commit(request.pk, "applied")
-        # In the same transaction as "applied": a request submitted right after sees the change.
-        patched = _patch_inventory(request)
-    if not patched:
-        _refresh_inventory(request.instance)
+    if result.outcome == OUTCOME_ALREADY:
+        # An earlier attempt committed on the target but died before telling the portal:
+        # its statements are recorded now, from the plan that was approved.
+        statements = [{"sql": text, "ms": None, "error": ""} for text in request.plan]
+    events = [
+        audit_event("sql.executed", object_type="request", object_id=request.pk, instance=request.instance,
+                    database=result.database, statement=row["sql"], request_id=request.pk, approvers=approvers,
+                    outcome="ok", details={"position": position, "ms": row.get("ms"), "attempt": execution.attempt,
+                                           "recovered": result.outcome == OUTCOME_ALREADY})
+        for position, row in enumerate(statements, start=1)
+        if not row.get("error")
+    ]
+    events += [
+        audit_event("session.terminated", object_type="role", object_id=request.payload.get("role", ""),
+                    instance=request.instance, database=result.database, request_id=request.pk,
+                    outcome="terminated" if session["terminated"] else "not_terminated", details=session)
+        for session in job.terminated
+    ]
+    events.append(audit_event("request.applied", object_type="request", object_id=request.pk,
+                              instance=request.instance, database=result.database, request_id=request.pk,
+                              approvers=approvers, outcome="applied",
+                              details={"attempt": execution.attempt, "worker": execution.worker,
+                                       "execution": result.outcome}))
+    return events
 
 
-def _finish_failed(execution: Any, error: TargetError, statements: list[dict], *, retrying: bool) -> None:
-    request = execution.request
+def _retry_countdown(request: Any) -> float:
+    """Exponential backoff with full jitter, as Celery's retry_backoff computes it."""
+    from celery.utils.time import get_exponential_backoff_interval
+
+    return get_exponential_backoff_interval(
+        factor=1, retries=_transient_attempts(request), full_jitter=True,
+        maximum=int(getattr(settings, "PROVISIONING_RETRY_BACKOFF_MAX", 600)))
+
+
+def _finish(jobs: list[Job], *, leader_final: bool) -> None:
+    """Record every job's outcome in one portal transaction, after the target committed: the
+    request's status, its Execution row, the managed state, the audit events and the inventory.
+    A companion (not the leader) that must retry gets a new outbox message with a backoff;
+    the leader's retry is its task's own (autoretry)."""
+    from portal.services.managed import managed_record_applied_many
+    from provisioning.outbox import enqueue_retry
+
     now = timezone.now()
-    detail = error.message
-    if error.statement:
-        detail = f"{error.message} — while running: {error.statement}"
-    status = RequestStatus.QUEUED if retrying else RequestStatus.FAILED
-    if retrying:
-        detail = f"retrying after a transient error: {detail}"
+    applied = [job for job in jobs if job.result is not None]
+    for job in applied:
+        if job.request.type == RequestType.REVOKE:
+            # Access must really stop: sessions already open keep their privileges otherwise.
+            from provisioning.sessions import end_role_sessions
+
+            job.terminated = end_role_sessions(job.request.instance, job.result.database,
+                                               job.request.payload.get("role", ""))
+    approvers = _approvers([job.request for job in applied])
+    events: list[AuditEvent] = []
+    notify: dict[str, list[int]] = {"applied": [], "failed": []}
     with transaction.atomic():
-        ChangeRequest.objects.filter(pk=request.pk).update(status=status, status_detail=detail[:4000], updated_at=now)
-        request.status = status
-        execution.finished_at = now
-        execution.outcome = OUTCOME_RETRYING if retrying else OUTCOME_FAILED
-        execution.statements = statements
-        execution.error = detail[:4000]
-        execution.sqlstate = error.sqlstate[:5]
-        execution.save(update_fields=["finished_at", "outcome", "statements", "error", "sqlstate"])
-        record("request.retrying" if retrying else "request.failed", object_type="request", object_id=request.pk,
-               instance=request.instance, statement=error.statement, request_id=request.pk,
-               outcome=execution.outcome,
-               details={"error": error.message, "sqlstate": error.sqlstate, "attempt": execution.attempt,
-                        "worker": execution.worker})
-        if not retrying:
-            _notify_on_commit(request.pk, "failed")
+        if applied:
+            ChangeRequest.objects.filter(pk__in=[job.request.pk for job in applied]).update(
+                status=RequestStatus.APPLIED, status_detail="", applied_at=now, updated_at=now)
+        for index, job in enumerate(jobs):
+            request, execution = job.request, job.execution
+            execution.finished_at = now
+            if job.result is not None:
+                request.status = RequestStatus.APPLIED
+                execution.outcome = job.result.outcome
+                execution.statements = job.result.statements
+                # Audit appends serialise on the chain's head row until commit: they go last.
+                events += _applied_events(job, approvers[request.pk])
+                notify["applied"].append(request.pk)
+                continue
+            error = job.error
+            final = (leader_final if index == 0 else False) or _transient_attempts(request) + 1 > max_retries()
+            retrying = isinstance(error, TransientTargetError) and not final
+            detail = error.message
+            if error.statement:
+                detail = f"{error.message} — while running: {error.statement}"
+            if retrying:
+                detail = f"retrying after a transient error: {detail}"
+            request.status = RequestStatus.QUEUED if retrying else RequestStatus.FAILED
+            ChangeRequest.objects.filter(pk=request.pk).update(status=request.status, status_detail=detail[:4000],
+                                                               updated_at=now)
+            execution.outcome = OUTCOME_RETRYING if retrying else OUTCOME_FAILED
+            execution.statements = job.log_rows
+            execution.error = detail[:4000]
+            execution.sqlstate = error.sqlstate[:5]
+            events.append(audit_event(
+                "request.retrying" if retrying else "request.failed", object_type="request", object_id=request.pk,
+                instance=request.instance, statement=error.statement, request_id=request.pk,
+                outcome=execution.outcome,
+                details={"error": error.message, "sqlstate": error.sqlstate, "attempt": execution.attempt,
+                         "worker": execution.worker}))
+            if retrying and index > 0:
+                enqueue_retry(request, countdown=_retry_countdown(request))
+            if not retrying:
+                notify["failed"].append(request.pk)
+        _save_executions([job.execution for job in jobs])
+        managed_record_applied_many([job.request for job in applied])
+        record_many(events)
+        for event_name, ids in notify.items():
+            if ids:
+                _notify_on_commit(ids, event_name)
+        # In the same transaction as "applied": a request submitted right after sees the change.
+        stale = _patch_inventory([job.request for job in applied])
+    for instance in stale:
+        _refresh_inventory(instance)
 
 
-def _notify_on_commit(request_id: int, event: str) -> None:
-    """E-mail / webhook of the transition, sent by its own task once the outcome is committed."""
+# One statement for a batch's Execution rows (Django's bulk_update builds a CASE per column
+# and row, slower than the plans it records). Values are parameters, the text is constant.
+_SAVE_EXECUTIONS = (
+    "UPDATE portal_execution AS e SET finished_at = v.finished_at, outcome = v.outcome,"
+    " statements = v.statements::jsonb, error = v.error, sqlstate = v.sqlstate"
+    " FROM unnest(%s::bigint[], %s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[])"
+    " AS v(id, finished_at, outcome, statements, error, sqlstate) WHERE e.id = v.id"
+)
+
+
+def _save_executions(executions: list[Any]) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(_SAVE_EXECUTIONS, [
+            [e.pk for e in executions], [e.finished_at for e in executions], [e.outcome for e in executions],
+            [json.dumps(e.statements) for e in executions], [e.error for e in executions],
+            [e.sqlstate for e in executions],
+        ])
+
+
+def _notify_on_commit(request_ids: list[int], event: str) -> None:
+    """E-mail / webhook of the transitions, sent by their own task once the outcome is committed."""
     from portal.notifications import notify_enqueue
 
-    transaction.on_commit(lambda: notify_enqueue(request_id, event))
+    transaction.on_commit(lambda: notify_enqueue(request_ids, event))
 
 
 def _transient_attempts(request: Any) -> int:
@@ -540,9 +813,9 @@ def _transient_attempts(request: Any) -> int:
     return count
 
 
-def _patch_inventory(request: Any) -> bool:
-    """Keep the instance inventory (what submit-time checks read) in step with the change;
-    False when the cluster must be read again instead.
+def _patch_inventory(requests: list[Any]) -> list[Any]:
+    """Keep the instance inventory (what submit-time checks read) in step with the changes;
+    returns the instances that must be read again instead.
 
     Grants and revokes change no inventory entry; a new role or schema is added to the stored
     snapshot under a row lock (a full read costs a connection per database, more than the plan
@@ -550,30 +823,39 @@ def _patch_inventory(request: Any) -> bool:
     instance regularly, so an entry cannot stay wrong for long."""
     from portal.models import InstanceInventory
 
-    if request.type in (RequestType.GRANT, RequestType.REVOKE):
-        return True
-    if request.type not in (RequestType.ROLE, RequestType.SCHEMA):
-        return False
-    payload = request.payload or {}
-    inventory = InstanceInventory.objects.select_for_update().filter(instance=request.instance).first()
-    if inventory is None or not inventory.snapshot:
-        return False
-    snapshot = inventory.snapshot
-    roles = snapshot.setdefault("roles", {})
-    if request.type == RequestType.ROLE:
-        roles[payload["name"]] = _role_entry(login=bool(payload.get("login")),
-                                             member_of=list(payload.get("member_of") or []),
-                                             connection_limit=payload.get("connection_limit"),
-                                             valid_until=payload.get("valid_until"))
-    else:
-        owner = payload.get("owner_role") or ""
-        if owner and owner not in roles:
-            roles[owner] = _role_entry(login=False, member_of=[])
-        schemas = snapshot.setdefault("databases", {}).setdefault(payload["database"], {}).setdefault("schemas", {})
-        schemas.setdefault(payload["name"], {"owner": owner, "tables": []})
-    inventory.snapshot = snapshot
-    inventory.save(update_fields=["snapshot"])
-    return True
+    stale: dict[int, Any] = {}
+    patches: dict[int, list[Any]] = {}
+    for request in requests:
+        if request.type in (RequestType.GRANT, RequestType.REVOKE):
+            continue
+        if request.type in (RequestType.ROLE, RequestType.SCHEMA):
+            patches.setdefault(request.instance_id, []).append(request)
+        else:
+            stale[request.instance_id] = request.instance
+    for instance_id, changes in patches.items():
+        inventory = InstanceInventory.objects.select_for_update().filter(instance_id=instance_id).first()
+        if inventory is None or not inventory.snapshot:
+            stale[instance_id] = changes[0].instance
+            continue
+        snapshot = inventory.snapshot
+        roles = snapshot.setdefault("roles", {})
+        for request in changes:
+            payload = request.payload or {}
+            if request.type == RequestType.ROLE:
+                roles[payload["name"]] = _role_entry(login=bool(payload.get("login")),
+                                                     member_of=list(payload.get("member_of") or []),
+                                                     connection_limit=payload.get("connection_limit"),
+                                                     valid_until=payload.get("valid_until"))
+                continue
+            owner = payload.get("owner_role") or ""
+            if owner and owner not in roles:
+                roles[owner] = _role_entry(login=False, member_of=[])
+            databases = snapshot.setdefault("databases", {})
+            schemas = databases.setdefault(payload["database"], {}).setdefault("schemas", {})
+            schemas.setdefault(payload["name"], {"owner": owner, "tables": []})
+        inventory.snapshot = snapshot
+        inventory.save(update_fields=["snapshot"])
+    return list(stale.values())
 
 
 def _role_entry(*, login: bool, member_of: list[str], connection_limit: Any = None, valid_until: Any = None) -> dict:
@@ -614,42 +896,90 @@ def _run_replica(execution: Any, worker: str) -> TargetResult:
     return TargetResult(outcome=OUTCOME_APPLIED, statements=statements, database="")
 
 
+def _prepare(job: Job) -> None:
+    """Verify the plan and, for a login role, get its password (committed in the portal
+    database before the target transaction, so every retry reuses the same one)."""
+    request = job.request
+    job.steps = verify_plan(request)
+    if any(step.secret for step in job.steps):
+        role = _secret_role(request)
+        job.password = _password_for(request, role)
+
+
+def _execute(jobs: list[Job], *, worker: str) -> None:
+    """Every job ends with a result or an error; nothing here raises."""
+    try:
+        for job in jobs:
+            try:
+                _prepare(job)
+            except TargetError as exc:
+                job.error = exc
+        live = [job for job in jobs if job.pending]
+        if not live:
+            return
+        if live[0].request.type == RequestType.REPLICA:
+            live[0].result = _run_replica(live[0].execution, worker)
+        else:
+            apply_on_target(live, worker=worker)
+    except TargetError as exc:
+        for job in jobs:
+            if job.pending:
+                job.error = exc
+    except Exception as exc:
+        # A bug or an unexpected library error: fail visibly rather than leave it running.
+        log.exception("apply.crashed", request=jobs[0].request.pk)
+        error = PermanentTargetError(f"internal error: {type(exc).__name__}: {redact_text(str(exc))}")
+        for job in jobs:
+            if job.pending:
+                job.error = error
+
+
 # --- entry point ------------------------------------------------------------------------------
-def apply(*, request_id: int, plan_hash: str, worker: str, final_attempt: bool = False) -> str:
-    """Apply one request. Returns the outcome; raises TransientTargetError when the task should
-    retry (the request is then `queued` with the reason in status_detail)."""
-    with liveness_lock(request_id) as held:
+def apply(*, request_id: int, plan_hash: str, worker: str, final_attempt: bool = False,
+          companions: list[int] | None = None) -> str:
+    """Apply one request and the companions its worker claims with it. Returns the leader's
+    outcome; raises TransientTargetError when the task should retry (the request is then
+    `queued` with the reason in status_detail)."""
+    with liveness_lock(request_id) as (status, held):
+        if status not in (RequestStatus.QUEUED, RequestStatus.RUNNING):
+            # Applied, failed or cancelled (often as a companion of another worker's batch): a
+            # terminal state leaves only by a person's retry, which sends a message of its own.
+            log.info("apply.not_claimable", request=request_id, status=status)
+            return _lead_companions(companions, worker) or "skipped"
         if not held:
             log.info("apply.busy_elsewhere", request=request_id)
-            return "busy"
-        execution = _claim(request_id, plan_hash, worker)
-        if execution is None:
-            return "skipped"
-        request = execution.request
-        log_rows: list[dict] = []
+            return _lead_companions(companions, worker) or "busy"
+        claimed = _claim(request_id, plan_hash, worker, companions)
+        if claimed is None:
+            return _lead_companions(companions, worker) or "skipped"
+        executions, companion_ids = claimed
+        jobs = [Job(execution=execution) for execution in executions]
         try:
-            steps = verify_plan(request)
-            if request.type == RequestType.REPLICA:
-                result = _run_replica(execution, worker)
-            else:
-                result = apply_on_target(request, steps, worker=worker, log_rows=log_rows)
-        except TransientTargetError as exc:
-            last = final_attempt or _transient_attempts(request) + 1 > max_retries()
-            _finish_failed(execution, exc, log_rows, retrying=not last)
-            log.warning("apply.transient_error", request=request_id, sqlstate=exc.sqlstate, final=last)
-            if last:
-                return OUTCOME_FAILED
-            raise
-        except PermanentTargetError as exc:
-            _finish_failed(execution, exc, log_rows, retrying=False)
-            log.warning("apply.failed", request=request_id, sqlstate=exc.sqlstate)
-            return OUTCOME_FAILED
-        except Exception as exc:
-            # A bug or an unexpected library error: fail visibly rather than leave it running.
-            _finish_failed(execution, PermanentTargetError(f"internal error: {type(exc).__name__}: "
-                                                           f"{redact_text(str(exc))}"), log_rows, retrying=False)
-            log.exception("apply.crashed", request=request_id)
-            return OUTCOME_FAILED
-        _finish_applied(execution, result)
-        log.info("apply.done", request=request_id, outcome=result.outcome)
-        return result.outcome
+            _execute(jobs, worker=worker)
+            _finish(jobs, leader_final=final_attempt)
+        finally:
+            _unlock(companion_ids)
+        leader = jobs[0]
+        log.info("apply.done", request=request_id, batch=len(jobs),
+                 outcome=leader.result.outcome if leader.result else OUTCOME_FAILED,
+                 failed=sum(1 for job in jobs if job.error is not None))
+        if leader.result is not None:
+            return leader.result.outcome
+        if leader.request.status == RequestStatus.QUEUED:
+            raise leader.error
+        return OUTCOME_FAILED
+
+
+def _lead_companions(companions: list[int] | None, worker: str) -> str | None:
+    """The message's own request cannot be claimed here: the companions published with it must
+    not wait for the sweeper, so the first one still queued leads them instead."""
+    if not companions:
+        return None
+    waiting = list(ChangeRequest.objects.filter(pk__in=companions, status=RequestStatus.QUEUED)
+                   .order_by("pk").values_list("pk", "plan_hash"))
+    if not waiting:
+        return None
+    (lead, lead_hash), rest = waiting[0], [pk for pk, _ in waiting[1:]]
+    # A transient error propagates: this message's task retries (with backoff) and, its own
+    # request still unclaimable, leads the companions again.
+    return f"led companions: {apply(request_id=lead, plan_hash=lead_hash, worker=worker, companions=rest)}"

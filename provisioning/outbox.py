@@ -8,11 +8,12 @@ requests whose worker died (see `provisioning.executor.stalled_requests`).
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import structlog
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -63,28 +64,106 @@ def enqueue_apply(request) -> None:
             outcome="queued",
             details={"outbox": message.pk},
         )
-        message_id = message.pk
-        transaction.on_commit(lambda: send(message_id))
+        _publish_on_commit(message.pk)
 
 
-def _publish(task_name: str, kwargs: dict) -> None:
+def enqueue_retry(request, *, countdown: float) -> None:
+    """Queue another attempt of a request that stays `queued` after a transient error, when no
+    task of its own will retry it (it ran as another request's companion): an outbox row in
+    the caller's transaction, published with `countdown` once that commits."""
+    message = OutboxMessage.objects.create(
+        task_name=APPLY_TASK, request=request, args={"request_id": request.pk, "plan_hash": request.plan_hash})
+    message_id = message.pk
+    transaction.on_commit(lambda: publish([message_id], countdown=countdown))
+
+
+class _Dispatch:
+    """The outbox rows one transaction queued, published together once it commits."""
+
+    def __init__(self) -> None:
+        self.message_ids: list[int] = []
+
+    def flush(self) -> None:
+        if getattr(_local, "dispatch", None) is self:
+            _local.dispatch = None
+        publish(self.message_ids)
+
+
+_local = threading.local()
+
+
+def _publish_on_commit(message_id: int) -> None:
+    dispatch = getattr(_local, "dispatch", None)
+    # Still waiting for this transaction's commit? A rollback (of it, or of the savepoint that
+    # registered it) discards the callback; a commit runs it and clears it.
+    if dispatch is None or not any(getattr(callback, "__self__", None) is dispatch
+                                   for _sids, callback, _robust in connection.run_on_commit):
+        dispatch = _Dispatch()
+        _local.dispatch = dispatch
+        transaction.on_commit(dispatch.flush)
+    dispatch.message_ids.append(message_id)
+
+
+def _batch_key(message: OutboxMessage) -> tuple:
+    """Rows whose requests one worker would apply together share a key (see executor.BATCH_TYPES)."""
+    from provisioning.executor import BATCH_TYPES, database_of
+
+    request = message.request
+    if message.task_name != APPLY_TASK or request is None or request.type not in BATCH_TYPES:
+        return ("alone", message.pk)
+    try:
+        return ("batch", request.instance_id, database_of(request))
+    except Exception:  # noqa: BLE001 - a payload that does not render goes alone and fails in its task
+        return ("alone", message.pk)
+
+
+def _publish(task_name: str, kwargs: dict, countdown: float | None = None) -> None:
     from portal.celery import app
 
-    app.send_task(task_name, kwargs=kwargs, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+    app.send_task(task_name, kwargs=kwargs, countdown=countdown, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
 
 
-def send(message_id: int) -> bool:
+def publish(message_ids: list[int], countdown: float | None = None) -> tuple[int, int]:
+    """Publish outbox rows no worker has taken; returns (rows sent, rows whose send failed).
+    Never raises: a row the broker did not take is left to the sweeper.
+
+    Apply rows for the same instance and database go out as one message per batch: the first
+    request's, naming the others as its companions, which its worker claims with it (see
+    executor.apply). A companion that worker cannot claim is re-sent by the sweeper as usual."""
+    from provisioning.executor import batch_max
+
+    messages = list(OutboxMessage.objects.filter(pk__in=message_ids, taken_at__isnull=True)
+                    .select_related("request__instance").order_by("pk"))
+    groups: dict[tuple, list[OutboxMessage]] = {}
+    for message in messages:
+        groups.setdefault(_batch_key(message), []).append(message)
+    size = batch_max()
+    chunks = [rows[i:i + size] for rows in groups.values() for i in range(0, len(rows), size)]
+    sent: list[int] = []
+    failed = 0
+    for index, chunk in enumerate(chunks):
+        lead = chunk[0]
+        kwargs = dict(lead.args)
+        if len(chunk) > 1:
+            kwargs["companions"] = [m.request_id for m in chunk[1:]]
+        try:
+            _publish(lead.task_name, kwargs, countdown)
+        except Exception as exc:  # noqa: BLE001 - any broker failure leaves the rows for the sweeper
+            log.warning("outbox.send_failed", message=lead.pk, task=lead.task_name, error=type(exc).__name__)
+            # The broker is down: the remaining rows would fail the same way.
+            failed = sum(len(c) for c in chunks[index:])
+            break
+        sent.extend(m.pk for m in chunk)
+    if sent:
+        # A delayed message counts as sent when it is due, so the sweeper does not re-send it early.
+        sent_at = timezone.now() + timedelta(seconds=countdown or 0)
+        OutboxMessage.objects.filter(pk__in=sent).update(sent_at=sent_at, send_count=F("send_count") + 1)
+    return len(sent), failed
+
+
+def send(message_id: int, countdown: float | None = None) -> bool:
     """Publish one outbox row; True when the broker took it. Never raises."""
-    message = OutboxMessage.objects.filter(pk=message_id).first()
-    if message is None or message.taken_at is not None:
-        return False
-    try:
-        _publish(message.task_name, message.args)
-    except Exception as exc:  # noqa: BLE001 - any broker failure leaves the row for the sweeper
-        log.warning("outbox.send_failed", message=message_id, task=message.task_name, error=type(exc).__name__)
-        return False
-    OutboxMessage.objects.filter(pk=message_id).update(sent_at=timezone.now(), send_count=F("send_count") + 1)
-    return True
+    return publish([message_id], countdown)[0] == 1
 
 
 def _due(message: OutboxMessage, now) -> bool:
@@ -105,18 +184,8 @@ def outbox_sweep(limit: int = SWEEP_LIMIT) -> dict[str, int]:
             : limit * 4
         ]
     )
-    sent = failed = 0
-    for message in candidates:
-        if sent + failed >= limit:
-            break
-        if not _due(message, now):
-            continue
-        if send(message.pk):
-            sent += 1
-        else:
-            failed += 1
-            # The broker is down: the remaining rows would fail the same way.
-            break
+    due = [message.pk for message in candidates if _due(message, now)][:limit]
+    sent, failed = publish(due) if due else (0, 0)
     recovered = 0
     if not failed:
         for request_id, plan_hash in stalled_requests(limit=limit):

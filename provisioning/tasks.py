@@ -21,12 +21,14 @@ from provisioning.errors import TransientTargetError
     max_retries=getattr(settings, "PROVISIONING_MAX_RETRIES", 8),
     ignore_result=True,
 )
-def apply_request(self, request_id: int, plan_hash: str) -> str:
+def apply_request(self, request_id: int, plan_hash: str, companions: list[int] | None = None) -> str:
+    # `companions`: requests queued with this one for the same database, claimed with it.
     return executor.apply(
         request_id=request_id,
         plan_hash=plan_hash,
         worker=self.request.hostname or "worker",
         final_attempt=self.request.retries >= self.max_retries,
+        companions=companions,
     )
 
 

@@ -15,30 +15,57 @@ from portal.choices import RequestType
 from portal.models import ChangeRequest, Grant, ManagedRole, ManagedSchema
 
 
-@transaction.atomic
 def managed_record_applied(request: ChangeRequest) -> None:
-    payload, instance, team = request.payload, request.instance, request.team
-    if request.type == RequestType.SCHEMA:
-        ManagedRole.objects.get_or_create(
-            instance=instance, name=payload["owner_role"],
-            defaults={"login": False, "team": team, "request": request})
-        ManagedSchema.objects.get_or_create(
-            instance=instance, database=payload["database"], name=payload["name"],
-            defaults={"owner_role": payload["owner_role"], "team": team, "request": request})
-    elif request.type == RequestType.ROLE:
-        ManagedRole.objects.update_or_create(
-            instance=instance, name=payload["name"],
-            defaults={"login": payload["login"], "member_of": payload.get("member_of", []), "team": team,
-                      "request": request, "dropped_at": None})
-    elif request.type == RequestType.GRANT:
-        expires_at = parse_datetime(payload["expires_at"]) if payload.get("expires_at") else None
-        Grant.objects.get_or_create(
-            request=request,
-            defaults={"instance": instance, "database": payload["database"], "schema": payload["schema"],
-                      "role": payload["role"], "privileges": payload["privileges"], "tables": payload["tables"] or [],
-                      "default_privileges": payload["default_privileges"], "team": team, "expires_at": expires_at})
-    elif request.type == RequestType.REVOKE:
+    managed_record_applied_many([request])
+
+
+# savepoint=False: called once per batch inside the executor's transaction; a failure dooms it.
+@transaction.atomic(savepoint=False)
+def managed_record_applied_many(requests: list[ChangeRequest]) -> None:
+    """Record what applied requests created, with a few bulk statements for a whole batch.
+
+    Upserts keep the semantics of one request at a time: a role request updates the role's
+    row (it may have been dropped and made again), a schema's owner role and the schema are
+    created only if missing, a grant row is written once per request (a recovered retry
+    records it again)."""
+    by_type: dict[str, list[ChangeRequest]] = {}
+    for request in requests:
+        by_type.setdefault(request.type, []).append(request)
+    roles = by_type.get(RequestType.ROLE, [])
+    if roles:
+        ManagedRole.objects.bulk_create(
+            [ManagedRole(instance_id=r.instance_id, name=r.payload["name"], login=r.payload["login"],
+                         member_of=r.payload.get("member_of", []), team_id=r.team_id, request=r, dropped_at=None)
+             for r in _last_per_key(roles, lambda r: (r.instance_id, r.payload["name"]))],
+            update_conflicts=True, unique_fields=["instance", "name"],
+            update_fields=["login", "member_of", "team", "request", "dropped_at"])
+    schemas = by_type.get(RequestType.SCHEMA, [])
+    if schemas:
+        ManagedRole.objects.bulk_create(
+            [ManagedRole(instance_id=r.instance_id, name=r.payload["owner_role"], login=False, team_id=r.team_id,
+                         request=r) for r in schemas],
+            ignore_conflicts=True)
+        ManagedSchema.objects.bulk_create(
+            [ManagedSchema(instance_id=r.instance_id, database=r.payload["database"], name=r.payload["name"],
+                           owner_role=r.payload["owner_role"], team_id=r.team_id, request=r) for r in schemas],
+            ignore_conflicts=True)
+    grants = by_type.get(RequestType.GRANT, [])
+    if grants:
+        recorded = set(Grant.objects.filter(request__in=grants).values_list("request_id", flat=True))
+        Grant.objects.bulk_create([
+            Grant(request=r, instance_id=r.instance_id, database=r.payload["database"], schema=r.payload["schema"],
+                  role=r.payload["role"], privileges=r.payload["privileges"], tables=r.payload["tables"] or [],
+                  default_privileges=r.payload["default_privileges"], team_id=r.team_id,
+                  expires_at=parse_datetime(r.payload["expires_at"]) if r.payload.get("expires_at") else None)
+            for r in grants if r.pk not in recorded
+        ])
+    for request in by_type.get(RequestType.REVOKE, []):
         _record_revoke(request)
+
+
+def _last_per_key(requests: list[ChangeRequest], key) -> list[ChangeRequest]:
+    # An upsert may not touch one row twice: the last request for a role wins, as in sequence.
+    return list({key(r): r for r in requests}.values())
 
 
 def _record_revoke(request: ChangeRequest) -> None:

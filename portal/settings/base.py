@@ -320,6 +320,9 @@ PROVISIONING_RETRY_BACKOFF_MAX = int(os.environ.get("PORTAL_APPLY_BACKOFF_MAX_SE
 PROVISIONING_INDEX_STATEMENT_TIMEOUT_MS = int(os.environ.get("PORTAL_INDEX_STATEMENT_TIMEOUT_MS", "1800000"))
 # A running request whose worker holds no liveness lock for this long is taken over.
 PROVISIONING_STALL_SECONDS = float(os.environ.get("PORTAL_STALL_SECONDS", "10"))
+# A worker applies up to this many queued role/schema/grant/revoke requests for one database in
+# one target transaction (a savepoint each); 1 applies every request alone.
+PROVISIONING_BATCH_MAX = int(os.environ.get("PORTAL_APPLY_BATCH_MAX", "50"))
 # Outbox rows no worker has taken are re-sent after this long.
 OUTBOX_RESEND_SECONDS = float(os.environ.get("PORTAL_OUTBOX_RESEND_SECONDS", "5"))
 # Unrevealed generated passwords are wiped after this many hours.
