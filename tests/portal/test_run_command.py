@@ -60,6 +60,22 @@ def _token(base: str, username: str, password: str) -> str:
         return json.loads(response.read())["token"]
 
 
+def _children(var_dir: Path, marker: str) -> list[int]:
+    """Pids of this run's processes (PORTAL_VAR_DIR in their environment) whose command has `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f"PORTAL_VAR_DIR={var_dir}".encode() in environ and marker in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
 def _postgres_processes(var_dir: Path) -> list[str]:
     out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if str(var_dir) in line and "grep" not in line]
@@ -84,6 +100,16 @@ def test_run_comes_up_stops_cleanly_and_keeps_data_on_restart(tmp_path):
         _, instances = _get(base + "api/v1/instances/", token)
         demo = next(i for i in instances["results"] if i["name"] == "demo")
         assert demo["kind"] == "local" and demo["environment"] == "dev"
+        # the Celery worker and beat run at a lower CPU priority than the web (WORKER_NICE, 10),
+        # and so does their whole session where the kernel shares the CPU between sessions
+        background = _children(var_dir, "celery -A portal worker") + _children(var_dir, "celery -A portal beat")
+        web = _children(var_dir, "gunicorn")
+        assert background and web
+        assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in background} == {10}
+        assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in web} == {0}
+        if Path(f"/proc/{background[0]}/autogroup").exists():
+            assert {Path(f"/proc/{pid}/autogroup").read_text().split()[-1] for pid in background} == {"10"}
+            assert {Path(f"/proc/{pid}/autogroup").read_text().split()[-1] for pid in web} == {"0"}
         # the demo cluster accepts a scram login on 127.0.0.1 (only with the right password)
         admin_password = (var_dir / "clusters").exists()
         assert admin_password

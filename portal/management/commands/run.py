@@ -82,9 +82,11 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, self._on_signal)
         for name, cmd in commands.items():
             nice = background_nice if name in ("worker", "beat") else 0
-            self.children.append((name, subprocess.Popen(cmd, env=env, cwd=settings.BASE_DIR,
-                                                         start_new_session=True,
-                                                         preexec_fn=(lambda n=nice: os.nice(n)) if nice else None)))
+            proc = subprocess.Popen(cmd, env=env, cwd=settings.BASE_DIR, start_new_session=True,
+                                    preexec_fn=(lambda n=nice: os.nice(n)) if nice else None)
+            if nice:
+                _nice_session(proc.pid, nice)
+            self.children.append((name, proc))
         url = f"http://{'127.0.0.1' if bind in ('0.0.0.0', '') else bind}:{port}/"
         self._wait_healthy(url + "healthz")
         lines = ["", "=" * 64, f"dbportal is running at {url}  (ready in {time.monotonic() - started:.1f} s)"]
@@ -145,3 +147,17 @@ class Command(BaseCommand):
         if settings.EMBEDDED_DATABASE:
             embedded.stop_database(settings.VAR_DIR)
         self.stdout.write("dbportal stopped")
+
+
+def _nice_session(pid: int, nice: int) -> None:
+    """Lower the CPU share of a child's whole session, where the kernel groups by session.
+
+    With autogroup scheduling (most distributions' default) the CPU is shared between sessions
+    first and a process's own niceness only counts inside its session: each child here has a
+    session of its own, so os.nice alone would leave the worker an equal share with the web.
+    """
+    try:
+        with open(f"/proc/{pid}/autogroup", "w") as handle:
+            handle.write(str(nice))
+    except OSError:
+        pass  # no autogroup (or not Linux): os.nice in the child is what counts
