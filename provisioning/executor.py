@@ -315,6 +315,7 @@ def _prepare_session(conn: psycopg.Connection) -> None:
 # Reused only when idle and healthy; any error closes the connection instead of returning it.
 _TARGET_CONNECTIONS: dict[tuple, tuple[psycopg.Connection, float]] = {}
 TARGET_IDLE_MAX_SECONDS = 60.0
+TARGET_PROBE_AFTER_SECONDS = 2.0
 
 
 def _connection_key(instance: Any, database: str) -> tuple:
@@ -335,9 +336,12 @@ def target_connection(instance: Any, database: str) -> Iterator[psycopg.Connecti
     key = _connection_key(instance, database)
     conn, last_used = _TARGET_CONNECTIONS.pop(key, (None, 0.0))
     if conn is not None:
+        idle = time.monotonic() - last_used
         usable = (not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-                  and time.monotonic() - last_used < TARGET_IDLE_MAX_SECONDS)
-        if usable:
+                  and idle < TARGET_IDLE_MAX_SECONDS)
+        if usable and idle > TARGET_PROBE_AFTER_SECONDS:
+            # Probed only after a pause: within a burst a round trip per apply is too dear, and
+            # the rare connection lost meanwhile fails its first statement as a transient error.
             try:
                 conn.execute("SELECT 1")
             except psycopg.Error:
@@ -462,8 +466,10 @@ def apply_on_target(jobs: list[Job], *, worker: str) -> None:
                 running: Job | None = None
                 try:
                     with conn.transaction():
-                        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (INSTANCE_LOCK_NS, int(instance.pk)))
-                        if _marker_table_exists(conn):
+                        marker_table = conn.execute(
+                            "SELECT to_regclass('dbportal_meta.applied_change') FROM pg_advisory_xact_lock(%s, %s)",
+                            (INSTANCE_LOCK_NS, int(instance.pk))).fetchone()[0]
+                        if marker_table is not None:
                             already = _markers_of(conn, [(job.request.pk, job.request.plan_hash) for job in live])
                         else:
                             for ddl in MARKER_DDL:

@@ -40,31 +40,35 @@ def enqueue_apply(request) -> None:
     audit event `request.queued`; the task is sent once the surrounding transaction commits."""
     from portal.models import ChangeRequest
 
-    with transaction.atomic():
-        updated = ChangeRequest.objects.filter(
-            pk=request.pk, status__in=[RequestStatus.APPROVED, RequestStatus.FAILED]
-        ).update(status=RequestStatus.QUEUED, status_detail="", updated_at=timezone.now())
-        if not updated:
-            current = ChangeRequest.objects.filter(pk=request.pk).values_list("status", flat=True).first()
-            raise Conflict(f"a {current} request cannot be queued")
-        request.status = RequestStatus.QUEUED
-        request.status_detail = ""
-        message = OutboxMessage.objects.create(
-            task_name=APPLY_TASK,
-            request=request,
-            args={"request_id": request.pk, "plan_hash": request.plan_hash},
-        )
-        record(
-            "request.queued",
-            actor=None,
-            object_type="request",
-            object_id=request.pk,
-            instance=request.instance,
-            request_id=request.pk,
-            outcome="queued",
-            details={"outbox": message.pk},
-        )
-        _publish_on_commit(message.pk)
+    if not connection.in_atomic_block:
+        with transaction.atomic():
+            return enqueue_apply(request)
+    # Statements of the caller's transaction, with no savepoint of their own (two round trips
+    # fewer); the Conflict comes before any write and leaves that transaction usable.
+    updated = ChangeRequest.objects.filter(
+        pk=request.pk, status__in=[RequestStatus.APPROVED, RequestStatus.FAILED]
+    ).update(status=RequestStatus.QUEUED, status_detail="", updated_at=timezone.now())
+    if not updated:
+        current = ChangeRequest.objects.filter(pk=request.pk).values_list("status", flat=True).first()
+        raise Conflict(f"a {current} request cannot be queued")
+    request.status = RequestStatus.QUEUED
+    request.status_detail = ""
+    message = OutboxMessage.objects.create(
+        task_name=APPLY_TASK,
+        request=request,
+        args={"request_id": request.pk, "plan_hash": request.plan_hash},
+    )
+    record(
+        "request.queued",
+        actor=None,
+        object_type="request",
+        object_id=request.pk,
+        instance=request.instance,
+        request_id=request.pk,
+        outcome="queued",
+        details={"outbox": message.pk},
+    )
+    _publish_on_commit(message.pk, message.args)
 
 
 def enqueue_retry(request, *, countdown: float) -> None:
@@ -81,18 +85,25 @@ class _Dispatch:
     """The outbox rows one transaction queued, published together once it commits."""
 
     def __init__(self) -> None:
-        self.message_ids: list[int] = []
+        self.messages: list[tuple[int, dict]] = []
 
     def flush(self) -> None:
         if getattr(_local, "dispatch", None) is self:
             _local.dispatch = None
-        publish(self.message_ids)
+        if len(self.messages) == 1:
+            # One approval (the usual case): no rows to group, so no query before the publish.
+            # Should its row have been rolled back with a savepoint, the worker finds the
+            # request not queued and does nothing.
+            message_id, args = self.messages[0]
+            _publish_batches([([message_id], APPLY_TASK, args)], None)
+            return
+        publish([message_id for message_id, _ in self.messages])
 
 
 _local = threading.local()
 
 
-def _publish_on_commit(message_id: int) -> None:
+def _publish_on_commit(message_id: int, args: dict) -> None:
     dispatch = getattr(_local, "dispatch", None)
     # Still waiting for this transaction's commit? A rollback (of it, or of the savepoint that
     # registered it) discards the callback; a commit runs it and clears it.
@@ -101,7 +112,7 @@ def _publish_on_commit(message_id: int) -> None:
         dispatch = _Dispatch()
         _local.dispatch = dispatch
         transaction.on_commit(dispatch.flush)
-    dispatch.message_ids.append(message_id)
+    dispatch.messages.append((message_id, args))
 
 
 def _batch_key(message: OutboxMessage) -> tuple:
@@ -139,21 +150,28 @@ def publish(message_ids: list[int], countdown: float | None = None) -> tuple[int
         groups.setdefault(_batch_key(message), []).append(message)
     size = batch_max()
     chunks = [rows[i:i + size] for rows in groups.values() for i in range(0, len(rows), size)]
-    sent: list[int] = []
-    failed = 0
-    for index, chunk in enumerate(chunks):
-        lead = chunk[0]
-        kwargs = dict(lead.args)
+    batches = []
+    for chunk in chunks:
+        kwargs = dict(chunk[0].args)
         if len(chunk) > 1:
             kwargs["companions"] = [m.request_id for m in chunk[1:]]
+        batches.append(([m.pk for m in chunk], chunk[0].task_name, kwargs))
+    return _publish_batches(batches, countdown)
+
+
+def _publish_batches(batches: list[tuple[list[int], str, dict]], countdown: float | None) -> tuple[int, int]:
+    """Publish one message per batch of outbox rows; mark the rows of those the broker took."""
+    sent: list[int] = []
+    failed = 0
+    for index, (message_ids, task_name, kwargs) in enumerate(batches):
         try:
-            _publish(lead.task_name, kwargs, countdown)
+            _publish(task_name, kwargs, countdown)
         except Exception as exc:  # noqa: BLE001 - any broker failure leaves the rows for the sweeper
-            log.warning("outbox.send_failed", message=lead.pk, task=lead.task_name, error=type(exc).__name__)
+            log.warning("outbox.send_failed", message=message_ids[0], task=task_name, error=type(exc).__name__)
             # The broker is down: the remaining rows would fail the same way.
-            failed = sum(len(c) for c in chunks[index:])
+            failed = sum(len(ids) for ids, _, _ in batches[index:])
             break
-        sent.extend(m.pk for m in chunk)
+        sent.extend(message_ids)
     if sent:
         # A delayed message counts as sent when it is due, so the sweeper does not re-send it early.
         sent_at = timezone.now() + timedelta(seconds=countdown or 0)
