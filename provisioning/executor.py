@@ -561,7 +561,7 @@ def _companions(leader: Any, named: list[int] | None = None) -> list[Any]:
     database = database_of(leader)
     scope = ChangeRequest.objects.filter(pk__in=named) if named else ChangeRequest.objects.all()
     candidates = list(
-        scope.select_for_update(skip_locked=True)
+        scope.select_for_update(of=("self",), skip_locked=True).select_related("team", "requester")
         .filter(instance_id=leader.instance_id, status=RequestStatus.QUEUED, type__in=BATCH_TYPES)
         .exclude(pk=leader.pk)
         .filter(pk__in=OutboxMessage.objects.filter(taken_at__isnull=True, request__isnull=False).values("request_id"))
@@ -618,8 +618,8 @@ def _claim(request_id: int, hash_: str, worker: str, named: list[int] | None = N
     companions: list[Any] = []
     try:
         with transaction.atomic():
-            request = (ChangeRequest.objects.select_for_update(of=("self",)).select_related("instance")
-                       .filter(pk=request_id).first())
+            request = (ChangeRequest.objects.select_for_update(of=("self",))
+                       .select_related("instance", "team", "requester").filter(pk=request_id).first())
             if request is None:
                 log.warning("apply.unknown_request", request=request_id)
                 return None
@@ -685,7 +685,8 @@ def _applied_events(job: Job, approvers: list[str]) -> list[AuditEvent]:
                     outcome="ok", details={"position": position, "ms": row.get("ms"), "attempt": execution.attempt,
                                            "recovered": result.outcome == OUTCOME_ALREADY})
         for position, row in enumerate(statements, start=1)
-        if not row.get("error")
+        # A conditional step whose condition did not hold ran nothing: no sql.executed for it.
+        if not row.get("error") and not row.get("skipped")
     ]
     events += [
         audit_event("session.terminated", object_type="role", object_id=request.payload.get("role", ""),
@@ -743,7 +744,8 @@ def _finish(jobs: list[Job], *, leader_final: bool) -> None:
                 execution.statements = job.result.statements
                 # Audit appends serialise on the chain's head row until commit: they go last.
                 events += _applied_events(job, approvers[request.pk])
-                notify["applied"].append(request.pk)
+                if _has_recipient(request):
+                    notify["applied"].append(request.pk)
                 continue
             error = job.error
             final = (leader_final if index == 0 else False) or _transient_attempts(request) + 1 > max_retries()
@@ -768,7 +770,7 @@ def _finish(jobs: list[Job], *, leader_final: bool) -> None:
                          "worker": execution.worker}))
             if retrying and index > 0:
                 enqueue_retry(request, countdown=_retry_countdown(request))
-            if not retrying:
+            if not retrying and _has_recipient(request):
                 notify["failed"].append(request.pk)
         _save_executions([job.execution for job in jobs])
         managed_record_applied_many([job.request for job in applied])
@@ -799,6 +801,13 @@ def _save_executions(executions: list[Any]) -> None:
             [json.dumps(e.statements) for e in executions], [e.error for e in executions],
             [e.sqlstate for e in executions],
         ])
+
+
+def _has_recipient(request: Any) -> bool:
+    """Whether an applied/failed notification reaches anyone (portal.notifications sends those
+    to the requester and the team's webhook): a system request of a team without a webhook
+    costs no task."""
+    return bool((request.requester is not None and request.requester.email) or request.team.webhook_url)
 
 
 def _notify_on_commit(request_ids: list[int], event: str) -> None:

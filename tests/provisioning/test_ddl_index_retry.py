@@ -121,3 +121,30 @@ def test_index_builds_have_their_own_statement_timeout_and_a_cut_short_build_is_
         retry_and_check_valid(api_for, wait_for_status, managed_instance, schema, request_id)
     finally:
         worker.stop()
+
+
+def test_a_first_build_skips_the_drop_and_audits_only_what_ran(
+    team_table, api_for, managed_instance, celery_workers, wait_for_status
+):
+    from audit.models import AuditEvent
+
+    schema = team_table
+    # given a table without duplicates
+    with connections.connect(managed_instance, "app", autocommit=True) as conn:
+        conn.execute(sql.SQL("DELETE FROM {}.t WHERE x = 1").format(sql.Identifier(schema)))
+    worker = celery_workers.start(beat=False)
+    try:
+        # when the unique index request is applied
+        request = wait_for_status(submit_unique_index(api_for, schema), {"applied", "failed"})
+    finally:
+        worker.stop()
+    assert request.status == RequestStatus.APPLIED, request.status_detail
+    assert index_state(managed_instance, schema, "t_x_key") is True
+    # then the drop-if-INVALID step was skipped (no index existed) and is not audited as executed
+    execution = Execution.objects.get(request=request)
+    drop = next(row for row in execution.statements if row["sql"].startswith("DROP INDEX CONCURRENTLY"))
+    assert drop["skipped"] == "condition not met"
+    executed = list(AuditEvent.objects.filter(request_id=request.pk, action="sql.executed")
+                    .values_list("statement", flat=True))
+    assert not any(text.startswith("DROP INDEX") for text in executed)
+    assert any(text.startswith("CREATE UNIQUE INDEX CONCURRENTLY") for text in executed)
