@@ -40,6 +40,7 @@ import psycopg
 import structlog
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from psycopg import sql
 
@@ -107,24 +108,26 @@ def _lock_key(request_id: int) -> int:
     return int(request_id) % 2_147_483_647
 
 
-# The request's status and, only when it is one a worker may claim, its liveness lock: one
-# round trip for the first thing every delivery of a message does.
-_STATUS_AND_LOCK = (
-    "SELECT status, CASE WHEN status IN (%s, %s) THEN pg_try_advisory_lock(%s, %s) ELSE false END"
-    " FROM portal_changerequest WHERE id = %s"
+# Only a queued or running request's liveness lock is tried: read with the request itself,
+# the first thing every delivery of a message does is one round trip.
+_TRY_LOCK_IF_CLAIMABLE = (
+    "CASE WHEN portal_changerequest.status IN (%s, %s) THEN pg_try_advisory_lock(%s, %s) ELSE false END"
 )
 
 
 @contextlib.contextmanager
-def liveness_lock(request_id: int) -> Iterator[tuple[str | None, bool]]:
-    """(status, held): the lock is tried only for a queued or running request, and held until exit."""
-    with connection.cursor() as cursor:
-        cursor.execute(_STATUS_AND_LOCK, [RequestStatus.QUEUED.value, RequestStatus.RUNNING.value,
-                                          LIVENESS_LOCK_NS, _lock_key(request_id), request_id])
-        row = cursor.fetchone()
-    status, held = (row[0], bool(row[1])) if row else (None, False)
+def liveness_lock(request_id: int) -> Iterator[tuple[Any, bool]]:
+    """(request or None, held): the request with its instance, team and requester, and whether
+    this worker now holds its liveness lock, which it keeps until exit."""
+    request = (
+        ChangeRequest.objects.select_related("instance", "team", "requester")
+        .annotate(liveness_held=RawSQL(_TRY_LOCK_IF_CLAIMABLE, [
+            RequestStatus.QUEUED.value, RequestStatus.RUNNING.value, LIVENESS_LOCK_NS, _lock_key(request_id)]))
+        .filter(pk=request_id).first()
+    )
+    held = bool(request is not None and request.liveness_held)
     try:
-        yield status, held
+        yield request, held
     finally:
         if held:
             with contextlib.suppress(Exception), connection.cursor() as cursor:
@@ -583,8 +586,10 @@ def _companions(leader: Any, named: list[int] | None = None) -> list[Any]:
 # the Execution row of its next attempt. Values are parameters; the text is constant.
 _CLAIM = (
     "WITH claimed AS (UPDATE portal_changerequest SET status = %s, status_detail = '', updated_at = %s"
-    " WHERE id = ANY(%s) RETURNING id, plan_hash),"
-    " taken AS (UPDATE provisioning_outboxmessage SET taken_at = %s WHERE request_id = ANY(%s) AND taken_at IS NULL)"
+    " WHERE (id = %s AND status IN (%s, %s) AND plan_hash = %s) OR (id = ANY(%s) AND status = %s)"
+    " RETURNING id, plan_hash),"
+    " taken AS (UPDATE provisioning_outboxmessage SET taken_at = %s"
+    " WHERE request_id IN (SELECT id FROM claimed) AND taken_at IS NULL)"
     " INSERT INTO portal_execution (request_id, attempt, worker, plan_hash, started_at, statements, outcome, error,"
     " sqlstate)"
     " SELECT c.id, COALESCE((SELECT max(e.attempt) FROM portal_execution e WHERE e.request_id = c.id), 0) + 1,"
@@ -593,12 +598,17 @@ _CLAIM = (
 )
 
 
-def _claim_rows(claimed: list[Any], *, worker: str, now: Any) -> list[Any]:
-    """Mark the (row-locked, claimable) requests running; their Execution rows, in order."""
-    ids = [r.pk for r in claimed]
+def _claim_rows(claimed: list[Any], *, worker: str, now: Any, hash_: str) -> list[Any] | None:
+    """Mark the leader (if still queued or running with that plan) and its row-locked companions
+    running; their Execution rows, in order, or None when the leader could not be claimed."""
+    leader, companions = claimed[0], [r.pk for r in claimed[1:]]
+    queued, running = RequestStatus.QUEUED.value, RequestStatus.RUNNING.value
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM, [RequestStatus.RUNNING.value, now, ids, now, ids, worker[:200], now])
+        cursor.execute(_CLAIM, [running, now, leader.pk, queued, running, hash_, companions, queued,
+                                now, worker[:200], now])
         rows = {request_id: (pk, attempt) for pk, request_id, attempt in cursor.fetchall()}
+    if leader.pk not in rows or len(rows) != len(claimed):
+        return None
     executions = []
     for request in claimed:
         pk, attempt = rows[request.pk]
@@ -610,40 +620,40 @@ def _claim_rows(claimed: list[Any], *, worker: str, now: Any) -> list[Any]:
     return executions
 
 
-def _claim(request_id: int, hash_: str, worker: str, named: list[int] | None = None,
+class _NotClaimable(Exception):
+    """Raised inside the claim's transaction to roll it back."""
+
+
+def _claim(request: Any, hash_: str, worker: str, named: list[int] | None = None,
            ) -> tuple[list[Any], list[int]] | None:
-    """Claim the request (queued → running, or take over a running one whose worker is gone)
-    with its companions; returns their Execution rows, leader first, and the companions' ids,
-    whose liveness locks the caller must release."""
+    """Claim the request read under its liveness lock (queued → running, or take over a running
+    one whose worker is gone) with its companions; returns their Execution rows, leader first,
+    and the companions' ids, whose liveness locks the caller must release. The claim's UPDATE
+    checks the status again, so a request cancelled or finished since that read is left alone."""
+    if request.plan_hash != hash_:
+        # A message for another version of the plan; the current one has its own message.
+        log.warning("apply.plan_hash_mismatch", request=request.pk)
+        return None
     companions: list[Any] = []
     try:
         with transaction.atomic():
-            request = (ChangeRequest.objects.select_for_update(of=("self",))
-                       .select_related("instance", "team", "requester").filter(pk=request_id).first())
-            if request is None:
-                log.warning("apply.unknown_request", request=request_id)
-                return None
-            if request.status not in (RequestStatus.QUEUED, RequestStatus.RUNNING):
-                log.info("apply.not_claimable", request=request_id, status=request.status)
-                return None
-            if request.plan_hash != hash_:
-                # A message for another version of the plan; the current one has its own message.
-                log.warning("apply.plan_hash_mismatch", request=request_id)
-                return None
             now = timezone.now()
+            recovering = request.status == RequestStatus.RUNNING
+            companions = _companions(request, named)
+            claimed = [request, *companions]
+            executions = _claim_rows(claimed, worker=worker, now=now, hash_=hash_)
+            if executions is None:
+                raise _NotClaimable
             events = []
-            if request.status == RequestStatus.RUNNING:
+            if recovering:
                 # We hold the liveness lock, so the worker that set "running" is gone.
-                lost = Execution.objects.filter(request=request, finished_at__isnull=True).update(
-                    finished_at=now, outcome=OUTCOME_LOST,
-                    error="the worker running this attempt stopped (killed or lost); another worker took over",
-                )
+                lost = (Execution.objects.filter(request=request, finished_at__isnull=True)
+                        .exclude(pk=executions[0].pk).update(
+                            finished_at=now, outcome=OUTCOME_LOST,
+                            error="the worker running this attempt stopped (killed or lost); another worker took over"))
                 events.append(audit_event("request.recovered", object_type="request", object_id=request.pk,
                                           instance=request.instance, request_id=request.pk, outcome="recovered",
                                           details={"worker": worker, "lost_attempts": lost}))
-            companions = _companions(request, named)
-            claimed = [request, *companions]
-            executions = _claim_rows(claimed, worker=worker, now=now)
             for r, execution in zip(claimed, executions, strict=True):
                 r.status = RequestStatus.RUNNING
                 execution.request = r
@@ -652,6 +662,10 @@ def _claim(request_id: int, hash_: str, worker: str, named: list[int] | None = N
                                           details={"worker": worker, "attempt": execution.attempt,
                                                    "batch": len(claimed)}))
             record_many(events)
+    except _NotClaimable:
+        log.info("apply.not_claimable", request=request.pk)
+        _unlock([c.pk for c in companions])
+        return None
     except BaseException:
         _unlock([c.pk for c in companions])
         raise
@@ -955,7 +969,8 @@ def apply(*, request_id: int, plan_hash: str, worker: str, final_attempt: bool =
     """Apply one request and the companions its worker claims with it. Returns the leader's
     outcome; raises TransientTargetError when the task should retry (the request is then
     `queued` with the reason in status_detail)."""
-    with liveness_lock(request_id) as (status, held):
+    with liveness_lock(request_id) as (request, held):
+        status = request.status if request is not None else None
         if status not in (RequestStatus.QUEUED, RequestStatus.RUNNING):
             # Applied, failed or cancelled (often as a companion of another worker's batch): a
             # terminal state leaves only by a person's retry, which sends a message of its own.
@@ -964,7 +979,7 @@ def apply(*, request_id: int, plan_hash: str, worker: str, final_attempt: bool =
         if not held:
             log.info("apply.busy_elsewhere", request=request_id)
             return _lead_companions(companions, worker) or "busy"
-        claimed = _claim(request_id, plan_hash, worker, companions)
+        claimed = _claim(request, plan_hash, worker, companions)
         if claimed is None:
             return _lead_companions(companions, worker) or "skipped"
         executions, companion_ids = claimed
