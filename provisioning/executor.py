@@ -411,7 +411,53 @@ def database_of(request: Any) -> str:
     return module_for(request.type).database(request.payload) or request.instance.database
 
 
-def _run_plan(conn: psycopg.Connection, job: Job, *, worker: str) -> None:
+class _TargetTransaction:
+    """The one transaction on the target, under the instance lock. BEGIN travels with the lock's
+    statement and COMMIT with the last marker (simple-protocol statements, values as literals),
+    so a one-plan apply costs two round trips fewer than a driver-managed transaction. Savepoints
+    inside it still come from psycopg (conn.transaction() sees the open transaction)."""
+
+    def __init__(self, conn: psycopg.Connection, instance_pk: int) -> None:
+        self.conn = conn
+        self.done = False
+        cursor = conn.execute(sql.SQL(
+            "BEGIN; SELECT to_regclass('dbportal_meta.applied_change') FROM pg_advisory_xact_lock({}, {})"
+        ).format(sql.Literal(INSTANCE_LOCK_NS), sql.Literal(int(instance_pk))))
+        cursor.nextset()
+        self.marker_table = cursor.fetchone()[0] is not None
+
+    def mark(self, request: Any, worker: str, *, commit: bool) -> None:
+        """The plan's marker; with `commit`, the transaction ends in the same round trip."""
+        insert = sql.SQL(
+            "INSERT INTO dbportal_meta.applied_change (portal, request_id, plan_hash, worker) VALUES ({}, {}, {}, {})"
+        ).format(sql.Literal(portal_id()), sql.Literal(int(request.pk)), sql.Literal(request.plan_hash),
+                 sql.Literal(worker[:200]))
+        self.conn.execute(sql.SQL("{}; COMMIT").format(insert) if commit else insert)
+        self.done = commit
+
+    def commit(self) -> None:
+        if not self.done:
+            self.conn.execute("COMMIT")
+            self.done = True
+
+    def rollback(self) -> None:
+        if not self.conn.closed and self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.execute("ROLLBACK")
+
+
+@contextlib.contextmanager
+def _target_transaction(conn: psycopg.Connection, instance_pk: int) -> Iterator[_TargetTransaction]:
+    transaction_ = _TargetTransaction(conn, instance_pk)
+    try:
+        yield transaction_
+        transaction_.commit()
+    except BaseException:
+        transaction_.rollback()
+        raise
+
+
+def _run_plan(conn: psycopg.Connection, job: Job, *, worker: str, tx: _TargetTransaction, commit: bool) -> None:
     """The plan's transactional steps and its marker, inside the caller's transaction."""
     request = job.request
     shown = plan_text(job.steps)
@@ -424,10 +470,7 @@ def _run_plan(conn: psycopg.Connection, job: Job, *, worker: str) -> None:
             raise PermanentTargetError("the plan rendered with its secret has a different shape")
     for index in split_plan(job.steps).inside:
         _run_step(conn, run_steps[index].statement, shown[index], job.log_rows)
-    conn.execute(
-        "INSERT INTO dbportal_meta.applied_change (portal, request_id, plan_hash, worker) VALUES (%s, %s, %s, %s)",
-        (portal_id(), request.pk, request.plan_hash, worker[:200]),
-    )
+    tx.mark(request, worker, commit=commit)
 
 
 def _run_loose_steps(conn: psycopg.Connection, jobs: list[Job], part: str) -> None:
@@ -468,25 +511,21 @@ def apply_on_target(jobs: list[Job], *, worker: str) -> None:
                     break
                 running: Job | None = None
                 try:
-                    with conn.transaction():
-                        marker_table = conn.execute(
-                            "SELECT to_regclass('dbportal_meta.applied_change') FROM pg_advisory_xact_lock(%s, %s)",
-                            (INSTANCE_LOCK_NS, int(instance.pk))).fetchone()[0]
-                        if marker_table is not None:
+                    with _target_transaction(conn, instance.pk) as tx:
+                        if tx.marker_table:
                             already = _markers_of(conn, [(job.request.pk, job.request.plan_hash) for job in live])
                         else:
                             for ddl in MARKER_DDL:
                                 conn.execute(ddl)
-                        for job in live:
-                            if job.request.pk in already:
-                                continue
+                        to_run = [job for job in live if job.request.pk not in already]
+                        for job in to_run:
                             running = job
                             if not isolate:
-                                _run_plan(conn, job, worker=worker)
+                                _run_plan(conn, job, worker=worker, tx=tx, commit=job is to_run[-1])
                                 continue
                             try:
                                 with conn.transaction():  # a savepoint: this plan alone rolls back
-                                    _run_plan(conn, job, worker=worker)
+                                    _run_plan(conn, job, worker=worker, tx=tx, commit=False)
                             except TargetError as exc:
                                 if conn.closed or conn.broken:
                                     raise
