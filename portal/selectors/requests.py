@@ -91,8 +91,9 @@ def pending_reviews(user: Any) -> list[ChangeRequest]:
     already = Approval.objects.filter(request=OuterRef("pk"), reviewer=user, plan_hash=OuterRef("plan_hash"))
     rank = Case(*[When(risk=risk, then=Value(order)) for risk, order in RISK_ORDER.items()],
                 output_field=IntegerField())
+    # Neither one's own requests nor a system request one filed (drift revoke): others decide on those.
     candidates = (request_list_for(user).filter(status=RequestStatus.SUBMITTED).exclude(requester=user)
-                  .exclude(Exists(already)).annotate(risk_rank=rank).order_by("-risk_rank", "created_at", "id"))
+                  .exclude(filed_by=user).exclude(Exists(already)).annotate(risk_rank=rank).order_by("-risk_rank", "created_at", "id"))
     led_teams = {team.pk for team in Team.objects.filter(memberships__user=user)
                  if user.pk in team_leads(team)}
     if not is_reviewer(user):

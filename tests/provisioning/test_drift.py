@@ -104,6 +104,11 @@ def test_the_drift_api_acknowledges_and_revokes_through_an_approved_request(
     assert "you filed this request" in refused.json()["detail"]
     assert ChangeRequest.objects.get(pk=revoke.pk).status == RequestStatus.SUBMITTED
     assert not revoke.approvals.exists()
+    # nor is it in his review queue, while it is in the other reviewer's
+    from portal.selectors.requests import pending_reviews
+
+    assert revoke.pk not in {r.pk for r in pending_reviews(people["bob"])}
+    assert revoke.pk in {r.pk for r in pending_reviews(people["admin"])}
     # while another reviewer's approval applies it
     approved = api_for("admin").post(f"/api/v1/requests/{revoke.pk}/approve/", {"comment": "remove the hand grant"},
                                      format="json")
