@@ -74,31 +74,13 @@ def _redacted(value: Any, key: str = "") -> Any:
     return value
 
 
-def record(
-    action: str,
-    *,
-    actor: Any = None,
-    actor_ip: str | None = None,
-    object_type: str = "",
-    object_id: Any = "",
-    instance: Any = "",
-    database: str = "",
-    statement: str = "",
-    request_id: int | None = None,
-    approvers: list[str] | None = None,
-    outcome: str = "",
-    details: dict[str, Any] | None = None,
-) -> AuditEvent:
-    """Append one event to the chain and return it.
+def record(action: str, **fields: Any) -> AuditEvent:
+    """Append one event to the chain and return it; `fields` are those of `event()`.
 
     Secrets are redacted from `statement` and `details` (PASSWORD '...', DSN passwords, and
     values under keys such as `password`), so no event ever holds one.
     """
-    return record_many([event(
-        action, actor=actor, actor_ip=actor_ip, object_type=object_type, object_id=object_id, instance=instance,
-        database=database, statement=statement, request_id=request_id, approvers=approvers, outcome=outcome,
-        details=details,
-    )])[0]
+    return record_many([event(action, **fields)])[0]
 
 
 def event(

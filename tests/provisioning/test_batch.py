@@ -37,15 +37,19 @@ def _apply(request: ChangeRequest) -> str:
     return executor.apply(request_id=request.pk, plan_hash=request.plan_hash, worker="batch-test")
 
 
-@pytest.fixture
-def schema_with_tables(managed_cluster):
-    schema = unique("bs")
-    with admin_conn(managed_cluster) as conn:
+def _schema_with_table(cluster, schema: str) -> str:
+    """A schema owned by `<schema>_owner` holding table t, made by hand in database app."""
+    with admin_conn(cluster) as conn:
         conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(schema + "_owner")))
         conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(sql.Identifier(schema),
                                                                           sql.Identifier(schema + "_owner")))
         conn.execute(sql.SQL("CREATE TABLE {}.t (id int)").format(sql.Identifier(schema)))
     return schema
+
+
+@pytest.fixture
+def schema_with_tables(managed_cluster):
+    return _schema_with_table(managed_cluster, unique("bs"))
 
 
 def _create_roles(cluster, names: list[str]) -> None:
@@ -133,12 +137,7 @@ def test_a_companion_hitting_a_lock_timeout_is_queued_again_with_its_own_message
     # given two grants queued together, and the test holding the table's catalog row that the
     # second one must change (an open transaction changing its ACL)
     schema = schema_with_tables
-    other = unique("blockedschema")
-    with admin_conn(managed_cluster) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(other + "_owner")))
-        conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(sql.Identifier(other),
-                                                                          sql.Identifier(other + "_owner")))
-        conn.execute(sql.SQL("CREATE TABLE {}.t (id int)").format(sql.Identifier(other)))
+    other = _schema_with_table(managed_cluster, unique("blockedschema"))
     free, blocked, holder = unique("free"), unique("blocked"), unique("holder")
     _create_roles(managed_cluster, [free, blocked, holder])
     requests = _queued_together(managed_instance, [
