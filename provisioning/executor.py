@@ -417,14 +417,31 @@ class _TargetTransaction:
     so a one-plan apply costs two round trips fewer than a driver-managed transaction. Savepoints
     inside it still come from psycopg (conn.transaction() sees the open transaction)."""
 
-    def __init__(self, conn: psycopg.Connection, instance_pk: int) -> None:
+    def __init__(self, conn: psycopg.Connection, instance_pk: int, keys: list[tuple[int, str]]) -> None:
+        """BEGIN, the instance lock and the markers of `keys` (request id, plan hash) already there,
+        in one round trip once the marker table exists; the first apply on a database finds it
+        missing (an error that ends that try) and begins again to create it."""
         self.conn = conn
         self.done = False
-        cursor = conn.execute(sql.SQL(
-            "BEGIN; SELECT to_regclass('dbportal_meta.applied_change') FROM pg_advisory_xact_lock({}, {})"
-        ).format(sql.Literal(INSTANCE_LOCK_NS), sql.Literal(int(instance_pk))))
+        begin = sql.SQL("BEGIN; SELECT to_regclass('dbportal_meta.applied_change') FROM pg_advisory_xact_lock({}, {})"
+                        ).format(sql.Literal(INSTANCE_LOCK_NS), sql.Literal(int(instance_pk)))
+        markers = sql.SQL(
+            "SELECT request_id FROM dbportal_meta.applied_change WHERE portal = {} AND (request_id, plan_hash) IN ({})"
+        ).format(sql.Literal(portal_id()),
+                 sql.SQL(", ").join(sql.SQL("({}, {})").format(sql.Literal(int(pk)), sql.Literal(hash_))
+                                    for pk, hash_ in keys))
+        try:
+            cursor = conn.execute(sql.SQL("{}; {}").format(begin, markers) if keys else begin)
+        except psycopg.errors.UndefinedTable:
+            conn.execute("ROLLBACK")
+            cursor = conn.execute(begin)
+            keys = []
         cursor.nextset()
         self.marker_table = cursor.fetchone()[0] is not None
+        self.already: set[int] = set()
+        if keys:
+            cursor.nextset()
+            self.already = {row[0] for row in cursor.fetchall()}
 
     def mark(self, request: Any, worker: str, *, commit: bool) -> None:
         """The plan's marker; with `commit`, the transaction ends in the same round trip."""
@@ -447,8 +464,9 @@ class _TargetTransaction:
 
 
 @contextlib.contextmanager
-def _target_transaction(conn: psycopg.Connection, instance_pk: int) -> Iterator[_TargetTransaction]:
-    transaction_ = _TargetTransaction(conn, instance_pk)
+def _target_transaction(conn: psycopg.Connection, instance_pk: int, keys: list[tuple[int, str]],
+                        ) -> Iterator[_TargetTransaction]:
+    transaction_ = _TargetTransaction(conn, instance_pk, keys)
     try:
         yield transaction_
         transaction_.commit()
@@ -511,10 +529,10 @@ def apply_on_target(jobs: list[Job], *, worker: str) -> None:
                     break
                 running: Job | None = None
                 try:
-                    with _target_transaction(conn, instance.pk) as tx:
-                        if tx.marker_table:
-                            already = _markers_of(conn, [(job.request.pk, job.request.plan_hash) for job in live])
-                        else:
+                    keys = [(job.request.pk, job.request.plan_hash) for job in live]
+                    with _target_transaction(conn, instance.pk, keys) as tx:
+                        already = tx.already
+                        if not tx.marker_table:
                             for ddl in MARKER_DDL:
                                 conn.execute(ddl)
                         to_run = [job for job in live if job.request.pk not in already]

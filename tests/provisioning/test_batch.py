@@ -246,3 +246,32 @@ def test_approvals_committed_together_go_out_as_one_message_per_database(
         assert ChangeRequest.objects.get(pk=request.pk).status == RequestStatus.APPLIED
         assert markers(managed_cluster, request.pk) == 1
     assert markers(managed_cluster, grants[0].pk) == 0
+
+
+def test_the_first_apply_on_a_database_creates_the_marker_table_and_later_ones_find_their_markers(
+    transactional_db, people, managed_cluster, managed_instance
+):
+    from tests.provisioning.helpers import schema_payload
+
+    # given a database no plan has run on yet (no dbportal_meta.applied_change there)
+    database = unique("fresh")
+    with admin_conn(managed_cluster, "postgres") as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    try:
+        first, second = (approved_request(managed_instance, "schema", dict(schema_payload(unique("fs")),
+                                                                           database=database),
+                                          requester=people["alice"], enqueue=False) for _ in range(2))
+        for request in (first, second):
+            with transaction.atomic():
+                enqueue_apply(request)
+            # when each is applied (the first finds no marker table and creates it)
+            assert _apply(request) == "applied"
+            assert markers(managed_cluster, request.pk, database) == 1
+        # and when the first's attempt is run again as if its commit had not been recorded, it
+        # finds its marker in the same round trip as the lock and runs nothing
+        ChangeRequest.objects.filter(pk=first.pk).update(status=RequestStatus.QUEUED)
+        assert _apply(first) == "already_applied"
+        assert markers(managed_cluster, first.pk, database) == 1
+    finally:
+        with admin_conn(managed_cluster, "postgres") as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(database)))
