@@ -14,7 +14,6 @@ from datetime import timedelta
 import structlog
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from audit.services import record
@@ -173,10 +172,30 @@ def _publish_batches(batches: list[tuple[list[int], str, dict]], countdown: floa
             break
         sent.extend(message_ids)
     if sent:
-        # A delayed message counts as sent when it is due, so the sweeper does not re-send it early.
-        sent_at = timezone.now() + timedelta(seconds=countdown or 0)
-        OutboxMessage.objects.filter(pk__in=sent).update(sent_at=sent_at, send_count=F("send_count") + 1)
+        _mark_sent(sent, countdown)
     return len(sent), failed
+
+
+# Rows a worker is taking at this moment are locked by its claim and skipped (they need no
+# sent_at any more); the others are locked in id order. Updating them in whatever order the
+# plan chose deadlocked with a worker's claim taking several of the same rows.
+_MARK_SENT = (
+    "UPDATE provisioning_outboxmessage SET sent_at = %s, send_count = send_count + 1"
+    " WHERE id IN (SELECT id FROM provisioning_outboxmessage WHERE id = ANY(%s) AND taken_at IS NULL"
+    " ORDER BY id FOR UPDATE SKIP LOCKED)"
+)
+
+
+def _mark_sent(message_ids: list[int], countdown: float | None) -> None:
+    """Bookkeeping for the sweeper; it runs after the approval committed, so it must not fail
+    the approval's web request: a row left unmarked is at worst sent once more (and skipped)."""
+    # A delayed message counts as sent when it is due, so the sweeper does not re-send it early.
+    sent_at = timezone.now() + timedelta(seconds=countdown or 0)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(_MARK_SENT, [sent_at, message_ids])
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.warning("outbox.mark_sent_failed", messages=len(message_ids), error=type(exc).__name__)
 
 
 def send(message_id: int, countdown: float | None = None) -> bool:
