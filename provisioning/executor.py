@@ -367,25 +367,6 @@ def target_connection(instance: Any, database: str) -> Iterator[psycopg.Connecti
                 conn.close()
 
 
-def _marker_table_exists(conn: psycopg.Connection) -> bool:
-    return conn.execute("SELECT to_regclass('dbportal_meta.applied_change')").fetchone()[0] is not None
-
-
-def marker_exists(conn: psycopg.Connection, request_id: int, hash_: str) -> bool:
-    return _marker_table_exists(conn) and bool(_markers_of(conn, [(request_id, hash_)]))
-
-
-def _markers_of(conn: psycopg.Connection, keys: list[tuple[int, str]]) -> set[int]:
-    """The request ids among (request id, plan hash) pairs that already have their marker."""
-    rows = conn.execute(
-        "SELECT m.request_id FROM dbportal_meta.applied_change m"
-        " JOIN unnest(%s::bigint[], %s::text[]) AS k(request_id, plan_hash)"
-        " ON m.request_id = k.request_id AND m.plan_hash = k.plan_hash WHERE m.portal = %s",
-        ([k[0] for k in keys], [k[1] for k in keys], portal_id()),
-    ).fetchall()
-    return {row[0] for row in rows}
-
-
 @dataclass
 class Job:
     """One claimed request inside an attempt: its execution, verified plan and outcome."""

@@ -198,11 +198,6 @@ def _mark_sent(message_ids: list[int], countdown: float | None) -> None:
         log.warning("outbox.mark_sent_failed", messages=len(message_ids), error=type(exc).__name__)
 
 
-def send(message_id: int, countdown: float | None = None) -> bool:
-    """Publish one outbox row; True when the broker took it. Never raises."""
-    return publish([message_id], countdown)[0] == 1
-
-
 def _due(message: OutboxMessage, now) -> bool:
     if message.sent_at is None:
         return message.created_at <= now - RESEND_AFTER
