@@ -85,12 +85,15 @@ class RequestOutput(serializers.ModelSerializer):
     team = serializers.SlugRelatedField(slug_field="name", read_only=True)
     owner_team = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
     requester = serializers.SerializerMethodField()
+    filed_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True,
+        help_text="who filed a system request by hand (a reviewer's drift revoke); they may not approve it")
 
     class Meta:
         model = ChangeRequest
         fields = [
             "id", "type", "status", "status_detail", "instance", "instance_id", "team", "team_id", "owner_team",
-            "requester", "justification", "payload", "plan", "plan_hash", "risk", "risk_reasons", "findings",
+            "requester", "filed_by", "justification", "payload", "plan", "plan_hash", "risk", "risk_reasons", "findings",
             "dry_run", "expires_at", "created_at", "updated_at", "approved_at", "applied_at",
         ]
         read_only_fields = fields
@@ -116,13 +119,16 @@ class RequestOutput(serializers.ModelSerializer):
         if hasattr(obj, "listed_team"):  # a list page (selectors.requests.request_page_for): names annotated
             instance, team, owner_team = obj.listed_instance, obj.listed_team, obj.listed_owner_team
             requester = obj.listed_requester if obj.requester_id else "system"
+            filed_by = obj.listed_filed_by
         else:
             instance, team, requester = obj.instance.name, obj.team.name, self.get_requester(obj)
             owner_team = obj.owner_team.name if obj.owner_team_id is not None else None
+            filed_by = obj.filed_by.username if obj.filed_by_id is not None else None
         return {
             "id": obj.pk, "type": obj.type, "status": obj.status, "status_detail": obj.status_detail,
             "instance": instance, "instance_id": obj.instance_id, "team": team, "team_id": obj.team_id,
-            "owner_team": owner_team, "requester": requester, "justification": obj.justification, "payload": obj.payload,
+            "owner_team": owner_team, "requester": requester,
+            "filed_by": filed_by, "justification": obj.justification, "payload": obj.payload,
             "plan": obj.plan, "plan_hash": obj.plan_hash, "risk": obj.risk, "risk_reasons": obj.risk_reasons,
             "findings": obj.findings, "dry_run": obj.dry_run, "expires_at": when(obj.expires_at),
             "created_at": when(obj.created_at), "updated_at": when(obj.updated_at),

@@ -35,7 +35,7 @@ def _by_id_or_name(value: Any) -> Q:
 def request_list_for(user: Any, **filters: Any) -> QuerySet[ChangeRequest]:
     """Requests the user may see, newest first; filters: status, type, team, instance (id or name)."""
     qs = (ChangeRequest.objects.restrict(user, "view")
-          .select_related("instance", "team", "requester", "owner_team").order_by("-id"))
+          .select_related("instance", "team", "requester", "owner_team", "filed_by").order_by("-id"))
     if filters.get("status"):
         qs = qs.filter(status=filters["status"])
     if filters.get("type"):
@@ -58,7 +58,8 @@ def request_page_for(user: Any) -> QuerySet[ChangeRequest]:
     """
     return request_list_for(user).select_related(None).annotate(
         listed_instance=F("instance__name"), listed_team=F("team__name"),
-        listed_owner_team=F("owner_team__name"), listed_requester=F("requester__username"))
+        listed_owner_team=F("owner_team__name"), listed_requester=F("requester__username"),
+        listed_filed_by=F("filed_by__username"))
 
 
 def request_get_for(user: Any, pk: Any, *, history: bool = True) -> ChangeRequest:

@@ -19,6 +19,13 @@ def submit_many(people, instance, count: int) -> None:
                        justification="query count", payload={"database": "app", "name": f"qc_{start + index}"})
 
 
+def file_many(people, instance, count: int) -> None:
+    """System requests a reviewer filed by hand (drift revokes): the filer's name is on each row."""
+    start = ChangeRequest.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    submit_many(people, instance, count)
+    ChangeRequest.objects.filter(pk__gt=start).update(requester=None, filed_by=people["bob"])
+
+
 def drift_many(instance, count: int) -> None:
     start = DriftFinding.objects.count()
     DriftFinding.objects.bulk_create(
@@ -36,6 +43,7 @@ def queries_for(client, url: str) -> int:
 LISTS = [
     ("alice", "/api/v1/requests/", submit_many),
     ("bob", "/api/v1/requests/?status=submitted", submit_many),
+    ("admin", "/api/v1/requests/?type=schema", file_many),
     ("bob", "/api/v1/drift/", lambda people, instance, n: drift_many(instance, n)),
     ("carol", "/api/v1/audit/events/", submit_many),
 ]
@@ -72,6 +80,10 @@ def test_hot_endpoints_query_pins(people, api_for, managed_instance, django_asse
         assert bob.post(f"/api/v1/requests/{newest[1]}/approve/", {"comment": "ok"}, format="json").status_code == 200
     with django_assert_max_num_queries(6):  # now with an approval: its reviewers' groups, one query
         assert alice.get(f"/api/v1/requests/{newest[1]}/").status_code == 200
+    file_many(people, managed_instance, 1)
+    filed = ChangeRequest.objects.order_by("-id").values_list("id", flat=True).first()
+    with django_assert_max_num_queries(5):  # the filer's name comes with the row
+        assert bob.get(f"/api/v1/requests/{filed}/").json()["filed_by"] == "bob"
     body = {"type": "schema", "instance": "demo", "team": "payments", "justification": "pins",
             "payload": {"database": "app", "name": f"qc_pin_{newest[0]}"}}
     with django_assert_max_num_queries(PINS["submit"]):

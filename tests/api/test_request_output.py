@@ -32,7 +32,9 @@ def _variety(people, instance) -> list[ChangeRequest]:
     ChangeRequest.objects.filter(pk=made[1].pk).update(
         owner_team=analytics, dry_run={"ok": True, "statements": [{"sql": "SELECT 1", "ms": 0.5}]},
         expires_at=now + timedelta(days=3, microseconds=7), applied_at=now, status_detail="détail ✓")
-    ChangeRequest.objects.filter(pk=made[2].pk).update(requester=None, findings=[{"rule": "x", "level": "high"}])
+    # a system request a reviewer filed by hand (a drift revoke): no requester, but a filer
+    ChangeRequest.objects.filter(pk=made[2].pk).update(requester=None, filed_by=people["bob"],
+                                                       findings=[{"rule": "x", "level": "high"}])
     return list(request_page_for(people["admin"]).filter(pk__in=[r.pk for r in made]))
 
 
@@ -40,6 +42,7 @@ def test_list_output_is_drfs_own(people, managed_instance):
     rows = _variety(people, managed_instance)
     assert {r.requester_id is None for r in rows} == {True, False}
     assert {r.owner_team_id is None for r in rows} == {True, False}
+    assert {r.filed_by_id is None for r in rows} == {True, False}
     for zone in ("UTC", "Europe/Paris", "America/St_Johns"):
         with timezone.override(zone):
             for row in rows:
@@ -70,6 +73,20 @@ def test_list_reads_only_the_names_of_related_rows(people, api_for, managed_inst
         assert listed[row.pk]["team"] == "payments"
         assert listed[row.pk]["requester"] == (row.requester.username if row.requester_id else "system")
         assert listed[row.pk]["owner_team"] == (row.owner_team.name if row.owner_team_id else None)
+        assert listed[row.pk]["filed_by"] == (row.filed_by.username if row.filed_by_id else None)
+    # the system request shows who filed it, in the list and in the detail; the others show null
+    system = next(row for row in rows if row.requester_id is None)
+    assert (listed[system.pk]["requester"], listed[system.pk]["filed_by"]) == ("system", "bob")
+    detail = api_for("admin").get(f"/api/v1/requests/{system.pk}/").json()
+    assert (detail["requester"], detail["filed_by"]) == ("system", "bob")
+    assert {listed[row.pk]["filed_by"] for row in rows if row.pk != system.pk} == {None}
+
+
+def test_filed_by_is_in_the_openapi_schema_as_a_nullable_username(api_for, people):
+    schema = api_for("alice").get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    for component in ("RequestOutput", "RequestDetailOutput"):
+        field = schema["components"]["schemas"][component]["properties"]["filed_by"]
+        assert field["type"] == "string" and field["nullable"] is True and field["readOnly"] is True, field
 
 
 # --- token authentication ----------------------------------------------------------------------

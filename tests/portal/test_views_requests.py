@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -30,6 +32,25 @@ def test_detail_shows_header_plan_and_hash(web_for, people, dev):
     assert 'id="request-plan-copy"' in html
     # the hash shortened, the full value on hover
     assert f'title="{change.plan_hash}"' in html and f"{change.plan_hash[:12]}…" in html
+
+
+def test_detail_names_who_filed_a_system_request(web_for, people, dev, django_assert_max_num_queries):
+    # given a system request (no requester) that bob filed by hand, and one alice asked for herself
+    payments = people["alice"].teams.first()
+    filed = given_request(requester=None, team=payments, instance=dev, type="revoke", filed_by=people["bob"])
+    own = given_request(requester=people["alice"], instance=dev)
+    client = web_for("admin")
+    client.get(reverse("request-detail", args=[own.pk]))  # warm the session
+    with CaptureQueriesContext(connection) as own_page:
+        client.get(reverse("request-detail", args=[own.pk]))
+    # when the admin opens each; then the header says who filed the system one, at no extra query
+    with django_assert_max_num_queries(len(own_page)):
+        html = client.get(reverse("request-detail", args=[filed.pk])).content.decode()
+    header = html[html.index('id="request-header"'):html.index('id="justification-title"')]
+    assert re.search(r"requested by <strong>system</strong> \(filed by <strong>bob</strong>\)", header), header
+    html = client.get(reverse("request-detail", args=[own.pk])).content.decode()
+    header = html[html.index('id="request-header"'):html.index('id="justification-title"')]
+    assert "requested by <strong>alice</strong>" in header and "filed by" not in header
 
 
 def test_timeline_shows_approvals_with_the_hash_seen_and_executions(web_for, people, dev):
