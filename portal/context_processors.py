@@ -91,6 +91,6 @@ def navigation(request) -> dict:
 
 def _review_count(user) -> int:
     """How many requests wait for this reviewer (the nav badge)."""
-    from portal.selectors.requests import pending_reviews
+    from portal.selectors.requests import pending_review_count
 
-    return len(pending_reviews(user))
+    return pending_review_count(user)

@@ -4,14 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Case, Exists, F, IntegerField, OuterRef, Prefetch, Q, QuerySet, Value, When
+from django.db.models import (
+    Case,
+    CharField,
+    Exists,
+    F,
+    IntegerField,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
+from django.db.models.functions import Cast
 from django.http import Http404
 from django.shortcuts import get_object_or_404
+from guardian.models import GroupObjectPermission, UserObjectPermission
 
 from portal.choices import RISK_ORDER, RequestStatus
 from portal.models import Approval, ApprovalPolicy, ChangeRequest, Execution, Grant, ManagedRole, Team
 from portal.querysets import is_reviewer
-from portal.services.policy import approver_groups_of, decision_eligibility, team_leads
+from portal.services.policy import FALLBACK_APPROVER_GROUPS, approver_groups_of, decision_eligibility
 
 
 def name_or_id_usable(text: str) -> bool:
@@ -85,33 +99,64 @@ def can_approve(user: Any, request: ChangeRequest) -> tuple[bool, str]:
     return ok, reason
 
 
-def pending_reviews(user: Any) -> list[ChangeRequest]:
-    """Submitted requests this user may decide on now, highest risk first, then oldest first."""
+def _teams_led_by(user: Any) -> QuerySet[Team]:
+    """The ids (a subquery) of the teams the user belongs to and leads: services.policy.team_leads, in SQL.
+
+    A lead holds guardian's `portal.lead_team` on the team, given to them or to one of their
+    groups; being a superuser does not make one a lead. (Guardian's generic tables keep the
+    object's pk as text.)
+    """
+    team_type = {"app_label": Team._meta.app_label, "model": Team._meta.model_name}
+    lead_team = {"object_pk": Cast(OuterRef("pk"), CharField()), "permission__codename": "lead_team",
+                 **{f"content_type__{key}": value for key, value in team_type.items()},
+                 **{f"permission__content_type__{key}": value for key, value in team_type.items()}}
+    return (Team.objects.filter(memberships__user=user)
+            .filter(Exists(UserObjectPermission.objects.filter(user=user, **lead_team))
+                    | Exists(GroupObjectPermission.objects.filter(group__user=user, **lead_team)))
+            .values("pk"))
+
+
+def pending_reviews_queryset(user: Any) -> QuerySet[ChangeRequest]:
+    """Submitted requests this user may decide on now, highest risk first, then oldest first.
+
+    All in one statement (the nav badge counts it on every page): the same rules as
+    services.policy.decision_eligibility, as SQL. One's own requests and a system request one
+    filed (drift revoke) are others' to decide; so is a plan one already decided on. Otherwise
+    a request waits for a user who is in one of its policy's approver groups, or who leads the
+    team owning the schema when the policy wants that lead (cross-team access only). Someone who
+    is no reviewer sees only requests on schemas of the teams they lead.
+    """
     if not getattr(user, "is_authenticated", False):
-        return []
+        return ChangeRequest.objects.none()
     already = Approval.objects.filter(request=OuterRef("pk"), reviewer=user, plan_hash=OuterRef("plan_hash"))
     rank = Case(*[When(risk=risk, then=Value(order)) for risk, order in RISK_ORDER.items()],
                 output_field=IntegerField())
-    # Neither one's own requests nor a system request one filed (drift revoke): others decide on those.
     candidates = (request_list_for(user).filter(status=RequestStatus.SUBMITTED).exclude(requester=user)
-                  .exclude(filed_by=user).exclude(Exists(already)).annotate(risk_rank=rank).order_by("-risk_rank", "created_at", "id"))
-    led_teams = {team.pk for team in Team.objects.filter(memberships__user=user)
-                 if user.pk in team_leads(team)}
+                  .exclude(filed_by=user).exclude(Exists(already)))
+    led_teams = _teams_led_by(user)
     if not is_reviewer(user):
-        if not led_teams:
-            return []
         candidates = candidates.filter(owner_team__in=led_teams)
-    policies = {(p.environment, p.request_type, p.risk): p for p in ApprovalPolicy.objects.all()}
-    groups = approver_groups_of(user)
-    pending = []
-    for request in candidates:
-        policy = policies.get((request.instance.environment, request.type, request.risk))
-        approver_groups = set(policy.approver_groups) if policy else {"reviewers", "platform-admins"}
-        lead_slot = (request.owner_team_id in led_teams and request.owner_team_id != request.team_id
-                     and (policy is None or policy.require_owner_lead))
-        if groups & approver_groups or lead_slot:
-            pending.append(request)
-    return pending
+    policy = ApprovalPolicy.objects.filter(environment=OuterRef("instance__environment"),
+                                           request_type=OuterRef("type"), risk=OuterRef("risk"))
+    groups = sorted(approver_groups_of(user))
+    # approver_groups is a JSON array of names: ?| is true when any of the user's groups is in it.
+    in_group = Q(Exists(policy.filter(approver_groups__has_any_keys=groups))) if groups else Q(pk__in=[])
+    if set(FALLBACK_APPROVER_GROUPS) & set(groups):  # no policy row: policy_for's fallback
+        in_group |= ~Q(Exists(policy))
+    lead_slot = (Q(owner_team__in=led_teams) & ~Q(owner_team=F("team"))
+                 & (~Q(Exists(policy)) | Q(Exists(policy.filter(require_owner_lead=True)))))
+    return (candidates.filter(in_group | lead_slot).annotate(risk_rank=rank)
+            .order_by("-risk_rank", "created_at", "id"))
+
+
+def pending_reviews(user: Any) -> list[ChangeRequest]:
+    """pending_reviews_queryset as a list (one query)."""
+    return list(pending_reviews_queryset(user))
+
+
+def pending_review_count(user: Any) -> int:
+    """How many requests wait for this user (the nav badge): one COUNT query."""
+    return pending_reviews_queryset(user).count()
 
 
 def my_access(user: Any) -> dict[str, QuerySet]:

@@ -44,13 +44,16 @@ def policy_seed_defaults() -> int:
     return created
 
 
+# Who decides where no policy row exists (see policy_for).
+FALLBACK_APPROVER_GROUPS = (Persona.REVIEWERS.value, Persona.ADMINS.value)
+
+
 def policy_for(*, environment: str, request_type: str, risk: str) -> ApprovalPolicy:
     policy = ApprovalPolicy.objects.filter(environment=environment, request_type=request_type, risk=risk).first()
     if policy is None:
         # A missing row never means "no approval needed": fall back to the strictest default.
         return ApprovalPolicy(environment=environment, request_type=request_type, risk=risk,
-                              approvals_required=2,
-                              approver_groups=[Persona.REVIEWERS.value, Persona.ADMINS.value])
+                              approvals_required=2, approver_groups=list(FALLBACK_APPROVER_GROUPS))
     return policy
 
 

@@ -12,7 +12,7 @@ from portal.selectors.admin import team_list_with_members
 from portal.selectors.dashboard import dashboard_data
 from portal.selectors.drift import drift_list_for
 from portal.selectors.instances import instance_list_for
-from portal.selectors.requests import pending_reviews, request_list_for
+from portal.selectors.requests import pending_reviews_queryset, request_list_for
 
 
 @login_required
@@ -35,7 +35,7 @@ def home(request):
         context.update(access_overview(user))
         context["instances"] = list(instance_list_for(user)[:20])
     elif persona in (Persona.REVIEWERS.value, Persona.ADMINS.value):
-        context["queue"] = list(pending_reviews(user))[:10]
+        context["queue"] = list(pending_reviews_queryset(user)[:10])
         context["charts"] = dashboard_data(user)
         context["drift"] = list(drift_list_for(user)[:5])
         if persona == Persona.ADMINS.value:

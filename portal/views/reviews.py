@@ -6,7 +6,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from portal.querysets import is_reviewer
-from portal.selectors.requests import pending_reviews
+from portal.selectors.requests import pending_reviews_queryset
 
 QUEUE_LIMIT = 200
 
@@ -16,5 +16,5 @@ QUEUE_LIMIT = 200
 def review_queue(request):
     if not is_reviewer(request.user):
         raise PermissionDenied
-    rows = list(pending_reviews(request.user))[:QUEUE_LIMIT]
+    rows = list(pending_reviews_queryset(request.user)[:QUEUE_LIMIT])
     return render(request, "reviews/queue.html", {"rows": rows, "limit": QUEUE_LIMIT})

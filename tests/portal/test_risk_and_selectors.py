@@ -110,3 +110,98 @@ def test_my_access_lists_the_teams_roles_and_live_grants_with_expiry(world):
     assert [(g.privileges, g.expires_at) for g in access["grants"]] == [(["SELECT"], expires)]
     assert [r.name for r in access["roles"]] == ["payments_svc"]
     assert list(my_access(world["dave"])["grants"]) == []
+
+
+# --- the review queue: who waits for whom, in one query -----------------------------------------
+
+
+@pytest.fixture
+def queue_world(people):
+    """Two more people: erin leads analytics through a group's permission; frank holds the lead
+    permission on payments without being a member (so he leads nothing). Policies: the defaults,
+    except dev role/medium has none (fallback), dev ddl/low is for admins only, a cross-team
+    dev grant/medium needs no owner lead, and dev grant/high is for requesters (not reviewers)."""
+    from django.contrib.auth.models import Group, User
+    from guardian.shortcuts import assign_perm
+
+    from portal.models import ApprovalPolicy, Membership
+    from tests.portal.ui_helpers import dev_instance
+
+    payments, analytics = Team.objects.get(name="payments"), Team.objects.get(name="analytics")
+    requesters = Group.objects.get(name="requesters")
+    erin = User.objects.create(username="erin")
+    erin.groups.add(requesters, Group.objects.create(name="analytics-leads"))
+    Membership.objects.create(user=erin, team=analytics)
+    assign_perm("portal.lead_team", Group.objects.get(name="analytics-leads"), analytics)
+    frank = User.objects.create(username="frank")
+    frank.groups.add(requesters)
+    assign_perm("portal.lead_team", frank, payments)
+    dev = ApprovalPolicy.objects.filter(environment="dev")
+    dev.filter(request_type="role", risk="medium").delete()
+    dev.filter(request_type="ddl", risk="low").update(approver_groups=["platform-admins"])
+    dev.filter(request_type="grant", risk="medium").update(require_owner_lead=False)
+    dev.filter(request_type="grant", risk="high").update(approver_groups=["requesters"])
+    return {**people, "erin": erin, "frank": frank, "payments": payments, "analytics": analytics,
+            "instance": dev_instance()}
+
+
+def test_pending_reviews_follow_the_decision_rules_in_one_query(queue_world, django_assert_max_num_queries):
+    from portal.models import Approval
+    from portal.querysets import is_reviewer, user_groups
+    from portal.selectors.requests import pending_review_count, pending_reviews_queryset
+    from tests.portal.ui_helpers import given_request
+
+    w = queue_world
+    payments, analytics = w["payments"], w["analytics"]
+
+    def made(requester, team, request_type="schema", risk="low", **fields):
+        return given_request(requester=requester, team=team, instance=w["instance"], type=request_type,
+                             risk=risk, **fields)
+
+    everyone = ["admin", "alice", "bob", "carol", "dave", "erin", "frank"]
+    # given requests, each with the people whose queue it must be in
+    cases = {
+        "plain schema": (made(w["alice"], payments), {"admin", "bob"}),
+        "cross-team grant: the owning team's leads too, by permission or by group":
+            (made(w["alice"], payments, "grant", owner_team=analytics), {"admin", "bob", "dave", "erin"}),
+        "grant on the team's own schema: no lead slot":
+            (made(w["dave"], analytics, "grant", owner_team=analytics), {"admin", "bob"}),
+        "cross-team grant whose policy wants no owner lead":
+            (made(w["alice"], payments, "grant", "medium", owner_team=analytics), {"admin", "bob"}),
+        "no policy row: reviewers and admins":
+            (made(w["alice"], payments, "role", "medium"), {"admin", "bob"}),
+        "admins-only policy": (made(w["alice"], payments, "ddl"), {"admin"}),
+        "policy for requesters: a lead who is a requester, not the reviewers":
+            (made(w["dave"], analytics, "grant", "high", owner_team=payments), {"alice"}),
+        "drift revoke bob filed: not in his queue":
+            (made(None, payments, "revoke", owner_team=analytics, filed_by=w["bob"]),
+             {"admin", "dave", "erin"}),
+        "bob's own request": (made(w["bob"], payments), {"admin"}),
+        "bob decided on this plan": (made(w["alice"], payments), {"admin"}),
+        "bob decided on an earlier plan": (made(w["alice"], payments), {"admin", "bob"}),
+        "no longer submitted": (made(w["alice"], payments, status="approved"), set()),
+        "frank holds payments' lead permission but is no member":
+            (made(w["dave"], analytics, "grant", owner_team=payments), {"admin", "bob", "alice"}),
+    }
+    decided, earlier = cases["bob decided on this plan"][0], cases["bob decided on an earlier plan"][0]
+    Approval.objects.create(request=decided, reviewer=w["bob"], decision="reject", plan_hash=decided.plan_hash)
+    Approval.objects.create(request=earlier, reviewer=w["bob"], decision="approve", plan_hash="0" * 64)
+
+    for username in everyone:
+        user = w[username]
+        user_groups(user)  # loaded once per HTTP request anyway (token auth, persona)
+        # when the user's queue is read, or counted for the nav badge: one query each
+        with django_assert_max_num_queries(1):
+            queue = [r.pk for r in pending_reviews_queryset(user)]
+        with django_assert_max_num_queries(1):
+            count = pending_review_count(user)
+        # then it holds exactly the requests waiting for them
+        expected = {case: r.pk for case, (r, who) in cases.items() if username in who}
+        missing = {case for case, pk in expected.items() if pk not in queue}
+        extra = {case for case, (r, _) in cases.items() if r.pk in queue and case not in expected}
+        assert (missing, extra) == (set(), set()), username
+        assert count == len(queue) == len(expected)
+        # and for a reviewer, being in the queue is exactly being allowed to decide
+        if is_reviewer(user):
+            for case, (request, _) in cases.items():
+                assert (request.pk in queue) == can_approve(user, request)[0], (username, case)
