@@ -6,7 +6,7 @@ from typing import Any
 import structlog
 from celery import Celery
 from celery.schedules import crontab  # noqa: F401 - used by schedules added in settings
-from celery.signals import task_postrun, task_prerun
+from celery.signals import setup_logging, task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings.base")
 
@@ -24,6 +24,22 @@ app.conf.beat_schedule = {
     "provisioning.inventory_refresh": {"task": "provisioning.inventory_refresh", "schedule": 300.0},
     "replicas.refresh": {"task": "provisioning.refresh_replicas", "schedule": 15.0},
 }
+
+
+@setup_logging.connect
+def _log_through_django_settings(**_: Any) -> None:
+    """Workers and beat log through settings.LOGGING, like the web: structlog's JSON lines
+    (console lines in development), secrets redacted.
+
+    Celery sets up logging of its own only when nobody answers this signal; it would put its
+    handler and format on the root logger and wrap every structlog line in them. Answering it
+    also keeps Celery from redirecting stdout to a logger. The level comes from
+    PORTAL_LOG_LEVEL, not from celery's -l option.
+    """
+    from django.conf import settings
+    from django.utils.log import configure_logging
+
+    configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
 
 
 @task_prerun.connect

@@ -270,16 +270,20 @@ SPECTACULAR_SETTINGS = {
 
 # --- logs: structured, JSON outside development; never a password or a DSN with one ------
 LOG_LEVEL = os.environ.get("PORTAL_LOG_LEVEL", "INFO")
-_renderer = structlog.dev.ConsoleRenderer(colors=False) if DEBUG else structlog.processors.JSONRenderer()
+# JSON gets a traceback as text ("exception"); the console renderer formats exc_info itself.
+_render = ([structlog.dev.ConsoleRenderer(colors=False)] if DEBUG
+           else [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()])
+# The fields of every line, ours and the libraries' (Django, Celery): the context a request or a
+# task bound (path and ip, task_name and task_id), logger, level, time; secrets redacted.
+_log_fields = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_logger_name,
+    structlog.stdlib.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    redact_secrets,
+]
 structlog.configure(
-    processors=[
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_logger_name,
-        structlog.stdlib.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        redact_secrets,
-        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-    ],
+    processors=[*_log_fields, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
     logger_factory=structlog.stdlib.LoggerFactory(),
     cache_logger_on_first_use=True,
 )
@@ -291,13 +295,9 @@ LOGGING = {
             "()": structlog.stdlib.ProcessorFormatter,
             "processors": [
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                _renderer,
+                *_render,
             ],
-            "foreign_pre_chain": [
-                structlog.stdlib.add_logger_name,
-                structlog.stdlib.add_log_level,
-                structlog.processors.TimeStamper(fmt="iso", utc=True),
-            ],
+            "foreign_pre_chain": _log_fields,
         }
     },
     "filters": {"redact": {"()": "portal.logging.RedactFilter"}},

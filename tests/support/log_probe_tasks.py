@@ -19,3 +19,8 @@ def bind_and_log(marker: str) -> None:
 @shared_task(name="tests.log_probe.log_only")
 def log_only(marker: str) -> None:
     log.info("probe.plain", marker=marker)
+
+
+@shared_task(name="tests.log_probe.fail")
+def fail(marker: str) -> None:
+    raise RuntimeError(f"probe failure {marker}")
