@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.db import connection, transaction
@@ -74,13 +77,45 @@ def _redacted(value: Any, key: str = "") -> Any:
     return value
 
 
+_local = threading.local()
+
+
 def record(action: str, **fields: Any) -> AuditEvent:
     """Append one event to the chain and return it; `fields` are those of `event()`.
 
     Secrets are redacted from `statement` and `details` (PASSWORD '...', DSN passwords, and
-    values under keys such as `password`), so no event ever holds one.
+    values under keys such as `password`), so no event ever holds one. Inside `batched()` the
+    event is appended when the block ends (it has no seq or hash until then).
     """
-    return record_many([event(action, **fields)])[0]
+    item = event(action, **fields)
+    pending = getattr(_local, "pending", None)
+    if pending is not None:
+        pending.append(item)
+        return item
+    return record_many([item])[0]
+
+
+@contextmanager
+def batched() -> Iterator[None]:
+    """Collect the events recorded inside and append them with one `record_many` as the block
+    ends, still inside the caller's transaction (use it within `transaction.atomic()`).
+
+    An approval records three events (approval, approved, queued): three head updates and three
+    inserts become one of each, and the head row stays locked for two round trips, not six.
+    Only around code without an inner savepoint that may roll back while the block goes on: its
+    events would still be appended. When the block raises, its events are dropped with the
+    transaction they belonged to. Nested blocks join the outermost one.
+    """
+    if getattr(_local, "pending", None) is not None:
+        yield
+        return
+    pending: list[AuditEvent] = []
+    _local.pending = pending
+    try:
+        yield
+    finally:
+        _local.pending = None
+    record_many(pending)
 
 
 def event(

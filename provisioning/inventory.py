@@ -55,6 +55,11 @@ def inventory_read(instance: Any) -> dict:
     return snapshot
 
 
+# Attribute of an Instance object holding the InstanceInventory row the current validation
+# reads (see portal.services.requests.inventory_ensure_fresh); None = the instance has none.
+INVENTORY_KEPT = "_portal_inventory"
+
+
 def inventory_refresh(instance: Any) -> Any:
     """Read the cluster and store its inventory; returns the InstanceInventory row.
 

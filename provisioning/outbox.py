@@ -44,14 +44,15 @@ def enqueue_apply(request) -> None:
             return enqueue_apply(request)
     # Statements of the caller's transaction, with no savepoint of their own (two round trips
     # fewer); the Conflict comes before any write and leaves that transaction usable.
+    now = timezone.now()
     updated = ChangeRequest.objects.filter(
         pk=request.pk, status__in=[RequestStatus.APPROVED, RequestStatus.FAILED]
-    ).update(status=RequestStatus.QUEUED, status_detail="", updated_at=timezone.now())
+    ).update(status=RequestStatus.QUEUED, status_detail="", updated_at=now)
     if not updated:
         current = ChangeRequest.objects.filter(pk=request.pk).values_list("status", flat=True).first()
         raise Conflict(f"a {current} request cannot be queued")
-    request.status = RequestStatus.QUEUED
-    request.status_detail = ""
+    # The object now says what the row says: an API response is built from it.
+    request.status, request.status_detail, request.updated_at = RequestStatus.QUEUED, "", now
     message = OutboxMessage.objects.create(
         task_name=APPLY_TASK,
         request=request,

@@ -22,6 +22,7 @@ from portal.selectors.requests import (
     can_approve,
     name_or_id_usable,
     request_get_for,
+    request_history_load,
     request_page_for,
 )
 from portal.services.auth import client_ip
@@ -185,9 +186,10 @@ class RequestDetailOutput(RequestOutput):
 
     @extend_schema_field(ReviewStateOutput)
     def get_review(self, obj) -> dict:
+        viewer = self.context["request"].user
         requirement = requirement_of(obj)
-        tally = approval_tally(obj, requirement)
-        ok, reason = can_approve(self.context["request"].user, obj)
+        tally = approval_tally(obj, requirement, viewer=viewer)
+        ok, reason = can_approve(viewer, obj)
         return {**requirement.as_dict(), "approvals": tally.group_approvals,
                 "owner_lead_approved": tally.lead_approved, "can_decide": ok, "reason": reason}
 
@@ -240,8 +242,10 @@ class RequestViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def get_queryset(self):
         return request_page_for(self.request.user)
 
-    def _detail(self, pk, status_code: int = status.HTTP_200_OK) -> Response:
-        obj = request_get_for(self.request.user, pk)
+    def _detail(self, pk) -> Response:
+        return self._respond(request_get_for(self.request.user, pk))
+
+    def _respond(self, obj: ChangeRequest, status_code: int = status.HTTP_200_OK) -> Response:
         return Response(RequestDetailOutput(obj, context={"request": self.request}).data, status=status_code)
 
     @extend_schema(responses={200: RequestDetailOutput})
@@ -254,7 +258,8 @@ class RequestViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         data = RequestInput(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
         created = request_submit(user=request.user, actor_ip=client_ip(request), **data.validated_data)
-        return self._detail(created.pk, status.HTTP_201_CREATED)
+        # The row as the service wrote it: reading it back would cost four queries for the same values.
+        return self._respond(request_history_load(created, new=True), status.HTTP_201_CREATED)
 
     @extend_schema(request=PreviewInput, responses={200: PreviewOutput},
                    description="The plan, risk and approvals a submit would produce; writes nothing.")
@@ -269,9 +274,10 @@ class RequestViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         obj = request_get_for(request.user, pk, history=False)  # the service locks and re-reads it
         data = DecisionInput(data=request.data)
         data.is_valid(raise_exception=True)
-        service(request=obj, **{actor_kw: request.user}, comment=data.validated_data["comment"],
-                actor_ip=client_ip(request))
-        return self._detail(pk)
+        decided = service(request=obj, **{actor_kw: request.user}, comment=data.validated_data["comment"],
+                          actor_ip=client_ip(request))
+        # The row the service locked and changed (with its related rows and policy already read).
+        return self._respond(request_history_load(decided))
 
     @extend_schema(request=DecisionInput, responses={200: RequestDetailOutput, **error_responses(409)})
     @action(detail=True, methods=["post"])

@@ -16,6 +16,7 @@ from django.db.models import (
     QuerySet,
     Value,
     When,
+    prefetch_related_objects,
 )
 from django.db.models.functions import Cast
 from django.http import Http404
@@ -76,6 +77,12 @@ def request_page_for(user: Any) -> QuerySet[ChangeRequest]:
         listed_filed_by=F("filed_by__username"))
 
 
+def _history(*, empty: bool = False) -> tuple[Prefetch, Prefetch]:
+    approvals = Approval.objects.none() if empty else Approval.objects.select_related("reviewer").order_by("created_at")
+    executions = Execution.objects.none() if empty else Execution.objects.order_by("attempt")
+    return Prefetch("approvals", queryset=approvals), Prefetch("executions", queryset=executions)
+
+
 def request_get_for(user: Any, pk: Any, *, history: bool = True) -> ChangeRequest:
     """One request with its approvals and executions, or Http404 when out of scope (or not an id).
 
@@ -87,11 +94,16 @@ def request_get_for(user: Any, pk: Any, *, history: bool = True) -> ChangeReques
         raise Http404("no such request")
     if not history:
         return get_object_or_404(request_list_for(user), pk=pk)
-    qs = request_list_for(user).prefetch_related(
-        Prefetch("approvals", queryset=Approval.objects.select_related("reviewer").order_by("created_at")),
-        Prefetch("executions", queryset=Execution.objects.order_by("attempt")),
-    )
-    return get_object_or_404(qs, pk=pk)
+    return get_object_or_404(request_list_for(user).prefetch_related(*_history()), pk=pk)
+
+
+def request_history_load(request: ChangeRequest, *, new: bool = False) -> ChangeRequest:
+    """Attach approvals and executions to a request a service has just read or written, as
+    request_get_for would (two queries; none when `new`: a request the caller has just created
+    has neither yet). The response of a transition is built from the row the service locked,
+    without reading it again."""
+    prefetch_related_objects([request], *_history(empty=new))
+    return request
 
 
 def can_approve(user: Any, request: ChangeRequest) -> tuple[bool, str]:

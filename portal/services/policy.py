@@ -90,18 +90,36 @@ def requirement_of(request: ChangeRequest) -> Requirement:
     # Kept on the object for the rest of the HTTP request: a detail view and an approval ask
     # for it two or three times (one policy query each), and a request's type, risk, instance
     # and teams do not change once submitted. Keyed anyway, so an edited object is re-read.
-    key = (request.instance_id, request.type, request.risk, request.team_id, request.owner_team_id)
     memo = getattr(request, "_portal_requirement", None)
-    if memo is not None and memo[0] == key:
+    if memo is not None and memo[0] == _requirement_key(request):
         return memo[1]
     requirement = requirement_for(environment=request.instance.environment, request_type=request.type,
                                   risk=request.risk, team=request.team, owner_team=request.owner_team)
-    request._portal_requirement = (key, requirement)
+    requirement_keep(request, requirement)
     return requirement
 
 
-def groups_load(users: list[Any]) -> None:
-    """Fill the user_groups() cache of several users with one query (not one per user)."""
+def _requirement_key(request: ChangeRequest) -> tuple:
+    return (request.instance_id, request.type, request.risk, request.team_id, request.owner_team_id)
+
+
+def requirement_keep(request: ChangeRequest, requirement: Requirement) -> None:
+    """Remember `requirement` as requirement_of(request), when the caller has just worked it out
+    from the same instance, type, risk and teams (request_submit, from its preview)."""
+    request._portal_requirement = (_requirement_key(request), requirement)
+
+
+def groups_load(users: list[Any], known: Any = None) -> None:
+    """Fill the user_groups() cache of several users with one query (not one per user).
+
+    `known`: a user whose groups are already cached (the caller, loaded with its token), so
+    another object for the same person (an approval's reviewer) needs no query.
+    """
+    known_groups = getattr(known, "_portal_groups", None)
+    if known_groups is not None:
+        for user in users:
+            if user.pk == known.pk and getattr(user, "_portal_groups", None) is None:
+                user._portal_groups = known_groups
     missing = {user.pk: user for user in users if getattr(user, "_portal_groups", None) is None}
     if not missing:
         return
@@ -145,8 +163,10 @@ class Tally:
     satisfied: bool
 
 
-def approval_tally(request: ChangeRequest, requirement: Requirement | None = None) -> Tally:
-    """Approvals that count: decision approve, on the current plan hash, from an eligible person."""
+def approval_tally(request: ChangeRequest, requirement: Requirement | None = None, viewer: Any = None) -> Tally:
+    """Approvals that count: decision approve, on the current plan hash, from an eligible person.
+
+    `viewer`: the user asking, whose groups are cached (see groups_load)."""
     requirement = requirement or requirement_of(request)
     leads = team_leads(requirement.owner_lead_team) if requirement.owner_lead_team else set()
     prefetched = _approvals_of(request)
@@ -158,7 +178,7 @@ def approval_tally(request: ChangeRequest, requirement: Requirement | None = Non
         approvals = list(Approval.objects.filter(request=request, decision=Decision.APPROVE,
                                                  plan_hash=request.plan_hash)
                          .select_related("reviewer").order_by("created_at"))
-    groups_load([approval.reviewer for approval in approvals])
+    groups_load([approval.reviewer for approval in approvals], known=viewer)
     group_count, lead_ok, approvers = 0, False, []
     for approval in approvals:
         counted = False

@@ -19,13 +19,20 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from audit.services import batched as audit_batched
 from audit.services import record
 from portal.choices import Decision, InstanceStatus, RequestStatus, RequestType
 from portal.errors import Conflict, InvalidPayload, PolicyViolation, StalePlan
 from portal.models import Approval, ChangeRequest, Instance, InstanceInventory, Team
 from portal.querysets import is_admin, is_reviewer
 from portal.risk import owner_team_id_for, risk_assess
-from portal.services.policy import approval_tally, decision_eligibility, requirement_for, requirement_of
+from portal.services.policy import (
+    approval_tally,
+    decision_eligibility,
+    requirement_for,
+    requirement_keep,
+    requirement_of,
+)
 from provisioning.plans import module_for, plan_hash, plan_text
 from provisioning.replicas.base import ensure_writable
 
@@ -58,11 +65,17 @@ def _check_requester(user: Any, team: Team, instance: Instance) -> None:
 
 
 def inventory_ensure_fresh(instance: Instance) -> None:
-    """Refresh the inventory when missing or older than a minute; a failure keeps the old one."""
-    from provisioning.inventory import inventory_refresh
+    """Refresh the inventory when missing or older than a minute; a failure keeps the old one.
 
-    refreshed_at = InstanceInventory.objects.filter(instance=instance).values_list("refreshed_at", flat=True).first()
-    if refreshed_at is not None and refreshed_at > timezone.now() - INVENTORY_MAX_AGE:
+    The row read (or written) is kept on `instance` for the validation that follows
+    (provisioning.plans.checks.inventory_snapshot), which would otherwise read it again.
+    """
+    from provisioning.inventory import INVENTORY_KEPT, inventory_refresh
+
+    inventory = InstanceInventory.objects.filter(instance=instance).first()
+    setattr(instance, INVENTORY_KEPT, inventory)
+    if inventory is not None and inventory.refreshed_at is not None \
+            and inventory.refreshed_at > timezone.now() - INVENTORY_MAX_AGE:
         return
     # After a failed read, do not dial the instance again for a while: a live preview (one call
     # per keystroke) must not wait for a connect timeout each time.
@@ -73,7 +86,7 @@ def inventory_ensure_fresh(instance: Instance) -> None:
     except Exception:  # noqa: BLE001 - without the cache we simply try the instance
         pass
     try:
-        inventory_refresh(instance)
+        setattr(instance, INVENTORY_KEPT, inventory_refresh(instance))
     except psycopg.Error as exc:
         log.warning("inventory.refresh_failed", instance=instance.pk, error=type(exc).__name__)
         try:
@@ -114,6 +127,9 @@ def request_preview(*, user: Any, type: str, instance: Instance, team: Team, pay
         "payload": validated,
         "database": module.database(validated),
         "owner_team_id": owner_team_id,
+        # For request_submit, which keeps them on the new row (its response reads them again).
+        "owner_team_row": owner_team,
+        "requirement": requirement,
     }
 
 
@@ -131,13 +147,14 @@ def request_submit(*, user: Any, actor_ip: str | None, type: str, instance: Inst
     # (bounded by its own short timeouts); the result is shown to the reviewer.
     module = _plan_module(type)
     dry_run = module.dry_run(validated, instance=instance) if hasattr(module, "dry_run") else None
-    with transaction.atomic():
+    with transaction.atomic(), audit_batched():
         request = ChangeRequest.objects.create(
             type=type, instance=instance, team=team, requester=user, justification=justification,
             payload=validated, plan=preview["plan"], plan_hash=preview["plan_hash"], risk=preview["risk"],
             risk_reasons=preview["risk_reasons"], findings=preview["findings"], dry_run=dry_run, expires_at=expires_at,
-            submitted_ip=actor_ip or None, owner_team_id=preview["owner_team_id"],
+            submitted_ip=actor_ip or None, owner_team=preview["owner_team_row"],
         )
+        requirement_keep(request, preview["requirement"])
         _audit(request, "request.submitted", actor=user, actor_ip=actor_ip, outcome=RequestStatus.SUBMITTED,
                details={"type": type, "team": team.name, "risk": request.risk, "plan_hash": request.plan_hash,
                         "plan": request.plan})
@@ -153,7 +170,7 @@ def request_submit(*, user: Any, actor_ip: str | None, type: str, instance: Inst
 
 def _locked(request: ChangeRequest) -> ChangeRequest:
     return (ChangeRequest.objects.select_for_update(of=("self",))
-            .select_related("instance", "team", "owner_team", "requester").get(pk=request.pk))
+            .select_related("instance", "team", "owner_team", "requester", "filed_by").get(pk=request.pk))
 
 
 def _check_comment(comment: Any) -> str:
@@ -185,11 +202,12 @@ def _decide(request: ChangeRequest, reviewer: Any, decision: str, comment: str) 
 def request_approve(*, request: ChangeRequest, reviewer: Any, comment: str, actor_ip: str | None = None
                     ) -> ChangeRequest:
     comment = _check_comment(comment)
-    with transaction.atomic():
+    # One append for the approval's events (approval, approved, queued), at the end.
+    with transaction.atomic(), audit_batched():
         request = _locked(request)
         _decide(request, reviewer, Decision.APPROVE, comment)
         requirement = requirement_of(request)
-        tally = approval_tally(request, requirement)
+        tally = approval_tally(request, requirement, viewer=reviewer)
         _audit(request, "request.approval", actor=reviewer, actor_ip=actor_ip, approvers=tally.approvers,
                outcome=Decision.APPROVE,
                details={"comment": comment, "plan_hash": request.plan_hash, "approvals": tally.group_approvals,
@@ -254,7 +272,7 @@ def request_retry(*, request: ChangeRequest, user: Any, comment: str = "", actor
     from provisioning.outbox import enqueue_apply
 
     comment = _check_comment(comment)
-    with transaction.atomic():
+    with transaction.atomic(), audit_batched():
         request = _locked(request)
         if not is_reviewer(user):
             raise PolicyViolation("only reviewers and platform admins may retry a request")

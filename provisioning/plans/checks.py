@@ -152,8 +152,13 @@ def check_future_datetime(errors: Errors, payload: dict, field: str) -> str | No
 def inventory_snapshot(errors: Errors, instance: Any) -> dict | None:
     """The instance's inventory, or an error on `instance` when the workers never read it."""
     from portal.models import InstanceInventory
+    from provisioning.inventory import INVENTORY_KEPT
 
-    inventory = InstanceInventory.objects.filter(instance=instance).first()
+    # The row inventory_ensure_fresh has just read or written for this validation, if it ran;
+    # taken, not kept: a later validation with the same object reads the row again.
+    inventory = getattr(instance, "__dict__", {}).pop(INVENTORY_KEPT, False)
+    if inventory is False:
+        inventory = InstanceInventory.objects.filter(instance=instance).first()
     if inventory is None or inventory.refreshed_at is None:
         errors.add("payload", "the instance's inventory is not available yet (is the instance reachable?)")
         return None

@@ -90,6 +90,24 @@ def test_hot_endpoints_query_pins(people, api_for, managed_instance, django_asse
         assert alice.post("/api/v1/requests/", body, format="json").status_code == 201
 
 
-# approve: lock, eligibility, approval, tally, three audit events, queue + outbox, then the detail.
-# submit: scope of team and instance, inventory, validation, policy, insert + audit, then the detail.
-PINS = {"approve": 29, "submit": 19}
+# approve: lock, eligibility, policy, approval, tally, the queue updates + outbox, the three audit
+# events in one append (2), then the approvals and executions for the answer (the row is the locked one).
+# submit: scope of team and instance, membership, inventory (one read), validation, policy, insert +
+# audit; the answer is built from the new row (no query).
+PINS = {"approve": 17, "submit": 13}
+
+
+def test_transition_answers_equal_a_fresh_read(people, api_for, managed_instance):
+    """Submit and approve answer with the row as the service wrote it, not read back: it must
+    be exactly what a GET of the request answers right after (no worker runs here)."""
+    alice, bob = api_for("alice"), api_for("bob")
+    body = {"type": "schema", "instance": "demo", "team": "payments", "justification": "fresh read",
+            "payload": {"database": "app", "name": "qc_fresh_read", "owner_role": "qc_fresh_owner"}}
+    submitted = alice.post("/api/v1/requests/", body, format="json")
+    assert submitted.status_code == 201, submitted.json()
+    request_id = submitted.json()["id"]
+    assert submitted.json() == alice.get(f"/api/v1/requests/{request_id}/").json()
+    approved = bob.post(f"/api/v1/requests/{request_id}/approve/", {"comment": "ok"}, format="json")
+    assert approved.status_code == 200, approved.json()
+    assert approved.json()["status"] == "queued" and approved.json()["approvals"][0]["reviewer"] == "bob"
+    assert approved.json() == bob.get(f"/api/v1/requests/{request_id}/").json()
