@@ -10,9 +10,11 @@ from portal.settings.base import *  # noqa: F403
 from portal.settings.base import EMBEDDED_DATABASE, EMBEDDED_REDIS, VAR_DIR
 
 if EMBEDDED_DATABASE:
-    from portal.embedded import ensure_database
+    from portal.embedded import ensure_database, portal_cluster
+    from tests.support.durability import without_fsync
 
     ensure_database(VAR_DIR)
+    without_fsync(portal_cluster(VAR_DIR).socket_conninfo())  # the test database is thrown away
 if EMBEDDED_REDIS:
     from portal.embedded import ensure_redis
 

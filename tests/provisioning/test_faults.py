@@ -28,6 +28,7 @@ from tests.provisioning.helpers import (
     schema_payload,
     unique,
 )
+from tests.support.durability import without_fsync
 
 pytestmark = pytest.mark.slow
 
@@ -127,6 +128,7 @@ def stoppable_instance(transactional_db):
     cluster.initdb(auth_host="scram-sha-256", superuser_password=password)
     cluster.start()
     cluster.wait_ready()
+    without_fsync(cluster.socket_conninfo())
     instance = Instance(name=f"stoppable-{uuid.uuid4().hex[:6]}", environment=Environment.DEV,
                         kind=InstanceKind.LOCAL, host="127.0.0.1", port=cluster.port, database="postgres",
                         admin_user="postgres", data_dir=str(data_dir), status=InstanceStatus.REACHABLE)
