@@ -9,6 +9,7 @@ import json
 
 import psutil
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from audit.bulk import bulk_append
@@ -25,15 +26,20 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-@pytest.fixture
-def big_log(db):
-    last = AuditEvent.objects.order_by("-seq").first()
-    start = max(timezone.now(), last.ts if last else timezone.now())
-    events = ({"actor": ACTOR, "action": "bulk.event", "object_type": "row", "object_id": str(i),
-               "statement": f"SELECT {i}", "details": {"i": i, "padding": PADDING}} for i in range(EVENTS))
-    assert bulk_append(events, start=start) == EVENTS
-    gc.collect()
-    return start
+@pytest.fixture(scope="module")
+def big_log(django_db_setup, django_db_blocker):
+    """The 100k events, appended once for the module's tests in a transaction rolled back after
+    them: each test's own transaction is a savepoint inside it. (Committed, they would stay for
+    every later test: the audit log refuses DELETE and TRUNCATE.)"""
+    with django_db_blocker.unblock(), transaction.atomic():
+        last = AuditEvent.objects.order_by("-seq").first()
+        start = max(timezone.now(), last.ts if last else timezone.now())
+        events = ({"actor": ACTOR, "action": "bulk.event", "object_type": "row", "object_id": str(i),
+                   "statement": f"SELECT {i}", "details": {"i": i, "padding": PADDING}} for i in range(EVENTS))
+        assert bulk_append(events, start=start) == EVENTS
+        gc.collect()
+        yield start
+        transaction.set_rollback(True)
 
 
 def _stream(response) -> tuple[int, int, bytes, bytes]:
@@ -70,7 +76,7 @@ def test_export_of_100k_events_keeps_memory_flat(people, api_for, big_log, expor
 
 
 @pytest.mark.slow
-def test_verification_of_100k_events_keeps_memory_flat(big_log):
+def test_verification_of_100k_events_keeps_memory_flat(db, big_log):
     baseline = _rss()
     result = verify_chain()
     growth = _rss() - baseline
