@@ -23,6 +23,7 @@ check: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) manage.py makemigrations --check --dry-run --settings=portal.settings.test
 	$(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null --settings=portal.settings.test
+	$(PY) -m pytest -m unit -q  # the tests that need no server (tests/conftest.py sorts them)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

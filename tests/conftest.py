@@ -5,3 +5,26 @@ pytest_plugins = [
     "tests.fixtures.clusters",
     "tests.fixtures.celery",
 ]
+
+# Fixtures that reach a server: the portal database, a PostgreSQL cluster, Celery, Chromium.
+_SERVER_FIXTURES = {
+    "db", "transactional_db", "django_db_setup", "live_server", "client", "admin_client", "admin_user",
+    "django_user_model", "celery_workers", "celery_worker", "publishing_to", "fresh_cluster", "managed_cluster",
+    "managed_instance", "external_pg", "people", "api_for", "web_for", "browser", "page", "login",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark `unit` every test that needs no server: `make check` runs them first (`pytest -m unit`).
+
+    Decided from what a test asks for, so a new test is sorted without anyone remembering a
+    marker; pytest-django refuses database access to any test without the django_db mark, so
+    a test wrongly sorted here fails instead of quietly using the database.
+    """
+    import pytest
+
+    for item in items:
+        if any(item.get_closest_marker(name) for name in ("django_db", "e2e", "slow")):
+            continue
+        if _SERVER_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.unit)
