@@ -12,7 +12,7 @@ from django.db import connection, connections, transaction
 
 from audit.chain import GENESIS_HASH, link
 from audit.models import AuditEvent, AuditHead
-from audit.services import event_dict, record
+from audit.services import batched, event_dict, record
 from audit.verify import verify_chain
 
 
@@ -133,6 +133,33 @@ def test_rolled_back_change_leaves_no_event_and_no_gap(db):
     assert AuditHead.objects.get(pk=1).seq == before
     after = record("test.event", actor="tester")
     assert after.seq == before + 1
+
+
+
+def test_a_batched_block_appends_its_events_once_in_order(db, django_assert_num_queries):
+    before = AuditHead.objects.get(pk=1).seq
+    with transaction.atomic():
+        with batched():
+            with django_assert_num_queries(0):  # nothing is written until the block ends
+                first = record("test.batched", actor="tester", details={"n": 1})
+                with batched():  # a nested block joins the outer one
+                    second = record("test.batched", actor="tester", details={"n": 2})
+                third = record("test.batched", actor="tester", details={"n": 3})
+            assert first.seq is None
+        assert [e.seq for e in (first, second, third)] == [before + 1, before + 2, before + 3]
+    stored = list(AuditEvent.objects.filter(seq__gt=before).order_by("seq"))
+    assert [e.details["n"] for e in stored] == [1, 2, 3]
+    assert stored[1].prev_hash == stored[0].hash and AuditHead.objects.get(pk=1).hash == stored[2].hash
+    assert verify_chain().ok
+
+
+def test_a_batched_block_that_raises_appends_nothing(db):
+    before = AuditHead.objects.get(pk=1).seq
+    with pytest.raises(RuntimeError), transaction.atomic(), batched():
+        record("test.batched", actor="tester")
+        raise RuntimeError("the change failed")
+    assert AuditHead.objects.get(pk=1).seq == before
+    assert record("test.event", actor="tester").seq == before + 1  # later records append at once again
 
 
 WRITERS = 8
