@@ -128,6 +128,40 @@ def _token(host: str, username: str, password: str) -> str:
         return json.loads(response.read())["token"]
 
 
+_ROLES = (("gunicorn", "web (gunicorn)"), ("celery", "Celery worker/beat"), ("postgres", "PostgreSQL"),
+          ("locust", "locust"), ("redis", "Redis"))
+
+
+def _cpu_by_role() -> dict[str, float]:
+    """CPU seconds used so far by each kind of process on the machine (Linux /proc), so the report
+    shows where the cores went, and whether anything else (another test suite) shared them."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    own = os.times()  # locust runs as this process's child: its time shows here once it has ended
+    used: dict[str, float] = {"locust": own.children_user + own.children_system}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if int(pid) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        role = next((label for key, label in _ROLES if key in cmdline), "everything else")
+        # Its own time and that of its children that have ended (PostgreSQL's closed backends).
+        used[role] = used.get(role, 0.0) + sum(int(v) for v in fields[11:15]) / ticks
+    return used
+
+
+def _cpu_report(before: dict[str, float], after: dict[str, float], seconds: float) -> None:
+    shares = {role: (after.get(role, 0.0) - before.get(role, 0.0)) / seconds for role in after}
+    ranked = sorted(shares.items(), key=lambda kv: -kv[1])
+    print(f"\nCPU during the run, in cores (the machine has {os.cpu_count()}): "
+          + ", ".join(f"{role} {share:.2f}" for role, share in ranked if share >= 0.005))
+    print("load average after the run: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    if shares.get("everything else", 0.0) > 0.2:
+        print("NOTE: other processes used the cores during the run; latencies are not those of an idle machine")
+
+
 def _report(csv_prefix: Path) -> int:
     rows = list(csv.DictReader(open(f"{csv_prefix}_stats.csv")))
     print(f"\n{'endpoint':45} {'requests':>8} {'errors':>6} {'p50 ms':>7} {'p95 ms':>7}")
@@ -168,11 +202,14 @@ def main() -> int:
         tokens = {name: _token(host, name, password) for name in ("alice", "dave", "bob", "admin")}
         csv_prefix = work / "load"
         env = {**os.environ, "LOAD_TOKENS": json.dumps(tokens)}
-        print(f"locust: {args.users} users for {args.seconds} s against {host}", flush=True)
+        print(f"locust: {args.users} users for {args.seconds} s against {host}; load average before: "
+              + " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
+        cpu_before, started = _cpu_by_role(), time.monotonic()
         subprocess.run([sys.executable, "-m", "locust", "-f", __file__, "--headless", "--host", host,
                         "-u", str(args.users), "-r", str(max(1, args.users // 5)), "-t", f"{args.seconds}s",
                         "--csv", str(csv_prefix), "--only-summary", "--loglevel", "WARNING"],
                        cwd=ROOT, env=env, check=False)
+        _cpu_report(cpu_before, _cpu_by_role(), time.monotonic() - started)
         return _report(csv_prefix)
     finally:
         if stack is not None:
