@@ -270,9 +270,11 @@ SPECTACULAR_SETTINGS = {
 
 # --- logs: structured, JSON outside development; never a password or a DSN with one ------
 LOG_LEVEL = os.environ.get("PORTAL_LOG_LEVEL", "INFO")
-# JSON gets a traceback as text ("exception"); the console renderer formats exc_info itself.
-_render = ([structlog.dev.ConsoleRenderer(colors=False)] if DEBUG
-           else [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()])
+# A traceback becomes text ("exception") and is redacted like any field before either renderer
+# sees it: the console renderer would otherwise format exc_info itself, with rich's local
+# variables (a password in a frame's locals) and without redaction.
+_render = [structlog.processors.format_exc_info, redact_secrets,
+           structlog.dev.ConsoleRenderer(colors=False) if DEBUG else structlog.processors.JSONRenderer()]
 # The fields of every line, ours and the libraries' (Django, Celery): the context a request or a
 # task bound (path and ip, task_name and task_id), logger, level, time; secrets redacted.
 _log_fields = [
