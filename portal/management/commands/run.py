@@ -70,9 +70,10 @@ class Command(BaseCommand):
                     # server drops just as the client reuses it is a "connection reset" error.
                     "--keep-alive", os.environ.get("WEB_KEEPALIVE", "75"),
                     "--timeout", "60", "--access-logfile", "-", "--graceful-timeout", "10"],
-            "worker": [python, "-m", "celery", "-A", "portal", "worker", "--loglevel", "INFO",
+            # No --loglevel: Celery logs through settings.LOGGING (PORTAL_LOG_LEVEL), see portal/celery.py.
+            "worker": [python, "-m", "celery", "-A", "portal", "worker",
                        "--concurrency", os.environ.get("WORKER_CONCURRENCY", "2"), "--hostname", "worker@%h"],
-            "beat": [python, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO",
+            "beat": [python, "-m", "celery", "-A", "portal", "beat",
                      "--schedule", str(var_dir / "celerybeat-schedule")],
         }
         # On one machine the background processes yield the CPU to the web ones: an apply may
