@@ -27,3 +27,8 @@ DEBUG = False
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 DATABASES["default"]["ENGINE"] = "tests.support.pgbackend"  # noqa: F405
 AXES_ENABLED = True
+# The same WhiteNoise, listing the static files once per process (see tests/support/static.py).
+MIDDLEWARE = [
+    "tests.support.static.WhiteNoiseMiddleware" if m == "whitenoise.middleware.WhiteNoiseMiddleware" else m
+    for m in MIDDLEWARE  # noqa: F405
+]
