@@ -132,8 +132,11 @@ def test_roles_and_grants_for_different_databases_are_not_mixed(
 
 
 def test_a_companion_hitting_a_lock_timeout_is_queued_again_with_its_own_message(
-    transactional_db, people, managed_cluster, managed_instance, schema_with_tables
+    transactional_db, people, managed_cluster, managed_instance, schema_with_tables, monkeypatch
 ):
+    # the target sessions' lock_timeout, 5 s in production, is 0.5 s here: waiting it out is the point,
+    # its length is not (this instance is new, so no cached target connection has the old value)
+    monkeypatch.setattr(executor, "LOCK_TIMEOUT_MS", 500)
     # given two grants queued together, and the test holding the table's catalog row that the
     # second one must change (an open transaction changing its ACL)
     schema = schema_with_tables
