@@ -28,20 +28,22 @@ DEFAULT_APPROVALS = {
 
 
 def policy_seed_defaults() -> int:
-    """Create the default policies that do not exist yet (idempotent); returns how many were made."""
-    created = 0
-    for (environment, risk), approvals in DEFAULT_APPROVALS.items():
-        for request_type in RequestType.values:
-            _, made = ApprovalPolicy.objects.get_or_create(
-                environment=environment, request_type=request_type, risk=risk,
-                defaults={
-                    "approvals_required": approvals,
-                    "approver_groups": [Persona.REVIEWERS.value, Persona.ADMINS.value],
-                    "require_owner_lead": request_type in (RequestType.GRANT, RequestType.REVOKE),
-                },
-            )
-            created += made
-    return created
+    """Create the default policies that do not exist yet (idempotent); returns how many were made.
+
+    One read and one insert, not a get_or_create per row: it runs on every `make run` and for
+    every test that seeds the personas. A row made meanwhile by someone else is left as it is."""
+    existing = set(ApprovalPolicy.objects.values_list("environment", "request_type", "risk"))
+    missing = [
+        ApprovalPolicy(
+            environment=environment, request_type=request_type, risk=risk, approvals_required=approvals,
+            approver_groups=[Persona.REVIEWERS.value, Persona.ADMINS.value],
+            require_owner_lead=request_type in (RequestType.GRANT, RequestType.REVOKE),
+        )
+        for (environment, risk), approvals in DEFAULT_APPROVALS.items()
+        for request_type in RequestType.values
+        if (environment, request_type, risk) not in existing
+    ]
+    return len(ApprovalPolicy.objects.bulk_create(missing, ignore_conflicts=True))
 
 
 # Who decides where no policy row exists (see policy_for).
