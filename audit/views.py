@@ -11,7 +11,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods
 
 from audit.entitlements import entitlements_for, instances_for
 from audit.selectors import FILTER_FIELDS, action_names, event_get, event_page, parse_filters, parse_moment, parse_seq
@@ -39,6 +39,7 @@ def _export_links(query: str) -> dict[str, str]:
 
 
 @login_required
+@require_GET
 def audit_log(request):
     _require_auditor(request.user)
     errors: dict[str, list[str]] = {}
@@ -64,6 +65,7 @@ def audit_log(request):
 
 
 @login_required
+@require_GET
 def audit_event_detail(request, seq: int):
     _require_auditor(request.user)
     event = event_get(seq)
@@ -89,6 +91,7 @@ def audit_verify_page(request):
 
 
 @login_required
+@require_GET
 def audit_exports(request):
     _require_auditor(request.user)
     today = timezone.now().date()
@@ -114,6 +117,7 @@ def audit_exports(request):
 
 
 @login_required
+@require_GET
 def entitlements(request):
     if not (is_auditor(request.user) or is_reviewer(request.user)):
         raise PermissionDenied("auditors, reviewers and platform admins only")

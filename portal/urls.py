@@ -2,6 +2,8 @@
 
 from django.contrib.auth.views import LogoutView
 from django.urls import include, path
+from django.views.decorators.http import require_safe
+from django_prometheus.exports import ExportToDjangoView
 
 from portal.views import (
     access,
@@ -53,7 +55,8 @@ urlpatterns = [
     # machines
     path("healthz", health.healthz, name="healthz"),
     path("api/v1/", include(("portal.api.urls", "api"), namespace="api")),
-    path("", include("django_prometheus.urls")),
+    # django_prometheus.urls, with the scrape limited to GET/HEAD like every other read-only route
+    path("metrics", require_safe(ExportToDjangoView), name="prometheus-django-metrics"),
 ]
 
 handler400 = "portal.views.errors.bad_request"

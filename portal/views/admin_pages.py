@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
 
 from portal.errors import DomainError
 from portal.forms.admin import MemberAddForm, PolicyForm, TeamCreateForm
@@ -24,6 +25,7 @@ def _admin_only(request) -> None:
 
 
 @login_required
+@require_http_methods(["GET", "POST"])
 def team_list(request):
     _admin_only(request)
     form = TeamCreateForm(request.POST or None)
@@ -40,6 +42,7 @@ def team_list(request):
 
 
 @login_required
+@require_http_methods(["GET", "POST"])
 def team_detail(request, pk: int):
     _admin_only(request)
     team = get_object_or_404(Team, pk=pk)
@@ -72,12 +75,14 @@ def team_detail(request, pk: int):
 
 
 @login_required
+@require_GET
 def policy_list(request):
     _admin_only(request)
     return render(request, "admin/policies.html", policy_matrix())
 
 
 @login_required
+@require_http_methods(["GET", "POST"])
 def policy_edit(request, pk: int):
     _admin_only(request)
     policy = get_object_or_404(ApprovalPolicy, pk=pk)

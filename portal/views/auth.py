@@ -24,3 +24,5 @@ class PortalLoginView(LoginView):
     template_name = "auth/login.html"
     authentication_form = AuditedAuthenticationForm
     redirect_authenticated_user = True
+    # FormView would take PUT as a sign-in too; the form posts, nothing else does.
+    http_method_names = ["get", "post", "head", "options"]

@@ -6,6 +6,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
+from django.views.decorators.http import require_safe
 
 from portal.embedded import redis_client_url
 
@@ -32,6 +33,7 @@ def _check_broker() -> str | None:
         return type(exc).__name__
 
 
+@require_safe  # probes GET (or HEAD) it; nothing else is an answer here
 def healthz(request):
     checks = {"database": _check_database(), "broker": _check_broker()}
     down = [name for name, error in checks.items() if error]

@@ -4,7 +4,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from portal.errors import DomainError
 from portal.forms.instances import InstanceRegisterForm
@@ -17,12 +17,14 @@ from portal.services.replicas import replica_decommission, replica_promote
 
 
 @login_required
+@require_GET
 def instance_list(request):
     return render(request, "instances/list.html", {"instances": instance_list_for(request.user),
                                                    "can_register": is_admin(request.user)})
 
 
 @login_required
+@require_GET
 def instance_detail(request, pk: int):
     instance = instance_get_for(request.user, pk)
     return render(request, "instances/detail.html", {
@@ -65,6 +67,7 @@ def instance_decommission_view(request, pk: int):
 
 
 @login_required
+@require_http_methods(["GET", "POST"])
 def instance_register_view(request):
     if not is_admin(request.user):
         raise PermissionDenied

@@ -11,7 +11,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from portal.choices import RequestStatus, RequestType
 from portal.errors import DomainError, Gone, InvalidPayload
@@ -52,6 +52,7 @@ def request_new(request):
 
 
 @login_required
+@require_http_methods(["GET", "POST"])
 def request_new_form(request, request_type: str):
     form_class = _form_class(request_type)
     if request.method == "POST":

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tests.fixtures.people import PASSWORD
+
 PERSONAS = ("anonymous", "developer", "other_developer", "reviewer", "auditor", "admin")
 USERNAMES = {"anonymous": None, "developer": "alice", "other_developer": "dave", "reviewer": "bob",
              "auditor": "carol", "admin": "admin"}
@@ -45,6 +47,7 @@ SCHEMA_FORM = {"instance": "{instance}", "team": "{team}", "database": "app", "n
 ROWS: list[Row] = [
     # --- UI: everyone's pages -------------------------------------------------------------------
     Row("login", "GET", "/login/", "200 302 302 302 302 302"),  # logged in: sent on to their home
+    Row("login", "POST", "/login/", "302 302 302 302 302 302", data={"username": "alice", "password": PASSWORD}),
     Row("logout", "POST", "/logout/", "302 302 302 302 302 302"),
     Row("home", "GET", "/", "302 200 200 200 302 200"),  # an auditor's home is the audit log
     Row("healthz", "GET", "/healthz", "200 200 200 200 200 200"),
@@ -52,6 +55,10 @@ ROWS: list[Row] = [
     Row("instance-list", "GET", "/instances/", "302 200 200 200 200 200"),
     Row("instance-detail", "GET", "/instances/{instance}/", "302 200 200 200 200 200"),
     Row("instance-register", "GET", "/instances/register/", "302 403 403 403 403 200"),
+    # a host outside PORTAL_ALLOWED_TARGETS: the admin's form comes back with the reason, nothing dialled
+    Row("instance-register", "POST", "/instances/register/", "302 403 403 403 403 400",
+        data={"name": "matrix", "environment": "dev", "host": "10.9.9.9", "port": "5432", "database": "postgres",
+              "admin_user": "postgres", "admin_password": "not-dialled"}),
     # {instance} is a primary: admin's promote / decommission is refused with a message (UI) or 409 (API).
     Row("instance-promote", "POST", "/instances/{instance}/promote/", "302 403 403 403 403 302"),
     Row("instance-decommission", "POST", "/instances/{instance}/decommission/", "302 403 403 403 403 302"),
@@ -60,6 +67,8 @@ ROWS: list[Row] = [
     Row("request-list", "GET", "/requests/", "302 200 200 200 200 200"),
     Row("request-new", "GET", "/requests/new/", "302 200 200 200 200 200"),
     Row("request-new-form", "GET", "/requests/new/schema/", "302 200 200 200 200 200"),
+    # submitted: alice (her team) and the admin land on the new request; anyone else gets the form back
+    Row("request-new-form", "POST", "/requests/new/schema/", "302 302 400 400 400 302", data=SCHEMA_FORM),
     Row("request-form-fields", "POST", "/requests/new/schema/fields/", "302 200 200 200 200 200",
         data=SCHEMA_FORM),
     Row("request-preview", "POST", "/requests/new/schema/preview/", "302 200 200 200 200 200", data=SCHEMA_FORM),
@@ -81,15 +90,23 @@ ROWS: list[Row] = [
     Row("drift-scan", "POST", "/instances/{instance}/scan/", "302 403 403 302 403 302"),
     # --- UI: administration -------------------------------------------------------------------------
     Row("team-list", "GET", "/teams/", "302 403 403 403 403 200"),
+    Row("team-list", "POST", "/teams/", "302 403 403 403 403 302", data={"name": "matrix-team"}),
     Row("team-detail", "GET", "/teams/{team}/", "302 403 403 403 403 200"),
+    Row("team-detail", "POST", "/teams/{team}/", "302 403 403 403 403 302",
+        data={"username": "carol", "role": "member"}),
     Row("policy-list", "GET", "/policies/", "302 403 403 403 403 200"),
     Row("policy-edit", "GET", "/policies/{policy}/", "302 403 403 403 403 200"),
+    Row("policy-edit", "POST", "/policies/{policy}/", "302 403 403 403 403 302",
+        data={"approvals_required": "1", "approver_groups": "reviewers"}),
     Row("review-rules", "GET", "/review-rules/", "302 403 403 403 403 200"),
+    Row("review-rules", "POST", "/review-rules/", "302 403 403 403 403 302",
+        data={"environment": "dev", "rule_id": "ddl.truncate", "enabled": "on"}),
     # --- UI: audit ------------------------------------------------------------------------------------
     Row("audit-log", "GET", "/audit/", "302 403 403 403 200 200"),
     Row("audit-event", "GET", "/audit/events/{seq}/", "302 403 403 403 200 200"),
     Row("audit-exports", "GET", "/audit/exports/", "302 403 403 403 200 200"),
     Row("audit-verify-page", "GET", "/audit/verify/", "302 403 403 403 200 200"),
+    Row("audit-verify-page", "POST", "/audit/verify/", "302 403 403 403 200 200"),
     Row("entitlements", "GET", "/entitlements/", "302 403 403 200 200 200"),
     # --- API --------------------------------------------------------------------------------------------
     Row("api:api-token", "POST", "/api/v1/auth/token/", "403 403 403 403 403 403",

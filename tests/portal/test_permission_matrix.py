@@ -119,3 +119,28 @@ def test_each_persona_gets_the_expected_status(row, world, people):
     actual = {persona: in_savepoint(lambda p=persona: status_of(row, p, world, people)) for persona in PERSONAS}
     wrong = {p: f"expected {row.statuses[p]}, got {actual[p]}" for p in PERSONAS if actual[p] != row.statuses[p]}
     assert not wrong, f"{row.method} {fill(row.path, world)}: {wrong}"
+
+
+# Every other method of a route must be refused outright. HEAD and OPTIONS are left out: Django
+# answers HEAD as GET without the body, DRF answers OPTIONS with the endpoint's metadata.
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def test_methods_without_a_row_are_refused_with_405(world, people):
+    """The matrix is route × method: a method it has no row for must answer 405. Asked by whoever
+    gets furthest: anonymous on a public route (a signed-in user is sent on from /login/ before any
+    method check), else the admin, who passes every permission check."""
+    rows_of: dict[str, list[Row]] = {}
+    for row in ROWS:
+        rows_of.setdefault(row.route, []).append(row)
+    answered = {}
+    for route, rows in rows_of.items():
+        listed = {row.method for row in rows}
+        public = any(200 <= row.statuses["anonymous"] < 300 for row in rows)
+        for method in sorted(set(METHODS) - listed):
+            probe = Row(route, method, rows[0].path, rows[0].expect)
+            persona = "anonymous" if public else "admin"
+            status = in_savepoint(lambda probe=probe, persona=persona: status_of(probe, persona, world, people))
+            if status != 405:
+                answered[f"{method} {route}"] = status
+    assert not answered, f"methods answered without a row in the permission matrix (or not 405): {answered}"
