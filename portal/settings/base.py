@@ -176,7 +176,7 @@ SESSION_COOKIE_AGE = int(os.environ.get("PORTAL_SESSION_SECONDS", 8 * 3600))
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("PORTAL_SECURE_COOKIES", not DEBUG and PORTAL_ENVIRONMENT != "demo")
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
+CSRF_COOKIE_HTTPONLY = True  # htmx sends the token from the page (hx-headers), no script reads the cookie
 SESSION_EXPIRE_AT_BROWSER_CLOSE = False
 SESSION_SAVE_EVERY_REQUEST = True  # idle sessions expire after PORTAL_SESSION_SECONDS
 TRUST_PROXY = env_bool("PORTAL_TRUST_PROXY", False)
