@@ -120,6 +120,9 @@ def parse_filters(params: Any) -> AuditFilters:
     """Validate since/until/action/actor/instance/request from a QueryDict or dict."""
     raw = {k: str(params.get(k)).strip() for k in FILTER_FIELDS if params.get(k) not in (None, "")}
     filters = AuditFilters(raw=raw)
+    for name, value in raw.items():
+        if "\x00" in value:  # PostgreSQL text cannot hold it: the query would fail (that was a 500)
+            raise InvalidPayload.field(name, "must not contain a NUL character")
     if "since" in raw:
         filters.since = parse_moment("since", raw["since"], end_of_day=False)
     if "until" in raw:

@@ -26,6 +26,7 @@ from audit.entitlements import entitlements_for, instances_for
 from audit.exports.stream import CONTENT_TYPES, filename, stream_copy
 from audit.selectors import event_get, event_page, parse_filters, parse_moment, parse_seq
 from audit.services import audit_export_record, audit_verify
+from portal.api.filters import NUL_FREE
 from portal.api.pagination import Pagination
 from portal.errors import InvalidPayload
 from portal.services.auth import client_ip
@@ -38,8 +39,8 @@ FILTER_PARAMETERS = [
                                                   " after since"),
     OpenApiParameter("action", {"type": "string", "pattern": r"^[a-z0-9_.-]{1,62}\*?$"},
                      description="exact action (request.approved) or a prefix (request.*)"),
-    OpenApiParameter("actor", {"type": "string", "maxLength": 150}, description="username, or system"),
-    OpenApiParameter("instance", {"type": "string", "maxLength": 63}, description="instance name"),
+    OpenApiParameter("actor", {**NUL_FREE, "maxLength": 150}, description="username, or system"),
+    OpenApiParameter("instance", {**NUL_FREE, "maxLength": 63}, description="instance name"),
     OpenApiParameter("request", {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}, description="request id"),
 ]
 PAGE_PARAMETERS = [

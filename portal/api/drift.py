@@ -13,6 +13,7 @@ from rest_framework.decorators import action
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
+from portal.api.filters import TextFilter
 from portal.choices import DriftKind, DriftStatus
 from portal.models import Instance
 from portal.querysets import is_auditor, is_reviewer
@@ -65,8 +66,8 @@ class RevokeFiledOutput(serializers.Serializer):
 class DriftFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=DriftStatus.choices, help_text="default: open")
     kind = django_filters.ChoiceFilter(choices=DriftKind.choices)
-    instance = django_filters.CharFilter(field_name="instance__name")
-    role = django_filters.CharFilter()
+    instance = TextFilter(field_name="instance__name")
+    role = TextFilter()
 
     class Meta:
         model = DriftFinding

@@ -14,6 +14,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from portal.api.filters import TextFilter
 from portal.api.schema import error_responses
 from portal.choices import RequestStatus, RequestType
 from portal.models import Approval, ChangeRequest, Execution, Instance, Team
@@ -217,8 +218,8 @@ class PreviewOutput(serializers.Serializer):
 class RequestFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=RequestStatus.choices)
     type = django_filters.ChoiceFilter(choices=RequestType.choices)
-    team = django_filters.CharFilter(method="by_team", help_text="team id or name")
-    instance = django_filters.CharFilter(method="by_instance", help_text="instance id or name")
+    team = TextFilter(method="by_team", help_text="team id or name")
+    instance = TextFilter(method="by_instance", help_text="instance id or name")
 
     class Meta:
         model = ChangeRequest
