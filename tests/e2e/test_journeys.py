@@ -47,6 +47,16 @@ def test_bob_approves_one_request_rejects_another_with_a_comment_and_admin_canno
     dialog = page.locator(f"#modal-approve-{approve_me.pk}")
     dialog.wait_for(state="visible")
     assert "demo" in dialog.inner_text() and "payments" in dialog.inner_text()
+    # focus moves into the dialog, and Tab never reaches the page behind it (past the dialog's last
+    # control it may leave the document for the browser's own controls, then comes back into it)
+    inside = f"() => !!document.activeElement.closest('#modal-approve-{approve_me.pk}')"
+    page.wait_for_function(inside)
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        where = page.evaluate(f"""() => document.activeElement.closest('#modal-approve-{approve_me.pk}') ? 'dialog'
+                                  : document.activeElement === document.body ? 'outside the document'
+                                  : document.activeElement.outerHTML.slice(0, 120)""")
+        assert where in ("dialog", "outside the document"), f"focus reached the page behind the dialog: {where}"
     dialog.get_by_label("Comment (optional)").fill("plan matches the ticket")
     dialog.locator(f"#confirm-approve-{approve_me.pk}").click()
     page.wait_for_load_state()

@@ -2,7 +2,9 @@
 
 The whole journey runs with every log captured (this process at DEBUG through caplog and the
 structlog output on stdout/stderr; the real Celery worker at DEBUG through its log file) and every
-response body kept: alice submits a schema and a login role, bob approves, the worker applies,
+response body kept: the admin registers the cluster (API and page, once refused: the credential
+travels in and must never come back out), alice submits a schema and a login role, bob approves,
+the worker applies,
 alice reveals the password (the one place it may appear), carol exports the audit log as CSV and
 JSON Lines and the PDF report. Then nothing but that one reveal may contain the password, and
 nothing at all the instance's admin password.
@@ -48,6 +50,24 @@ def test_the_whole_journey_leaks_no_password_and_no_instance_credential(
     def keep(label: str, response):
         bodies.append((label, body_of(response)))
         return response
+
+    # The admin hands the portal the instance credential: refused once (no such database), then
+    # registered through the API and through the page; he reads what the portal shows of them.
+    admin = api_for("admin")
+    registration = {"name": f"leak-{suffix}", "environment": "dev", "host": "127.0.0.1",
+                    "port": managed_cluster.port, "database": "postgres", "admin_user": "postgres",
+                    "admin_password": managed_cluster.admin_password}
+    refused = keep("registration refused", admin.post("/api/v1/instances/", {**registration, "database": "leak_none"},
+                                                      format="json"))
+    assert refused.status_code == 400, refused.content
+    registered = keep("registration", admin.post("/api/v1/instances/", registration, format="json"))
+    assert registered.status_code == 201, registered.content
+    web = web_for("admin")
+    on_page = keep("registration page", web.post("/instances/register/", {**registration, "name": f"leak-web-{suffix}"}))
+    assert on_page.status_code == 302, on_page.content
+    keep("instance page", web.get(on_page["Location"]))
+    keep("instance list page", web.get("/instances/"))
+    keep("registered instance", admin.get(f"/api/v1/instances/{registered.json()['id']}/"))
 
     request_ids = []
     for payload_type, payload in (("schema", {"database": "app", "name": schema_name}),
