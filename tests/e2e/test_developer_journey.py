@@ -106,7 +106,7 @@ def test_alice_requests_a_schema_a_login_role_and_read_access_watching_the_previ
     page.goto(live_server.url + "/requests/new/")
     page.locator(f"a[href='{reverse('request-new-form', args=['grant'])}']").click()
     page.locator("#request-form").wait_for()
-    page.locator("[name=justification]").fill("the billing service reads the public tables")
+    page.locator("[name=justification]").fill("the billing service reads the ledger")
     page.locator("select[name=role]").select_option(name)
     page.locator("select[name=database]").select_option("app")
     page.locator(f"select[name=schema] option[value={name}_ledger]").wait_for(state="attached", timeout=30_000)

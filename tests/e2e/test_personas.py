@@ -23,7 +23,7 @@ def detail_pages(username: str, change, instance) -> list[tuple[str, str]]:
 
     pages = {
         "alice": [(f"/requests/{change.pk}/", "request"), (f"/instances/{instance.pk}/", "instance"),
-                  ("/requests/new/", "new-request"), ("/requests/search/?q=persona", "search")],
+                  ("/requests/search/?q=persona", "search")],
         "bob": [(f"/requests/{change.pk}/", "request"), ("/entitlements/", "entitlements")],
         "carol": [(f"/audit/events/{AuditEvent.objects.order_by('-seq').first().seq}/", "audit-event")],
         "admin": [(f"/teams/{Team.objects.get(name='payments').pk}/", "team"),
