@@ -884,12 +884,12 @@ def _patch_inventory(requests: list[Any]) -> list[Any]:
     """Keep the instance inventory (what submit-time checks read) in step with the changes;
     returns the instances that must be read again instead.
 
-    Grants and revokes change no inventory entry; a new role or schema is added to the stored
-    snapshot under a row lock (a full read costs a connection per database, more than the plan
-    itself); other changes (DDL, replicas) read the cluster again. The beat job re-reads every
-    instance regularly, so an entry cannot stay wrong for long."""
-    from portal.models import InstanceInventory
-
+    Grants and revokes change no inventory entry; a new role or schema is merged into the stored
+    snapshot by one UPDATE in the database (a full read of the cluster costs a connection per
+    database, more than the plan itself; reading and rewriting the whole document here would
+    cost the worker time in proportion to the instance's size); other changes (DDL, replicas)
+    read the cluster again. The beat job re-reads every instance regularly, so an entry cannot
+    stay wrong for long."""
     stale: dict[int, Any] = {}
     patches: dict[int, list[Any]] = {}
     for request in requests:
@@ -900,29 +900,55 @@ def _patch_inventory(requests: list[Any]) -> list[Any]:
         else:
             stale[request.instance_id] = request.instance
     for instance_id, changes in patches.items():
-        inventory = InstanceInventory.objects.select_for_update().filter(instance_id=instance_id).first()
-        if inventory is None or not inventory.snapshot:
-            stale[instance_id] = changes[0].instance
-            continue
-        snapshot = inventory.snapshot
-        roles = snapshot.setdefault("roles", {})
-        for request in changes:
-            payload = request.payload or {}
-            if request.type == RequestType.ROLE:
-                roles[payload["name"]] = _role_entry(login=bool(payload.get("login")),
-                                                     member_of=list(payload.get("member_of") or []),
-                                                     connection_limit=payload.get("connection_limit"),
-                                                     valid_until=payload.get("valid_until"))
-                continue
-            owner = payload.get("owner_role") or ""
-            if owner and owner not in roles:
-                roles[owner] = _role_entry(login=False, member_of=[])
-            databases = snapshot.setdefault("databases", {})
-            schemas = databases.setdefault(payload["database"], {}).setdefault("schemas", {})
-            schemas.setdefault(payload["name"], {"owner": owner, "tables": []})
-        inventory.snapshot = snapshot
-        inventory.save(update_fields=["snapshot"])
+        if not _merge_into_inventory(instance_id, changes):
+            stale[instance_id] = changes[0].instance  # no usable snapshot yet: read the cluster
     return list(stale.values())
+
+
+# snapshot || {"roles": owners || roles || new roles, "databases": ...}: a role request's entry
+# replaces the stored one; a schema's owner is added only when no role of that name is known; a
+# schema is added only when absent (its stored entry lists its tables). Every value is a parameter.
+_MERGE_ROLES = sql.SQL(
+    "UPDATE portal_instanceinventory SET snapshot = snapshot || jsonb_build_object("
+    "'roles', %s::jsonb || COALESCE(snapshot->'roles', '{}'::jsonb) || %s::jsonb"
+)
+_MERGE_DATABASES = sql.SQL(", 'databases', COALESCE(snapshot->'databases', '{}'::jsonb)")
+_MERGE_DATABASE = sql.SQL(
+    " || jsonb_build_object(%s::text, COALESCE(snapshot->'databases'->%s::text, '{}'::jsonb)"
+    " || jsonb_build_object('schemas', %s::jsonb"
+    " || COALESCE(snapshot->'databases'->%s::text->'schemas', '{}'::jsonb)))"
+)
+_MERGE_WHERE = sql.SQL(") WHERE instance_id = %s AND jsonb_typeof(snapshot) = 'object' AND snapshot <> '{}'::jsonb")
+
+
+def _merge_into_inventory(instance_id: int, changes: list[Any]) -> bool:
+    """Merge the new roles and schemas of `changes` into the instance's stored snapshot in one
+    statement (the row lock is the UPDATE's own); False when there is no snapshot to merge into."""
+    roles: dict[str, dict] = {}
+    owners: dict[str, dict] = {}
+    schemas: dict[str, dict[str, dict]] = {}
+    for request in changes:
+        payload = request.payload or {}
+        if request.type == RequestType.ROLE:
+            roles[payload["name"]] = _role_entry(login=bool(payload.get("login")),
+                                                 member_of=list(payload.get("member_of") or []),
+                                                 connection_limit=payload.get("connection_limit"),
+                                                 valid_until=payload.get("valid_until"))
+            continue
+        owner = payload.get("owner_role") or ""
+        if owner:
+            owners.setdefault(owner, _role_entry(login=False, member_of=[]))
+        schemas.setdefault(payload["database"], {}).setdefault(payload["name"], {"owner": owner, "tables": []})
+    statement = _MERGE_ROLES
+    params: list[Any] = [json.dumps(owners), json.dumps(roles)]
+    if schemas:
+        # One fixed fragment per database (a batch is one database; the text never holds a value).
+        statement += _MERGE_DATABASES + sql.Composed([_MERGE_DATABASE] * len(schemas))
+        for database, entries in schemas.items():
+            params += [database, database, json.dumps(entries), database]
+    with connection.cursor() as cursor:
+        cursor.execute(statement + _MERGE_WHERE, [*params, instance_id])
+        return cursor.rowcount == 1
 
 
 def _role_entry(*, login: bool, member_of: list[str], connection_limit: Any = None, valid_until: Any = None) -> dict:

@@ -278,3 +278,44 @@ def test_the_first_apply_on_a_database_creates_the_marker_table_and_later_ones_f
     finally:
         with admin_conn(managed_cluster, "postgres") as conn:
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(database)))
+
+
+def test_a_batch_merges_its_roles_and_schemas_into_the_stored_inventory_as_a_fresh_read_sees_them(
+    transactional_db, people, managed_cluster, managed_instance, schema_with_tables
+):
+    from portal.models import InstanceInventory
+    from provisioning.inventory import inventory_read, inventory_refresh
+    from tests.provisioning.helpers import schema_payload
+
+    # given an inventory read from the cluster (it knows a hand-made schema with a table)
+    inventory_refresh(managed_instance)
+    existing = schema_with_tables
+    # when a login role and a group role (one batch) and a schema with a new owner are applied
+    login, group, schema = unique("il"), unique("ig"), unique("is")
+    requests = _queued_together(managed_instance, [
+        ("role", role_payload(login, login=True)), ("role", role_payload(group)),
+        ("schema", schema_payload(schema, owner=f"{schema}_own"))], people["alice"])
+    for request in requests:  # the roles' batch, then the schema's (another database)
+        _apply(request)
+    assert all(r.status == RequestStatus.APPLIED for r in ChangeRequest.objects.filter(pk__in=[r.pk for r in requests]))
+    # then the stored snapshot holds them exactly as a fresh read of the cluster does
+    stored = InstanceInventory.objects.get(instance=managed_instance).snapshot
+    fresh = inventory_read(managed_instance)
+    for role in (login, group, f"{schema}_own"):
+        assert stored["roles"][role] == fresh["roles"][role], role
+    assert stored["databases"]["app"]["schemas"][schema] == fresh["databases"]["app"]["schemas"][schema]
+    # and what it knew before is kept as it was (the hand-made schema's table list included)
+    assert stored["databases"]["app"]["schemas"][existing] == {"owner": f"{existing}_owner", "tables": ["t"]}
+    assert set(fresh["roles"]) <= set(stored["roles"]) and set(fresh["databases"]) == set(stored["databases"])
+
+
+def test_an_instance_without_an_inventory_is_read_after_the_batch_instead(
+    transactional_db, people, managed_cluster, managed_instance
+):
+    from portal.models import InstanceInventory
+
+    InstanceInventory.objects.filter(instance=managed_instance).delete()
+    role = unique("inr")
+    (request,) = _queued_together(managed_instance, [("role", role_payload(role))], people["alice"])
+    assert _apply(request) == "applied"
+    assert role in InstanceInventory.objects.get(instance=managed_instance).snapshot["roles"]
