@@ -33,6 +33,18 @@ UI_PAGES = [row for row in ROWS if row.method == "GET" and not row.path.startswi
             and row.route not in ("healthz", "prometheus-django-metrics", "dashboard-data", "request-status")]
 
 
+def html_pages(persona: str, objects: dict, people: dict):
+    """(path, response) for every UI page the persona is shown as HTML (200), signed in as them;
+    `objects`: the matrix's world, whose ids fill the paths."""
+    client = Client()
+    if USERNAMES[persona]:
+        client.force_login(people[USERNAMES[persona]])
+    for row in UI_PAGES:
+        response = client.get(fill(row.path, objects))
+        if response.status_code == 200 and "text/html" in response["Content-Type"]:
+            yield row.path, response
+
+
 def test_every_post_form_in_the_templates_has_a_csrf_token():
     missing = []
     for directory in TEMPLATE_DIRS:
@@ -72,18 +84,12 @@ class Forms(HTMLParser):
 
 @pytest.mark.parametrize("persona", ["anonymous", "developer", "reviewer", "auditor", "admin"])
 def test_every_post_form_on_every_page_carries_a_token(persona, world, people):  # noqa: F811
-    client = Client()
-    if USERNAMES[persona]:
-        client.force_login(people[USERNAMES[persona]])
     seen, missing = 0, []
-    for row in UI_PAGES:
-        response = client.get(fill(row.path, world))
-        if response.status_code != 200 or "text/html" not in response["Content-Type"]:
-            continue
+    for path, response in html_pages(persona, world, people):
         parser = Forms()
         parser.feed(response.content.decode())
         seen += len(parser.forms)
-        missing += [f"{row.path} -> {form['action'] or '(self)'}" for form in parser.forms if not form["token"]]
+        missing += [f"{path} -> {form['action'] or '(self)'}" for form in parser.forms if not form["token"]]
     assert seen, "no POST form rendered at all: the walk saw nothing"
     assert not missing, f"POST forms without a CSRF token for {persona}: {missing}"
 

@@ -14,9 +14,8 @@ from django.test import Client, override_settings
 from django.urls import reverse
 
 from tests.fixtures.people import PASSWORD
-from tests.portal.permission_matrix import USERNAMES
-from tests.portal.test_csrf_and_sessions import UI_PAGES
-from tests.portal.test_permission_matrix import fill, world  # noqa: F401 - the matrix's objects
+from tests.portal.test_csrf_and_sessions import html_pages
+from tests.portal.test_permission_matrix import world  # noqa: F401 - the matrix's objects
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,21 +118,15 @@ class InlineCode(HTMLParser):
 
 @pytest.mark.parametrize("persona", ["anonymous", "developer", "reviewer", "auditor", "admin"])
 def test_every_page_has_the_csp_and_nothing_inline_it_would_block(persona, world, people):  # noqa: F811
-    client = Client()
-    if USERNAMES[persona]:
-        client.force_login(people[USERNAMES[persona]])
     pages, problems = 0, []
-    for row in UI_PAGES:
-        response = client.get(fill(row.path, world))
-        if response.status_code != 200 or "text/html" not in response["Content-Type"]:
-            continue
+    for path, response in html_pages(persona, world, people):
         pages += 1
         policy = response.get("Content-Security-Policy", "")
         directives = {part.split()[0]: part.split()[1:] for part in policy.split(";") if part.strip()}
         if directives.get("script-src") != ["'self'"] or directives.get("style-src") != ["'self'"]:
-            problems.append(f"{row.path}: policy {policy!r}")
+            problems.append(f"{path}: policy {policy!r}")
         parser = InlineCode()
         parser.feed(response.content.decode())
-        problems += [f"{row.path}: {what}" for what in parser.found]
+        problems += [f"{path}: {what}" for what in parser.found]
     assert pages >= (1 if persona == "anonymous" else 5), f"{persona} saw only {pages} pages: the walk saw nothing"
     assert not problems, f"{persona}: {problems}"
