@@ -33,6 +33,7 @@ from portal.services.policy import (
     requirement_keep,
     requirement_of,
 )
+from provisioning.inventory import INVENTORY_KEPT
 from provisioning.plans import module_for, plan_hash, plan_text
 from provisioning.replicas.base import ensure_writable
 
@@ -70,7 +71,7 @@ def inventory_ensure_fresh(instance: Instance) -> None:
     The row read (or written) is kept on `instance` for the validation that follows
     (provisioning.plans.checks.inventory_snapshot), which would otherwise read it again.
     """
-    from provisioning.inventory import INVENTORY_KEPT, inventory_refresh
+    from provisioning.inventory import inventory_refresh
 
     inventory = InstanceInventory.objects.filter(instance=instance).first()
     setattr(instance, INVENTORY_KEPT, inventory)
@@ -105,7 +106,12 @@ def request_preview(*, user: Any, type: str, instance: Instance, team: Team, pay
         ensure_writable(instance)
     if type in (RequestType.SCHEMA, RequestType.ROLE, RequestType.GRANT, RequestType.REVOKE):
         inventory_ensure_fresh(instance)
-    validated = module.validate(payload, instance=instance, team=team, user=user)
+    try:
+        validated = module.validate(payload, instance=instance, team=team, user=user)
+    finally:
+        # The inventory row kept for this validation never outlives it (a validation that stopped
+        # before reading it leaves it behind otherwise).
+        vars(instance).pop(INVENTORY_KEPT, None)
     steps = module.render(validated)
     plan = plan_text(steps)
     owner_team_id = owner_team_id_for(request_type=type, payload=validated, instance=instance)
