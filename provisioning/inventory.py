@@ -56,7 +56,7 @@ def inventory_read(instance: Any) -> dict:
 
 
 # Attribute of an Instance object holding the InstanceInventory row the current validation
-# reads (see portal.services.requests.inventory_ensure_fresh); None = the instance has none.
+# reads (set and cleared by portal.services.requests.request_preview); None = the instance has none.
 INVENTORY_KEPT = "_portal_inventory"
 
 

@@ -65,35 +65,32 @@ def _check_requester(user: Any, team: Team, instance: Instance) -> None:
         raise InvalidPayload.field("instance", "this instance is retired")
 
 
-def inventory_ensure_fresh(instance: Instance) -> None:
+def inventory_ensure_fresh(instance: Instance) -> InstanceInventory | None:
     """Refresh the inventory when missing or older than a minute; a failure keeps the old one.
-
-    The row read (or written) is kept on `instance` for the validation that follows
-    (provisioning.plans.checks.inventory_snapshot), which would otherwise read it again.
-    """
+    Returns the row as it now stands (None: the instance has none)."""
     from provisioning.inventory import inventory_refresh
 
     inventory = InstanceInventory.objects.filter(instance=instance).first()
-    setattr(instance, INVENTORY_KEPT, inventory)
     if inventory is not None and inventory.refreshed_at is not None \
             and inventory.refreshed_at > timezone.now() - INVENTORY_MAX_AGE:
-        return
+        return inventory
     # After a failed read, do not dial the instance again for a while: a live preview (one call
     # per keystroke) must not wait for a connect timeout each time.
     unreachable_key = f"inventory-unreachable:{instance.pk}"
     try:
         if cache.get(unreachable_key):
-            return
+            return inventory
     except Exception:  # noqa: BLE001 - without the cache we simply try the instance
         pass
     try:
-        setattr(instance, INVENTORY_KEPT, inventory_refresh(instance))
+        return inventory_refresh(instance)
     except psycopg.Error as exc:
         log.warning("inventory.refresh_failed", instance=instance.pk, error=type(exc).__name__)
         try:
             cache.set(unreachable_key, 1, INVENTORY_RETRY_AFTER)
         except Exception:  # noqa: BLE001
             pass
+        return inventory
 
 
 def request_preview(*, user: Any, type: str, instance: Instance, team: Team, payload: Any) -> dict:
@@ -105,12 +102,12 @@ def request_preview(*, user: Any, type: str, instance: Instance, team: Team, pay
         # A read replica takes no writes: 400 on "instance" before anything reads its inventory.
         ensure_writable(instance)
     if type in (RequestType.SCHEMA, RequestType.ROLE, RequestType.GRANT, RequestType.REVOKE):
-        inventory_ensure_fresh(instance)
+        # Kept on the instance for this validation only (provisioning.plans.checks.inventory_snapshot
+        # reads it instead of the same row again).
+        setattr(instance, INVENTORY_KEPT, inventory_ensure_fresh(instance))
     try:
         validated = module.validate(payload, instance=instance, team=team, user=user)
     finally:
-        # The inventory row kept for this validation never outlives it (a validation that stopped
-        # before reading it leaves it behind otherwise).
         vars(instance).pop(INVENTORY_KEPT, None)
     steps = module.render(validated)
     plan = plan_text(steps)

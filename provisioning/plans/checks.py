@@ -154,9 +154,8 @@ def inventory_snapshot(errors: Errors, instance: Any) -> dict | None:
     from portal.models import InstanceInventory
     from provisioning.inventory import INVENTORY_KEPT
 
-    # The row inventory_ensure_fresh has just read or written for this validation, if it ran;
-    # taken, not kept: a later validation with the same object reads the row again.
-    inventory = getattr(instance, "__dict__", {}).pop(INVENTORY_KEPT, False)
+    # The row a submit's preview has just read or refreshed for this validation, if it did.
+    inventory = getattr(instance, INVENTORY_KEPT, False)
     if inventory is False:
         inventory = InstanceInventory.objects.filter(instance=instance).first()
     if inventory is None or inventory.refreshed_at is None:
