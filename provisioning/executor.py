@@ -27,6 +27,7 @@ PermanentTargetError (the request fails at once with the statement and the serve
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import secrets as pysecrets
@@ -53,7 +54,7 @@ from portal.logging import redact_text
 from portal.models import Approval, ChangeRequest, Execution
 from provisioning.connections import LOCK_TIMEOUT_MS, STATEMENT_TIMEOUT_MS, describe_error, instance_conninfo
 from provisioning.errors import PermanentTargetError, TargetError, TransientTargetError
-from provisioning.models import OutboxMessage, RequestSecret
+from provisioning.models import OutboxMessage, PortalIdentity, RequestSecret
 from provisioning.plans import Step, module_for, plan_hash, plan_text
 
 log = structlog.get_logger(__name__)
@@ -90,17 +91,14 @@ def max_retries() -> int:
 
 
 # --- the portal identity written into markers ---------------------------------------------------
+@functools.cache
 def portal_id() -> str:
     """Who wrote a marker: several portals (or test runs) may manage the same cluster, and their
-    request ids overlap, so the marker key includes a stable id of this portal's database."""
-    configured = getattr(settings, "PORTAL_ID", "")
-    if configured:
-        return configured
-    db = connection.settings_dict
-    options = db.get("OPTIONS") or {}
-    seed = "|".join(str(v or "") for v in (db.get("NAME"), db.get("HOST") or options.get("host"),
-                                           db.get("PORT") or options.get("port")))
-    return hashlib.sha256(seed.encode()).hexdigest()[:16]
+    request ids overlap, so the marker key includes this portal's id. It is a row of the portal
+    database (PortalIdentity, seeded by migration), so a restore under another name keeps it;
+    read once per process, since it never changes."""
+    identity, _ = PortalIdentity.objects.get_or_create(pk=1, defaults={"value": pysecrets.token_hex(8)})
+    return identity.value
 
 
 # --- liveness lock on the portal database -------------------------------------------------------

@@ -81,3 +81,20 @@ class ReplicationCredential(models.Model):
         from portal.crypto import encrypt
 
         self.password_encrypted = encrypt(value)
+
+
+class PortalIdentity(models.Model):
+    """This portal's name in the applied-change markers it writes on clusters (one row).
+
+    Kept in the portal database, not derived from how it is reached, so it moves with a backup:
+    a portal restored under another database name or host still finds its own markers and does
+    not apply a committed plan twice. Not a managed model: `flush` (and every transactional
+    test) leaves the row alone; the table is created by migration 0003.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    value = models.CharField(max_length=64)
+
+    class Meta:
+        managed = False
+        db_table = "provisioning_portal_identity"

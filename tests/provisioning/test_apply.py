@@ -201,3 +201,58 @@ def test_unrevealed_secrets_are_wiped_after_a_day(db, people, managed_instance):
         secret_reveal(request=old, user=people["alice"])
     assert secret_reveal(request=new, user=people["alice"]) == "pw" * 16
     assert AuditEvent.objects.filter(request_id=old.pk, action="secret.wiped").count() == 1
+
+
+def test_a_portal_restored_under_another_database_name_still_finds_its_markers(
+    transactional_db, people, managed_cluster, managed_instance, monkeypatch
+):
+    from django.db import connection
+
+    from provisioning import executor
+
+    # given a login-less role applied once: its marker is on the cluster
+    request = approved_request(managed_instance, "role", role_payload(unique("restored")), requester=people["alice"])
+    assert executor.apply(request_id=request.pk, plan_hash=request.plan_hash, worker="before-restore") == "applied"
+    # when the portal database comes back from a backup taken before that commit was recorded
+    # (the request still queued), restored under another name as docs/operations.md does it,
+    # and a fresh process picks the request up
+    monkeypatch.setitem(connection.settings_dict, "NAME", "portal_restored")
+    executor.portal_id.cache_clear()
+    try:
+        ChangeRequest.objects.filter(pk=request.pk).update(status=RequestStatus.QUEUED)
+        outcome = executor.apply(request_id=request.pk, plan_hash=request.plan_hash, worker="after-restore")
+    finally:
+        executor.portal_id.cache_clear()
+    # then it finds its own marker and runs nothing again
+    assert outcome == "already_applied"
+    assert markers(managed_cluster, request.pk, "postgres") == 1
+    request.refresh_from_db()
+    assert request.status == RequestStatus.APPLIED
+
+
+def test_the_identity_migration_keeps_an_upgraded_portals_derived_id_and_draws_a_new_portal_one(
+    db, people, managed_instance
+):
+    import importlib
+
+    from django.apps import apps
+    from django.db import connection
+
+    from provisioning.models import PortalIdentity
+
+    migration = importlib.import_module("provisioning.migrations.0003_portal_identity")
+
+    def seeded() -> str:
+        PortalIdentity.objects.all().delete()
+        with connection.schema_editor() as editor:
+            migration.seed_identity(apps, editor)
+        return PortalIdentity.objects.get().value
+
+    # given a new portal (no request yet): a random id each time, never one derived from the
+    # connection, which another machine's portal may share
+    assert not ChangeRequest.objects.exists()
+    first, second = seeded(), seeded()
+    assert first != second and len(first) == 16 and migration.legacy_portal_id(connection) not in (first, second)
+    # given a portal upgraded with requests: the id it derived before, so its markers still match
+    approved_request(managed_instance, "role", role_payload(unique("legacy")), enqueue=False)
+    assert seeded() == migration.legacy_portal_id(connection)
