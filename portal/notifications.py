@@ -45,8 +45,7 @@ def notification_body(request, event: str) -> dict:
             "team": request.team.name, "instance": request.instance.name,
             "requester": request.requester.username if request.requester else "system",
             "plan_hash": request.plan_hash, "status_detail": request.status_detail,
-            "url": f"{settings.PORTAL_BASE_URL}/requests/{request.pk}/" if getattr(settings, "PORTAL_BASE_URL", "")
-            else f"/requests/{request.pk}/",
+            "url": f"{settings.PORTAL_BASE_URL}/requests/{request.pk}/",
         },
     }
 

@@ -49,6 +49,9 @@ ALLOWED_TARGETS = [
     t.strip() for t in os.environ.get("PORTAL_ALLOWED_TARGETS", "127.0.0.0/8,::1/128,localhost").split(",") if t.strip()
 ]
 PORTAL_ENVIRONMENT = os.environ.get("PORTAL_ENVIRONMENT", "demo")
+# Where people reach the portal (https://dbportal.example.com): notifications link to request
+# pages under it. Unset, their links are paths only; `manage.py run` sets it to the URL it prints.
+PORTAL_BASE_URL = os.environ.get("PORTAL_BASE_URL", "").rstrip("/")
 # The local PostgreSQL clusters the portal creates (the demo instance, local instances, replicas).
 CLUSTERS_DIR = Path(os.environ.get("PORTAL_CLUSTERS_DIR", VAR_DIR / "clusters")).resolve()
 # Replicas: throttle pg_basebackup (e.g. "50M" per second; empty = no limit) and bound the build.

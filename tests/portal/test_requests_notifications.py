@@ -87,3 +87,23 @@ def test_a_webhook_that_fails_does_not_raise(people, managed_instance, webhook):
     Team.objects.filter(name="payments").update(webhook_url="http://127.0.0.1:1/closed")
     request = submit(people, managed_instance)
     assert notify_send(request.pk, "rejected")["webhook"].startswith("failed")
+
+
+def test_the_link_is_absolute_under_the_configured_base_url(people, managed_instance, webhook, settings):
+    # given a portal reached at https://dbportal.example.test (PORTAL_BASE_URL) with a team webhook
+    settings.PORTAL_BASE_URL = "https://dbportal.example.test"
+    Team.objects.filter(name="payments").update(webhook_url=webhook["url"])
+    request = submit(people, managed_instance)
+    # when the submitted notification goes out
+    notify_send(request.pk, "submitted")
+    # then the mail and the webhook both link to the request page there
+    link = f"https://dbportal.example.test/requests/{request.pk}/"
+    assert webhook["received"][0]["body"]["request"]["url"] == link
+    assert json.loads(mail.outbox[0].body)["request"]["url"] == link
+
+
+def test_without_a_base_url_the_link_is_the_request_path(people, managed_instance, settings):
+    settings.PORTAL_BASE_URL = ""
+    request = submit(people, managed_instance)
+    notify_send(request.pk, "submitted")
+    assert json.loads(mail.outbox[0].body)["request"]["url"] == f"/requests/{request.pk}/"

@@ -105,6 +105,9 @@ def test_run_comes_up_stops_cleanly_and_keeps_data_on_restart(tmp_path):
         background = _children(var_dir, "celery -A portal worker") + _children(var_dir, "celery -A portal beat")
         web = _children(var_dir, "gunicorn")
         assert background and web
+        # and they all know the printed URL, which notifications link under (PORTAL_BASE_URL)
+        for pid in background + web:
+            assert f"PORTAL_BASE_URL={base.rstrip('/')}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in background} == {10}
         assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in web} == {0}
         if Path(f"/proc/{background[0]}/autogroup").exists():

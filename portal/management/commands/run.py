@@ -62,6 +62,9 @@ class Command(BaseCommand):
         bin_dir = os.path.dirname(python)
         port = options["port"]
         bind = options["bind"]
+        url = f"http://{'127.0.0.1' if bind in ('0.0.0.0', '') else bind}:{port}/"
+        # Notifications (e-mail, webhooks) link to the request page: on one machine, this one.
+        env.setdefault("PORTAL_BASE_URL", url.rstrip("/"))
         commands = {
             "web": [os.path.join(bin_dir, "gunicorn"), "portal.wsgi:application", "--bind", f"{bind}:{port}",
                     "--workers", os.environ.get("WEB_CONCURRENCY", "2"),
@@ -88,7 +91,6 @@ class Command(BaseCommand):
             if nice:
                 _nice_session(proc.pid, nice)
             self.children.append((name, proc))
-        url = f"http://{'127.0.0.1' if bind in ('0.0.0.0', '') else bind}:{port}/"
         self._wait_healthy(url + "healthz")
         lines = ["", "=" * 64, f"dbportal is running at {url}  (ready in {time.monotonic() - started:.1f} s)"]
         if demo is not None:
