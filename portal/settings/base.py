@@ -238,7 +238,16 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 
-EMAIL_BACKEND = os.environ.get("PORTAL_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# Notifications by e-mail: over SMTP once PORTAL_SMTP_HOST is set (STARTTLS with
+# PORTAL_SMTP_STARTTLS), else to the console backend, that is the worker's log.
+EMAIL_HOST = os.environ.get("PORTAL_SMTP_HOST", "") or "localhost"
+EMAIL_USE_TLS = env_bool("PORTAL_SMTP_STARTTLS", False)
+EMAIL_PORT = int(os.environ.get("PORTAL_SMTP_PORT", 587 if EMAIL_USE_TLS else 25))
+EMAIL_HOST_USER = os.environ.get("PORTAL_SMTP_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("PORTAL_SMTP_PASSWORD", "")
+EMAIL_TIMEOUT = 10  # a mail server that hangs must not hold a worker
+EMAIL_BACKEND = os.environ.get("PORTAL_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend"
+                               if os.environ.get("PORTAL_SMTP_HOST") else "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = os.environ.get("PORTAL_FROM_EMAIL", "dbportal@localhost")
 
 REST_FRAMEWORK = {
