@@ -51,5 +51,6 @@ def dashboard_data(user: Any, *, days: int = DAYS) -> dict:
         "median_minutes": median,
         "drift": {"labels": [r["instance__name"] for r in drift], "counts": [r["n"] for r in drift]},
         "totals": {"requests": sum(sum(c) for c in per_status.values()),
+                   "applied": sum(len(d) for d in durations.values()),
                    "open_drift": sum(r["n"] for r in drift)},
     }

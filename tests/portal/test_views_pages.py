@@ -166,3 +166,24 @@ def test_registration_outside_allowed_targets_says_nothing_was_tried(web_for):
     html = response.content.decode()
     assert response.status_code == 400
     assert "PORTAL_ALLOWED_TARGETS" in html and 'id="id_host_error"' in html
+
+
+def test_each_dashboard_chart_says_so_when_it_has_nothing_to_show(web_for, people):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    # given a portal with no request, no apply and no drift: each chart explains its emptiness
+    html = web_for("admin").get(reverse("home")).content.decode()
+    for empty in ("No requests in the last 14 days.", "No request applied in the last 14 days.", "None open."):
+        assert empty in html
+    # when a request was applied today, 12 minutes after it was submitted
+    now = timezone.now()
+    applied = given_request(requester=people["alice"], instance=dev_instance(), status="applied", applied_at=now)
+    type(applied).objects.filter(pk=applied.pk).update(created_at=now - timedelta(minutes=12))
+    response = web_for("admin").get(reverse("home"))
+    # then the request and median charts have data and no empty note; drift still has none
+    html = response.content.decode()
+    assert "No requests in the last 14 days." not in html and "No request applied in the last 14 days." not in html
+    assert "None open." in html
+    assert response.context["charts"]["median_minutes"][-1] == 12.0
