@@ -187,3 +187,16 @@ def test_each_dashboard_chart_says_so_when_it_has_nothing_to_show(web_for, peopl
     assert "No requests in the last 14 days." not in html and "No request applied in the last 14 days." not in html
     assert "None open." in html
     assert response.context["charts"]["median_minutes"][-1] == 12.0
+
+
+def test_an_instances_recent_requests_leave_out_the_instance_column(web_for, world):
+    # given alice's request on the dev instance
+    html = web_for("alice").get(reverse("instance-detail", args=[world["dev"].pk])).content.decode()
+    recent = html.split('id="recent-title"')[1]
+    # then its row is listed without repeating the instance the page is about
+    assert f'id="request-row-{world["request"].pk}"' in recent
+    headers = recent.split("<thead>")[1].split("</thead>")[0]
+    assert '<th scope="col">Instance</th>' not in headers and '<th scope="col">Requester</th>' in headers
+    # while the request list still names each request's instance
+    listing = web_for("alice").get(reverse("request-list")).content.decode()
+    assert '<th scope="col">Instance</th>' in listing
