@@ -9,6 +9,7 @@ and POSTs a JSON body to the team's webhook_url when one is set and allowed.
 from __future__ import annotations
 
 import json
+import smtplib
 import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
@@ -87,10 +88,16 @@ def notify_send_many(request_ids: list[int], event: str) -> dict[int, dict]:
     for request in requests:
         body = notification_body(request, event)
         recipients = _recipients(request, event)
+        mailed: list[str] = []
         if recipients:
-            send_mail(subject=f"[dbportal] request #{request.pk} ({request.type}) {event}",
-                      message=json.dumps(body, indent=2), from_email=None, recipient_list=recipients,
-                      fail_silently=True)
+            try:
+                send_mail(subject=f"[dbportal] request #{request.pk} ({request.type}) {event}",
+                          message=json.dumps(body, indent=2), from_email=None, recipient_list=recipients)
+                mailed = recipients
+            except (smtplib.SMTPException, OSError) as exc:
+                # A mail server that is down or refuses costs this mail, never the transition;
+                # the operator learns of it here rather than not at all.
+                log.warning("notify.email_failed", request=request.pk, notification=event, error=type(exc).__name__)
         webhook = None
         url = request.team.webhook_url
         if url:
@@ -100,7 +107,7 @@ def notify_send_many(request_ids: list[int], event: str) -> dict[int, dict]:
                 webhook = "not allowed"
             else:
                 webhook = _post_json(url, body)
-        sent[request.pk] = {"email": recipients, "webhook": webhook}
+        sent[request.pk] = {"email": mailed, "webhook": webhook}
     return sent
 
 

@@ -135,3 +135,20 @@ def test_with_an_smtp_host_set_notifications_are_mailed_through_it(tmp_path):
     assert received[0]["auth"] == ("PLAIN", "dbportal", "mail-secret")
     assert received[0]["from"] == "dbportal@example.test" and received[0]["to"] == ["bob@example.test"]
     assert "Subject: [dbportal] request #7 (schema) submitted" in received[0]["data"]
+
+
+def test_a_mail_server_that_refuses_is_logged_and_costs_only_the_mail(people, managed_instance, settings, caplog):
+    import logging
+    import socket
+
+    # given the SMTP backend pointed at a loopback port where nothing listens
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", closed_port
+    caplog.set_level(logging.WARNING)
+    request = submit(people, managed_instance)
+    # when the notification goes out: nothing raises, no mail counts as sent, and the log says why
+    assert notify_send(request.pk, "submitted")["email"] == []
+    assert "notify.email_failed" in caplog.text and "ConnectionRefusedError" in caplog.text
