@@ -110,19 +110,18 @@ def test_without_a_base_url_the_link_is_the_request_path(people, managed_instanc
 
 
 def test_with_an_smtp_host_set_notifications_are_mailed_through_it(tmp_path):
-    import os
     import subprocess
     import sys
     from pathlib import Path
 
+    from tests.support.deployment import production_env
     from tests.support.smtp import smtp_server
 
     root = Path(__file__).resolve().parents[2]
     with smtp_server() as (port, received):
         # given a deployment whose environment names a mail server with a login
-        env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE")}
-        env.update(DJANGO_SETTINGS_MODULE="portal.settings.base", PORTAL_VAR_DIR=str(tmp_path),
-                   PORTAL_SMTP_HOST="127.0.0.1", PORTAL_SMTP_PORT=str(port), PORTAL_SMTP_USER="dbportal",
+        env = production_env(tmp_path)
+        env.update(PORTAL_SMTP_HOST="127.0.0.1", PORTAL_SMTP_PORT=str(port), PORTAL_SMTP_USER="dbportal",
                    PORTAL_SMTP_PASSWORD="mail-secret", PORTAL_FROM_EMAIL="dbportal@example.test")
         # when the portal sends a mail (as notify_send does: send_mail with the default sender)
         script = ("from django.core.mail import send_mail; "

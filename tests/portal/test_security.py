@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -16,21 +15,9 @@ from django.urls import reverse
 from tests.fixtures.people import PASSWORD
 from tests.portal.test_csrf_and_sessions import html_pages
 from tests.portal.test_permission_matrix import world  # noqa: F401 - the matrix's objects
+from tests.support.deployment import production_env
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def production_env(tmp_path) -> dict[str, str]:
-    """The environment of a production deployment: portal.settings.base, PORTAL_ENVIRONMENT=prod."""
-    # The browser tests set DJANGO_ALLOW_ASYNC_UNSAFE in this process; a deployment never has it.
-    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE")}
-    env.update(
-        DJANGO_SETTINGS_MODULE="portal.settings.base", PORTAL_VAR_DIR=str(tmp_path), PORTAL_ENVIRONMENT="prod",
-        PORTAL_SECRET_KEY="k" * 10 + "-production-secret-key-with-enough-entropy-0123456789",
-        PORTAL_ALLOWED_HOSTS="portal.example.com", DATABASE_URL="postgresql://portal@127.0.0.1/portal",
-        REDIS_URL="redis://127.0.0.1:6379/0",
-    )
-    return env
 
 
 def test_check_deploy_is_clean_under_production_settings(tmp_path):
