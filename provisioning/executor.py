@@ -281,6 +281,23 @@ def _run_step(conn: psycopg.Connection, statement: sql.Composable, shown: str, l
     log_rows.append({"sql": shown, "ms": round((time.perf_counter() - started) * 1000, 2), "error": ""})
 
 
+def _check_assertion(conn: psycopg.Connection, step: Step, shown: str, log_rows: list[dict]) -> None:
+    """An assertion step (Step.asserts): its query must answer true inside the plan's transaction,
+    else the cluster changed since the review and the plan stops, permanently, naming what changed."""
+    started = time.perf_counter()
+    try:
+        holds = conn.execute(step.statement).fetchone()[0] is True
+    except psycopg.Error as exc:
+        error = classify(exc, shown)
+        log_rows.append({"sql": shown, "ms": round((time.perf_counter() - started) * 1000, 2), "error": error.message})
+        raise error from exc
+    error_text = "" if holds else (f"the cluster changed since the plan was approved: it is no longer true that "
+                                   f"{step.asserts}; nothing of this plan was applied")
+    log_rows.append({"sql": shown, "ms": round((time.perf_counter() - started) * 1000, 2), "error": error_text})
+    if not holds:
+        raise PermanentTargetError(error_text, statement=shown)
+
+
 def _run_autocommit_step(conn: psycopg.Connection, step: Step, shown: str, log_rows: list[dict]) -> None:
     """A step outside the plan's transaction: run only when its condition holds, and an index build
     under its own statement_timeout (restored after: the connection is reused)."""
@@ -466,6 +483,9 @@ def _run_plan(conn: psycopg.Connection, job: Job, *, worker: str, tx: _TargetTra
         if len(run_steps) != len(job.steps):
             raise PermanentTargetError("the plan rendered with its secret has a different shape")
     for index in split_plan(job.steps).inside:
+        if job.steps[index].asserts is not None:
+            _check_assertion(conn, job.steps[index], shown[index], job.log_rows)
+            continue
         _run_step(conn, run_steps[index].statement, shown[index], job.log_rows)
     tx.mark(request, worker, commit=commit)
 
@@ -992,6 +1012,12 @@ def _prepare(job: Job) -> None:
     database before the target transaction, so every retry reuses the same one)."""
     request = job.request
     job.steps = verify_plan(request)
+    # The portal's side of the plan's assumptions (teams are not on the cluster): e.g. the owner
+    # role a schema plan reuses still belongs to the requesting team.
+    preconditions = getattr(module_for(request.type), "preconditions", None)
+    problem = preconditions(request) if preconditions is not None else None
+    if problem:
+        raise PermanentTargetError(f"the plan's assumptions no longer hold: {problem}")
     if any(step.secret for step in job.steps):
         role = _secret_role(request)
         job.password = _password_for(request, role)

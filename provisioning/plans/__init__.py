@@ -57,6 +57,16 @@ class Step:
     # Builds or drops an index outside the transaction: bounded by PROVISIONING_INDEX_STATEMENT_TIMEOUT_MS,
     # not by the plan's statement_timeout (a big table's build takes longer than any plan).
     index_build: bool = False
+    # Not None: the statement is a query answering one boolean that must be true, inside the plan's
+    # transaction, for the rest of the plan to run ("the schema does not exist yet"). The executor
+    # stops the plan with a permanent error naming this assumption when it is false: the cluster
+    # changed since the reviewer read the plan. Plain words without names (the query names them),
+    # so no name can ever end the comment it is shown in.
+    asserts: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.asserts is not None and (not self.transactional or "\n" in self.asserts or "\r" in self.asserts):
+            raise ValueError("an assertion is one line and runs inside the plan's transaction")
 
     @property
     def text(self) -> str:
@@ -64,7 +74,20 @@ class Step:
         if self.only_if is not None:
             # The reviewer sees the condition too: what runs is the statement, when it holds.
             text += " -- only when: " + self.only_if.as_string(None)
+        if self.asserts is not None:
+            # The reviewer sees what the plan assumes; the query's result must be true.
+            text += " -- must be true, else nothing is applied: " + self.asserts
         return text
+
+
+def assertion(query: sql.Composable, asserts: str) -> Step:
+    """A step that checks, inside the target transaction, something the plan depends on."""
+    return Step(sql.SQL("SELECT {}").format(query), asserts=asserts)
+
+
+def role_absent(role: str) -> Step:
+    return assertion(sql.SQL("NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = {})").format(
+        sql.Literal(role)), "the role does not exist yet")
 
 
 # PostgreSQL silently truncates longer names (NAMEDATALEN - 1): a plan must never name another object.
