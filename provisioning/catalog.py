@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
+
+from provisioning.admin_login import MANAGED_DATABASE
 
 PUBLIC = "PUBLIC"
 
@@ -63,7 +66,8 @@ GROUP BY r.oid, r.rolname, r.rolsuper, r.rolcanlogin, r.rolcreaterole, r.rolcrea
 ORDER BY r.rolname
 """
 
-DATABASES_SQL = "SELECT datname::text FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname"
+# The databases the admin login manages; one definition with the inventory's (admin_login.py).
+DATABASES_SQL = sql.SQL("SELECT datname::text FROM pg_database WHERE ") + MANAGED_DATABASE + sql.SQL(" ORDER BY datname")
 
 
 @dataclass(frozen=True)

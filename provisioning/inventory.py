@@ -10,14 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from django.utils import timezone
+from psycopg import sql
 
+from provisioning.admin_login import MANAGED_DATABASE
 from provisioning.connections import connect
 
-# Cluster-wide: the databases one may connect to, and every role with attributes and memberships.
-CLUSTER_QUERY = """
+# Cluster-wide: the databases the admin login manages (admin_login.MANAGED_DATABASE), and every
+# role with attributes and memberships.
+CLUSTER_QUERY = sql.SQL("""
 SELECT
   (SELECT coalesce(json_agg(datname ORDER BY datname), '[]')
-     FROM pg_catalog.pg_database WHERE datallowconn AND NOT datistemplate),
+     FROM pg_catalog.pg_database WHERE """) + MANAGED_DATABASE + sql.SQL("""),
   (SELECT coalesce(json_object_agg(r.rolname, json_build_object(
        'login', r.rolcanlogin, 'superuser', r.rolsuper, 'createdb', r.rolcreatedb,
        'createrole', r.rolcreaterole, 'replication', r.rolreplication, 'bypassrls', r.rolbypassrls,
@@ -27,7 +30,7 @@ SELECT
                                 JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
                                WHERE m.member = r.oid), '[]'))), '{}')
      FROM pg_catalog.pg_roles r WHERE r.rolname !~ '^pg_')
-"""
+""")
 
 # Per database: every user schema with its owner and its tables (what GRANT ... ON ALL TABLES
 # covers: tables, partitioned tables, views, materialized views, foreign tables).

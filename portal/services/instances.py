@@ -19,7 +19,7 @@ from audit.services import record
 from portal.choices import Environment, InstanceKind, InstanceStatus
 from portal.errors import InvalidPayload, TargetUnavailable
 from portal.models import Instance
-from provisioning import connections
+from provisioning import admin_login, connections
 from provisioning.clusters import LocalCluster, free_port
 
 log = structlog.get_logger(__name__)
@@ -63,26 +63,25 @@ def _is_ip(host: str) -> bool:
 
 
 def probe(*, host: str, port: int, database: str, admin_user: str, admin_password: str) -> str:
-    """Connect once (5 s) and return the server version; refuse a user that cannot provision."""
+    """Connect once (5 s) and return the server version; refuse a login that cannot provision.
+
+    A superuser passes; a least-privilege login must hold exactly what provisioning.admin_login
+    documents, and is told at once (a 400 on `admin_user`) what it lacks, not at the first apply.
+    """
     params = connections.conninfo(
         host=host, port=port, dbname=database, user=admin_user, password=admin_password, connect_timeout=5
     )
     try:
         with psycopg.connect(**params, autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT current_setting('server_version'), r.rolsuper, r.rolcreaterole "
-                "FROM pg_roles r WHERE r.rolname = current_user"
-            ).fetchone()
+            login = admin_login.read(conn, user=admin_user, database=database)
     except psycopg.Error as exc:
         raise TargetUnavailable(f"could not connect: {connections.describe_error(exc)}",
                                 errors={"host": [connections.describe_error(exc)]}) from None
-    version, is_super, can_create_role = row
-    if not (is_super or can_create_role):
+    if login.missing:
         raise TargetUnavailable(
-            "the admin user is neither a superuser nor has CREATEROLE",
-            errors={"admin_user": ["must be a superuser or have CREATEROLE"]},
+            f"the admin user cannot provision: {login.missing[0]}", errors={"admin_user": login.missing},
         )
-    return str(version)
+    return login.server_version
 
 
 def instance_register(
