@@ -10,6 +10,7 @@ from typing import Any
 
 from psycopg import sql
 
+from provisioning.admin_login import join_owner_step
 from provisioning.plans import Step, ident
 from provisioning.plans.checks import (
     MAX_NAME_BYTES,
@@ -88,6 +89,8 @@ def render(payload: dict, *, secrets: dict | None = None) -> list[Step]:
         raise ValueError(f"{owner!r} cannot be placed inside a dollar-quoted block")
     return [
         Step(sql.SQL("DO $${body}$$").format(body=create_owner)),
+        # A non-superuser admin login must be able to act as the owner (admin_login.py).
+        join_owner_step(owner),
         Step(sql.SQL("CREATE SCHEMA {schema} AUTHORIZATION {owner}").format(
             schema=ident(payload["name"]), owner=ident(owner, role=True))),
     ]

@@ -24,6 +24,8 @@ def test_schema_plan_creates_the_owner_group_role_idempotently_then_the_schema()
         "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'payments_app_owner') "
         'THEN CREATE ROLE "payments_app_owner" NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
         "NOBYPASSRLS; END IF; END$$",
+        "DO $$BEGIN IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) "
+        'THEN GRANT "payments_app_owner" TO CURRENT_USER; END IF; END$$',
         'CREATE SCHEMA "payments_app" AUTHORIZATION "payments_app_owner"',
     ]
     assert module_for("schema").database({"database": "app", "name": "x", "owner_role": "y"}) == "app"
