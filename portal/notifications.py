@@ -3,20 +3,22 @@
 `notify_enqueue` is called from `transaction.on_commit` after a transition; it publishes the
 task `portal.notify_request` and never raises nor waits long (a broker outage costs the
 notification, never the transition). The task sends the e-mail (console backend in the demo)
-and POSTs a JSON body to the team's webhook_url when one is set and allowed.
+and POSTs a JSON body to the team's webhook_url when one is set, under the rules of
+portal.outbound (allowed targets checked on the resolved address, no redirects); a webhook
+refused or failed is an audit event (`notify.webhook_refused`, `notify.webhook_failed`).
 """
 
 from __future__ import annotations
 
 import json
 import smtplib
-import urllib.error
-import urllib.request
-from urllib.parse import urlsplit
 
 import structlog
 from django.conf import settings
 from django.core.mail import send_mail
+
+from audit.services import record
+from portal import outbound
 
 log = structlog.get_logger(__name__)
 
@@ -79,7 +81,6 @@ def notify_send(request_id: int, event: str) -> dict:
 def notify_send_many(request_ids: list[int], event: str) -> dict[int, dict]:
     """The same transition of several requests, read in one query; what was sent, by id."""
     from portal.models import ChangeRequest
-    from portal.services.instances import target_allowed
 
     if event not in EVENTS:
         return {}
@@ -98,26 +99,30 @@ def notify_send_many(request_ids: list[int], event: str) -> dict[int, dict]:
                 # A mail server that is down or refuses costs this mail, never the transition;
                 # the operator learns of it here rather than not at all.
                 log.warning("notify.email_failed", request=request.pk, notification=event, error=type(exc).__name__)
-        webhook = None
-        url = request.team.webhook_url
-        if url:
-            host = urlsplit(url).hostname or ""
-            if not target_allowed(host):
-                log.warning("notify.webhook_not_allowed", request=request.pk, team=request.team.name)
-                webhook = "not allowed"
-            else:
-                webhook = _post_json(url, body)
+        webhook = _webhook_send(request, event, body) if request.team.webhook_url else None
         sent[request.pk] = {"email": mailed, "webhook": webhook}
     return sent
 
 
-def _post_json(url: str, body: dict) -> str:
-    data = json.dumps(body).encode()
-    post = urllib.request.Request(url, data=data, method="POST",
-                                  headers={"Content-Type": "application/json", "User-Agent": "dbportal"})
+def _webhook_send(request, event: str, body: dict) -> str:
+    """POST the body to the team's webhook; a refusal or failure is logged and audited, never raised.
+
+    Returns the HTTP status when delivered, "not allowed" when the target rules refused the URL
+    (nothing was dialled), else "failed: <reason>".
+    """
+    team = request.team
+    delivery = outbound.post_json(team.webhook_url, body, timeout=WEBHOOK_TIMEOUT)
+    if delivery.outcome == "delivered":
+        return str(delivery.status)
     try:
-        with urllib.request.urlopen(post, timeout=WEBHOOK_TIMEOUT) as response:  # the host was checked against PORTAL_ALLOWED_TARGETS
-            return str(response.status)
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        log.warning("notify.webhook_failed", error=type(exc).__name__)
-        return f"failed: {type(exc).__name__}"
+        target = outbound.parse_target(team.webhook_url).display
+    except outbound.TargetRefused:
+        target = ""
+    action = "notify.webhook_refused" if delivery.outcome == "refused" else "notify.webhook_failed"
+    log.warning(action, request=request.pk, team=team.name, notification=event, reason=delivery.reason)
+    # Only scheme, host and port: a webhook's path often holds the secret token of the receiver.
+    record(action, object_type="team", object_id=team.pk, request_id=request.pk,
+           instance=request.instance, outcome="failed",
+           details={"team": team.name, "notification": event, "target": target, "reason": delivery.reason,
+                    "status": delivery.status, "address": delivery.address})
+    return "not allowed" if delivery.outcome == "refused" else f"failed: {delivery.reason}"

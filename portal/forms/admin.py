@@ -10,7 +10,8 @@ class TeamCreateForm(PortalForm):
     name = forms.CharField(max_length=63, help_text="Lower-case letters, digits and '-', e.g. payments.")
     description = forms.CharField(max_length=300, required=False, help_text="What the team does (optional).")
     webhook_url = forms.URLField(required=False, label="Webhook URL", assume_scheme="https",
-                                 help_text="Request transitions are POSTed here as JSON (optional).")
+                                 help_text="Request transitions are POSTed here as JSON (optional); the host must be inside "
+                                           "PORTAL_ALLOWED_TARGETS, and redirects are not followed.")
 
 
 class MemberAddForm(PortalForm):

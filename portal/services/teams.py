@@ -10,6 +10,7 @@ from django.db import transaction
 from guardian.shortcuts import remove_perm
 
 from audit.services import record
+from portal import outbound
 from portal.choices import MembershipRole
 from portal.errors import Conflict, InvalidPayload, PolicyViolation
 from portal.models import Membership, Team
@@ -30,13 +31,27 @@ def team_create(*, actor: Any, name: str, description: str = "", webhook_url: st
     name = (name or "").strip()
     if not _TEAM_NAME.match(name):
         raise InvalidPayload.field("name", "lower-case letters, digits and '-', starting with a letter (max 63)")
+    webhook_url = (webhook_url or "").strip()
+    if webhook_url:
+        webhook_check(webhook_url)
     with transaction.atomic():
         if Team.objects.filter(name=name).exists():
             raise InvalidPayload.field("name", "a team with this name exists")
-        team = Team.objects.create(name=name, description=description.strip(), webhook_url=webhook_url.strip())
+        team = Team.objects.create(name=name, description=description.strip(), webhook_url=webhook_url)
         record("team.created", actor=actor, actor_ip=actor_ip, object_type="team", object_id=team.pk,
                details={"name": team.name, "description": team.description, "webhook": bool(team.webhook_url)})
     return team
+
+
+def webhook_check(url: str, *, field: str = "webhook_url") -> None:
+    """Refuse, naming `field`, a webhook URL the portal would not call (portal.outbound's rules).
+
+    Checked when saved so that the admin hears of it at once; checked again at every send, since
+    what the host resolves to may change in between.
+    """
+    reason = outbound.url_refusal(url)
+    if reason:
+        raise InvalidPayload.field(field, f"refused: {reason}")
 
 
 def team_member_add(*, actor: Any, team: Team, username: str, role: str = MembershipRole.MEMBER,
