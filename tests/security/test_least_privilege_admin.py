@@ -249,3 +249,15 @@ def test_a_non_superuser_admin_applies_every_request_type_and_runs_every_job(
         assert conn.execute(
             "SELECT bool_or(rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls)"
             " FROM pg_roles WHERE rolname = ANY(%s)", [[owner, group, reader]]).fetchone() == (False,)
+
+
+def test_readme_shows_exactly_the_setup_sql_the_tests_use():
+    # given the README's section on the admin login
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    # when the setup statements are rendered for the names README uses
+    statements = setup_statements("dbportal_admin", password="change-me", databases=["postgres", "app"])
+    # then README shows them verbatim, so the documented login is the tested one
+    block = "\n".join(statement.as_string(None) + ";" for statement in statements)
+    assert f"```sql\n{block}\n```" in readme
