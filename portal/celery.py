@@ -21,6 +21,7 @@ app.conf.beat_schedule = {
     "provisioning.expire_grants": {"task": "provisioning.expire_grants", "schedule": 30.0},
     "provisioning.drift_scan": {"task": "provisioning.drift_scan", "schedule": 600.0},
     "provisioning.secret_wipe": {"task": "provisioning.secret_wipe", "schedule": 300.0},
+    "provisioning.rotate_executor_logins": {"task": "provisioning.rotate_executor_logins", "schedule": 3600.0},
     "provisioning.inventory_refresh": {"task": "provisioning.inventory_refresh", "schedule": 300.0},
     "replicas.refresh": {"task": "provisioning.refresh_replicas", "schedule": 15.0},
 }

@@ -27,7 +27,6 @@ PermanentTargetError (the request fails at once with the statement and the serve
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import secrets as pysecrets
@@ -52,16 +51,18 @@ from portal.choices import Decision, RequestStatus, RequestType
 from portal.crypto import decrypt, encrypt
 from portal.logging import redact_text
 from portal.models import Approval, ChangeRequest, Execution
+from provisioning import executor_logins
 from provisioning.connections import LOCK_TIMEOUT_MS, STATEMENT_TIMEOUT_MS, describe_error, instance_conninfo
-from provisioning.errors import PermanentTargetError, TargetError, TransientTargetError
-from provisioning.models import OutboxMessage, PortalIdentity, RequestSecret
+from provisioning.errors import PermanentTargetError, TargetError, TransientTargetError, describe_user_sql_error
+from provisioning.markers import INSTANCE_LOCK_NS, MARKER_DDL, portal_id
+from provisioning.models import OutboxMessage, RequestSecret
 from provisioning.plans import Step, module_for, plan_hash, plan_text
+from provisioning.secrets import scram_verifier
 
 log = structlog.get_logger(__name__)
 
 # Advisory lock namespaces (the two-int form: namespace, key).
 LIVENESS_LOCK_NS = 0x0DB1  # portal database, key = request id: "a live worker runs this"
-INSTANCE_LOCK_NS = 0x0DB2  # target database, key = instance id: catalog changes one at a time
 
 # Ending an abandoned backend quickly matters: it may hold the instance lock (PG >= 14).
 CLIENT_CHECK_INTERVAL = "2s"
@@ -88,17 +89,6 @@ OUTCOME_LOST = "worker_lost"
 
 def max_retries() -> int:
     return int(getattr(settings, "PROVISIONING_MAX_RETRIES", 8))
-
-
-# --- the portal identity written into markers ---------------------------------------------------
-@functools.cache
-def portal_id() -> str:
-    """Who wrote a marker: several portals (or test runs) may manage the same cluster, and their
-    request ids overlap, so the marker key includes this portal's id. It is a row of the portal
-    database (PortalIdentity, seeded by migration), so a restore under another name keeps it;
-    read once per process, since it never changes."""
-    identity, _ = PortalIdentity.objects.get_or_create(pk=1, defaults={"value": pysecrets.token_hex(8)})
-    return identity.value
 
 
 # --- liveness lock on the portal database -------------------------------------------------------
@@ -192,13 +182,18 @@ def split_plan(steps: list[Step]) -> SplitPlan:
     return split
 
 
-def classify(exc: BaseException, statement: str = "") -> TargetError:
-    """Sort a psycopg error into transient or permanent, with a message fit for the UI."""
+def classify(exc: BaseException, statement: str = "", *, user_sql: bool = False) -> TargetError:
+    """Sort a psycopg error into transient or permanent, with a message fit for the UI.
+
+    `user_sql`: the statement is a requester's; the message then names only the condition and
+    position (provisioning.errors.describe_user_sql_error), never the server's text."""
     sqlstate = getattr(exc, "sqlstate", None) or ""
     diag = getattr(exc, "diag", None)
     primary = (getattr(diag, "message_primary", None) or "").strip() if diag is not None else ""
     message = redact_text(primary or describe_error(exc) or type(exc).__name__)
-    if sqlstate:
+    if user_sql and sqlstate:
+        message = describe_user_sql_error(exc)
+    elif sqlstate:
         message = f"{message} (SQLSTATE {sqlstate})"
     transient = (
         sqlstate in TRANSIENT_SQLSTATES
@@ -235,11 +230,6 @@ def _password_for(request: Any, role: str) -> str:
     return password
 
 
-def scram_verifier(conn: psycopg.Connection, role: str, password: str) -> str:
-    """Hash on the client (libpq PQencryptPasswordConn) so no plain text reaches the server."""
-    return conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
-
-
 def _secret_role(request: Any) -> str:
     role = (request.payload or {}).get("name")
     if request.type != RequestType.ROLE or not role:
@@ -248,21 +238,6 @@ def _secret_role(request: Any) -> str:
 
 
 # --- the target transaction -------------------------------------------------------------------
-MARKER_DDL = [
-    sql.SQL("CREATE SCHEMA IF NOT EXISTS dbportal_meta"),
-    sql.SQL("REVOKE ALL ON SCHEMA dbportal_meta FROM PUBLIC"),
-    sql.SQL(
-        "CREATE TABLE IF NOT EXISTS dbportal_meta.applied_change ("
-        " portal text NOT NULL,"
-        " request_id bigint NOT NULL,"
-        " plan_hash text NOT NULL,"
-        " applied_at timestamptz NOT NULL DEFAULT now(),"
-        " worker text NOT NULL DEFAULT '',"
-        " PRIMARY KEY (portal, request_id, plan_hash))"
-    ),
-]
-
-
 @dataclass
 class TargetResult:
     outcome: str  # applied | already_applied
@@ -270,12 +245,13 @@ class TargetResult:
     database: str
 
 
-def _run_step(conn: psycopg.Connection, statement: sql.Composable, shown: str, log_rows: list[dict]) -> None:
+def _run_step(conn: psycopg.Connection, statement: sql.Composable, shown: str, log_rows: list[dict], *,
+              user_sql: bool = False) -> None:
     started = time.perf_counter()
     try:
         conn.execute(statement)
     except psycopg.Error as exc:
-        error = classify(exc, shown)
+        error = classify(exc, shown, user_sql=user_sql)
         log_rows.append({"sql": shown, "ms": round((time.perf_counter() - started) * 1000, 2), "error": error.message})
         raise error from exc
     log_rows.append({"sql": shown, "ms": round((time.perf_counter() - started) * 1000, 2), "error": ""})
@@ -312,12 +288,12 @@ def _run_autocommit_step(conn: psycopg.Connection, step: Step, shown: str, log_r
             log_rows.append({"sql": shown, "ms": 0.0, "error": "", "skipped": "condition not met"})
             return
     if not step.index_build:
-        _run_step(conn, step.statement, shown, log_rows)
+        _run_step(conn, step.statement, shown, log_rows, user_sql=step.user_sql)
         return
     timeout_ms = int(settings.PROVISIONING_INDEX_STATEMENT_TIMEOUT_MS)
     conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(timeout_ms)))
     try:
-        _run_step(conn, step.statement, shown, log_rows)
+        _run_step(conn, step.statement, shown, log_rows, user_sql=step.user_sql)
     finally:
         if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
             with contextlib.suppress(psycopg.Error):
@@ -380,6 +356,24 @@ def target_connection(instance: Any, database: str) -> Iterator[psycopg.Connecti
         else:
             with contextlib.suppress(Exception):
                 conn.close()
+
+
+@contextlib.contextmanager
+def _executor_login_connection(request: Any, database: str) -> Iterator[psycopg.Connection]:
+    with executor_logins.connect(request.instance, request.team, database, owner_role=request.payload["owner_role"],
+                                 lock_timeout_ms=LOCK_TIMEOUT_MS, statement_timeout_ms=STATEMENT_TIMEOUT_MS,
+                                 autocommit=True) as conn:
+        _prepare_session(conn)
+        yield conn
+
+
+def _plan_connection(request: Any, database: str) -> contextlib.AbstractContextManager[psycopg.Connection]:
+    """Requester SQL (DDL) runs over the team's executor login, never the admin login; plans the
+    portal renders itself run over the (pooled) admin connection. DDL is never batched, so a
+    batch is always of one kind."""
+    if request.type == RequestType.DDL:
+        return _executor_login_connection(request, database)
+    return target_connection(request.instance, database)
 
 
 @dataclass
@@ -477,8 +471,8 @@ def _run_plan(conn: psycopg.Connection, job: Job, *, worker: str, tx: _TargetTra
     shown = plan_text(job.steps)
     run_steps = job.steps
     if job.password is not None:
-        role = _secret_role(request)
-        verifier = scram_verifier(conn, role, job.password)
+        _secret_role(request)  # a secret step belongs to a role request only
+        verifier = scram_verifier(job.password)
         run_steps = module_for(request.type).render(request.payload, secrets={"password": verifier})
         if len(run_steps) != len(job.steps):
             raise PermanentTargetError("the plan rendered with its secret has a different shape")
@@ -486,7 +480,7 @@ def _run_plan(conn: psycopg.Connection, job: Job, *, worker: str, tx: _TargetTra
         if job.steps[index].asserts is not None:
             _check_assertion(conn, job.steps[index], shown[index], job.log_rows)
             continue
-        _run_step(conn, run_steps[index].statement, shown[index], job.log_rows)
+        _run_step(conn, run_steps[index].statement, shown[index], job.log_rows, user_sql=job.steps[index].user_sql)
     tx.mark(request, worker, commit=commit)
 
 
@@ -519,7 +513,7 @@ def apply_on_target(jobs: list[Job], *, worker: str) -> None:
     instance, database = first.instance, database_of(first)
     already: set[int] = set()
     try:
-        with target_connection(instance, database) as conn:
+        with _plan_connection(first, database) as conn:
             _run_loose_steps(conn, jobs, "before")
             isolate = False
             while True:

@@ -7,6 +7,10 @@ ones nobody revealed within a day. Reveals and wipes are audited, never with the
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -67,3 +71,14 @@ def secret_wipe_expired(now=None) -> int:
                    request_id=secret.request_id, outcome="expired", details={"reason": "not revealed in time"})
             wiped += 1
     return wiped
+
+
+def scram_verifier(password: str, iterations: int = 4096) -> str:
+    """A SCRAM-SHA-256 verifier computed here, so the plain password never reaches the server (or its log)."""
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = base64.b64encode
+    return f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${b64(stored_key).decode()}:{b64(server_key).decode()}"

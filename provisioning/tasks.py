@@ -46,6 +46,14 @@ def secret_wipe() -> int:
     return secret_wipe_expired()
 
 
+@shared_task(name="provisioning.rotate_executor_logins", ignore_result=True)
+def rotate_executor_logins() -> int:
+    """New passwords for the executor logins older than PORTAL_EXECUTOR_LOGIN_ROTATE_DAYS."""
+    from provisioning.executor_logins import rotate_due
+
+    return rotate_due()
+
+
 @shared_task(name="provisioning.inventory_refresh", ignore_result=True)
 def inventory_refresh() -> int:
     """Refresh every reachable instance's inventory (databases, schemas, roles, tables)."""

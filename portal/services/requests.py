@@ -149,7 +149,7 @@ def request_submit(*, user: Any, actor_ip: str | None, type: str, instance: Inst
     # DDL on dev / staging: the plan runs and is rolled back now, outside the portal transaction
     # (bounded by its own short timeouts); the result is shown to the reviewer.
     module = _plan_module(type)
-    dry_run = module.dry_run(validated, instance=instance) if hasattr(module, "dry_run") else None
+    dry_run = module.dry_run(validated, instance=instance, team=team) if hasattr(module, "dry_run") else None
     with transaction.atomic(), audit_batched():
         request = ChangeRequest.objects.create(
             type=type, instance=instance, team=team, requester=user, justification=justification,
@@ -158,6 +158,13 @@ def request_submit(*, user: Any, actor_ip: str | None, type: str, instance: Inst
             submitted_ip=actor_ip or None, owner_team=preview["owner_team_row"],
         )
         requirement_keep(request, preview["requirement"])
+        if dry_run is not None:
+            # Each dry run is audited with the SQL it ran and how it ended (never the server's text).
+            _audit(request, "ddl.dry_run", actor=user, actor_ip=actor_ip,
+                   outcome="success" if dry_run["ok"] else "failure",
+                   details={"plan": request.plan, "sqlstate": dry_run.get("sqlstate", ""),
+                            "statement_index": dry_run.get("statement_index"), "error": dry_run.get("error", ""),
+                            "ms": dry_run.get("ms")})
         _audit(request, "request.submitted", actor=user, actor_ip=actor_ip, outcome=RequestStatus.SUBMITTED,
                details={"type": type, "team": team.name, "risk": request.risk, "plan_hash": request.plan_hash,
                         "plan": request.plan})

@@ -341,3 +341,5 @@ PROVISIONING_BATCH_MAX = int(os.environ.get("PORTAL_APPLY_BATCH_MAX", "50"))
 OUTBOX_RESEND_SECONDS = float(os.environ.get("PORTAL_OUTBOX_RESEND_SECONDS", "5"))
 # Unrevealed generated passwords are wiped after this many hours.
 SECRET_TTL_HOURS = float(os.environ.get("PORTAL_SECRET_TTL_HOURS", "24"))
+# Executor logins (provisioning/executor_logins.py): their generated passwords are replaced this often.
+EXECUTOR_LOGIN_ROTATE_DAYS = float(os.environ.get("PORTAL_EXECUTOR_LOGIN_ROTATE_DAYS", "30"))

@@ -9,6 +9,7 @@ string cannot survive.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pglast
@@ -137,3 +138,18 @@ def normalise(statement: Statement) -> Statement:
             FIELD, f"{statement.label()}: this statement does not survive normalisation unchanged; rewrite it"
         )
     return Statement(index=statement.index, node=statement.node, source=statement.source, text=text)
+
+
+def walk(node) -> Iterator[ast.Node]:
+    """Every node of a parse tree, iteratively (deep expressions never hit Python's recursion limit)."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, ast.Node):
+            yield current
+            for attr in type(current).__slots__:
+                value = getattr(current, attr, None)
+                if isinstance(value, ast.Node | tuple | list):
+                    stack.append(value)
+        elif isinstance(current, tuple | list):
+            stack.extend(current)

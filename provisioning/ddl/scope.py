@@ -15,13 +15,14 @@ See docs/ddl.md for the reasoning behind each refusal.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pglast import ast, enums
 
 from portal.errors import InvalidPayload
-from provisioning.ddl.parse import FIELD, Statement
+from provisioning.ddl import functions as ddl_functions
+from provisioning.ddl.parse import FIELD, Statement, walk
 
 ObjectType = enums.ObjectType
 AT = enums.AlterTableType
@@ -120,21 +121,6 @@ for _sub in (AT.AT_EnableTrig, AT.AT_EnableAlwaysTrig, AT.AT_EnableReplicaTrig, 
 INDEX_METHODS = {"btree", "hash", "gist", "gin", "spgist", "brin"}
 TABLE_METHODS = {None, "heap"}
 
-# Built-in functions that read files, signal backends, change settings or the session's role,
-# or run a query given as text. A call to one anywhere in a statement is refused: the plan runs
-# in an admin session that only SET ROLE'd to the schema owner.
-DENIED_FUNCTIONS = {
-    "set_config", "ts_stat", "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema",
-    "cursor_to_xml", "cursor_to_xmlschema", "table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema",
-    "schema_to_xml", "schema_to_xmlschema", "schema_to_xml_and_xmlschema", "database_to_xml",
-    "database_to_xmlschema", "database_to_xml_and_xmlschema", "pg_notify", "lo_import", "lo_export",
-}
-DENIED_FUNCTION_PREFIXES = (
-    "pg_read_", "pg_ls_", "pg_stat_file", "pg_file_", "lo_", "pg_terminate", "pg_cancel", "pg_reload",
-    "pg_rotate", "pg_promote", "pg_switch", "pg_create_", "pg_drop_", "pg_replication_", "pg_logical_",
-    "pg_sleep", "pg_advisory", "pg_try_advisory", "dblink", "pg_import_", "pg_export_", "pg_backup",
-    "pg_start_backup", "pg_stop_backup", "pg_wal_", "pg_log_", "pg_copy_", "pg_sequence_",
-)
 # nextval('s.q') and 's.q'::regclass name a relation inside a string.
 SEQUENCE_FUNCTIONS = {"nextval", "currval", "setval"}
 NAME_CASTS = {"regclass", "regtype", "regproc", "regprocedure", "regoper", "regoperator", "regcollation",
@@ -168,21 +154,6 @@ def _names(items: Iterable) -> list[str] | None:
             return None
         parts.append(item.sval)
     return parts
-
-
-def walk(node) -> Iterator[ast.Node]:
-    """Every node of a parse tree, iteratively (deep expressions never hit Python's recursion limit)."""
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, ast.Node):
-            yield current
-            for attr in type(current).__slots__:
-                value = getattr(current, attr, None)
-                if isinstance(value, ast.Node | tuple | list):
-                    stack.append(value)
-        elif isinstance(current, tuple | list):
-            stack.extend(current)
 
 
 class _Checker:
@@ -244,13 +215,32 @@ class _Checker:
         elif parts[0].lower().startswith("pg_"):
             self.refuse("scope.system_catalog", f"{what} '{value}' resolves to the system catalog")
 
-    def function_name(self, parts: list[str] | None) -> None:
-        if parts is None:
+    def function_call(self, node: ast.FuncCall) -> None:
+        """Only built-ins on the reviewed allow-list (provisioning/ddl/functions.py), by name."""
+        parts = _names(node.funcname)
+        where = f" (position {node.location + 1})" if isinstance(node.location, int) and node.location >= 0 else ""
+        if not parts:
+            self.refuse("scope.function_call", f"a function call that is not a plain name{where}")
             return
-        self.qualified(parts, 1, "function", builtin_ok=True)
-        name = parts[-1].lower()
-        if name in DENIED_FUNCTIONS or name.startswith(DENIED_FUNCTION_PREFIXES):
-            self.refuse("scope.function_call", f"function {name}() is not allowed in a schema change")
+        name = parts[-1]
+        if len(parts) > 2 or (len(parts) == 2 and parts[0] != "pg_catalog"):
+            self.refuse("scope.function_call", f"function {'.'.join(parts)}(){where}: only built-in functions may "
+                                               f"be called, unqualified or as pg_catalog.{name}()")
+            return
+        if not ddl_functions.allowed(name):
+            self.refuse("scope.function_call", f"function {name}(){where} is not on the allow-list of functions "
+                                               f"(version {ddl_functions.ALLOWLIST_VERSION}, docs/ddl.md)")
+            return
+        if name.lower() in SEQUENCE_FUNCTIONS:
+            first = node.args[0] if node.args else None
+            if isinstance(first, ast.TypeCast) and _names(first.typeName.names or ()) in (["regclass"],
+                                                                                          ["pg_catalog", "regclass"]):
+                first = first.arg
+            if isinstance(first, ast.A_Const) and isinstance(first.val, ast.String):
+                self.string_name(first.val.sval, "sequence")
+            else:
+                # A sequence computed at run time could be any sequence the session can reach.
+                self.refuse("scope.function_call", f"{name}(){where} takes the sequence's name as a literal")
 
     def names_everywhere(self) -> None:
         for node in walk(self.statement.node):
@@ -264,12 +254,7 @@ class _Checker:
                 if last == "regrole":
                     self.refuse("scope.roles", "role references (regrole) are not allowed")
             elif isinstance(node, ast.FuncCall):
-                parts = _names(node.funcname)
-                self.function_name(parts)
-                if parts and parts[-1].lower() in SEQUENCE_FUNCTIONS and node.args:
-                    first = node.args[0]
-                    if isinstance(first, ast.A_Const) and isinstance(first.val, ast.String):
-                        self.string_name(first.val.sval, "sequence")
+                self.function_call(node)
             elif isinstance(node, ast.TypeCast):
                 type_parts = _names(node.typeName.names) if node.typeName else None
                 arg = node.arg

@@ -57,6 +57,10 @@ class Step:
     # Builds or drops an index outside the transaction: bounded by PROVISIONING_INDEX_STATEMENT_TIMEOUT_MS,
     # not by the plan's statement_timeout (a big table's build takes longer than any plan).
     index_build: bool = False
+    # SQL a requester wrote (a DDL request's statements): it runs over the team's executor login,
+    # and when it fails only its SQLSTATE and position are kept, never the server's message, which
+    # may quote values the statement computed (a data channel out of the cluster).
+    user_sql: bool = False
     # Not None: the statement is a query answering one boolean that must be true, inside the plan's
     # transaction, for the rest of the plan to run ("the schema does not exist yet"). The executor
     # stops the plan with a permanent error naming this assumption when it is false: the cluster

@@ -7,13 +7,20 @@ The plan:
     SET LOCAL search_path TO <schema>       unqualified names resolve in the schema
     SET LOCAL ROLE <owner role>             objects are created and owned by the schema's owner
                                             role, so its default privileges apply to them
-    <statement 1> ... <statement n>         pglast's deparse of each checked statement
-    RESET ROLE                              back to the admin role for the executor's bookkeeping
+    <statement 1> ... <statement n>         pglast's deparse of each checked statement, every
+                                            function call pinned to pg_catalog
+    RESET ROLE                              back to the executor login for the marker
+    SET ROLE <owner role>                   (only with concurrent index steps) for the session
     <CREATE / DROP INDEX CONCURRENTLY ...>  each its own step, after the transaction
+    RESET ROLE
+
+The whole plan runs over the team's executor login (provisioning/executor_logins.py), never the
+instance's admin login: a statement that undoes the SET ROLE reaches only that login, which
+holds no privilege of its own, or another of the team's owner roles.
 CREATE INDEX CONCURRENTLY cannot run in a transaction: it becomes its own step
 (transactional=False), made idempotent with IF NOT EXISTS and with its table qualified by the
-schema (SET LOCAL does not reach a step outside the transaction; an index always belongs to
-its table's owner, so the role does not matter there). The scope check requires such
+schema (SET LOCAL does not reach a step outside the transaction, so a session-level SET ROLE
+to the owner precedes them: building an index needs its table's owner). The scope check requires such
 statements to come last in the request, so the plan's order is the order things run in.
 
 A CREATE INDEX CONCURRENTLY that fails (timeout, duplicate key, cancelled) leaves an INVALID
@@ -37,6 +44,7 @@ from pglast import ast
 from psycopg import sql
 
 from portal.errors import InvalidPayload
+from provisioning.ddl import functions as ddl_functions
 from provisioning.ddl import parse as ddl_parse
 from provisioning.ddl import rules as ddl_rules
 from provisioning.ddl import scope as ddl_scope
@@ -60,6 +68,8 @@ def checked_statements(payload: dict) -> list[ddl_parse.Statement]:
     """Parse, scope-check and normalise the payload's SQL (raises InvalidPayload)."""
     statements = ddl_parse.parse(payload.get("sql"))
     ddl_scope.check(statements, schema=payload["schema"])
+    for statement in statements:
+        ddl_functions.pin_to_builtins(statement.node)
     return [ddl_parse.normalise(statement) for statement in statements]
 
 
@@ -124,13 +134,14 @@ def findings(payload: dict, *, instance: Any) -> list[dict]:
     return review(payload, instance=instance)["findings"]
 
 
-def dry_run(payload: dict, *, instance: Any) -> dict | None:
-    """Run the plan and roll it back on dev / staging instances (None elsewhere); see dry_run.py."""
+def dry_run(payload: dict, *, instance: Any, team: Any) -> dict | None:
+    """Run the plan as the team's executor login and roll it back on dev / staging instances
+    (None elsewhere); see dry_run.py."""
     from provisioning.ddl import dry_run as ddl_dry_run
 
     if not ddl_dry_run.applies_to(instance):
         return None
-    return ddl_dry_run.run(instance, payload)
+    return ddl_dry_run.run(instance, team, payload)
 
 
 def _concurrent_index(statement: ddl_parse.Statement, schema: str) -> ddl_parse.Statement:
@@ -174,12 +185,17 @@ def numbered_steps(payload: dict) -> list[tuple[int | None, Step]]:
                 concurrent.append((None, _drop_invalid_index(statement, schema)))
             statement = _concurrent_index(statement, schema)
             concurrent.append((statement.index, Step(sql.SQL(statement.text), transactional=False,
-                                                      index_build=True)))
+                                                      index_build=True, user_sql=True)))
         else:
-            steps.append((statement.index, Step(sql.SQL(statement.text))))
-    # Back to the admin role inside the transaction: the executor writes its applied-change
-    # marker (dbportal_meta) after the plan's steps, which the owner role may not touch.
+            steps.append((statement.index, Step(sql.SQL(statement.text), user_sql=True)))
+    # Back to the executor login inside the transaction: it writes the applied-change marker
+    # (dbportal_meta) after the plan's steps, which the owner role may not touch.
     steps.append((None, Step(sql.SQL("RESET ROLE"))))
+    if concurrent:
+        # Outside the transaction SET LOCAL is gone: the index steps run as the owner role for the
+        # session (the executor login itself holds no privilege; its connection is not reused).
+        concurrent.insert(0, (None, Step(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)), transactional=False)))
+        concurrent.append((None, Step(sql.SQL("RESET ROLE"), transactional=False)))
     return steps + concurrent
 
 

@@ -9,10 +9,7 @@ killed at any instant never leaves an orphan directory or a postmaster the porta
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import hmac
 import os
 import re
 import secrets
@@ -45,6 +42,7 @@ from provisioning.clusters import (
 )
 from provisioning.errors import TransientTargetError
 from provisioning.replicas.base import ReplicaDriver, ReplicaState, StepCallback, register
+from provisioning.secrets import scram_verifier
 
 log = structlog.get_logger(__name__)
 
@@ -86,17 +84,6 @@ def build_dir(key: str) -> Path:
     if not _KEY.match(key):
         raise ValueError(f"bad replica build key {key!r}")
     return replicas_root() / key
-
-
-def scram_verifier(password: str, iterations: int = 4096) -> str:
-    """A SCRAM-SHA-256 verifier computed here, so the plain password never reaches the server (or its log)."""
-    salt = os.urandom(16)
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
-    stored_key = hashlib.sha256(client_key).digest()
-    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
-    b64 = base64.b64encode
-    return f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${b64(stored_key).decode()}:{b64(server_key).decode()}"
 
 
 def processes_using(path: Path) -> list[int]:

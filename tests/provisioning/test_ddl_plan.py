@@ -34,19 +34,25 @@ GOLDEN_PLAN = [
     "COMMENT ON TABLE invoices IS 'one row per invoice; it''s final'",
     "ALTER TABLE invoices ADD COLUMN note text",
     "RESET ROLE",
+    # Outside the transaction SET LOCAL is gone: the index steps run as the owner for the session.
+    'SET ROLE "payments_owner"',
     # A failed earlier build left an INVALID index that IF NOT EXISTS would skip: drop that one first.
     'DROP INDEX CONCURRENTLY IF EXISTS "payments"."invoices_customer_idx" -- only when: SELECT EXISTS (SELECT FROM'
     " pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
     " WHERE n.nspname = 'payments' AND c.relname = 'invoices_customer_idx' AND NOT i.indisvalid)",
-    "CREATE INDEX CONCURRENTLY IF NOT EXISTS invoices_customer_idx ON payments.invoices ((lower(customer)))",
+    # every call is pinned to the built-in
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS invoices_customer_idx ON payments.invoices ((pg_catalog.lower(customer)))",
+    "RESET ROLE",
 ]
 
 
 def test_rendered_plan_text_is_golden():
     steps = ddl.render(GOLDEN_PAYLOAD)
     assert plan_text(steps) == GOLDEN_PLAN
-    assert [s.transactional for s in steps] == [True, True, True, True, True, True, False, False]
-    assert [s.index_build for s in steps] == [False] * 6 + [True, True]
+    assert [s.transactional for s in steps] == [True] * 6 + [False] * 4
+    assert [s.index_build for s in steps] == [False] * 7 + [True, True, False]
+    # the requester's statements are marked as such: their failures keep no server text
+    assert [s.user_sql for s in steps] == [False, False, True, True, True, False, False, False, True, False]
     assert not any(s.secret for s in steps)
     assert module_for("ddl") is ddl
     assert ddl.database(GOLDEN_PAYLOAD) == "app"
@@ -167,7 +173,7 @@ def test_dry_run_finds_errors_and_changes_nothing(managed_instance, team_schema,
     team, made = team_schema
     good = ddl.validate(payload_for(made, "CREATE TABLE t (id int PRIMARY KEY, n int); ALTER TABLE t ADD COLUMN m int"),
                         instance=managed_instance, team=team, user=people["alice"])
-    result = dry_run.run(managed_instance, good)
+    result = dry_run.run(managed_instance, team, good)
     assert result["ok"] is True and result["error"] == "" and result["statement_index"] is None
     # nothing was committed
     assert admin_query(managed_instance, "SELECT count(*) FROM pg_tables WHERE schemaname = %s", [made.schema]) == [(0,)]
@@ -175,23 +181,25 @@ def test_dry_run_finds_errors_and_changes_nothing(managed_instance, team_schema,
     missing_column = ddl.validate(
         payload_for(made, "CREATE TABLE t (id int PRIMARY KEY); ALTER TABLE t ALTER COLUMN nope TYPE bigint"),
         instance=managed_instance, team=team, user=people["alice"])
-    result = dry_run.run(managed_instance, missing_column)
+    result = dry_run.run(managed_instance, team, missing_column)
     assert result["ok"] is False and result["statement_index"] == 2
-    assert result["sqlstate"] == "42703" and 'column "nope" of relation "t" does not exist' in result["error"]
+    # the condition and where, never the server's text (it can quote values the statement computed)
+    assert result["sqlstate"] == "42703" and result["error"].startswith("undefined_column (SQLSTATE 42703)")
+    assert "nope" not in result["error"] and "does not exist" not in result["error"]
 
     mismatch = ddl.validate(
         payload_for(made, "CREATE TABLE t (id int PRIMARY KEY, d date DEFAULT 'tomorrow-ish')"),
         instance=managed_instance, team=team, user=people["alice"])
-    result = dry_run.run(managed_instance, mismatch)
+    result = dry_run.run(managed_instance, team, mismatch)
     assert result["ok"] is False and result["statement_index"] == 1 and result["sqlstate"] == "22007"
 
     missing_table = ddl.validate(payload_for(made, "DROP TABLE ghost"), instance=managed_instance, team=team,
                                  user=people["alice"])
-    result = dry_run.run(managed_instance, missing_table)
+    result = dry_run.run(managed_instance, team, missing_table)
     assert result["ok"] is False and result["sqlstate"] == "42P01" and result["statement_index"] == 1
 
 
-def test_dry_run_runs_as_the_owner_role_and_skips_concurrent_steps(managed_instance, team_schema, people):
+def test_dry_run_runs_as_the_owner_role_over_the_executor_login_and_skips_concurrent_steps(managed_instance, team_schema, people):
     team, made = team_schema
     # the owner role may not touch a table it does not own, even though the admin could
     admin_exec(managed_instance, sql.SQL("CREATE TABLE {}.admins_table (id int PRIMARY KEY)").format(
@@ -199,8 +207,9 @@ def test_dry_run_runs_as_the_owner_role_and_skips_concurrent_steps(managed_insta
     payload = ddl.validate(payload_for(made, "ALTER TABLE admins_table ADD COLUMN x int;"
                                               "CREATE INDEX CONCURRENTLY ix ON admins_table (id)"),
                            instance=managed_instance, team=team, user=people["alice"])
-    result = dry_run.run(managed_instance, payload)
-    assert result["ok"] is False and result["sqlstate"] == "42501" and "must be owner" in result["error"]
+    result = dry_run.run(managed_instance, team, payload)
+    assert result["ok"] is False and result["sqlstate"] == "42501"
+    assert result["error"].startswith("insufficient_privilege (SQLSTATE 42501)")
     assert result["skipped"] == [2] and "not dry-run" in result["note"]
 
 
@@ -211,7 +220,7 @@ def test_dry_run_applies_to_dev_and_staging_only(managed_instance, team_schema, 
     for environment, runs in (("dev", True), ("staging", True), ("prod", False)):
         managed_instance.environment = environment
         assert dry_run.applies_to(managed_instance) is runs
-        result = ddl.dry_run(payload, instance=managed_instance)
+        result = ddl.dry_run(payload, instance=managed_instance, team=team)
         assert (result is not None and result["ok"]) if runs else result is None
 
 
@@ -260,8 +269,9 @@ def test_drop_index_concurrently_is_its_own_idempotent_step(managed_instance, te
                         instance=managed_instance, team=team, user=people["alice"])
     steps = ddl.render(drop)
     # then the drop runs outside the transaction, qualified and with IF EXISTS
-    assert [(s.text, s.transactional) for s in steps][-2:] == [
-        ("RESET ROLE", True), (f"DROP INDEX CONCURRENTLY IF EXISTS {made.schema}.t_x_idx", False)]
+    assert [(s.text, s.transactional) for s in steps][-4:] == [
+        ("RESET ROLE", True), (f'SET ROLE "{made.owner}"', False),
+        (f"DROP INDEX CONCURRENTLY IF EXISTS {made.schema}.t_x_idx", False), ("RESET ROLE", False)]
     apply_steps(managed_instance, "app", steps)
     apply_steps(managed_instance, "app", [s for s in steps if not s.transactional])  # again: a no-op
     indexes = admin_query(managed_instance, "SELECT indexname FROM pg_indexes WHERE schemaname = %s", [made.schema])

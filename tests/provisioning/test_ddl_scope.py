@@ -143,7 +143,7 @@ SCOPE_ESCAPES = [
     ("CREATE TABLE t (x other.typ)", "scope.other_schema"),
     ("ALTER TABLE t ALTER COLUMN x TYPE other.typ", "scope.other_schema"),
     ("CREATE TABLE t (x text COLLATE other.c)", "scope.other_schema"),
-    ("CREATE TABLE t (x int DEFAULT other.f())", "scope.other_schema"),
+    ("CREATE TABLE t (x int DEFAULT other.f())", "scope.function_call"),
     ("CREATE TABLE t (x bigint DEFAULT nextval('other.seq'))", "scope.other_schema"),
     ("CREATE TABLE t (x regclass DEFAULT 'other.t'::regclass)", "scope.other_schema"),
     ("CREATE TABLE t (x int) INHERITS (other.parent)", "scope.other_schema"),
