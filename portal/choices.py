@@ -51,6 +51,19 @@ class RequestStatus(models.TextChoices):
 # Statuses from which nothing more happens to a request without a person acting.
 FINAL_STATUSES = {RequestStatus.REJECTED, RequestStatus.CANCELLED, RequestStatus.APPLIED}
 
+# Requests that still claim the role and schema names they will create (NameReservation). `queued`
+# includes a request waiting for the engine's automatic retry after a transient error. A `failed`
+# request has ended: its names are released, and a reviewer's retry claims them again (a 409 if
+# another request took them meanwhile), so a failure nobody retries never blocks a name.
+OPEN_STATUSES = (RequestStatus.SUBMITTED, RequestStatus.APPROVED, RequestStatus.QUEUED, RequestStatus.RUNNING)
+
+
+class NameKind(models.TextChoices):
+    """What a NameReservation claims: roles are cluster-wide, schemas per database."""
+
+    ROLE = "role", "role"
+    SCHEMA = "schema", "schema"
+
 
 class Risk(models.TextChoices):
     LOW = "low", "low"

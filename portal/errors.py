@@ -38,6 +38,18 @@ class Conflict(DomainError):
     default_detail = "conflict with the current state"
 
 
+class NameConflict(Conflict):
+    """A role or schema name is claimed by another open request on the instance (NameReservation).
+    `errors` names the payload field; `holder_id` is the request holding the name."""
+
+    default_detail = "the name is claimed by another open request"
+
+    def __init__(self, detail: str | None = None, *, errors: dict[str, list[str]] | None = None,
+                 holder_id: int | None = None) -> None:
+        super().__init__(detail, errors=errors)
+        self.holder_id = holder_id
+
+
 class StalePlan(Conflict):
     default_detail = "the plan changed since it was reviewed"
 

@@ -5,6 +5,7 @@ from portal.models.instance import Instance, InstanceInventory
 from portal.models.managed import Grant, ManagedRole, ManagedSchema
 from portal.models.policy import ApprovalPolicy, DdlRuleSetting
 from portal.models.request import ChangeRequest, Execution
+from portal.models.reservation import NameReservation
 from portal.models.team import Membership, Team
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "ManagedRole",
     "ManagedSchema",
     "Membership",
+    "NameReservation",
     "Team",
 ]

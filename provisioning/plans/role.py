@@ -10,7 +10,7 @@ from typing import Any
 
 from psycopg import sql
 
-from provisioning.plans import PASSWORD_PLACEHOLDER, Step, ident
+from provisioning.plans import PASSWORD_PLACEHOLDER, Step, ident, role_absent
 from provisioning.plans.checks import (
     check_bool,
     check_future_datetime,
@@ -89,7 +89,9 @@ def render(payload: dict, *, secrets: dict | None = None) -> list[Step]:
     if payload.get("member_of"):
         parts.append(sql.SQL("IN ROLE {groups}").format(
             groups=sql.SQL(", ").join(ident(g, role=True) for g in payload["member_of"])))
-    return [Step(sql.SQL(" ").join(parts), secret=login)]
+    # The assertion first: a role of the same name made since the review (outside the portal) stops
+    # the plan with a clear message instead of a bare "already exists" halfway through a batch.
+    return [role_absent(payload["name"]), Step(sql.SQL(" ").join(parts), secret=login)]
 
 
 def database(payload: dict) -> str | None:

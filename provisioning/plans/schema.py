@@ -1,7 +1,11 @@
 """The `schema` request: a schema owned by a NOLOGIN group role of the team.
 
 Objects never belong to a person's login role (they would block a later DROP ROLE); the owner
-role (default `<schema>_owner`) is created by the plan when it does not exist yet.
+role (default `<schema>_owner`) is created by the plan when it does not exist yet, or is an existing
+NOLOGIN group role of the requesting team. Validation decides which and keeps it in the payload
+(`create_owner_role`), so the reviewer reads either CREATE ROLE or "the owner role exists", and
+the plan asserts that choice inside the target transaction: a role made meanwhile by someone else
+(another team's request, a DBA) stops the plan instead of silently becoming the schema's owner.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from typing import Any
 from psycopg import sql
 
 from provisioning.admin_login import join_owner_step
-from provisioning.plans import Step, ident
+from provisioning.plans import Step, assertion, ident, role_absent
 from provisioning.plans.checks import (
     MAX_NAME_BYTES,
     Errors,
@@ -23,7 +27,9 @@ from provisioning.plans.checks import (
 )
 
 REQUIRED = {"database", "name"}
-OPTIONAL = {"owner_role"}
+# create_owner_role: derived by validate (True: the plan creates the owner role); accepted back
+# only when it matches, like a grant's schema_owner.
+OPTIONAL = {"owner_role", "create_owner_role"}
 OWNER_SUFFIX = "_owner"
 
 
@@ -52,48 +58,75 @@ def validate(payload: dict, *, instance: Any, team: Any, user: Any) -> dict:
         owner_field = "name"
     else:
         owner_field = "owner_role"
+    create_owner = True
     if owner is not None:
         problem = name_problem(owner, role=True)
         if problem:
             errors.add(owner_field, f"owner role: {problem}" if owner_field == "name" else problem)
         else:
-            _check_owner(errors, owner, owner_field, instance=instance, team=team, snapshot=snapshot,
-                         managed_roles=ManagedRole.objects)
+            create_owner = _check_owner(errors, owner, owner_field, instance=instance, team=team,
+                                        snapshot=snapshot, managed_roles=ManagedRole.objects)
+    given = payload.get("create_owner_role")
+    if given is not None and given != create_owner:
+        errors.add("create_owner_role", "is derived from the owner role (whether it exists yet); leave it out")
     errors.raise_if_any()
-    return {"database": database, "name": name, "owner_role": owner}
+    return {"database": database, "name": name, "owner_role": owner, "create_owner_role": create_owner}
 
 
-def _check_owner(errors: Errors, owner: str, field: str, *, instance, team, snapshot, managed_roles) -> None:
-    """The owner is new (the plan creates it) or an existing NOLOGIN group role of this team."""
+def _check_owner(errors: Errors, owner: str, field: str, *, instance, team, snapshot, managed_roles) -> bool:
+    """The owner is new (the plan creates it: True) or an existing NOLOGIN group role of this team
+    (False). Another team's role never owns this team's schema: its objects would be theirs."""
     managed = managed_roles.filter(instance=instance, name=owner, dropped_at__isnull=True).first()
     live = (snapshot or {}).get("roles", {}).get(owner)
     if managed is None and live is None:
-        return
+        return True
     if managed is None or managed.team_id != getattr(team, "pk", None):
         errors.add(field, f"role {owner!r} exists and is not a group role of team {team}")
     elif managed.login or (live or {}).get("login"):
         errors.add(field, f"role {owner!r} is a login role; a schema is owned by a NOLOGIN group role")
+    return False
 
 
 def render(payload: dict, *, secrets: dict | None = None) -> list[Step]:
-    owner = payload["owner_role"]
-    # Idempotent: the owner may already exist (an earlier schema of the team, a retry).
-    create_owner = sql.SQL(
-        "BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = {owner_name}) "
-        "THEN CREATE ROLE {owner} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS; "
-        "END IF; END"
-    ).format(owner_name=sql.Literal(owner), owner=ident(owner, role=True))
-    # Quoting does not protect inside a dollar-quoted body: a "$$" in the name would end the DO
-    # block early and let the rest run as SQL of its own (found by the plan property tests).
-    if "$$" in create_owner.as_string(None):
-        raise ValueError(f"{owner!r} cannot be placed inside a dollar-quoted block")
-    return [
-        Step(sql.SQL("DO $${body}$$").format(body=create_owner)),
-        # A non-superuser admin login must be able to act as the owner (admin_login.py).
-        join_owner_step(owner),
-        Step(sql.SQL("CREATE SCHEMA {schema} AUTHORIZATION {owner}").format(
-            schema=ident(payload["name"]), owner=ident(owner, role=True))),
-    ]
+    owner, name = payload["owner_role"], payload["name"]
+    # ident() first: it refuses what the server would not keep as written, before any Literal of it.
+    owner_ident, schema_ident = ident(owner, role=True), ident(name)
+    steps = [assertion(sql.SQL("NOT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = {})").format(
+        sql.Literal(name)), "the schema does not exist yet")]
+    # A payload stored before create_owner_role existed renders as "create": its text then differs
+    # from the approved plan, and the executor refuses it as stale rather than guessing.
+    if payload.get("create_owner_role", True):
+        steps += [
+            role_absent(owner),
+            Step(sql.SQL("CREATE ROLE {owner} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+                         "NOBYPASSRLS").format(owner=owner_ident)),
+        ]
+    else:
+        steps.append(assertion(sql.SQL(
+            "EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = {} AND NOT rolcanlogin AND NOT rolsuper)"
+        ).format(sql.Literal(owner)), "the owner role exists and is a group role that cannot log in"))
+    # A non-superuser admin login must be able to act as the owner (admin_login.py).
+    steps.append(join_owner_step(owner))
+    steps.append(Step(sql.SQL("CREATE SCHEMA {schema} AUTHORIZATION {owner}").format(
+        schema=schema_ident, owner=owner_ident)))
+    return steps
+
+
+def preconditions(request: Any) -> str | None:
+    """The portal's side of the plan's assumptions, checked by the executor before each attempt (the
+    cluster cannot know teams): an owner role the plan reuses is still a group role of the requesting
+    team, and one it creates is not recorded as anyone's. None when they hold, else what changed."""
+    from portal.models import ManagedRole
+
+    owner = request.payload["owner_role"]
+    managed = ManagedRole.objects.filter(instance_id=request.instance_id, name=owner, dropped_at__isnull=True).first()
+    if request.payload.get("create_owner_role", True):
+        if managed is not None and managed.request_id != request.pk:
+            return f"the owner role {owner!r} was created meanwhile (by request #{managed.request_id}); submit again"
+        return None
+    if managed is None or managed.team_id != request.team_id:
+        return f"the owner role {owner!r} is no longer a group role of team {request.team}"
+    return None
 
 
 def database(payload: dict) -> str | None:

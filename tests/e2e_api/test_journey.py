@@ -47,7 +47,7 @@ def test_alice_gets_a_schema_a_login_role_and_read_access_and_logs_in(
         **common, "type": "role", "justification": "the payments service connects with it",
         "payload": {"name": "payments_svc", "login": True, "connection_limit": 10}})
     assert role["risk"] == "medium"
-    assert "<generated at apply time>" in role["plan"][0]
+    assert "<generated at apply time>" in role["plan"][-1]
     grant = submit_and_approve(api_for, wait_for_status, {
         **common, "type": "grant", "justification": "the service reads its data",
         "payload": {"role": "payments_svc", "database": "app", "schema": "payments_app",

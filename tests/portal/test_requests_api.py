@@ -36,9 +36,10 @@ def test_alice_submits_a_schema_request_and_reads_its_exact_plan(world, api_for)
     body = response.json()
     assert body["status"] == "submitted"
     assert body["risk"] == "low"
-    assert body["plan"][1] == f'CREATE SCHEMA "{name}" AUTHORIZATION "{name}_owner"'
+    assert body["plan"][-1] == f'CREATE SCHEMA "{name}" AUTHORIZATION "{name}_owner"'
     assert body["plan_hash"] == plan_hash(body["plan"])
-    assert body["payload"] == {"database": "app", "name": name, "owner_role": f"{name}_owner"}
+    assert body["payload"] == {"database": "app", "name": name, "owner_role": f"{name}_owner",
+                               "create_owner_role": True}
     assert body["review"]["approvals_required"] == 1
     assert body["review"]["can_decide"] is False
     assert body["requester"] == "alice" and body["team"] == "payments" and body["instance"] == "demo"
@@ -104,7 +105,7 @@ def test_preview_shows_plan_and_risk_and_writes_nothing(world, api_for):
     del body["justification"]
     response = api_for("alice").post("/api/v1/requests/preview/", body, format="json")
     assert response.status_code == 200, response.json()
-    assert response.json()["risk"] == "low" and len(response.json()["plan"]) == 2
+    assert response.json()["risk"] == "low" and len(response.json()["plan"]) == 5
     assert not ChangeRequest.objects.exists() and not AuditEvent.objects.filter(action__startswith="request.").exists()
 
 

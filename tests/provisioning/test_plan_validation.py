@@ -56,17 +56,18 @@ def errors_of(world, request_type: str, payload: dict, team: str = "payments") -
 
 
 BAD_NAMES = [
-    ("Payments", "must match"),
-    ("1st", "must match"),
-    ("has-dash", "must match"),
-    ("has space", "must match"),
-    ("é", "must match"),
+    ("Payments", "upper case"),
+    ("1st", "must not start with a digit"),
+    ("has-dash", "'-') is not allowed"),
+    ("has space", "U+0020 SPACE"),
+    ("é", "accented letters"),
+    ("name\n", "U+000A LINE FEED"),
     ("", "required"),
     ("pg_mine", "pg_ prefix"),
     ("select", "keyword"),
     ("user", "keyword"),
     ("authorization", "keyword"),
-    ("a" * 64, "63 bytes"),
+    ("a" * 64, "at most 63 characters"),
 ]
 
 
@@ -106,19 +107,20 @@ def test_missing_required_fields_are_named(world):
 
 def test_schema_defaults_its_owner_to_a_new_group_role(world):
     assert validate(world, "schema", {"database": "app", "name": "billing"}) == {
-        "database": "app", "name": "billing", "owner_role": "billing_owner"}
+        "database": "app", "name": "billing", "owner_role": "billing_owner", "create_owner_role": True}
 
 
 def test_schema_may_be_owned_by_an_existing_group_role_of_the_team(world):
     payload = {"database": "app", "name": "billing", "owner_role": "payments_app_owner"}
-    assert validate(world, "schema", payload)["owner_role"] == "payments_app_owner"
+    validated = validate(world, "schema", payload)
+    assert (validated["owner_role"], validated["create_owner_role"]) == ("payments_app_owner", False)
 
 
 @pytest.mark.parametrize(("owner", "message"), [
     ("payments_svc", "login role"),
     ("reports_owner", "not a group role of team payments"),
     ("legacy_login", "not a group role of team payments"),
-    ("Owner", "must match"),
+    ("Owner", "upper case"),
 ])
 def test_schema_owner_must_be_a_nologin_group_role_of_the_team(world, owner, message):
     errors = errors_of(world, "schema", {"database": "app", "name": "billing", "owner_role": owner})
@@ -213,7 +215,7 @@ def test_cross_team_grant_on_another_teams_managed_schema_is_valid(world):
     ({"default_privileges": "yes"}, "default_privileges", "true or false"),
     ({"role": "nobody"}, "role", "no role 'nobody' of team payments"),
     ({"role": "reports_owner"}, "role", "of team payments"),
-    ({"role": "Bad"}, "role", "must match"),
+    ({"role": "Bad"}, "role", "upper case"),
     ({"schema": "public"}, "schema", "manages no schema"),
     ({"schema": "nope"}, "schema", "manages no schema"),
     ({"database": "nope"}, "database", "no database"),

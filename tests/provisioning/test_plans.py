@@ -18,12 +18,22 @@ def grant_payload(**overrides) -> dict:
     return payload
 
 
-def test_schema_plan_creates_the_owner_group_role_idempotently_then_the_schema():
-    plan = text("schema", {"database": "app", "name": "payments_app", "owner_role": "payments_app_owner"})
+SCHEMA_ABSENT = ("SELECT NOT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'payments_app') "
+                 "-- must be true, else nothing is applied: the schema does not exist yet")
+
+
+def role_absent(name: str) -> str:
+    return (f"SELECT NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = '{name}') "
+            "-- must be true, else nothing is applied: the role does not exist yet")
+
+
+def test_schema_plan_asserts_both_names_are_free_then_creates_the_owner_group_role_and_the_schema():
+    plan = text("schema", {"database": "app", "name": "payments_app", "owner_role": "payments_app_owner",
+                           "create_owner_role": True})
     assert plan == [
-        "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'payments_app_owner') "
-        'THEN CREATE ROLE "payments_app_owner" NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
-        "NOBYPASSRLS; END IF; END$$",
+        SCHEMA_ABSENT,
+        role_absent("payments_app_owner"),
+        'CREATE ROLE "payments_app_owner" NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS',
         "DO $$BEGIN IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) "
         'THEN GRANT "payments_app_owner" TO CURRENT_USER; END IF; END$$',
         'CREATE SCHEMA "payments_app" AUTHORIZATION "payments_app_owner"',
@@ -31,32 +41,55 @@ def test_schema_plan_creates_the_owner_group_role_idempotently_then_the_schema()
     assert module_for("schema").database({"database": "app", "name": "x", "owner_role": "y"}) == "app"
 
 
+def test_schema_plan_reusing_an_owner_role_asserts_it_is_an_existing_group_role():
+    plan = text("schema", {"database": "app", "name": "payments_app", "owner_role": "payments_ops",
+                           "create_owner_role": False})
+    assert plan == [
+        SCHEMA_ABSENT,
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'payments_ops' AND NOT rolcanlogin "
+        "AND NOT rolsuper) -- must be true, else nothing is applied: the owner role exists and is a group role "
+        "that cannot log in",
+        "DO $$BEGIN IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) "
+        'THEN GRANT "payments_ops" TO CURRENT_USER; END IF; END$$',
+        'CREATE SCHEMA "payments_app" AUTHORIZATION "payments_ops"',
+    ]
+
+
+def test_schema_payload_stored_without_the_owner_decision_renders_as_creating_it():
+    """Older stored payloads have no create_owner_role: they render as "create", which no longer
+    matches their approved plan, so the executor refuses them as stale instead of guessing."""
+    payload = {"database": "app", "name": "payments_app", "owner_role": "payments_app_owner"}
+    assert text("schema", payload) == text("schema", {**payload, "create_owner_role": True})
+
+
 def test_login_role_plan_shows_a_placeholder_and_never_a_password():
     payload = {"name": "payments_svc", "login": True, "member_of": [], "connection_limit": None, "valid_until": None}
     steps = module_for("role").render(payload)
     assert plan_text(steps) == [
+        role_absent("payments_svc"),
         "CREATE ROLE \"payments_svc\" WITH LOGIN PASSWORD '<generated at apply time>' "
         "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
     ]
-    assert PASSWORD_PLACEHOLDER.as_string(None) in steps[0].text
-    assert steps[0].secret is True
+    assert PASSWORD_PLACEHOLDER.as_string(None) in steps[1].text
+    assert [step.secret for step in steps] == [False, True]
     assert module_for("role").database(payload) is None
 
 
 def test_login_role_rendered_with_the_secret_carries_the_verifier_as_a_literal():
     payload = {"name": "payments_svc", "login": True, "member_of": [], "connection_limit": None, "valid_until": None}
     steps = module_for("role").render(payload, secrets={"password": "SCRAM-SHA-256$4096:it's"})
-    assert steps[0].text == (
+    assert steps[1].text == (
         "CREATE ROLE \"payments_svc\" WITH LOGIN PASSWORD 'SCRAM-SHA-256$4096:it''s' "
         "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
     )
-    assert steps[0].secret is True
+    assert steps[1].secret is True
 
 
 def test_role_plan_with_every_option():
     payload = {"name": "svc", "login": True, "member_of": ["payments_app_owner", "readers"],
                "connection_limit": 5, "valid_until": "2030-01-31T18:00:00Z"}
     assert text("role", payload) == [
+        role_absent("svc"),
         "CREATE ROLE \"svc\" WITH LOGIN PASSWORD '<generated at apply time>' NOSUPERUSER NOCREATEDB NOCREATEROLE "
         "NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 5 VALID UNTIL '2030-01-31T18:00:00Z' "
         'IN ROLE "payments_app_owner", "readers"'
@@ -67,10 +100,11 @@ def test_nologin_role_plan_is_not_secret():
     steps = module_for("role").render({"name": "readers", "login": False, "member_of": [], "connection_limit": -1,
                                        "valid_until": None})
     assert plan_text(steps) == [
+        role_absent("readers"),
         'CREATE ROLE "readers" WITH NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS '
         "CONNECTION LIMIT -1"
     ]
-    assert steps[0].secret is False
+    assert not any(step.secret for step in steps)
 
 
 def test_grant_of_table_privileges_implies_usage_on_the_schema():

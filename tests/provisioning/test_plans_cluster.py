@@ -75,7 +75,8 @@ def test_schema_plan_reuses_an_existing_owner_role(managed_instance, team):
     record_schema(managed_instance, team, first)
     second = validated(managed_instance, team, "schema",
                        {"database": "app", "name": unique("sch"), "owner_role": first["owner_role"]})
-    apply(managed_instance, "schema", second)  # the DO block skips the existing role
+    assert second["create_owner_role"] is False  # the plan asserts the role exists instead of creating it
+    apply(managed_instance, "schema", second)
     assert scalar(managed_instance, "SELECT count(*) FROM pg_namespace WHERE nspowner = "
                   "(SELECT oid FROM pg_roles WHERE rolname = %s)", (first["owner_role"],)) == 2
 

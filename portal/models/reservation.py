@@ -1,0 +1,27 @@
+"""NameReservation: a role or schema name claimed by an open request on an instance."""
+
+from django.db import models
+
+from portal.choices import NameKind
+
+
+class NameReservation(models.Model):
+    """One name an open request will create. The unique constraint is the guarantee: two requests
+    submitted at the same instant cannot both insert the row, whatever their teams (the second
+    submit is a 409 naming the holder). Roles are cluster-wide (database ""), schemas per database.
+    Rows live from submit until the request ends (portal.services.names)."""
+
+    instance = models.ForeignKey("portal.Instance", on_delete=models.CASCADE, related_name="name_reservations")
+    kind = models.CharField(max_length=6, choices=NameKind.choices)
+    database = models.CharField(max_length=63, blank=True, default="")
+    name = models.CharField(max_length=63)
+    request = models.ForeignKey("portal.ChangeRequest", on_delete=models.CASCADE, related_name="name_reservations")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["instance", "kind", "database", "name"],
+                                               name="name_reservation_unique")]
+
+    def __str__(self) -> str:
+        where = f"{self.database}." if self.database else ""
+        return f"{self.kind} {where}{self.name} on {self.instance_id} (request #{self.request_id})"
