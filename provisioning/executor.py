@@ -781,6 +781,7 @@ def _finish(jobs: list[Job], *, leader_final: bool) -> None:
     A companion (not the leader) that must retry gets a new outbox message with a backoff;
     the leader's retry is its task's own (autoretry)."""
     from portal.services.managed import managed_record_applied_many
+    from portal.services.names import names_release
     from provisioning.outbox import enqueue_retry
 
     now = timezone.now()
@@ -838,6 +839,8 @@ def _finish(jobs: list[Job], *, leader_final: bool) -> None:
                 notify["failed"].append(request.pk)
         _save_executions([job.execution for job in jobs])
         managed_record_applied_many([job.request for job in applied])
+        # Applied (the names now live in the managed records) or failed: the names are free again.
+        names_release([job.request for job in jobs if job.request.status != RequestStatus.QUEUED])
         record_many(events)
         for event_name, ids in notify.items():
             if ids:

@@ -26,6 +26,7 @@ from portal.errors import Conflict, InvalidPayload, PolicyViolation, StalePlan
 from portal.models import Approval, ChangeRequest, Instance, InstanceInventory, Team
 from portal.querysets import is_admin, is_reviewer
 from portal.risk import owner_team_id_for, risk_assess
+from portal.services.names import names_check_free, names_release, names_reserve
 from portal.services.policy import (
     approval_tally,
     decision_eligibility,
@@ -109,6 +110,8 @@ def request_preview(*, user: Any, type: str, instance: Instance, team: Team, pay
         validated = module.validate(payload, instance=instance, team=team, user=user)
     finally:
         vars(instance).pop(INVENTORY_KEPT, None)
+    # 409 when another open request claims a name this one creates (the submit's insert decides).
+    names_check_free(instance=instance, request_type=type, payload=validated)
     steps = module.render(validated)
     plan = plan_text(steps)
     owner_team_id = owner_team_id_for(request_type=type, payload=validated, instance=instance)
@@ -158,6 +161,7 @@ def request_submit(*, user: Any, actor_ip: str | None, type: str, instance: Inst
             submitted_ip=actor_ip or None, owner_team=preview["owner_team_row"],
         )
         requirement_keep(request, preview["requirement"])
+        names_reserve(request)  # a unique violation here is the 409 of a submit racing this one
         if dry_run is not None:
             # Each dry run is audited with the SQL it ran and how it ended (never the server's text).
             _audit(request, "ddl.dry_run", actor=user, actor_ip=actor_ip,
@@ -253,6 +257,7 @@ def request_reject(*, request: ChangeRequest, reviewer: Any, comment: str, actor
         request.status = RequestStatus.REJECTED
         request.status_detail = comment
         request.save(update_fields=["status", "status_detail", "updated_at"])
+        names_release([request])
         _audit(request, "request.rejected", actor=reviewer, actor_ip=actor_ip, approvers=[],
                outcome=RequestStatus.REJECTED, details={"comment": comment, "plan_hash": request.plan_hash})
         _notify_on_commit(request, "rejected")
@@ -271,6 +276,7 @@ def request_cancel(*, request: ChangeRequest, user: Any, comment: str = "", acto
         request.status = RequestStatus.CANCELLED
         request.status_detail = comment
         request.save(update_fields=["status", "status_detail", "updated_at"])
+        names_release([request])
         _audit(request, "request.cancelled", actor=user, actor_ip=actor_ip, outcome=RequestStatus.CANCELLED,
                details={"comment": comment})
         _notify_on_commit(request, "cancelled")
@@ -289,6 +295,7 @@ def request_retry(*, request: ChangeRequest, user: Any, comment: str = "", actor
         if request.status != RequestStatus.FAILED:
             raise Conflict(f"a {request.status} request cannot be retried; only failed ones can")
         _check_plan_intact(request)
+        names_reserve(request, renew=True)  # released when it failed: 409 if another request took one since
         _audit(request, "request.retried", actor=user, actor_ip=actor_ip, outcome=RequestStatus.QUEUED,
                details={"comment": comment, "plan_hash": request.plan_hash, "previous_error": request.status_detail})
         enqueue_apply(request)  # failed → queued
