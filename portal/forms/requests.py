@@ -162,8 +162,10 @@ class SchemaRequestForm(RequestForm):
 
     def setup_payload_fields(self) -> None:
         self.pick("database", self.databases(), help_text="The database the schema is created in.")
-        self.fields["name"] = forms.CharField(max_length=63, help_text="Lower case letters, digits and _; "
-                                              "starts with a letter or _; not pg_…")
+        # strip=False: the one naming rule (provisioning.plans.checks.name_problem) judges the whole
+        # string, as it does for the API, instead of the form quietly changing what was typed.
+        self.fields["name"] = forms.CharField(max_length=63, strip=False, help_text="Lower case letters a to z, "
+                                              "digits and _; starts with a letter or _; not pg_…")
         self.pick("owner_role", self.roles(login=False), required=False, label="Owner role",
                   help_text="A NOLOGIN role of your team that will own it; empty: the portal creates <name>_owner.")
 
@@ -180,7 +182,8 @@ class RoleRequestForm(RequestForm):
     payload_fields = ("name", "login", "member_of", "connection_limit", "valid_until")
 
     def setup_payload_fields(self) -> None:
-        self.fields["name"] = forms.CharField(max_length=63, help_text="The role's name, e.g. payments_api.")
+        self.fields["name"] = forms.CharField(max_length=63, strip=False,
+                                              help_text="The role's name, e.g. payments_api.")
         self.fields["login"] = forms.BooleanField(required=False, initial=True, label="Can log in (LOGIN)",
                                                   help_text="A password is generated at apply time and shown "
                                                             "to you once.")

@@ -23,7 +23,7 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404
 from guardian.models import GroupObjectPermission, UserObjectPermission
 
-from portal.choices import RISK_ORDER, RequestStatus
+from portal.choices import RISK_ORDER, RequestStatus, RequestType
 from portal.models import Approval, ApprovalPolicy, ChangeRequest, Execution, Grant, ManagedRole, Team
 from portal.querysets import is_reviewer
 from portal.services.policy import FALLBACK_APPROVER_GROUPS, approver_groups_of, decision_eligibility
@@ -156,7 +156,8 @@ def pending_reviews_queryset(user: Any) -> QuerySet[ChangeRequest]:
     if set(FALLBACK_APPROVER_GROUPS) & set(groups):  # no policy row: policy_for's fallback
         in_group |= ~Q(Exists(policy))
     lead_slot = (Q(owner_team__in=led_teams) & ~Q(owner_team=F("team"))
-                 & (~Q(Exists(policy)) | Q(Exists(policy.filter(require_owner_lead=True)))))
+                 & (~Q(Exists(policy)) | Q(Exists(policy.filter(require_owner_lead=True)))
+                    | Q(type=RequestType.GRANT)))  # cross-team grants always need the lead (requirement_for)
     return (candidates.filter(in_group | lead_slot).annotate(risk_rank=rank)
             .order_by("-risk_rank", "created_at", "id"))
 

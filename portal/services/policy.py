@@ -81,7 +81,11 @@ def requirement_for(*, environment: str, request_type: str, risk: str, team: Tea
                     owner_team: Team | None) -> Requirement:
     policy = policy_for(environment=environment, request_type=request_type, risk=risk)
     cross_team = owner_team is not None and (team is None or owner_team.pk != team.pk)
-    lead_team = owner_team if cross_team and policy.require_owner_lead else None
+    # Access into another team's schema always needs that team's lead, whatever the policy row says
+    # (or when none exists): a role of one team is never granted into another team's schema without
+    # it. For other types (a revoke) the policy's require_owner_lead decides.
+    lead_team = owner_team if cross_team and (policy.require_owner_lead or request_type == RequestType.GRANT) \
+        else None
     # Auto-approval only ever for low-risk dev changes, and never when another team must agree.
     auto = bool(policy.auto_approve and environment == Environment.DEV and risk == Risk.LOW and lead_team is None)
     return Requirement(approvals_required=policy.approvals_required, approver_groups=list(policy.approver_groups),

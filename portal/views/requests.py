@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from portal.choices import RequestStatus, RequestType
-from portal.errors import DomainError, Gone, InvalidPayload
+from portal.errors import DomainError, Gone, InvalidPayload, NameConflict
 from portal.forms.requests import FORMS, TYPE_CARDS, RequestForm
 from portal.models import Team
 from portal.querysets import is_reviewer
@@ -57,6 +57,7 @@ def request_new_form(request, request_type: str):
     form_class = _form_class(request_type)
     if request.method == "POST":
         form = form_class(request.POST, user=request.user)
+        status = 400
         if form.is_valid():
             from portal.services.requests import request_submit
 
@@ -65,10 +66,11 @@ def request_new_form(request, request_type: str):
                                         **form.common())
             except DomainError as exc:
                 form.add_domain_error(exc)
+                if isinstance(exc, NameConflict):
+                    status = exc.status_code  # 409, shown inline on the field, like the API's answer
             else:
                 messages.success(request, f"Request #{change.pk} submitted.")
                 return redirect("request-detail", pk=change.pk)
-        status = 400
     else:
         initial = {k: (request.GET.getlist(k) if k in ("privileges", "tables", "member_of") else v)
                    for k, v in request.GET.items()}
@@ -105,7 +107,7 @@ def request_preview(request, request_type: str):
             common = form.common()
             common.pop("justification")
             context["preview"] = preview_service(user=request.user, payload=form.payload(), **common)
-        except InvalidPayload as exc:
+        except (InvalidPayload, NameConflict) as exc:
             form.add_domain_error(exc)
         except DomainError as exc:
             context["problems"].append(("", exc.detail))

@@ -166,8 +166,8 @@ def test_pending_reviews_follow_the_decision_rules_in_one_query(queue_world, dja
             (made(w["alice"], payments, "grant", owner_team=analytics), {"admin", "bob", "dave", "erin"}),
         "grant on the team's own schema: no lead slot":
             (made(w["dave"], analytics, "grant", owner_team=analytics), {"admin", "bob"}),
-        "cross-team grant whose policy wants no owner lead":
-            (made(w["alice"], payments, "grant", "medium", owner_team=analytics), {"admin", "bob"}),
+        "cross-team grant whose policy wants no owner lead: the owning team's lead decides anyway (#14)":
+            (made(w["alice"], payments, "grant", "medium", owner_team=analytics), {"admin", "bob", "dave", "erin"}),
         "no policy row: reviewers and admins":
             (made(w["alice"], payments, "role", "medium"), {"admin", "bob"}),
         "admins-only policy": (made(w["alice"], payments, "ddl"), {"admin"}),
