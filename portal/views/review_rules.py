@@ -10,6 +10,13 @@ from portal.errors import DomainError
 from portal.querysets import is_admin
 from portal.services.auth import client_ip
 from portal.services.ddl_rules import rule_matrix, rule_setting_set
+from provisioning.ddl.functions import ALLOWED_FUNCTIONS, ALLOWLIST_VERSION
+
+
+def _context() -> dict:
+    # The function allow-list is part of what reviewers approve: shown with its version.
+    return {"rows": rule_matrix(), "allowlist_version": ALLOWLIST_VERSION,
+            "function_groups": [(group, sorted(names)) for group, names in ALLOWED_FUNCTIONS.items()]}
 
 
 @login_required
@@ -26,8 +33,8 @@ def review_rules(request):
             )
         except DomainError as exc:
             messages.error(request, exc.detail)
-            return render(request, "review_rules/list.html", {"rows": rule_matrix()}, status=400)
+            return render(request, "review_rules/list.html", _context(), status=400)
         messages.success(request, f"{setting.rule_id} is now {'on' if setting.enabled else 'off'} "
                                   f"in {setting.get_environment_display()}.")
         return redirect("review-rules")
-    return render(request, "review_rules/list.html", {"rows": rule_matrix()})
+    return render(request, "review_rules/list.html", _context())

@@ -329,3 +329,33 @@ def test_rotation_replaces_the_password_on_the_cluster_and_is_audited(team_schem
     with as_executor_login(managed_instance, team, owner) as conn:
         assert conn.execute("SELECT session_user::text").fetchone()[0] == login.role
     assert AuditEvent.objects.filter(action="executor_login.rotated", object_id=login.role, outcome="success").exists()
+
+
+def test_the_command_rotates_a_teams_login_and_key_rotation_re_encrypts_it(team_schema, managed_instance,
+                                                                            settings):
+    # given the team's login
+    from cryptography.fernet import Fernet
+    from django.core.management import call_command
+
+    team, _, owner = team_schema
+    login = executor_logins.ensure(managed_instance, team, "app", owner_role=owner)
+    before = login.password
+    # when an operator rotates it by command
+    call_command("executor_logins", "--rotate", "--instance", managed_instance.name, "--team", team.name)
+    login.refresh_from_db()
+    # then it has a new password that logs in
+    assert login.password != before
+    with as_executor_login(managed_instance, team, owner) as conn:
+        assert conn.execute("SELECT session_user::text").fetchone()[0] == login.role
+    # and when a new Fernet key is put first, key rotation re-encrypts the stored password with it
+    new_key = Fernet.generate_key().decode()
+    settings.FERNET_KEYS = [new_key, *settings.FERNET_KEYS]
+    call_command("rotate_fernet_keys")
+    login.refresh_from_db()
+    assert Fernet(new_key.encode()).decrypt(login.password_encrypted.encode()).decode() == login.password
+
+
+def test_the_review_rules_page_shows_the_function_allow_list_and_its_version(web_for, team_schema):
+    page = web_for("admin").get("/review-rules/").content.decode()
+    assert functions.ALLOWLIST_VERSION in page and "gen_random_uuid" in page
+    assert "ts_rewrite" not in page and "set_config" not in page

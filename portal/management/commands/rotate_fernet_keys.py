@@ -10,7 +10,7 @@ class Command(BaseCommand):
     help = "Re-encrypt every stored credential with the first key of PORTAL_FERNET_KEYS."
 
     def handle(self, *args, **options):
-        from provisioning.models import RequestSecret
+        from provisioning.models import ExecutorLogin, ReplicationCredential, RequestSecret
 
         count = 0
         with transaction.atomic():
@@ -18,6 +18,12 @@ class Command(BaseCommand):
                 instance.admin_password_encrypted = rotate(instance.admin_password_encrypted)
                 instance.save(update_fields=["admin_password_encrypted"])
                 count += 1
+            # The portal's own logins on managed clusters (executor logins, the replication role).
+            for model in (ExecutorLogin, ReplicationCredential):
+                for credential in model.objects.select_for_update():
+                    credential.password_encrypted = rotate(credential.password_encrypted)
+                    credential.save(update_fields=["password_encrypted"])
+                    count += 1
             for secret in RequestSecret.objects.select_for_update().exclude(encrypted=""):
                 secret.encrypted = rotate(secret.encrypted)
                 secret.save(update_fields=["encrypted"])
