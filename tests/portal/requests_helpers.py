@@ -6,6 +6,7 @@ import secrets
 
 from portal.models import ChangeRequest
 from portal.services.managed import managed_record_applied
+from portal.services.names import names_release
 from provisioning.connections import connect
 from provisioning.inventory import inventory_refresh
 from provisioning.plans import module_for
@@ -32,4 +33,5 @@ def apply_for_test(request: ChangeRequest) -> None:
             conn.execute(step.statement)
     managed_record_applied(request)
     ChangeRequest.objects.filter(pk=request.pk).update(status="applied")
+    names_release([request])  # as the executor does when it records "applied"
     inventory_refresh(request.instance)
