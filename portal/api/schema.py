@@ -4,7 +4,8 @@ Every error of the API has the shape {"detail": str, "errors": {field: [messages
 portal/api/errors.py). PortalAutoSchema adds those answers to each operation from what the view
 really does, so the document never lies by omission (schemathesis checks every status it sees
 against it):
-  400  the operation takes a body or query parameters
+  400  always: the bad-input guard (portal/input_guard.py) refuses a NUL anywhere, the path too;
+       and whatever a body or query parameter may get wrong
   401  the operation needs a logged-in caller
   403  always (persona rules, CSRF on session posts, login lockout)
   404  always (out-of-scope or missing objects, a page past the end)
@@ -62,10 +63,7 @@ class PortalAutoSchema(AutoSchema):
         return operation
 
     def _error_codes(self, operation: dict) -> list[int]:
-        codes = [403, 404]
-        takes_input = "requestBody" in operation or any(p.get("in") == "query" for p in operation.get("parameters", []))
-        if takes_input:
-            codes.append(400)
+        codes = [400, 403, 404]
         if "requestBody" in operation:
             codes.append(415)
         if not all(isinstance(p, AllowAny) for p in self.view.get_permissions()):

@@ -30,3 +30,10 @@ def bad_request(request, exception=None):
     if _wants_json(request):
         return JsonResponse({"detail": "bad request", "errors": {}}, status=400)
     return render(request, "errors/400.html", status=400)
+
+
+def bad_input(request, exc):
+    """The bad-input guard's answer (portal.input_guard.BadInput): 400 naming the field at fault."""
+    if _wants_json(request):
+        return JsonResponse({"detail": f"{exc.field}: {exc.message}", "errors": exc.errors}, status=400)
+    return render(request, "errors/400.html", {"problem": f"{exc.field}: {exc.message}"}, status=400)
