@@ -2,8 +2,6 @@
 
 from django.contrib.auth.views import LogoutView
 from django.urls import include, path
-from django.views.decorators.http import require_safe
-from django_prometheus.exports import ExportToDjangoView
 
 from portal.views import (
     access,
@@ -55,8 +53,8 @@ urlpatterns = [
     # machines
     path("healthz", health.healthz, name="healthz"),
     path("api/v1/", include(("portal.api.urls", "api"), namespace="api")),
-    # django_prometheus.urls, with the scrape limited to GET/HEAD like every other read-only route
-    path("metrics", require_safe(ExportToDjangoView), name="prometheus-django-metrics"),
+    # django_prometheus's scrape, GET/HEAD only, for PORTAL_METRICS_TOKEN or PORTAL_METRICS_ALLOWED
+    path("metrics", health.metrics, name="prometheus-django-metrics"),
 ]
 
 handler400 = "portal.views.errors.bad_request"

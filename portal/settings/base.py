@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 import structlog
@@ -42,7 +43,6 @@ FERNET_KEYS = [
     for k in (os.environ.get("PORTAL_FERNET_KEYS") or _generated("fernet.key", lambda: Fernet.generate_key().decode())).split(",")
     if k.strip()
 ]
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get("PORTAL_ALLOWED_HOSTS", "*").split(",") if h.strip()]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("PORTAL_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 # Hosts that instances may live on: CIDRs or host names. Loopback only unless widened.
 ALLOWED_TARGETS = [
@@ -52,6 +52,28 @@ PORTAL_ENVIRONMENT = os.environ.get("PORTAL_ENVIRONMENT", "demo")
 # Where people reach the portal (https://dbportal.example.com): notifications link to request
 # pages under it. Unset, their links are paths only; `manage.py run` sets it to the URL it prints.
 PORTAL_BASE_URL = os.environ.get("PORTAL_BASE_URL", "").rstrip("/")
+# Host headers answered (a forged one would be echoed in pagination links): PORTAL_ALLOWED_HOSTS
+# when set; else PORTAL_BASE_URL's host plus loopback (the health checks of `manage.py run` and of
+# a local probe); else any host, as in development.
+LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+
+
+def _allowed_hosts() -> list[str]:
+    listed = [h.strip() for h in os.environ.get("PORTAL_ALLOWED_HOSTS", "").split(",") if h.strip()]
+    if listed:
+        return listed
+    base_host = urlsplit(PORTAL_BASE_URL).hostname if PORTAL_BASE_URL else None
+    if base_host:
+        return [f"[{base_host}]" if ":" in base_host else base_host, *LOOPBACK_HOSTS]
+    return ["*"]
+
+
+ALLOWED_HOSTS = _allowed_hosts()
+# /metrics answers a bearer token (PORTAL_METRICS_TOKEN) or a client inside PORTAL_METRICS_ALLOWED.
+METRICS_TOKEN = os.environ.get("PORTAL_METRICS_TOKEN", "")
+METRICS_ALLOWED = [
+    n.strip() for n in os.environ.get("PORTAL_METRICS_ALLOWED", "127.0.0.0/8,::1/128").split(",") if n.strip()
+]
 # The local PostgreSQL clusters the portal creates (the demo instance, local instances, replicas).
 CLUSTERS_DIR = Path(os.environ.get("PORTAL_CLUSTERS_DIR", VAR_DIR / "clusters")).resolve()
 # Replicas: throttle pg_basebackup (e.g. "50M" per second; empty = no limit) and bound the build.
@@ -86,6 +108,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "portal.middleware.ApiNoStoreMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

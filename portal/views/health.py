@@ -1,14 +1,21 @@
-"""/healthz: 200 when the portal database and the broker answer, else 503 naming what is down."""
+"""/healthz: 200 when the portal database and the broker answer, else 503 naming what is down.
+/metrics: the Prometheus scrape, for a bearer token or an allowed address only."""
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
+
 import redis
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.http import require_safe
+from django_prometheus.exports import ExportToDjangoView
 
 from portal.embedded import redis_client_url
+from portal.services.auth import client_ip
 
 
 def _check_database() -> str | None:
@@ -43,3 +50,35 @@ def healthz(request):
         "checks": {name: ("ok" if error is None else error) for name, error in checks.items()},
     }
     return JsonResponse(body, status=200 if not down else 503)
+
+
+def _may_scrape(request) -> bool:
+    """The bearer token PORTAL_METRICS_TOKEN, or a client address inside PORTAL_METRICS_ALLOWED.
+
+    Metrics name routes, counts and database timings: a map of the portal for anyone who can
+    read them, so a scraper proves who it is or where it is.
+    """
+    token = settings.METRICS_TOKEN
+    scheme, _, offered = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if token and scheme.lower() == "bearer" and hmac.compare_digest(offered.strip().encode(), token.encode()):
+        return True
+    try:
+        address = ipaddress.ip_address(client_ip(request) or "")
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    for entry in settings.METRICS_ALLOWED:
+        try:
+            if address in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue  # a host name or a typo: never matches an address
+    return False
+
+
+@require_safe  # a scrape is a GET (or HEAD)
+def metrics(request):
+    if not _may_scrape(request):
+        raise PermissionDenied
+    return ExportToDjangoView(request)
