@@ -33,6 +33,7 @@ class PolicyForm(PortalForm):
                                                 required=False, label="Approver groups",
                                                 help_text="Members of any of these groups may approve.")
     require_owner_lead = forms.BooleanField(required=False, label="Also the lead of the schema's owning team",
-                                            help_text="For cross-team access to a schema.")
+                                            help_text="For cross-team revokes; a grant into another team's "
+                                                      "schema always needs that team's lead.")
     auto_approve = forms.BooleanField(required=False, label="Approve automatically",
                                       help_text="Only allowed for low-risk changes in dev.")
