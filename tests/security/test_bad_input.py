@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import io
 import json
+from urllib.parse import urlencode
 
 import pytest
+from django.test import Client
+from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import ValidationError
+from rest_framework.test import APIClient
 
 from portal.api.parsers import JSONParser
 from portal.input_guard import MAX_JSON_DEPTH, BadInput, check_json
+from tests.portal.permission_matrix import ROWS
+from tests.portal.test_permission_matrix import fill, world  # noqa: F401 - the matrix's objects
 
 
 def nested(depth: int) -> str:
@@ -136,3 +142,40 @@ def test_the_api_json_parser_refuses_what_the_guard_refuses(text, field):
     with pytest.raises(ValidationError) as refused:
         JSONParser().parse(io.BytesIO(text.encode()), "application/json", {})
     assert list(refused.value.detail) == [field]
+
+
+# --- every page and operation, through the permission matrix's routes ---------------------------
+
+def _nul_probes(row, objects: dict):
+    """(field, path, body fields) of a row's request with a NUL in one query parameter or body field."""
+    path, data = fill(row.path, objects), fill(row.data, objects)
+    separator = "&" if "?" in path else "?"
+    yield "probe", f"{path}{separator}probe=a%00b", data
+    for name, value in data.items():
+        yield name, path, {**data, name: f"{value}\x00"}
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[f"{row.method} {row.route}" for row in ROWS])
+def test_a_nul_anywhere_on_any_page_or_operation_is_a_400_naming_it(row, world, people):  # noqa: F811
+    # given the platform admin (the guard answers before any permission check, so any persona would do)
+    is_api = row.path.startswith("/api/")
+    if is_api:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=people['admin'])[0].key}")
+    else:
+        client = Client()
+        client.force_login(people["admin"])
+    for field, path, data in _nul_probes(row, world):
+        # when a NUL travels in that parameter or field
+        if is_api:
+            body = json.dumps(data) if row.method != "GET" else ""
+            response = client.generic(row.method, path, body, content_type="application/json")
+        else:
+            response = client.generic(row.method, path, urlencode(data) if row.method != "GET" else "",
+                                      content_type="application/x-www-form-urlencoded")
+        # then it is a 400 naming it: the API's error shape, or the 400 page
+        assert response.status_code == 400, (row.method, path, field, response.status_code)
+        if is_api:
+            assert list(response.json()["errors"]) == [field]
+        else:
+            assert f'id="bad-input">{field}: must not contain a NUL character' in response.content.decode()
