@@ -101,6 +101,11 @@ def parse_target(url: str) -> Target:
     host = (parts.hostname or "").rstrip(".").lower()
     if not host:
         raise TargetRefused("has no host")
+    if not host.isascii():
+        try:  # the name as DNS, TLS and the Host header all spell it
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise TargetRefused(f"{host} is not a valid host name") from None
     if parts.username is not None or parts.password is not None:
         # Credentials in the URL would end up in logs and on the team page; a token in the path works.
         raise TargetRefused("must not carry a user name or password")

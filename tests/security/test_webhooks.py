@@ -140,6 +140,21 @@ def test_a_loopback_webhook_is_accepted_when_saved(people, web_for, url):
     assert Team.objects.get(name="near").webhook_url == url
 
 
+def test_an_international_host_name_is_checked_in_its_dns_form(team_request, monkeypatch):
+    asked: list[str] = []
+
+    def resolver(host: str, port: int) -> list:
+        asked.append(host)
+        return [outbound.ipaddress.ip_address("127.0.0.1")]
+
+    monkeypatch.setattr(outbound, "resolve", resolver)
+    with Recorder() as receiver:
+        _set_webhook(f"http://bücher.example.test:{receiver.port}/hook")
+        assert notify_send(team_request.pk, "approved")["webhook"] == "204"
+    assert asked == ["xn--bcher-kva.example.test"]
+    assert receiver.received[0]["host"] == f"xn--bcher-kva.example.test:{receiver.port}"
+
+
 def test_a_webhook_with_credentials_in_the_url_is_refused(people, web_for):
     response = web_for("admin").post("/teams/", {"name": "creds", "webhook_url": "http://user:pw@127.0.0.1/hook"})
     assert response.status_code == 400
@@ -167,7 +182,9 @@ def test_a_redirect_is_a_failed_delivery_and_is_not_followed(team_request):
     assert "s3cret" not in json.dumps(event.details)
 
 
-@pytest.mark.parametrize("url", METADATA_URLS[:4])
+@pytest.mark.parametrize("url", [*METADATA_URLS[:4],
+                                 "http://2852039166/latest/meta-data/",  # 169.254.169.254 as one number
+                                 "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/"])  # and through NAT64
 def test_a_stored_metadata_webhook_is_refused_at_send_and_audited(team_request, settings, url):
     # given a metadata webhook stored before the save check existed, and a wide allow-list
     settings.ALLOWED_TARGETS = EVERYTHING
