@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import connection
 from django.db.models import Q
 
 from portal.choices import NameKind, RequestType
@@ -90,8 +90,20 @@ def names_check_free(*, instance: Any, request_type: str, payload: Any) -> None:
             raise conflict
 
 
+# One statement: rows that conflict with a committed claim are skipped, and RETURNING says which
+# went in. A claim still being inserted by a concurrent submit makes this wait for its commit (the
+# unique index decides), then counts as taken. Values are parameters; the text is constant.
+_RESERVE = (
+    "INSERT INTO portal_namereservation (instance_id, kind, database, name, request_id, created_at)"
+    " SELECT %s, v.kind, v.database, v.name, %s, now()"
+    " FROM unnest(%s::text[], %s::text[], %s::text[]) AS v(kind, database, name)"
+    " ON CONFLICT (instance_id, kind, database, name) DO NOTHING RETURNING kind, database, name"
+)
+
+
 def names_reserve(request: ChangeRequest, *, renew: bool = False) -> None:
-    """Claim the names `request` creates, inside the caller's transaction (submit, retry).
+    """Claim the names `request` creates, inside the caller's transaction (submit, retry); raise
+    NameConflict (409) naming the holder when another open request has one of them.
 
     renew: the request may hold some already (a retry of a request that failed before reservations
     existed, or whose failure was recorded by other means): its own rows are replaced, not a conflict."""
@@ -100,17 +112,16 @@ def names_reserve(request: ChangeRequest, *, renew: bool = False) -> None:
         return
     if renew:
         NameReservation.objects.filter(request=request).delete()
-    try:
-        # A savepoint: after a unique violation the transaction can still read who holds the name.
-        with transaction.atomic():
-            NameReservation.objects.bulk_create([
-                NameReservation(instance_id=request.instance_id, kind=c.kind, database=c.database, name=c.name,
-                                request=request) for c in claims])
-    except IntegrityError:
-        conflict = _conflict(request.instance_id, claims, exclude_request=request.pk)
-        raise conflict or NameConflict("a name of this request was claimed at the same moment; submit again",
-                                       errors={claims[0].field: ["claimed by another request at the same moment"]}
-                                       ) from None
+    with connection.cursor() as cursor:
+        cursor.execute(_RESERVE, [request.instance_id, request.pk, [c.kind for c in claims],
+                                  [c.database for c in claims], [c.name for c in claims]])
+        inserted = {tuple(row) for row in cursor.fetchall()}
+    missing = [c for c in claims if (c.kind, c.database, c.name) not in inserted]
+    if missing:
+        # The caller's transaction rolls back on the error, taking the rows that did go in with it.
+        raise _conflict(request.instance_id, missing, exclude_request=request.pk) or NameConflict(
+            "a name of this request is claimed by another request; submit again",
+            errors={missing[0].field: ["claimed by another request"]})
 
 
 def names_release(requests: Iterable[Any]) -> None:

@@ -94,9 +94,11 @@ def inventory_ensure_fresh(instance: Instance) -> InstanceInventory | None:
         return inventory
 
 
-def request_preview(*, user: Any, type: str, instance: Instance, team: Team, payload: Any) -> dict:
+def request_preview(*, user: Any, type: str, instance: Instance, team: Team, payload: Any,
+                    check_names: bool = True) -> dict:
     """The plan, its hash, risk and who must approve: exactly what a submit would store. No writes
-    to the portal's records (the inventory cache may be refreshed)."""
+    to the portal's records (the inventory cache may be refreshed). check_names=False: the caller
+    claims the names itself (request_submit), which answers the same 409 without this read."""
     module = _plan_module(type)
     _check_requester(user, team, instance)
     if type != RequestType.REPLICA:
@@ -110,8 +112,9 @@ def request_preview(*, user: Any, type: str, instance: Instance, team: Team, pay
         validated = module.validate(payload, instance=instance, team=team, user=user)
     finally:
         vars(instance).pop(INVENTORY_KEPT, None)
-    # 409 when another open request claims a name this one creates (the submit's insert decides).
-    names_check_free(instance=instance, request_type=type, payload=validated)
+    if check_names:
+        # 409 when another open request claims a name this one creates (the submit's insert decides).
+        names_check_free(instance=instance, request_type=type, payload=validated)
     steps = module.render(validated)
     plan = plan_text(steps)
     owner_team_id = owner_team_id_for(request_type=type, payload=validated, instance=instance)
@@ -146,7 +149,8 @@ def request_submit(*, user: Any, actor_ip: str | None, type: str, instance: Inst
         raise InvalidPayload.field("justification", "say why this change is needed")
     if len(justification) > MAX_JUSTIFICATION:
         raise InvalidPayload.field("justification", f"at most {MAX_JUSTIFICATION} characters")
-    preview = request_preview(user=user, type=type, instance=instance, team=team, payload=payload)
+    preview = request_preview(user=user, type=type, instance=instance, team=team, payload=payload,
+                              check_names=False)
     validated = preview["payload"]
     expires_at = parse_datetime(validated["expires_at"]) if validated.get("expires_at") else None
     # DDL on dev / staging: the plan runs and is rolled back now, outside the portal transaction

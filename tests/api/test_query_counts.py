@@ -93,8 +93,8 @@ def test_hot_endpoints_query_pins(people, api_for, managed_instance, django_asse
 # approve: lock, eligibility, policy, approval, tally, the queue updates + outbox, the three audit
 # events in one append (2), then the approvals and executions for the answer (the row is the locked one).
 # submit: scope of team and instance, membership, inventory (one read), validation, policy, insert +
-# audit; the answer is built from the new row (no query).
-PINS = {"approve": 17, "submit": 13}
+# the name reservations (one INSERT ... ON CONFLICT) + audit; the answer is built from the new row.
+PINS = {"approve": 17, "submit": 14}
 
 
 def test_transition_answers_equal_a_fresh_read(people, api_for, managed_instance):

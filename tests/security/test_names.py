@@ -163,7 +163,7 @@ def test_the_unique_constraint_decides_even_when_both_submits_passed_the_early_c
     def analytics_submits() -> None:
         try:
             claimed.wait(30)
-            # the early check (a read) cannot see payments' uncommitted row: only the insert stops us
+            # no read can see payments' uncommitted row: only the insert's unique index stops us
             outcome["analytics"] = request_submit(user=people["dave"], actor_ip=None, type="role",
                                                   instance=managed_instance, team=analytics, justification="x",
                                                   payload={"name": name, "login": False})
