@@ -108,6 +108,16 @@ def name_problem(value: Any, *, role: bool = False) -> str | None:
     return None
 
 
+def rendered_name(value: Any, *, role: bool = False) -> str:
+    """`value` when it meets the naming rule, else ValueError: for plans that create or name roles
+    and schemas, so a stored payload that never met today's rule (an old "name\n") cannot be
+    rendered into a plan either; the executor then fails it as a plan it cannot render again."""
+    problem = name_problem(value, role=role)
+    if problem:
+        raise ValueError(f"{value!r} breaks the naming rule: {problem}")
+    return value
+
+
 def check_name(errors: Errors, payload: dict, field: str, *, role: bool = False) -> str | None:
     problem = name_problem(payload.get(field), role=role)
     if problem:

@@ -16,6 +16,7 @@ from provisioning.plans.checks import (
     check_future_datetime,
     check_name,
     name_problem,
+    rendered_name,
     validation_start,
 )
 
@@ -68,8 +69,12 @@ def validate(payload: dict, *, instance: Any, team: Any, user: Any) -> dict:
 
 
 def render(payload: dict, *, secrets: dict | None = None) -> list[Step]:
+    # The naming rule (the one the API and forms apply) holds for what the plan creates and joins.
+    name = rendered_name(payload["name"], role=True)
+    for group in payload.get("member_of") or []:
+        rendered_name(group, role=True)
     parts: list[sql.Composable] = [
-        sql.SQL("CREATE ROLE {name} WITH").format(name=ident(payload["name"], role=True)),
+        sql.SQL("CREATE ROLE {name} WITH").format(name=ident(name, role=True)),
     ]
     login = bool(payload.get("login"))
     if login:

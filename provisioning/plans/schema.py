@@ -22,6 +22,7 @@ from provisioning.plans.checks import (
     check_database,
     check_name,
     name_problem,
+    rendered_name,
     schemas_of,
     validation_start,
 )
@@ -88,8 +89,9 @@ def _check_owner(errors: Errors, owner: str, field: str, *, instance, team, snap
 
 
 def render(payload: dict, *, secrets: dict | None = None) -> list[Step]:
-    owner, name = payload["owner_role"], payload["name"]
-    # ident() first: it refuses what the server would not keep as written, before any Literal of it.
+    # The naming rule first (one rule for the API, the forms and the plans), then ident(), which
+    # refuses what the server would not keep as written, before any Literal of the names.
+    owner, name = rendered_name(payload["owner_role"], role=True), rendered_name(payload["name"])
     owner_ident, schema_ident = ident(owner, role=True), ident(name)
     steps = [assertion(sql.SQL("NOT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = {})").format(
         sql.Literal(name)), "the schema does not exist yet")]

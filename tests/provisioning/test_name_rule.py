@@ -82,3 +82,18 @@ def test_role_names_the_server_treats_specially_are_refused_for_roles_only():
 def test_non_text_is_refused():
     for value in (None, 42, ["a"], {"a": 1}, b"name"):
         assert name_problem(value) == "required: a name"
+
+
+@pytest.mark.parametrize(("request_type", "payload"), [
+    ("role", {"name": "payments_svc\n", "login": False}),
+    ("role", {"name": "svc", "login": False, "member_of": ["p\u0430yments_owner"]}),
+    ("schema", {"database": "app", "name": "payments\u200b", "owner_role": "payments_owner"}),
+    ("schema", {"database": "app", "name": "payments", "owner_role": "payments_owner\n"}),
+])
+def test_plans_refuse_to_render_a_stored_name_that_breaks_the_rule(request_type, payload):
+    """A payload stored before the rule was judged whole (or edited in the database) never becomes
+    a plan: the executor's re-render fails it ("could not be rendered again") before any SQL runs."""
+    from provisioning.plans import module_for
+
+    with pytest.raises(ValueError, match="breaks the naming rule"):
+        module_for(request_type).render(payload)
