@@ -22,24 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from portal.services.instances import target_allowed
+from portal.targets import ALWAYS_REFUSED_NAMES, IPAddress, refused_kind, target_allowed
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-# Refused always, even when PORTAL_ALLOWED_TARGETS would include them.
-ALWAYS_REFUSED_NETWORKS: tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str], ...] = (
-    (ipaddress.ip_network("169.254.169.254/32"), "a cloud metadata address"),  # AWS, GCP, Azure, OpenStack
-    (ipaddress.ip_network("fd00:ec2::254/128"), "a cloud metadata address"),  # AWS over IPv6
-    (ipaddress.ip_network("100.100.100.200/32"), "a cloud metadata address"),  # Alibaba Cloud
-    (ipaddress.ip_network("169.254.0.0/16"), "a link-local address"),
-    (ipaddress.ip_network("fe80::/10"), "a link-local address"),
-    # "This host": connecting to 0.0.0.0 or :: reaches the portal's own machine on Linux.
-    (ipaddress.ip_network("0.0.0.0/8"), "an unspecified address"),
-    (ipaddress.ip_network("::/128"), "an unspecified address"),
-)
-ALWAYS_REFUSED_NAMES = {"metadata.google.internal": "a cloud metadata address"}
-# IPv6 forms that carry an IPv4 address (NAT64's well-known prefix): judged by the IPv4 inside.
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 SCHEMES = {"http": 80, "https": 443}
 
 
@@ -115,19 +99,6 @@ def parse_target(url: str) -> Target:
     return Target(scheme=scheme, host=host, port=port or SCHEMES[scheme], path=path)
 
 
-def _refused_kind(address: IPAddress) -> str | None:
-    """Why `address` is refused whatever the allow-list says, or None."""
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        elif address in _NAT64:
-            address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    for network, kind in ALWAYS_REFUSED_NETWORKS:
-        if address.version == network.version and address in network:
-            return kind
-    return None
-
-
 def checked_addresses(target: Target) -> list[IPAddress]:
     """Resolve the target's host once and return its addresses if every one of them may be called.
 
@@ -150,7 +121,7 @@ def checked_addresses(target: Target) -> list[IPAddress]:
     name_listed = target_allowed(target.host)
     for address in addresses:
         shown = target.host if str(address) == target.host else f"{target.host} resolves to {address}, which"
-        kind = _refused_kind(address)
+        kind = refused_kind(address)
         if kind:
             raise TargetRefused(f"{shown} is {kind}; the portal never calls it")
         if not (name_listed or target_allowed(str(address))):

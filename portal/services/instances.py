@@ -19,6 +19,7 @@ from audit.services import record
 from portal.choices import Environment, InstanceKind, InstanceStatus
 from portal.errors import InvalidPayload, TargetUnavailable
 from portal.models import Instance
+from portal.targets import literal_refusal, target_allowed
 from provisioning import admin_login, connections
 from provisioning.clusters import LocalCluster, free_port
 
@@ -27,27 +28,12 @@ log = structlog.get_logger(__name__)
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
 
-def target_allowed(host: str) -> bool:
-    """Is `host` inside PORTAL_ALLOWED_TARGETS? Decided without any network traffic."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
-    for entry in settings.ALLOWED_TARGETS:
-        if address is not None:
-            try:
-                if address in ipaddress.ip_network(entry, strict=False):
-                    return True
-            except ValueError:
-                continue
-        elif entry.lower() == host.lower():
-            return True
-    return False
-
-
 def validate_target(host: str, port: Any) -> None:
     if not host or not (_HOSTNAME.match(host) or _is_ip(host)):
         raise InvalidPayload.field("host", "must be a host name or an IP address")
+    refusal = literal_refusal(host)
+    if refusal:
+        raise InvalidPayload.field("host", refusal)
     if not target_allowed(host):
         raise InvalidPayload.field("host", "this host is outside PORTAL_ALLOWED_TARGETS; ask an operator to allow it")
     if not isinstance(port, int) or not 1 <= port <= 65535:

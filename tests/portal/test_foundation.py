@@ -203,3 +203,17 @@ def test_openapi_document_and_docs_served(people, api_for):
     assert docs.status_code == 200
     assert b"swagger" in docs.content.lower()
     assert b"cdn" not in docs.content.lower()
+
+
+@pytest.mark.parametrize("host", ["169.254.169.254", "fd00:ec2::254", "169.254.10.1", "metadata.google.internal",
+                                  "0.0.0.0", "::ffff:169.254.169.254"])
+def test_metadata_and_link_local_instance_hosts_are_refused_even_when_every_address_is_allowed(
+        people, api_for, managed_cluster, settings, host):
+    # given an operator who allowed every address
+    settings.ALLOWED_TARGETS = ["0.0.0.0/0", "::/0", "metadata.google.internal"]
+    # when an admin registers an instance at a cloud metadata or link-local address
+    response = api_for("admin").post("/api/v1/instances/", _register_body(managed_cluster, host=host), format="json")
+    # then it is refused on the host field before any connection, and nothing is stored
+    assert response.status_code == 400
+    assert "never connects" in response.json()["errors"]["host"][0]
+    assert not Instance.objects.exists()
