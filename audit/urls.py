@@ -9,5 +9,4 @@ urlpatterns = [
     path("audit/events/<int:seq>/", views.audit_event_detail, name="audit-event"),
     path("audit/exports/", views.audit_exports, name="audit-exports"),
     path("audit/verify/", views.audit_verify_page, name="audit-verify-page"),
-    path("entitlements/", views.entitlements, name="entitlements"),
 ]

@@ -1,8 +1,9 @@
-"""Auditor screens: the log with filters and keyset pages, event detail, verify, exports, entitlements."""
+"""Auditor screens: the log with filters and keyset pages, event detail, verify, exports (the entitlements
+page is portal/views/entitlements.py)."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -13,12 +14,11 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods
 
-from audit.entitlements import entitlements_for, instances_for
-from audit.selectors import FILTER_FIELDS, action_names, event_get, event_page, parse_filters, parse_moment, parse_seq
+from audit.selectors import FILTER_FIELDS, action_names, event_get, event_page, parse_filters, parse_seq
 from audit.services import audit_verify
 from portal.errors import InvalidPayload
 from portal.models import Instance
-from portal.querysets import is_auditor, is_reviewer
+from portal.querysets import is_auditor
 from portal.services.auth import client_ip
 
 PAGE = 50
@@ -113,37 +113,4 @@ def audit_exports(request):
         "presets": exports, "export_url": reverse("api:audit-export"), "since": first, "until": today,
         "recent": recent, "actions": action_names(),
         "instances": Instance.objects.order_by("name").values_list("name", flat=True),
-    })
-
-
-@login_required
-@require_GET
-def entitlements(request):
-    if not (is_auditor(request.user) or is_reviewer(request.user)):
-        raise PermissionDenied("auditors, reviewers and platform admins only")
-    params = request.GET
-    errors: dict[str, list[str]] = {}
-    report = None
-    at = None
-    try:
-        if params.get("at"):
-            at = parse_moment("at", params["at"], end_of_day=True)
-        chosen = instances_for(params.get("instance", ""))
-        if params.get("instance") and not chosen:
-            raise InvalidPayload.field("instance", "no instance with this name")
-        report = entitlements_for(instances=chosen, at=at, role=params.get("role", "").strip(),
-                                  schema=params.get("schema", "").strip())
-    except InvalidPayload as exc:
-        errors = exc.errors
-    query = urlencode({k: params[k] for k in ("instance", "role", "schema", "at") if params.get(k)})
-    rows = report.rows if report else []
-    return render(request, "audit/entitlements.html", {
-        "report": report, "rows": rows, "errors": errors,
-        "unexplained": sum(1 for r in rows if r.unexplained),
-        "filters": {k: params.get(k, "") for k in ("instance", "role", "schema", "at")},
-        "instances": Instance.objects.order_by("name").values_list("name", flat=True),
-        "csv_url": f"{reverse('api:entitlements')}?format=csv{'&' + query if query else ''}",
-        "today": date.today().isoformat(),
-        "as_of_label": (at - timedelta(microseconds=1)).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if at else "",
-        "now": datetime.now(UTC),
     })

@@ -9,6 +9,7 @@ from portal.views import (
     auth,
     dashboard,
     drift,
+    entitlements,
     health,
     home,
     instances,
@@ -49,6 +50,7 @@ urlpatterns = [
     path("instances/<int:pk>/promote/", instances.instance_promote_view, name="instance-promote"),
     path("instances/<int:pk>/decommission/", instances.instance_decommission_view, name="instance-decommission"),
     path("", include("audit.urls")),
+    path("entitlements/", entitlements.entitlements, name="entitlements"),
     path("review-rules/", review_rules.review_rules, name="review-rules"),
     # machines
     path("healthz", health.healthz, name="healthz"),

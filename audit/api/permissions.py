@@ -1,18 +1,5 @@
-"""Who may read the audit log and the entitlements."""
-
-from rest_framework.permissions import BasePermission
+"""Who may read the audit log (the entitlements' permission is portal.api.permissions.CanSeeEntitlements)."""
 
 from portal.api.permissions import IsAuditorOrAdmin
-from portal.querysets import is_auditor, is_reviewer
 
-__all__ = ["CanSeeEntitlements", "IsAuditorOrAdmin"]
-
-
-class CanSeeEntitlements(BasePermission):
-    """Auditors, platform admins and security reviewers (who act on unexplained privileges)."""
-
-    message = "auditors, reviewers and platform admins only"
-
-    def has_permission(self, request, view) -> bool:
-        user = request.user
-        return bool(user and user.is_authenticated and (is_auditor(user) or is_reviewer(user)))
+__all__ = ["IsAuditorOrAdmin"]

@@ -32,35 +32,6 @@ class VerifyOutput(serializers.Serializer):
     problem = serializers.CharField(allow_blank=True)
 
 
-class EntitlementOutput(serializers.Serializer):
-    instance = serializers.CharField()
-    database = serializers.CharField()
-    schema = serializers.CharField()
-    role = serializers.CharField()
-    kind = serializers.ChoiceField(choices=["superuser", "owner", "schema", "tables", "sequences", "default"])
-    privileges = serializers.ListField(child=serializers.CharField())
-    tables = serializers.JSONField(help_text='"all", a list of table names, or "" where it does not apply')
-    source = serializers.CharField(help_text="grant | owner | admin | builtin | drift, empty when unexplained")
-    request_id = serializers.IntegerField(allow_null=True)
-    request_type = serializers.CharField()
-    requester = serializers.CharField()
-    approvers = serializers.ListField(child=serializers.CharField())
-    granted_at = serializers.DateTimeField(allow_null=True)
-    expires_at = serializers.DateTimeField(allow_null=True)
-    member_of = serializers.ListField(child=serializers.CharField())
-    unexplained = serializers.BooleanField()
-
-
-class EntitlementPageOutput(serializers.Serializer):
-    count = serializers.IntegerField()
-    next = serializers.URLField(allow_null=True)
-    previous = serializers.URLField(allow_null=True)
-    mode = serializers.ChoiceField(choices=["live", "at"])
-    as_of = serializers.DateTimeField()
-    unreachable = serializers.DictField(child=serializers.CharField())
-    results = EntitlementOutput(many=True)
-
-
 class AuditEventPageOutput(serializers.Serializer):
     next = serializers.URLField(allow_null=True, help_text="the next page (after=<last seq>), null at the end")
     results = AuditEventOutput(many=True)

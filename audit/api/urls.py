@@ -7,7 +7,5 @@ from audit.api import views
 urlpatterns = [
     path("audit/events/", views.AuditEventListView.as_view(), name="audit-events"),
     path("audit/events/<int:seq>/", views.AuditEventDetailView.as_view(), name="audit-event-detail"),
-    path("audit/export/", views.AuditExportView.as_view(), name="audit-export"),
     path("audit/verify/", views.AuditVerifyView.as_view(), name="audit-verify"),
-    path("entitlements/", views.EntitlementView.as_view(), name="entitlements"),
 ]

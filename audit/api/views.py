@@ -1,11 +1,9 @@
-"""Audit API views: thin; parsing in audit.selectors, writes in audit.services."""
+"""Audit API views: thin; parsing in audit.selectors, writes in audit.services (the entitlements are
+portal/api/entitlements.py)."""
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterator
-
+from django.core.exceptions import ImproperlyConfigured
 from django.http import FileResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -14,20 +12,13 @@ from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from audit.api.permissions import CanSeeEntitlements, IsAuditorOrAdmin
-from audit.api.serializers import (
-    AuditEventOutput,
-    AuditEventPageOutput,
-    EntitlementOutput,
-    EntitlementPageOutput,
-    VerifyOutput,
-)
-from audit.entitlements import entitlements_for, instances_for
+from audit.api.permissions import IsAuditorOrAdmin
+from audit.api.serializers import AuditEventOutput, AuditEventPageOutput, VerifyOutput
+from audit.exports.pdf import EntitlementsAt, build_report
 from audit.exports.stream import CONTENT_TYPES, filename, stream_copy
-from audit.selectors import event_get, event_page, parse_filters, parse_moment, parse_seq
+from audit.selectors import event_get, event_page, parse_filters, parse_seq
 from audit.services import audit_export_record, audit_verify
 from portal.api.filters import NUL_FREE
-from portal.api.pagination import Pagination
 from portal.errors import InvalidPayload
 from portal.services.auth import client_ip
 
@@ -114,6 +105,10 @@ class AuditExportView(APIView):
 
     permission_classes = [IsAuditorOrAdmin]
     content_negotiation_class = IgnoreFormatNegotiation
+    # The PDF closes with the entitlements at the end of the period. They are read from the
+    # portal's records and provisioning's drift findings, which audit does not import: the URL
+    # conf that routes here (portal/api/urls.py) passes the reader in through as_view().
+    entitlements_at: EntitlementsAt | None = None
 
     @extend_schema(
         parameters=[OpenApiParameter("format", str, enum=["csv", "jsonl", "pdf"], description="default csv")]
@@ -133,88 +128,11 @@ class AuditExportView(APIView):
                             filters=filters.as_dict())
         name = filename(filters, export_format)
         if export_format == "pdf":
-            from audit.exports.pdf import build_report
-
-            handle = build_report(filters=filters, author=request.user)
+            if self.entitlements_at is None:
+                raise ImproperlyConfigured("route AuditExportView with as_view(entitlements_at=...)")
+            handle = build_report(filters=filters, author=request.user, entitlements_at=self.entitlements_at)
             return FileResponse(handle, as_attachment=True, filename=name, content_type=CONTENT_TYPES["pdf"])
         response = StreamingHttpResponse(stream_copy(filters, export_format), content_type=CONTENT_TYPES[export_format])
         response["Content-Disposition"] = f'attachment; filename="{name}"'
         response["Cache-Control"] = "no-store"
         return response
-
-
-ENTITLEMENT_CSV_COLUMNS = ["instance", "database", "schema", "role", "kind", "privileges", "tables", "source",
-                           "request_id", "request_type", "requester", "approvers", "granted_at", "expires_at",
-                           "member_of", "unexplained"]
-
-
-def entitlement_csv(rows: list) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(ENTITLEMENT_CSV_COLUMNS)
-    for row in rows:
-        data = row.as_dict()
-        writer.writerow([
-            data["instance"], data["database"], data["schema"], data["role"], data["kind"], " ".join(data["privileges"]),
-            data["tables"] if isinstance(data["tables"], str) else " ".join(data["tables"]), data["source"],
-            data["request_id"] or "", data["request_type"], data["requester"], " ".join(data["approvers"]),
-            data["granted_at"].isoformat() if data["granted_at"] else "",
-            data["expires_at"].isoformat() if data["expires_at"] else "",
-            " ".join(data["member_of"]), "yes" if data["unexplained"] else "no",
-        ])
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-
-
-class EntitlementView(APIView):
-    """Who can access what: live from the clusters' catalogs, or `at` a past date from the records."""
-
-    permission_classes = [CanSeeEntitlements]
-    content_negotiation_class = IgnoreFormatNegotiation
-
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("instance", str, description="instance name (default: every instance)"),
-            OpenApiParameter("role", str), OpenApiParameter("schema", str),
-            OpenApiParameter("at", MOMENT, description="ISO 8601 date (end of that day) or date-time; default: live"),
-            OpenApiParameter("format", str, enum=["json", "csv"], description="csv: a download of every row"),
-            *PAGE_PARAMETERS,
-        ],
-        responses={
-            (200, "application/json"): EntitlementPageOutput,
-            (200, "text/csv"): OpenApiResponse(OpenApiTypes.BINARY, description="every row as CSV"),
-        },
-    )
-    def get(self, request):
-        params = request.query_params
-        export_format = params.get("format", "json")
-        if export_format not in ("json", "csv"):
-            raise InvalidPayload.field("format", "must be json or csv")
-        instances = instances_for(params.get("instance", ""))
-        if params.get("instance") and not instances:
-            raise InvalidPayload.field("instance", "no instance with this name")
-        at = parse_moment("at", params["at"], end_of_day=True) if params.get("at") else None
-        report = entitlements_for(instances=instances, at=at, role=params.get("role", "").strip(),
-                                  schema=params.get("schema", "").strip())
-        if export_format == "csv":
-            # Refused, not ignored: the CSV holds every row (the API fuzzer flagged the silent accept).
-            for name in ("page", "page_size"):
-                if name in params:
-                    raise InvalidPayload.field(name, "does not apply to format=csv, which holds every row")
-            label = (at.date().isoformat() if at else report.as_of.date().isoformat())
-            response = StreamingHttpResponse(entitlement_csv(report.rows), content_type="text/csv; charset=utf-8")
-            response["Content-Disposition"] = f'attachment; filename="entitlements_{label}.csv"'
-            return response
-        paginator = Pagination()
-        page = paginator.paginate_queryset(report.rows, request, view=self)
-        data = {
-            "count": paginator.page.paginator.count,
-            "next": paginator.get_next_link(),
-            "previous": paginator.get_previous_link(),
-            "mode": report.mode,
-            "as_of": report.as_of,
-            "unreachable": report.unreachable,
-            "results": [EntitlementOutput(row.as_dict()).data for row in page],
-        }
-        return Response(EntitlementPageOutput(data).data)

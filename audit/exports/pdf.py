@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import tempfile
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from django.db import connection
 from django.utils import timezone
@@ -37,7 +38,6 @@ from reportlab.platypus import (
 )
 
 from audit.chain import format_ts
-from audit.entitlements import entitlements_for, instances_for
 from audit.selectors import AuditFilters
 from audit.verify import verify_chain
 from portal.models import ChangeRequest
@@ -54,6 +54,16 @@ ACCENT = colors.HexColor("#0b5cad")
 RISK_COLOURS = {"low": colors.HexColor("#2da44e"), "medium": colors.HexColor("#bf8700"),
                 "high": colors.HexColor("#cf222e")}
 CHANGE_ACTION = "request.applied"
+
+
+class EntitlementsReport(Protocol):
+    """What the closing section reads of a portal.selectors.entitlements.EntitlementReport."""
+
+    rows: list[Any]
+
+
+# A moment -> every instance's entitlements at that moment, as the records say.
+EntitlementsAt = Callable[[datetime], EntitlementsReport]
 
 _styles = getSampleStyleSheet()
 TITLE = ParagraphStyle("title", parent=_styles["Title"], alignment=TA_LEFT, fontSize=22, leading=26, textColor=INK)
@@ -286,8 +296,8 @@ def _changes_table(request_ids: list[int]) -> list[Any]:
                           w * 0.12])]
 
 
-def _entitlements_table(at: datetime) -> list[Any]:
-    report = entitlements_for(instances=instances_for(), at=at)
+def _entitlements_table(at: datetime, entitlements_at: EntitlementsAt) -> list[Any]:
+    report = entitlements_at(at)
     rows: list[list[Any]] = [["instance", "database.schema", "role", "privileges", "on", "request", "approvers",
                               "expires"]]
     for row in report.rows:
@@ -307,8 +317,13 @@ def _entitlements_table(at: datetime) -> list[Any]:
     return [_table(rows, [w * 0.1, w * 0.17, w * 0.13, w * 0.17, w * 0.15, w * 0.08, w * 0.1, w * 0.1])]
 
 
-def build_report(*, filters: AuditFilters, author: Any, now: datetime | None = None) -> Any:
-    """Write the report to a temporary file and return it open at its start (for FileResponse)."""
+def build_report(*, filters: AuditFilters, author: Any, entitlements_at: EntitlementsAt,
+                 now: datetime | None = None) -> Any:
+    """Write the report to a temporary file and return it open at its start (for FileResponse).
+
+    `entitlements_at(moment)` gives the closing section's rows (portal.selectors.entitlements):
+    audit reads no provisioning module itself, so its caller hands the reader in.
+    """
     now = now or timezone.now()
     verification = verify_chain()
     counts = _counts(filters)
@@ -374,7 +389,7 @@ def build_report(*, filters: AuditFilters, author: Any, now: datetime | None = N
     story += [PageBreak(), Paragraph(f"Entitlements at the end of the period ({end.strftime('%Y-%m-%d %H:%M')} UTC)", H1), Paragraph(
         "What the portal's records say each role could access at that moment (reconstructed from grants, their "
         "revocations and expiries, managed schemas, and drift findings open then).", SMALL), Spacer(1, 3 * mm)]
-    story += _entitlements_table(end)
+    story += _entitlements_table(end, entitlements_at)
 
     handle = tempfile.TemporaryFile(suffix=".pdf")
     doc = SimpleDocTemplate(handle, pagesize=A4, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=MARGIN,

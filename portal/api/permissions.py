@@ -2,7 +2,7 @@
 
 from rest_framework.permissions import BasePermission
 
-from portal.querysets import is_admin, is_auditor
+from portal.querysets import is_admin, is_auditor, is_reviewer
 
 
 class IsPlatformAdmin(BasePermission):
@@ -17,3 +17,13 @@ class IsAuditorOrAdmin(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return bool(request.user and request.user.is_authenticated and is_auditor(request.user))
+
+
+class CanSeeEntitlements(BasePermission):
+    """Auditors, platform admins and security reviewers (who act on unexplained privileges)."""
+
+    message = "auditors, reviewers and platform admins only"
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and (is_auditor(user) or is_reviewer(user)))

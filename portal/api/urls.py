@@ -4,9 +4,12 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
+from audit.api.views import AuditExportView
 from portal.api.drift import DriftViewSet
+from portal.api.entitlements import EntitlementView
 from portal.api.requests import RequestViewSet
 from portal.api.views import InstanceViewSet, TeamViewSet, TokenView
+from portal.selectors.entitlements import entitlements_at
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
@@ -20,5 +23,9 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:api-schema"), name="api-docs"),
     path("", include("audit.api.urls")),
+    # Routed here, not in audit/api/urls.py: the PDF's entitlements section reads provisioning's
+    # drift findings, which audit does not import (the audit-without-provisioning contract).
+    path("audit/export/", AuditExportView.as_view(entitlements_at=entitlements_at), name="audit-export"),
+    path("entitlements/", EntitlementView.as_view(), name="entitlements"),
     path("", include(router.urls)),
 ]

@@ -109,6 +109,31 @@ def test_unknown_instance_and_bad_date_are_400(people, api_for):
     assert "at" in api_for("carol").get("/api/v1/entitlements/", {"at": "soon"}).json()["errors"]
 
 
+def test_the_instance_filter_takes_an_id_or_a_name_like_every_other_filter(people, api_for, managed_instance):
+    # given the records of a grant on the demo instance
+    build_world(people, managed_instance, role="audit_byid_svc", schema="byid")
+    api = api_for("carol")
+
+    def rows(instance):
+        response = api.get("/api/v1/entitlements/", {"instance": instance, "schema": "byid", "at": "2999-01-01"})
+        assert response.status_code == 200, response.json()
+        return response.json()["results"]
+
+    # when the report is asked for by the instance's id and by its name, then both give the same rows
+    by_name = rows("demo")
+    assert by_name and rows(str(managed_instance.pk)) == by_name
+    # and an id no instance has, or digits no id can be, is a 400 naming the filter (never a 500)
+    for unknown in ("987654321", "9" * 30, "²"):
+        response = api.get("/api/v1/entitlements/", {"instance": unknown, "at": "2999-01-01"})
+        assert response.status_code == 400 and "instance" in response.json()["errors"], unknown
+
+
+def test_the_schema_documents_the_instance_filter_as_an_id_or_a_name(people, api_for):
+    schema = api_for("carol").get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    parameters = {p["name"]: p for p in schema["paths"]["/api/v1/entitlements/"]["get"]["parameters"]}
+    assert "id or name" in parameters["instance"]["description"]
+
+
 def test_entitlements_page_highlights_unexplained(people, web_for, managed_instance, cluster_world):
     build_world(people, managed_instance, role=ROLE, schema=SCHEMA)
     body = web_for("bob").get("/entitlements/", {"instance": "demo", "schema": SCHEMA}).content.decode()

@@ -21,9 +21,9 @@ import pytest
 from django.utils import timezone
 from psycopg import sql
 
-from audit.entitlements import entitlements_for
 from portal.choices import RequestStatus
 from portal.models import ChangeRequest, Grant, Instance, Team
+from portal.selectors.entitlements import entitlements_for
 from portal.services.requests import request_approve, request_submit
 from provisioning.admin_login import setup_statements
 from provisioning.drift import drift_scan

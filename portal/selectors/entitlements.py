@@ -1,4 +1,4 @@
-"""Who can access what: live from the cluster catalogs, or as of a past date from the records.
+"""Who can access what (entitlements): live from the cluster catalogs, or as of a past date from the records.
 
 Live rows come from provisioning.catalog (one query per database) and are joined with the
 portal's own records: the Grant that explains a privilege (its request, requester, approvers,
@@ -16,9 +16,13 @@ from datetime import datetime
 from typing import Any
 
 from django.db.models import Q
+from django.utils import timezone
 
 from portal.choices import SCHEMA_PRIVILEGES, Decision, DriftKind, InstanceStatus
 from portal.models import ChangeRequest, Grant, Instance, ManagedRole, ManagedSchema
+from provisioning.catalog import snapshot
+from provisioning.connections import describe_error
+from provisioning.models import DriftFinding
 
 KINDS = ("superuser", "owner", "schema", "tables", "sequences", "default")
 
@@ -117,8 +121,6 @@ def _group_tables(per_privilege: dict[str, set[str]], all_tables: set[str]) -> l
 
 
 def _live_rows(instance: Instance) -> list[Entitlement]:
-    from provisioning.catalog import snapshot
-
     roles, privileges = snapshot(instance)
     admins = {name for name, info in roles.items() if info.superuser} | {instance.admin_user}
     rows: list[Entitlement] = []
@@ -202,8 +204,6 @@ def _join_records(instance: Instance, rows: list[Entitlement]) -> None:
 
 
 def _rows_at(instance: Instance, at: datetime) -> list[Entitlement]:
-    from provisioning.models import DriftFinding
-
     dropped = {
         r.name for r in ManagedRole.objects.filter(instance=instance, dropped_at__isnull=False, dropped_at__lte=at)
     }
@@ -257,8 +257,6 @@ def _rows_at(instance: Instance, at: datetime) -> list[Entitlement]:
 def entitlements_for(*, instances: list[Instance], at: datetime | None = None, role: str = "",
                      schema: str = "", now: datetime | None = None) -> EntitlementReport:
     """The report for the given instances: live (at=None) or as of `at`."""
-    from django.utils import timezone
-
     rows: list[Entitlement] = []
     unreachable: dict[str, str] = {}
     for instance in instances:
@@ -268,8 +266,6 @@ def entitlements_for(*, instances: list[Instance], at: datetime | None = None, r
             try:
                 rows.extend(_live_rows(instance))
             except Exception as exc:  # noqa: BLE001 - one unreachable cluster must not hide the others
-                from provisioning.connections import describe_error
-
                 unreachable[instance.name] = describe_error(exc)
         else:
             rows.extend(_rows_at(instance, at))
@@ -282,8 +278,21 @@ def entitlements_for(*, instances: list[Instance], at: datetime | None = None, r
                              unreachable=unreachable)
 
 
-def instances_for(name: str = "") -> list[Instance]:
+def instances_for(instance: str = "") -> list[Instance]:
+    """The instances the report covers: every one, or the one `instance` names by id or by name,
+    like every other filter of the API. Digits are an id first; a name made of digits (a slug may
+    be) still finds its instance when no instance has that id, as it did before ids were taken."""
     qs = Instance.objects.order_by("name")
-    if name:
-        qs = qs.filter(name=name)
-    return list(qs)
+    if not instance:
+        return list(qs)
+    # isascii: "²".isdigit() is True, yet int("²") raises; ids stop below 2**63 (bigint).
+    if instance.isascii() and instance.isdigit() and int(instance) < 2**63:
+        found = list(qs.filter(pk=int(instance)))
+        if found:
+            return found
+    return list(qs.filter(name=instance))
+
+
+def entitlements_at(at: datetime) -> EntitlementReport:
+    """Every instance as the records say it was at `at` (the audit PDF's closing section)."""
+    return entitlements_for(instances=instances_for(), at=at)
