@@ -5,8 +5,7 @@ from typing import Any
 
 import structlog
 from celery import Celery
-from celery.schedules import crontab  # noqa: F401 - used by schedules added in settings
-from celery.signals import setup_logging, task_postrun, task_prerun
+from celery.signals import beat_init, celeryd_init, setup_logging, task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings.base")
 
@@ -14,17 +13,39 @@ app = Celery("dbportal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["portal", "provisioning", "provisioning.replicas", "audit"])
 
-app.conf.beat_schedule = {
-    "instances.refresh_status": {"task": "portal.refresh_instance_status", "schedule": 30.0},
-    # provisioning: re-send untaken outbox rows, recover requests whose worker died
-    "provisioning.outbox_sweep": {"task": "provisioning.outbox_sweep", "schedule": float(os.environ.get("PORTAL_OUTBOX_SWEEP_SECONDS", "5"))},
-    "provisioning.expire_grants": {"task": "provisioning.expire_grants", "schedule": 30.0},
-    "provisioning.drift_scan": {"task": "provisioning.drift_scan", "schedule": 600.0},
-    "provisioning.secret_wipe": {"task": "provisioning.secret_wipe", "schedule": 300.0},
-    "provisioning.rotate_executor_logins": {"task": "provisioning.rotate_executor_logins", "schedule": 3600.0},
-    "provisioning.inventory_refresh": {"task": "provisioning.inventory_refresh", "schedule": 300.0},
-    "replicas.refresh": {"task": "provisioning.refresh_replicas", "schedule": 15.0},
-}
+
+def beat_schedule() -> dict[str, dict[str, Any]]:
+    """What beat runs, and how often (the outbox sweep's period from settings, OUTBOX_SWEEP_SECONDS)."""
+    from django.conf import settings  # read when Celery loads its configuration, not at import
+
+    return {
+        "instances.refresh_status": {"task": "portal.refresh_instance_status", "schedule": 30.0},
+        # provisioning: re-send untaken outbox rows, recover requests whose worker died
+        "provisioning.outbox_sweep": {"task": "provisioning.outbox_sweep", "schedule": settings.OUTBOX_SWEEP_SECONDS},
+        "provisioning.expire_grants": {"task": "provisioning.expire_grants", "schedule": 30.0},
+        "provisioning.drift_scan": {"task": "provisioning.drift_scan", "schedule": 600.0},
+        "provisioning.secret_wipe": {"task": "provisioning.secret_wipe", "schedule": 300.0},
+        "provisioning.rotate_executor_logins": {"task": "provisioning.rotate_executor_logins", "schedule": 3600.0},
+        "provisioning.inventory_refresh": {"task": "provisioning.inventory_refresh", "schedule": 300.0},
+        "replicas.refresh": {"task": "provisioning.refresh_replicas", "schedule": 15.0},
+    }
+
+
+@app.on_after_configure.connect
+def _set_beat_schedule(sender: Celery, **_: Any) -> None:
+    # Not at import: this module is imported while the settings module itself is being imported
+    # (portal/__init__.py), so reading a setting here would read a half-built module.
+    sender.conf.beat_schedule = beat_schedule()
+
+
+@celeryd_init.connect
+@beat_init.connect
+def _ensure_embedded_servers(**_: Any) -> None:
+    """A worker or beat on the embedded defaults (no DATABASE_URL / REDIS_URL) starts them, as
+    manage.py does; importing settings starts nothing. `make run` passes both URLs: no-op there."""
+    from portal.embedded import ensure_embedded
+
+    ensure_embedded()
 
 
 @setup_logging.connect

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import structlog
 
+from portal.conf import Config
+
 log = structlog.get_logger(__name__)
 
 # postgres refuses to run as root; pgserver's wheel uses the same account name.
@@ -32,9 +34,11 @@ class ClusterError(RuntimeError):
 
 def pg_bin_dir() -> Path:
     """The PostgreSQL binaries to use: PORTAL_PG_BIN, else the pgserver wheel's, else PATH."""
-    configured = os.environ.get("PORTAL_PG_BIN")
-    if configured:
-        return Path(configured)
+    # From the environment (portal.conf), not Django settings: clusters also start before
+    # settings exist (the embedded portal database) and in scripts without Django.
+    configured = Config.from_env().pg_bin
+    if configured is not None:
+        return configured
     try:
         import warnings
 
@@ -113,13 +117,27 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def short_socket_dir(data_dir: Path) -> Path:
-    """Unix socket paths are limited to ~107 bytes, so sockets live in a short /tmp folder."""
+def short_socket_path(data_dir: Path) -> Path:
+    """Unix socket paths are limited to ~107 bytes, so sockets live in a short /tmp folder.
+
+    Only computes the folder's name (settings build URLs from it without touching the disk);
+    `short_socket_dir` creates it.
+    """
     digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
-    path = Path(tempfile.gettempdir()) / f"dbportal-{digest}"
+    return Path(tempfile.gettempdir()) / f"dbportal-{digest}"
+
+
+def short_socket_dir(data_dir: Path) -> Path:
+    """`short_socket_path`, created (world-writable: clusters may run as another OS user)."""
+    path = short_socket_path(data_dir)
     path.mkdir(mode=0o777, exist_ok=True)
     path.chmod(0o777)
     return path
+
+
+def socket_url(data_dir: Path, port: int, dbname: str, *, superuser: str = "postgres") -> str:
+    """The URL of a cluster's database over its unix socket; computed only, nothing is created."""
+    return f"postgresql://{superuser}@/{dbname}?host={short_socket_path(data_dir)}&port={port}"
 
 
 @dataclass
@@ -262,10 +280,10 @@ class LocalCluster:
     # -- connecting --------------------------------------------------------------------
     def socket_conninfo(self, dbname: str = "postgres") -> str:
         """A libpq conninfo for the superuser over the unix socket (trust)."""
-        return f"host={self.socket_dir} port={self.port} user={self.superuser} dbname={dbname}"
+        return f"host={short_socket_path(self.data_dir)} port={self.port} user={self.superuser} dbname={dbname}"
 
     def socket_url(self, dbname: str = "postgres") -> str:
-        return f"postgresql://{self.superuser}@/{dbname}?host={self.socket_dir}&port={self.port}"
+        return socket_url(self.data_dir, self.port, dbname, superuser=self.superuser)
 
     def wait_ready(self, timeout: float = 30) -> None:
         import psycopg

@@ -1,6 +1,7 @@
 """Shared test setup: fixtures live in tests/fixtures/ and are loaded here."""
 
 pytest_plugins = [
+    "tests.fixtures.embedded",  # first: the servers the test settings point at
     "tests.fixtures.people",
     "tests.fixtures.clusters",
     "tests.fixtures.celery",

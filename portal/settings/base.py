@@ -1,57 +1,43 @@
-"""All settings, from the environment only (the table in README.md)."""
+"""All settings, built from the environment as `portal.conf` reads it (the table in README.md).
+
+Importing this module starts nothing and writes nothing: it computes the embedded servers' URLs
+and reads keys generated earlier; `portal.embedded` starts and writes, from the entry points.
+"""
 
 from __future__ import annotations
 
-import os
-import secrets
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
 import structlog
-from cryptography.fernet import Fernet
 
-from portal.embedded import redis_client_url
+from portal.conf import BASE_DIR, Config
+from portal.embedded import (
+    FERNET_KEY_FILE,
+    SECRET_KEY_FILE,
+    database_url,
+    read_generated_key,
+    redis_client_url,
+    redis_url,
+)
 from portal.logging import redact_secrets
 
-BASE_DIR = Path(__file__).resolve().parent.parent.parent
-VAR_DIR = Path(os.environ.get("PORTAL_VAR_DIR", BASE_DIR / "var")).resolve()
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+config = Config.from_env()
+VAR_DIR = config.var_dir
 
-
-def env_bool(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _generated(name: str, make) -> str:
-    """A secret generated once and kept under var/ (demo and development only)."""
-    path = VAR_DIR / name
-    if not path.exists():
-        path.write_text(make())
-        path.chmod(0o600)
-    return path.read_text().strip()
-
-
-DEBUG = env_bool("PORTAL_DEBUG", False)
-SECRET_KEY = os.environ.get("PORTAL_SECRET_KEY") or _generated("secret.key", lambda: secrets.token_urlsafe(50))
+DEBUG = config.debug
+# Unset in the environment: the keys portal.embedded.ensure_keys generated under var/ (an empty
+# SECRET_KEY, before any were generated, makes Django refuse to start with a clear message).
+SECRET_KEY = config.secret_key or read_generated_key(VAR_DIR, SECRET_KEY_FILE)
 # Newest first; every key still decrypts, only the first encrypts (see docs/operations.md).
-FERNET_KEYS = [
-    k.strip()
-    for k in (os.environ.get("PORTAL_FERNET_KEYS") or _generated("fernet.key", lambda: Fernet.generate_key().decode())).split(",")
-    if k.strip()
-]
-CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("PORTAL_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+FERNET_KEYS = list(config.fernet_keys) or [k for k in read_generated_key(VAR_DIR, FERNET_KEY_FILE).split(",") if k]
+CSRF_TRUSTED_ORIGINS = list(config.csrf_trusted_origins)
 # Hosts that instances may live on: CIDRs or host names. Loopback only unless widened.
-ALLOWED_TARGETS = [
-    t.strip() for t in os.environ.get("PORTAL_ALLOWED_TARGETS", "127.0.0.0/8,::1/128,localhost").split(",") if t.strip()
-]
-PORTAL_ENVIRONMENT = os.environ.get("PORTAL_ENVIRONMENT", "demo")
+ALLOWED_TARGETS = list(config.allowed_targets)
+PORTAL_ENVIRONMENT = config.environment
 # Where people reach the portal (https://dbportal.example.com): notifications link to request
 # pages under it. Unset, their links are paths only; `manage.py run` sets it to the URL it prints.
-PORTAL_BASE_URL = os.environ.get("PORTAL_BASE_URL", "").rstrip("/")
+PORTAL_BASE_URL = config.base_url
 # Host headers answered (a forged one would be echoed in pagination links): PORTAL_ALLOWED_HOSTS
 # when set; else PORTAL_BASE_URL's host plus loopback (the health checks of `manage.py run` and of
 # a local probe); else any host, as in development.
@@ -59,9 +45,8 @@ LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
 
 
 def _allowed_hosts() -> list[str]:
-    listed = [h.strip() for h in os.environ.get("PORTAL_ALLOWED_HOSTS", "").split(",") if h.strip()]
-    if listed:
-        return listed
+    if config.allowed_hosts:
+        return list(config.allowed_hosts)
     base_host = urlsplit(PORTAL_BASE_URL).hostname if PORTAL_BASE_URL else None
     if base_host:
         return [f"[{base_host}]" if ":" in base_host else base_host, *LOOPBACK_HOSTS]
@@ -70,17 +55,15 @@ def _allowed_hosts() -> list[str]:
 
 ALLOWED_HOSTS = _allowed_hosts()
 # /metrics answers a bearer token (PORTAL_METRICS_TOKEN) or a client inside PORTAL_METRICS_ALLOWED.
-METRICS_TOKEN = os.environ.get("PORTAL_METRICS_TOKEN", "")
-METRICS_ALLOWED = [
-    n.strip() for n in os.environ.get("PORTAL_METRICS_ALLOWED", "127.0.0.0/8,::1/128").split(",") if n.strip()
-]
+METRICS_TOKEN = config.metrics_token
+METRICS_ALLOWED = list(config.metrics_allowed)
 # The local PostgreSQL clusters the portal creates (the demo instance, local instances, replicas).
-CLUSTERS_DIR = Path(os.environ.get("PORTAL_CLUSTERS_DIR", VAR_DIR / "clusters")).resolve()
+CLUSTERS_DIR = config.clusters_dir
 # Replicas: throttle pg_basebackup (e.g. "50M" per second; empty = no limit) and bound the build.
-REPLICA_BACKUP_MAX_RATE = os.environ.get("PORTAL_REPLICA_BACKUP_MAX_RATE", "")
-REPLICA_BUILD_TIMEOUT = float(os.environ.get("PORTAL_REPLICA_BUILD_TIMEOUT", 3600))
+REPLICA_BACKUP_MAX_RATE = config.replica_backup_max_rate
+REPLICA_BUILD_TIMEOUT = config.replica_build_timeout
 # A standby further behind than this many bytes is reported unhealthy by the health job.
-REPLICA_MAX_LAG_BYTES = int(os.environ.get("PORTAL_REPLICA_MAX_LAG_BYTES", 256 * 1024 * 1024))
+REPLICA_MAX_LAG_BYTES = config.replica_max_lag_bytes
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -145,25 +128,16 @@ TEMPLATES = [
 ]
 
 # --- the portal's own database --------------------------------------------------------
-EMBEDDED_DATABASE = not os.environ.get("DATABASE_URL")
-if EMBEDDED_DATABASE:
-    from portal.embedded import database_url
-
-    DATABASE_URL = database_url(VAR_DIR)
-else:
-    DATABASE_URL = os.environ["DATABASE_URL"]
+# Unset: the embedded server's URL; portal.embedded.ensure_embedded starts it (not this module).
+EMBEDDED_DATABASE = config.database_url is None
+DATABASE_URL = config.database_url or database_url(VAR_DIR)
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
 DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- broker and cache ----------------------------------------------------------------------
-EMBEDDED_REDIS = not os.environ.get("REDIS_URL")
-if EMBEDDED_REDIS:
-    from portal.embedded import redis_url
-
-    REDIS_URL = redis_url(VAR_DIR)
-else:
-    REDIS_URL = os.environ["REDIS_URL"]
+EMBEDDED_REDIS = config.redis_url is None
+REDIS_URL = config.redis_url or redis_url(VAR_DIR)
 
 
 CACHES = {
@@ -200,20 +174,20 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
-SESSION_COOKIE_AGE = int(os.environ.get("PORTAL_SESSION_SECONDS", 8 * 3600))
+SESSION_COOKIE_AGE = config.session_seconds
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = env_bool("PORTAL_SECURE_COOKIES", not DEBUG and PORTAL_ENVIRONMENT != "demo")
+SESSION_COOKIE_SECURE = config.secure_cookies
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 CSRF_COOKIE_HTTPONLY = True  # htmx sends the token from the page (hx-headers), no script reads the cookie
 SESSION_EXPIRE_AT_BROWSER_CLOSE = False
 SESSION_SAVE_EVERY_REQUEST = True  # idle sessions expire after PORTAL_SESSION_SECONDS
-TRUST_PROXY = env_bool("PORTAL_TRUST_PROXY", False)
+TRUST_PROXY = config.trust_proxy
 if TRUST_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_SSL_REDIRECT = env_bool("PORTAL_SSL_REDIRECT", False)
-SECURE_HSTS_SECONDS = int(os.environ.get("PORTAL_HSTS_SECONDS", 0 if PORTAL_ENVIRONMENT == "demo" else 31536000))
+SECURE_SSL_REDIRECT = config.ssl_redirect
+SECURE_HSTS_SECONDS = config.hsts_seconds
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
-SECURE_HSTS_PRELOAD = env_bool("PORTAL_HSTS_PRELOAD", PORTAL_ENVIRONMENT != "demo")
+SECURE_HSTS_PRELOAD = config.hsts_preload
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
@@ -223,7 +197,7 @@ SILENCED_SYSTEM_CHECKS = [] if SECURE_SSL_REDIRECT or PORTAL_ENVIRONMENT == "dem
 ]
 
 # Login throttling (django-axes): 5 failures lock a username from an address for 15 minutes.
-AXES_FAILURE_LIMIT = int(os.environ.get("PORTAL_LOGIN_FAILURES", 5))
+AXES_FAILURE_LIMIT = config.login_failures
 AXES_COOLOFF_TIME = 0.25  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
@@ -254,8 +228,7 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = VAR_DIR / "staticfiles"
-STATIC_ROOT.mkdir(exist_ok=True)
+STATIC_ROOT = VAR_DIR / "staticfiles"  # created by portal.embedded.ensure_embedded
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -265,15 +238,14 @@ WHITENOISE_USE_FINDERS = True
 
 # Notifications by e-mail: over SMTP once PORTAL_SMTP_HOST is set (STARTTLS with
 # PORTAL_SMTP_STARTTLS), else to the console backend, that is the worker's log.
-EMAIL_HOST = os.environ.get("PORTAL_SMTP_HOST", "") or "localhost"
-EMAIL_USE_TLS = env_bool("PORTAL_SMTP_STARTTLS", False)
-EMAIL_PORT = int(os.environ.get("PORTAL_SMTP_PORT", 587 if EMAIL_USE_TLS else 25))
-EMAIL_HOST_USER = os.environ.get("PORTAL_SMTP_USER", "")
-EMAIL_HOST_PASSWORD = os.environ.get("PORTAL_SMTP_PASSWORD", "")
+EMAIL_HOST = config.smtp_host or "localhost"
+EMAIL_USE_TLS = config.smtp_starttls
+EMAIL_PORT = config.smtp_port
+EMAIL_HOST_USER = config.smtp_user
+EMAIL_HOST_PASSWORD = config.smtp_password
 EMAIL_TIMEOUT = 10  # a mail server that hangs must not hold a worker
-EMAIL_BACKEND = os.environ.get("PORTAL_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend"
-                               if os.environ.get("PORTAL_SMTP_HOST") else "django.core.mail.backends.console.EmailBackend")
-DEFAULT_FROM_EMAIL = os.environ.get("PORTAL_FROM_EMAIL", "dbportal@localhost")
+EMAIL_BACKEND = config.email_backend
+DEFAULT_FROM_EMAIL = config.from_email
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -306,7 +278,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- logs: structured, JSON outside development; never a password or a DSN with one ------
-LOG_LEVEL = os.environ.get("PORTAL_LOG_LEVEL", "INFO")
+LOG_LEVEL = config.log_level
 # A traceback becomes text ("exception") and is redacted like any field before either renderer
 # sees it: the console renderer would otherwise format exc_info itself, with rich's local
 # variables (a password in a frame's locals) and without redaction.
@@ -350,21 +322,32 @@ LOGGING = {
     },
 }
 
-# --- provisioning engine (provisioning/executor.py, outbox.py) -------------------------------
+# --- provisioning engine (provisioning/engine/, outbox.py) -----------------------------------
 # Transient target errors are retried with exponential backoff (capped) this many times.
-PROVISIONING_MAX_RETRIES = int(os.environ.get("PORTAL_APPLY_MAX_RETRIES", "8"))
-PROVISIONING_RETRY_BACKOFF_MAX = int(os.environ.get("PORTAL_APPLY_BACKOFF_MAX_SECONDS", "600"))
+PROVISIONING_MAX_RETRIES = config.apply_max_retries
+PROVISIONING_RETRY_BACKOFF_MAX = config.apply_backoff_max_seconds
 # statement_timeout of the steps that build or drop an index CONCURRENTLY outside the plan's
 # transaction (the plan's own 60 s would cut a big table's build short); 0 = no limit.
-PROVISIONING_INDEX_STATEMENT_TIMEOUT_MS = int(os.environ.get("PORTAL_INDEX_STATEMENT_TIMEOUT_MS", "1800000"))
+PROVISIONING_INDEX_STATEMENT_TIMEOUT_MS = config.index_statement_timeout_ms
 # A running request whose worker holds no liveness lock for this long is taken over.
-PROVISIONING_STALL_SECONDS = float(os.environ.get("PORTAL_STALL_SECONDS", "10"))
+PROVISIONING_STALL_SECONDS = config.stall_seconds
 # A worker applies up to this many queued role/schema/grant/revoke requests for one database in
 # one target transaction (a savepoint each); 1 applies every request alone.
-PROVISIONING_BATCH_MAX = int(os.environ.get("PORTAL_APPLY_BATCH_MAX", "50"))
-# Outbox rows no worker has taken are re-sent after this long.
-OUTBOX_RESEND_SECONDS = float(os.environ.get("PORTAL_OUTBOX_RESEND_SECONDS", "5"))
+PROVISIONING_BATCH_MAX = config.apply_batch_max
+# Outbox rows no worker has taken are re-sent after this long; beat runs the sweeper this often.
+OUTBOX_RESEND_SECONDS = config.outbox_resend_seconds
+OUTBOX_SWEEP_SECONDS = config.outbox_sweep_seconds
 # Unrevealed generated passwords are wiped after this many hours.
-SECRET_TTL_HOURS = float(os.environ.get("PORTAL_SECRET_TTL_HOURS", "24"))
+SECRET_TTL_HOURS = config.secret_ttl_hours
 # Executor logins (provisioning/executor_logins.py): their generated passwords are replaced this often.
-EXECUTOR_LOGIN_ROTATE_DAYS = float(os.environ.get("PORTAL_EXECUTOR_LOGIN_ROTATE_DAYS", "30"))
+EXECUTOR_LOGIN_ROTATE_DAYS = config.executor_login_rotate_days
+
+# --- `manage.py run` (make run): the one-machine runner and its children ----------------------
+DEMO_PASSWORD = config.demo_password  # None: generated once into var/demo-password
+WEB_PORT = config.port
+WEB_BIND = config.bind
+WEB_CONCURRENCY = config.web_concurrency
+WEB_THREADS = config.web_threads
+WEB_KEEPALIVE = config.web_keepalive
+WORKER_CONCURRENCY = config.worker_concurrency
+WORKER_NICE = config.worker_nice

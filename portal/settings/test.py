@@ -1,24 +1,20 @@
-"""Settings for the test suite: its own embedded PostgreSQL and Redis under var/test."""
+"""Settings for the test suite: its own state folder (var/test), embedded PostgreSQL and Redis there.
+
+Like base, importing this starts nothing: the test session starts the servers
+(tests/fixtures/embedded.py). The defaults below go into the environment, not only into
+this module, because the suite's child processes (Celery workers, `manage.py` runs) inherit
+them and must use the same folder and keys.
+"""
 
 import os
 from pathlib import Path
 
 os.environ.setdefault("PORTAL_VAR_DIR", str(Path(__file__).resolve().parent.parent.parent / "var" / "test"))
 os.environ.setdefault("PORTAL_SECRET_KEY", "test-secret-key-not-for-production-" + "x" * 20)
+# A fixed key (urlsafe base64 of 32 bytes): the suite never depends on a generated key file.
+os.environ.setdefault("PORTAL_FERNET_KEYS", "ZGJwb3J0YWwtdGVzdC1mZXJuZXQta2V5LTMyYnl0ZXM=")
 
 from portal.settings.base import *  # noqa: F403
-from portal.settings.base import EMBEDDED_DATABASE, EMBEDDED_REDIS, VAR_DIR
-
-if EMBEDDED_DATABASE:
-    from portal.embedded import ensure_database, portal_cluster
-    from tests.support.durability import without_fsync
-
-    ensure_database(VAR_DIR)
-    without_fsync(portal_cluster(VAR_DIR).socket_conninfo())  # the test database is thrown away
-if EMBEDDED_REDIS:
-    from portal.embedded import ensure_redis
-
-    ensure_redis(VAR_DIR)
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
 SESSION_COOKIE_SECURE = False

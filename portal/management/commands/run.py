@@ -1,6 +1,7 @@
 """`manage.py run` (what `make run` calls): the whole portal on one machine.
 
-Starts the embedded PostgreSQL and Redis when DATABASE_URL / REDIS_URL are unset, migrates,
+Starts the embedded PostgreSQL and Redis when DATABASE_URL / REDIS_URL are unset (and generated
+the keys the environment does not give: manage.py, before settings load), migrates,
 seeds the demo, starts local clusters that are down, then supervises gunicorn, a Celery
 worker and Celery beat. Ctrl-C or SIGTERM stops everything it started, in reverse order.
 """
@@ -25,8 +26,8 @@ class Command(BaseCommand):
     help = "Run the portal: web, worker and beat, on embedded PostgreSQL and Redis by default."
 
     def add_arguments(self, parser):
-        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
-        parser.add_argument("--bind", default=os.environ.get("PORTAL_BIND", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=settings.WEB_PORT)
+        parser.add_argument("--bind", default=settings.WEB_BIND)
         parser.add_argument("--no-demo", action="store_true", help="do not seed the demo")
 
     def handle(self, *args, **options):
@@ -34,12 +35,14 @@ class Command(BaseCommand):
         self.children: list[tuple[str, subprocess.Popen]] = []
         self.stopping = False
         var_dir = settings.VAR_DIR
+        # The children's environment: ours, plus the embedded servers' URLs (so that they start
+        # nothing themselves) and the state folder.
         env = os.environ.copy()
-        if settings.EMBEDDED_DATABASE:
-            env["DATABASE_URL"] = embedded.ensure_database(var_dir)
+        started = embedded.ensure_embedded()  # manage.py did already: this finds them running
+        env.update(started)
+        if "DATABASE_URL" in started:
             self.stdout.write("embedded PostgreSQL ready")
-        if settings.EMBEDDED_REDIS:
-            env["REDIS_URL"] = embedded.ensure_redis(var_dir)
+        if "REDIS_URL" in started:
             self.stdout.write("embedded Redis ready")
         env.setdefault("PORTAL_VAR_DIR", str(var_dir))
         env.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings.base")
@@ -67,21 +70,21 @@ class Command(BaseCommand):
         env.setdefault("PORTAL_BASE_URL", url.rstrip("/"))
         commands = {
             "web": [os.path.join(bin_dir, "gunicorn"), "portal.wsgi:application", "--bind", f"{bind}:{port}",
-                    "--workers", os.environ.get("WEB_CONCURRENCY", "2"),
-                    "--threads", os.environ.get("WEB_THREADS", "4"),
+                    "--workers", str(settings.WEB_CONCURRENCY),
+                    "--threads", str(settings.WEB_THREADS),
                     # Longer than a client's think time between calls: a keep-alive connection the
                     # server drops just as the client reuses it is a "connection reset" error.
-                    "--keep-alive", os.environ.get("WEB_KEEPALIVE", "75"),
+                    "--keep-alive", str(settings.WEB_KEEPALIVE),
                     "--timeout", "60", "--access-logfile", "-", "--graceful-timeout", "10"],
             # No --loglevel: Celery logs through settings.LOGGING (PORTAL_LOG_LEVEL), see portal/celery.py.
             "worker": [python, "-m", "celery", "-A", "portal", "worker",
-                       "--concurrency", os.environ.get("WORKER_CONCURRENCY", "2"), "--hostname", "worker@%h"],
+                       "--concurrency", str(settings.WORKER_CONCURRENCY), "--hostname", "worker@%h"],
             "beat": [python, "-m", "celery", "-A", "portal", "beat",
                      "--schedule", str(var_dir / "celerybeat-schedule")],
         }
         # On one machine the background processes yield the CPU to the web ones: an apply may
         # start a few milliseconds later, a page must not wait behind it. 0 = same priority.
-        background_nice = int(os.environ.get("WORKER_NICE", "10"))
+        background_nice = settings.WORKER_NICE
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         for name, cmd in commands.items():

@@ -1,0 +1,241 @@
+"""The portal's configuration from the environment: every variable read here, typed, with its default.
+
+`Config.from_env()` reads `os.environ` (or a mapping given) once and returns a frozen `Config`;
+`portal/settings/base.py` builds Django settings from it, and the rest of the code reads
+`django.conf.settings` (code that runs without Django, such as `provisioning/clusters.py` and
+the embedded servers' start, reads a `Config`). A malformed value is an `ImproperlyConfigured`
+that names the variable; an empty value counts as unset. README.md's configuration table lists
+every variable read here (tests/portal/test_configuration_documented.py keeps them in step).
+
+Reading the environment is all this module does: it starts nothing and writes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+_T = TypeVar("_T")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+class Environment:
+    """Typed reads of one environment mapping; each method names its variable in any error."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def _raw(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        # Unset and empty are the same: `FOO=` in a compose file or a unit means "the default".
+        return value.strip() if value is not None and value.strip() else None
+
+    @staticmethod
+    def _malformed(name: str, value: str, expected: str) -> ImproperlyConfigured:
+        return ImproperlyConfigured(f"{name}={value!r} is not {expected}")
+
+    def text(self, name: str, default: _T) -> str | _T:
+        value = self._raw(name)
+        return default if value is None else value
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self._raw(name)
+        if value is None:
+            return default
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        raise self._malformed(name, value, "a boolean (1/0, true/false, yes/no, on/off)")
+
+    def integer(self, name: str, default: int, *, minimum: int | None = None) -> int:
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise self._malformed(name, value, "an integer") from None
+        if minimum is not None and number < minimum:
+            raise self._malformed(name, value, f"an integer of at least {minimum}")
+        return number
+
+    def number(self, name: str, default: float, *, minimum: float | None = None) -> float:
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise self._malformed(name, value, "a number") from None
+        if number != number or number in (float("inf"), float("-inf")):  # nan, inf: never a duration
+            raise self._malformed(name, value, "a finite number")
+        if minimum is not None and number < minimum:
+            raise self._malformed(name, value, f"a number of at least {minimum}")
+        return number
+
+    def items(self, name: str, default: str) -> tuple[str, ...]:
+        """A comma-separated list (blanks dropped); `default` is written the way the variable would be."""
+        value = self._raw(name)
+        return tuple(item.strip() for item in (default if value is None else value).split(",") if item.strip())
+
+    def path(self, name: str, default: _T) -> Path | _T:
+        value = self._raw(name)
+        return default if value is None else Path(value).expanduser().resolve()
+
+    def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
+        """A URL with one of `schemes` (and a host, for http and https), or None when unset."""
+        value = self._raw(name)
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in schemes:
+            raise self._malformed(name, value, f"a URL starting with {' or '.join(s + '://' for s in schemes)}")
+        if parts.scheme in ("http", "https"):
+            # Only web addresses are checked further: broker and database URLs have forms of their
+            # own (several Sentinel hosts separated by ";", a unix socket path) that urlsplit misreads.
+            try:
+                parts.port  # noqa: B018 - reading the port is what rejects "host:abc"
+            except ValueError:
+                raise self._malformed(name, value, "a URL with a numeric port") from None
+            if not parts.hostname:
+                raise self._malformed(name, value, "a URL with a host")
+        return value
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting the environment can change, typed; field comments say what each is for."""
+
+    # --- state folder, keys, the portal's own services -----------------------------------
+    var_dir: Path  # PORTAL_VAR_DIR: embedded servers, generated keys, local clusters
+    secret_key: str | None  # None: generated once into var/secret.key (by portal.embedded.ensure_keys)
+    fernet_keys: tuple[str, ...]  # newest first; empty: generated once into var/fernet.key
+    database_url: str | None  # None: the embedded PostgreSQL under var/portal-db
+    redis_url: str | None  # None: the embedded Redis on a unix socket
+    clusters_dir: Path
+    pg_bin: Path | None  # None: the pgserver wheel's binaries
+    # --- web ---------------------------------------------------------------------------
+    debug: bool
+    environment: str
+    base_url: str  # without a trailing slash; "" = links are paths only
+    allowed_hosts: tuple[str, ...]
+    csrf_trusted_origins: tuple[str, ...]
+    allowed_targets: tuple[str, ...]
+    metrics_token: str
+    metrics_allowed: tuple[str, ...]
+    session_seconds: int
+    secure_cookies: bool
+    trust_proxy: bool
+    ssl_redirect: bool
+    hsts_seconds: int
+    hsts_preload: bool
+    login_failures: int
+    log_level: str
+    # --- mail --------------------------------------------------------------------------
+    smtp_host: str
+    smtp_port: int
+    smtp_starttls: bool
+    smtp_user: str
+    smtp_password: str
+    email_backend: str
+    from_email: str
+    # --- provisioning engine, outbox, secrets, replicas ----------------------------------
+    apply_max_retries: int
+    apply_backoff_max_seconds: int
+    apply_batch_max: int
+    index_statement_timeout_ms: int
+    stall_seconds: float
+    outbox_resend_seconds: float
+    outbox_sweep_seconds: float
+    secret_ttl_hours: float
+    executor_login_rotate_days: float
+    replica_backup_max_rate: str
+    replica_build_timeout: float
+    replica_max_lag_bytes: int
+    # --- `manage.py run` (make run) --------------------------------------------------------
+    demo_password: str | None  # None: generated once into var/demo-password
+    port: int
+    bind: str
+    web_concurrency: int
+    web_threads: int
+    web_keepalive: int
+    worker_concurrency: int
+    worker_nice: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """The configuration `environ` (default: this process's environment) describes.
+
+        Every variable is read unconditionally, so a malformed one fails here, at start-up, even
+        when the setting that uses it would not be looked at today.
+        """
+        env = Environment(os.environ if environ is None else environ)
+        var_dir = env.path("PORTAL_VAR_DIR", (BASE_DIR / "var").resolve())
+        debug = env.flag("PORTAL_DEBUG", False)
+        environment = env.text("PORTAL_ENVIRONMENT", "demo")
+        demo = environment == "demo"
+        base_url = (env.url("PORTAL_BASE_URL", ("http", "https")) or "").rstrip("/")
+        smtp_host = env.text("PORTAL_SMTP_HOST", "")
+        smtp_starttls = env.flag("PORTAL_SMTP_STARTTLS", False)
+        return cls(
+            var_dir=var_dir,
+            secret_key=env.text("PORTAL_SECRET_KEY", None),
+            fernet_keys=env.items("PORTAL_FERNET_KEYS", ""),
+            database_url=env.url("DATABASE_URL", ("postgres", "postgresql")),
+            redis_url=env.url("REDIS_URL", ("redis", "rediss", "redis+socket", "unix", "sentinel")),
+            clusters_dir=env.path("PORTAL_CLUSTERS_DIR", var_dir / "clusters"),
+            pg_bin=env.path("PORTAL_PG_BIN", None),
+            debug=debug,
+            environment=environment,
+            base_url=base_url,
+            allowed_hosts=env.items("PORTAL_ALLOWED_HOSTS", ""),
+            csrf_trusted_origins=env.items("PORTAL_CSRF_TRUSTED_ORIGINS", ""),
+            allowed_targets=env.items("PORTAL_ALLOWED_TARGETS", "127.0.0.0/8,::1/128,localhost"),
+            metrics_token=env.text("PORTAL_METRICS_TOKEN", ""),
+            metrics_allowed=env.items("PORTAL_METRICS_ALLOWED", "127.0.0.0/8,::1/128"),
+            session_seconds=env.integer("PORTAL_SESSION_SECONDS", 8 * 3600, minimum=1),
+            secure_cookies=env.flag("PORTAL_SECURE_COOKIES", not debug and not demo),
+            trust_proxy=env.flag("PORTAL_TRUST_PROXY", False),
+            ssl_redirect=env.flag("PORTAL_SSL_REDIRECT", False),
+            hsts_seconds=env.integer("PORTAL_HSTS_SECONDS", 0 if demo else 31536000, minimum=0),
+            hsts_preload=env.flag("PORTAL_HSTS_PRELOAD", not demo),
+            login_failures=env.integer("PORTAL_LOGIN_FAILURES", 5, minimum=1),
+            log_level=env.text("PORTAL_LOG_LEVEL", "INFO"),
+            smtp_host=smtp_host,
+            smtp_port=env.integer("PORTAL_SMTP_PORT", 587 if smtp_starttls else 25, minimum=1),
+            smtp_starttls=smtp_starttls,
+            smtp_user=env.text("PORTAL_SMTP_USER", ""),
+            smtp_password=env.text("PORTAL_SMTP_PASSWORD", ""),
+            email_backend=env.text("PORTAL_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend" if smtp_host
+                                   else "django.core.mail.backends.console.EmailBackend"),
+            from_email=env.text("PORTAL_FROM_EMAIL", "dbportal@localhost"),
+            apply_max_retries=env.integer("PORTAL_APPLY_MAX_RETRIES", 8, minimum=0),
+            apply_backoff_max_seconds=env.integer("PORTAL_APPLY_BACKOFF_MAX_SECONDS", 600, minimum=0),
+            apply_batch_max=env.integer("PORTAL_APPLY_BATCH_MAX", 50, minimum=1),
+            index_statement_timeout_ms=env.integer("PORTAL_INDEX_STATEMENT_TIMEOUT_MS", 30 * 60 * 1000, minimum=0),
+            stall_seconds=env.number("PORTAL_STALL_SECONDS", 10.0, minimum=0),
+            outbox_resend_seconds=env.number("PORTAL_OUTBOX_RESEND_SECONDS", 5.0, minimum=0),
+            outbox_sweep_seconds=env.number("PORTAL_OUTBOX_SWEEP_SECONDS", 5.0, minimum=0.1),
+            secret_ttl_hours=env.number("PORTAL_SECRET_TTL_HOURS", 24.0, minimum=0),
+            executor_login_rotate_days=env.number("PORTAL_EXECUTOR_LOGIN_ROTATE_DAYS", 30.0, minimum=0),
+            replica_backup_max_rate=env.text("PORTAL_REPLICA_BACKUP_MAX_RATE", ""),
+            replica_build_timeout=env.number("PORTAL_REPLICA_BUILD_TIMEOUT", 3600.0, minimum=1),
+            replica_max_lag_bytes=env.integer("PORTAL_REPLICA_MAX_LAG_BYTES", 256 * 1024 * 1024, minimum=0),
+            demo_password=env.text("PORTAL_DEMO_PASSWORD", None),
+            port=env.integer("PORT", 8000, minimum=1),
+            bind=env.text("PORTAL_BIND", "127.0.0.1"),
+            web_concurrency=env.integer("WEB_CONCURRENCY", 2, minimum=1),
+            web_threads=env.integer("WEB_THREADS", 4, minimum=1),
+            web_keepalive=env.integer("WEB_KEEPALIVE", 75, minimum=0),
+            worker_concurrency=env.integer("WORKER_CONCURRENCY", 2, minimum=1),
+            worker_nice=env.integer("WORKER_NICE", 10),
+        )
