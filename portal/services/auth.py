@@ -14,7 +14,7 @@ def client_ip(request: Any) -> str | None:
     """The caller's address. X-Forwarded-For is trusted only when PORTAL_TRUST_PROXY is set."""
     from django.conf import settings
 
-    if getattr(settings, "TRUST_PROXY", False):
+    if settings.TRUST_PROXY:
         forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
         if forwarded:
             return forwarded.split(",")[0].strip()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
@@ -31,9 +30,8 @@ DEMO_DATABASE = "app"
 
 def demo_password() -> str:
     """PORTAL_DEMO_PASSWORD, else one generated once and kept under var/."""
-    configured = os.environ.get("PORTAL_DEMO_PASSWORD")
-    if configured:
-        return configured
+    if settings.DEMO_PASSWORD:
+        return settings.DEMO_PASSWORD
     path = Path(settings.VAR_DIR) / "demo-password"
     if not path.exists():
         path.write_text(secrets.token_urlsafe(12))
