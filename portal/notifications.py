@@ -56,7 +56,7 @@ def notification_body(request, event: str) -> dict:
 def _recipients(request, event: str) -> list[str]:
     from django.contrib.auth.models import User
 
-    from portal.services.policy import requirement_of
+    from portal.services.approvals import requirement_of
 
     emails = set()
     if request.requester and request.requester.email:
@@ -66,7 +66,7 @@ def _recipients(request, event: str) -> list[str]:
         reviewers = User.objects.filter(groups__name__in=requirement.approver_groups, is_active=True)
         emails.update(e for e in reviewers.values_list("email", flat=True) if e)
         if requirement.owner_lead_team is not None:
-            from portal.services.policy import team_leads
+            from portal.services.approvals import team_leads
 
             leads = User.objects.filter(pk__in=team_leads(requirement.owner_lead_team))
             emails.update(e for e in leads.values_list("email", flat=True) if e)

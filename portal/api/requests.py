@@ -26,8 +26,8 @@ from portal.selectors.requests import (
     request_history_load,
     request_page_for,
 )
+from portal.services.approvals import approval_tally, requirement_of
 from portal.services.auth import client_ip
-from portal.services.policy import approval_tally, requirement_of
 from portal.services.requests import (
     request_approve,
     request_cancel,

@@ -6,11 +6,8 @@ from typing import Any
 
 from django.db.models import (
     Case,
-    CharField,
-    Exists,
     F,
     IntegerField,
-    OuterRef,
     Prefetch,
     Q,
     QuerySet,
@@ -18,15 +15,13 @@ from django.db.models import (
     When,
     prefetch_related_objects,
 )
-from django.db.models.functions import Cast
 from django.http import Http404
 from django.shortcuts import get_object_or_404
-from guardian.models import GroupObjectPermission, UserObjectPermission
 
-from portal.choices import RISK_ORDER, RequestStatus, RequestType
-from portal.models import Approval, ApprovalPolicy, ChangeRequest, Execution, Grant, ManagedRole, Team
-from portal.querysets import is_reviewer
-from portal.services.policy import FALLBACK_APPROVER_GROUPS, approver_groups_of, decision_eligibility
+from portal.choices import RISK_ORDER
+from portal.errors import DomainError
+from portal.models import Approval, ChangeRequest, Execution, Grant, ManagedRole, Team
+from portal.services.approvals import decision_check, decision_rules, with_decision_rules
 
 
 def name_or_id_usable(text: str) -> bool:
@@ -94,7 +89,8 @@ def request_get_for(user: Any, pk: Any, *, history: bool = True) -> ChangeReques
         raise Http404("no such request")
     if not history:
         return get_object_or_404(request_list_for(user), pk=pk)
-    return get_object_or_404(request_list_for(user).prefetch_related(*_history()), pk=pk)
+    # Whether the user may decide on it comes with the row (a detail page shows it).
+    return get_object_or_404(with_decision_rules(request_list_for(user), user).prefetch_related(*_history()), pk=pk)
 
 
 def request_history_load(request: ChangeRequest, *, new: bool = False) -> ChangeRequest:
@@ -107,59 +103,26 @@ def request_history_load(request: ChangeRequest, *, new: bool = False) -> Change
 
 
 def can_approve(user: Any, request: ChangeRequest) -> tuple[bool, str]:
-    ok, reason, _ = decision_eligibility(user, request)
-    return ok, reason
-
-
-def _teams_led_by(user: Any) -> QuerySet[Team]:
-    """The ids (a subquery) of the teams the user belongs to and leads: services.policy.team_leads, in SQL.
-
-    A lead holds guardian's `portal.lead_team` on the team, given to them or to one of their
-    groups; being a superuser does not make one a lead. (Guardian's generic tables keep the
-    object's pk as text.)
-    """
-    team_type = {"app_label": Team._meta.app_label, "model": Team._meta.model_name}
-    lead_team = {"object_pk": Cast(OuterRef("pk"), CharField()), "permission__codename": "lead_team",
-                 **{f"content_type__{key}": value for key, value in team_type.items()},
-                 **{f"permission__content_type__{key}": value for key, value in team_type.items()}}
-    return (Team.objects.filter(memberships__user=user)
-            .filter(Exists(UserObjectPermission.objects.filter(user=user, **lead_team))
-                    | Exists(GroupObjectPermission.objects.filter(group__user=user, **lead_team)))
-            .values("pk"))
+    """May `user` approve or reject `request` now, and if not, why (services.approvals.decision_check)."""
+    try:
+        decision_check(user, request)
+    except DomainError as refusal:
+        return False, refusal.detail
+    return True, ""
 
 
 def pending_reviews_queryset(user: Any) -> QuerySet[ChangeRequest]:
     """Submitted requests this user may decide on now, highest risk first, then oldest first.
 
-    All in one statement (the nav badge counts it on every page): the same rules as
-    services.policy.decision_eligibility, as SQL. One's own requests and a system request one
-    filed (drift revoke) are others' to decide; so is a plan one already decided on. Otherwise
-    a request waits for a user who is in one of its policy's approver groups, or who leads the
-    team owning the schema when the policy wants that lead (cross-team access only). Someone who
-    is no reviewer sees only requests on schemas of the teams they lead.
+    All in one statement (the nav badge counts it on every page): the requests the user sees that
+    meet every one of services.approvals.decision_rules, the conditions the approve action checks.
     """
     if not getattr(user, "is_authenticated", False):
         return ChangeRequest.objects.none()
-    already = Approval.objects.filter(request=OuterRef("pk"), reviewer=user, plan_hash=OuterRef("plan_hash"))
     rank = Case(*[When(risk=risk, then=Value(order)) for risk, order in RISK_ORDER.items()],
                 output_field=IntegerField())
-    candidates = (request_list_for(user).filter(status=RequestStatus.SUBMITTED).exclude(requester=user)
-                  .exclude(filed_by=user).exclude(Exists(already)))
-    led_teams = _teams_led_by(user)
-    if not is_reviewer(user):
-        candidates = candidates.filter(owner_team__in=led_teams)
-    policy = ApprovalPolicy.objects.filter(environment=OuterRef("instance__environment"),
-                                           request_type=OuterRef("type"), risk=OuterRef("risk"))
-    groups = sorted(approver_groups_of(user))
-    # approver_groups is a JSON array of names: ?| is true when any of the user's groups is in it.
-    in_group = Q(Exists(policy.filter(approver_groups__has_any_keys=groups))) if groups else Q(pk__in=[])
-    if set(FALLBACK_APPROVER_GROUPS) & set(groups):  # no policy row: policy_for's fallback
-        in_group |= ~Q(Exists(policy))
-    lead_slot = (Q(owner_team__in=led_teams) & ~Q(owner_team=F("team"))
-                 & (~Q(Exists(policy)) | Q(Exists(policy.filter(require_owner_lead=True)))
-                    | Q(type=RequestType.GRANT)))  # cross-team grants always need the lead (requirement_for)
-    return (candidates.filter(in_group | lead_slot).annotate(risk_rank=rank)
-            .order_by("-risk_rank", "created_at", "id"))
+    return (request_list_for(user).filter(*[rule.condition for rule in decision_rules(user)])
+            .annotate(risk_rank=rank).order_by("-risk_rank", "created_at", "id"))
 
 
 def pending_reviews(user: Any) -> list[ChangeRequest]:

@@ -13,7 +13,7 @@ from guardian.shortcuts import assign_perm
 from portal.choices import Environment, MembershipRole, Persona
 from portal.models import Instance, Membership, Team
 from portal.services.instances import instance_create_local
-from portal.services.policy import policy_seed_defaults
+from portal.services.policies import policy_seed_defaults
 
 PERSONAS = [
     # username, groups, team, team role, superuser

@@ -1,4 +1,6 @@
-"""Platform admins edit approval policies; every change is audited (policy.changed) with before and after."""
+"""Approval policies: the defaults, the lookup for a request, and their editing by platform admins
+(every change audited as policy.changed with before and after). Who may approve one request, and
+whether it has its approvals, is portal/services/approvals.py."""
 
 from __future__ import annotations
 
@@ -7,10 +9,57 @@ from typing import Any
 from django.db import transaction
 
 from audit.services import record
-from portal.choices import Environment, Persona, Risk
+from portal.choices import Environment, Persona, RequestType, Risk
 from portal.errors import InvalidPayload, PolicyViolation
 from portal.models import ApprovalPolicy
 from portal.querysets import is_admin
+
+# (environment, risk) -> approvals required. Every type follows it; cross-team grants also need
+# the owning team's lead. Only low-risk dev changes may be auto-approved, and none is by default.
+DEFAULT_APPROVALS = {
+    (Environment.DEV, Risk.LOW): 1,
+    (Environment.DEV, Risk.MEDIUM): 1,
+    (Environment.DEV, Risk.HIGH): 2,
+    (Environment.STAGING, Risk.LOW): 1,
+    (Environment.STAGING, Risk.MEDIUM): 1,
+    (Environment.STAGING, Risk.HIGH): 2,
+    (Environment.PROD, Risk.LOW): 1,
+    (Environment.PROD, Risk.MEDIUM): 2,
+    (Environment.PROD, Risk.HIGH): 2,
+}
+
+
+def policy_seed_defaults() -> int:
+    """Create the default policies that do not exist yet (idempotent); returns how many were made.
+
+    One read and one insert, not a get_or_create per row: it runs on every `make run` and for
+    every test that seeds the personas. A row made meanwhile by someone else is left as it is."""
+    existing = set(ApprovalPolicy.objects.values_list("environment", "request_type", "risk"))
+    missing = [
+        ApprovalPolicy(
+            environment=environment, request_type=request_type, risk=risk, approvals_required=approvals,
+            approver_groups=[Persona.REVIEWERS.value, Persona.ADMINS.value],
+            require_owner_lead=request_type in (RequestType.GRANT, RequestType.REVOKE),
+        )
+        for (environment, risk), approvals in DEFAULT_APPROVALS.items()
+        for request_type in RequestType.values
+        if (environment, request_type, risk) not in existing
+    ]
+    return len(ApprovalPolicy.objects.bulk_create(missing, ignore_conflicts=True))
+
+
+# Who decides where no policy row exists (see policy_for).
+FALLBACK_APPROVER_GROUPS = (Persona.REVIEWERS.value, Persona.ADMINS.value)
+
+
+def policy_for(*, environment: str, request_type: str, risk: str) -> ApprovalPolicy:
+    policy = ApprovalPolicy.objects.filter(environment=environment, request_type=request_type, risk=risk).first()
+    if policy is None:
+        # A missing row never means "no approval needed": fall back to the strictest default.
+        return ApprovalPolicy(environment=environment, request_type=request_type, risk=risk,
+                              approvals_required=2, approver_groups=list(FALLBACK_APPROVER_GROUPS))
+    return policy
+
 
 
 def policy_update(*, actor: Any, policy: ApprovalPolicy, approvals_required: int, approver_groups: list[str],

@@ -26,14 +26,16 @@ from portal.errors import Conflict, InvalidPayload, PolicyViolation, StalePlan
 from portal.models import Approval, ChangeRequest, Instance, InstanceInventory, Team
 from portal.querysets import is_admin, is_reviewer
 from portal.risk import owner_team_id_for, risk_assess
-from portal.services.names import names_check_free, names_release, names_reserve
-from portal.services.policy import (
+from portal.services.approvals import (
     approval_tally,
-    decision_eligibility,
+    decision_check,
+    decision_rules_forget,
     requirement_for,
     requirement_keep,
     requirement_of,
+    with_decision_rules,
 )
+from portal.services.names import names_check_free, names_release, names_reserve
 from provisioning.inventory import INVENTORY_KEPT
 from provisioning.plans import module_for, plan_hash, plan_text
 from provisioning.replicas.base import ensure_writable
@@ -186,9 +188,14 @@ def request_submit(*, user: Any, actor_ip: str | None, type: str, instance: Inst
 # --- decisions --------------------------------------------------------------------------------
 
 
-def _locked(request: ChangeRequest) -> ChangeRequest:
-    return (ChangeRequest.objects.select_for_update(of=("self",))
-            .select_related("instance", "team", "owner_team", "requester", "filed_by").get(pk=request.pk))
+def _locked(request: ChangeRequest, *, decider: Any = None) -> ChangeRequest:
+    """The request re-read and locked; with `decider`, carrying whether each decision rule holds for
+    them (services.approvals.with_decision_rules: in the same SELECT, no query of its own)."""
+    rows = (ChangeRequest.objects.select_for_update(of=("self",))
+            .select_related("instance", "team", "owner_team", "requester", "filed_by"))
+    if decider is not None:
+        rows = with_decision_rules(rows, decider)
+    return rows.get(pk=request.pk)
 
 
 def _check_comment(comment: Any) -> str:
@@ -208,12 +215,11 @@ def _check_plan_intact(request: ChangeRequest) -> None:
 
 
 def _decide(request: ChangeRequest, reviewer: Any, decision: str, comment: str) -> ChangeRequest:
-    ok, reason, status = decision_eligibility(reviewer, request)
-    if not ok:
-        raise (Conflict if status == 409 else PolicyViolation)(reason)
+    decision_check(reviewer, request)  # PolicyViolation (403) or Conflict (409)
     _check_plan_intact(request)
     Approval.objects.create(request=request, reviewer=reviewer, decision=decision, comment=comment,
                             plan_hash=request.plan_hash)
+    decision_rules_forget(request)  # they held before this decision; the answer asks again
     return request
 
 
@@ -222,7 +228,7 @@ def request_approve(*, request: ChangeRequest, reviewer: Any, comment: str, acto
     comment = _check_comment(comment)
     # One append for the approval's events (approval, approved, queued), at the end.
     with transaction.atomic(), audit_batched():
-        request = _locked(request)
+        request = _locked(request, decider=reviewer)
         _decide(request, reviewer, Decision.APPROVE, comment)
         requirement = requirement_of(request)
         tally = approval_tally(request, requirement, viewer=reviewer)
@@ -256,7 +262,7 @@ def request_reject(*, request: ChangeRequest, reviewer: Any, comment: str, actor
     if not comment:
         raise InvalidPayload.field("comment", "say why the request is rejected")
     with transaction.atomic():
-        request = _locked(request)
+        request = _locked(request, decider=reviewer)
         _decide(request, reviewer, Decision.REJECT, comment)
         request.status = RequestStatus.REJECTED
         request.status_detail = comment

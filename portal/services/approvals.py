@@ -1,0 +1,332 @@
+"""Approvals of one request: what it needs (Requirement), whether it has it (Tally), and who may
+decide on it now (the decision rules, one definition for the review queue and the approve action).
+
+The policies themselves (defaults, lookup, editing) are portal/services/policies.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import Group
+from django.db.models import BooleanField, CharField, Exists, ExpressionWrapper, F, OuterRef, Q, QuerySet, Value
+from django.db.models.functions import Cast
+from guardian.models import GroupObjectPermission, UserObjectPermission
+from guardian.shortcuts import get_users_with_perms
+
+from portal.choices import Decision, Environment, Persona, RequestStatus, RequestType, Risk
+from portal.errors import Conflict, DomainError, PolicyViolation
+from portal.models import Approval, ApprovalPolicy, ChangeRequest, Team
+from portal.querysets import is_admin, is_reviewer, user_groups
+from portal.services.policies import FALLBACK_APPROVER_GROUPS, policy_for
+
+# --- who approves a given request -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """What a request needs before it is approved, from its policy and the schema's owner team."""
+
+    approvals_required: int
+    approver_groups: list[str]
+    owner_lead_team: Team | None  # a lead of this team must approve too (cross-team access)
+    auto_approve: bool
+
+    def as_dict(self) -> dict:
+        return {"approvals_required": self.approvals_required, "approver_groups": list(self.approver_groups),
+                "requires_owner_lead": self.owner_lead_team is not None,
+                "owner_team": self.owner_lead_team.name if self.owner_lead_team else None}
+
+
+def requirement_for(*, environment: str, request_type: str, risk: str, team: Team | None,
+                    owner_team: Team | None) -> Requirement:
+    policy = policy_for(environment=environment, request_type=request_type, risk=risk)
+    cross_team = owner_team is not None and (team is None or owner_team.pk != team.pk)
+    # Access into another team's schema always needs that team's lead, whatever the policy row says
+    # (or when none exists): a role of one team is never granted into another team's schema without
+    # it. For other types (a revoke) the policy's require_owner_lead decides.
+    lead_team = owner_team if cross_team and (policy.require_owner_lead or request_type == RequestType.GRANT) \
+        else None
+    # Auto-approval only ever for low-risk dev changes, and never when another team must agree.
+    auto = bool(policy.auto_approve and environment == Environment.DEV and risk == Risk.LOW and lead_team is None)
+    return Requirement(approvals_required=policy.approvals_required, approver_groups=list(policy.approver_groups),
+                       owner_lead_team=lead_team, auto_approve=auto)
+
+
+def requirement_of(request: ChangeRequest) -> Requirement:
+    # Kept on the object for the rest of the HTTP request: a detail view and an approval ask
+    # for it two or three times (one policy query each), and a request's type, risk, instance
+    # and teams do not change once submitted. Keyed anyway, so an edited object is re-read.
+    memo = getattr(request, "_portal_requirement", None)
+    if memo is not None and memo[0] == _requirement_key(request):
+        return memo[1]
+    requirement = requirement_for(environment=request.instance.environment, request_type=request.type,
+                                  risk=request.risk, team=request.team, owner_team=request.owner_team)
+    requirement_keep(request, requirement)
+    return requirement
+
+
+def _requirement_key(request: ChangeRequest) -> tuple:
+    return (request.instance_id, request.type, request.risk, request.team_id, request.owner_team_id)
+
+
+def requirement_keep(request: ChangeRequest, requirement: Requirement) -> None:
+    """Remember `requirement` as requirement_of(request), when the caller has just worked it out
+    from the same instance, type, risk and teams (request_submit, from its preview)."""
+    request._portal_requirement = (_requirement_key(request), requirement)
+
+
+def groups_load(users: list[Any], known: Any = None) -> None:
+    """Fill the user_groups() cache of several users with one query (not one per user).
+
+    `known`: a user whose groups are already cached (the caller, loaded with its token), so
+    another object for the same person (an approval's reviewer) needs no query.
+    """
+    known_groups = getattr(known, "_portal_groups", None)
+    if known_groups is not None:
+        for user in users:
+            if user.pk == known.pk and getattr(user, "_portal_groups", None) is None:
+                user._portal_groups = known_groups
+    missing = {user.pk: user for user in users if getattr(user, "_portal_groups", None) is None}
+    if not missing:
+        return
+    found: dict[int, set[str]] = {pk: set() for pk in missing}
+    for user_id, name in Group.objects.filter(user__in=list(missing)).values_list("user", "name"):
+        found[user_id].add(name)
+    for pk, user in missing.items():
+        user._portal_groups = found[pk]
+
+
+def _approvals_of(request: ChangeRequest) -> list[Approval] | None:
+    """The request's approvals when already prefetched (request_get_for), else None."""
+    prefetched = getattr(request, "_prefetched_objects_cache", {}).get("approvals")
+    return list(prefetched) if prefetched is not None else None
+
+
+def approver_groups_of(user: Any) -> set[str]:
+    """The persona groups a user approves as (a superuser counts as a platform admin)."""
+    groups = set(user_groups(user))
+    if is_admin(user):
+        groups.add(Persona.ADMINS.value)
+    return groups
+
+
+def team_leads(team: Team) -> set[int]:
+    """Ids of the users holding the guardian permission `portal.lead_team` on `team` (not superusers)."""
+    users = get_users_with_perms(team, only_with_perms_in=["lead_team"], with_superusers=False,
+                                 with_group_users=True)
+    return set(users.values_list("pk", flat=True))
+
+
+@dataclass(frozen=True)
+class Tally:
+    group_approvals: int
+    lead_approved: bool
+    approvers: list[str]
+    satisfied: bool
+
+
+def approval_tally(request: ChangeRequest, requirement: Requirement | None = None, viewer: Any = None) -> Tally:
+    """Approvals that count: decision approve, on the current plan hash, from an eligible person.
+
+    `viewer`: the user asking, whose groups are cached (see groups_load)."""
+    requirement = requirement or requirement_of(request)
+    leads = team_leads(requirement.owner_lead_team) if requirement.owner_lead_team else set()
+    prefetched = _approvals_of(request)
+    if prefetched is not None:
+        # The same rows the query below selects, from the detail view's prefetch (created_at order).
+        approvals = sorted((a for a in prefetched if a.decision == Decision.APPROVE and a.plan_hash == request.plan_hash),
+                           key=lambda a: a.created_at)
+    else:
+        approvals = list(Approval.objects.filter(request=request, decision=Decision.APPROVE,
+                                                 plan_hash=request.plan_hash)
+                         .select_related("reviewer").order_by("created_at"))
+    groups_load([approval.reviewer for approval in approvals], known=viewer)
+    group_count, lead_ok, approvers = 0, False, []
+    for approval in approvals:
+        counted = False
+        if approval.reviewer_id in request.author_ids:
+            continue  # never counts, even if it got in somehow
+        if approver_groups_of(approval.reviewer) & set(requirement.approver_groups):
+            group_count += 1
+            counted = True
+        if approval.reviewer_id in leads:
+            lead_ok = True
+            counted = True
+        if counted:
+            approvers.append(approval.reviewer.username)
+    satisfied = group_count >= requirement.approvals_required and (requirement.owner_lead_team is None or lead_ok)
+    return Tally(group_approvals=group_count, lead_approved=lead_ok, approvers=approvers, satisfied=satisfied)
+
+
+# --- who may decide now: the decision rules -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecisionRule:
+    """One condition a request must meet for a user to approve or reject it, as a Q over ChangeRequest.
+
+    The review queue (portal.selectors.requests.pending_reviews_queryset) filters by every rule;
+    the approve and reject actions evaluate each rule on the one row (as annotations of the row
+    they lock) and raise the first one that fails. So the queue holds exactly what its user may
+    decide on: there is no second copy of these conditions to drift apart.
+    """
+
+    name: str
+    condition: Q
+    error: type[DomainError]
+
+
+def _teams_led_by(user: Any) -> QuerySet[Team]:
+    """The ids (a subquery) of the teams the user belongs to and leads.
+
+    A lead holds guardian's `portal.lead_team` on the team, given to them or to one of their
+    groups, and is a member; being a superuser does not make one a lead. (Guardian's generic tables
+    keep the object's pk as text.)
+    """
+    team_type = {"app_label": Team._meta.app_label, "model": Team._meta.model_name}
+    lead_team = {"object_pk": Cast(OuterRef("pk"), CharField()), "permission__codename": "lead_team",
+                 **{f"content_type__{key}": value for key, value in team_type.items()},
+                 **{f"permission__content_type__{key}": value for key, value in team_type.items()}}
+    return (Team.objects.filter(memberships__user=user)
+            .filter(Exists(UserObjectPermission.objects.filter(user=user, **lead_team))
+                    | Exists(GroupObjectPermission.objects.filter(group__user=user, **lead_team)))
+            .values("pk"))
+
+
+def _may_approve(user: Any) -> Q:
+    """The user is someone the request's policy asks for: in one of its approver groups (the
+    fallback groups when no policy row exists, as policy_for), or a lead of the team owning the
+    schema when the policy wants that lead (cross-team access; cross-team grants always do, as
+    requirement_for). Someone who is no reviewer decides only as such a lead, on their team's schemas."""
+    policy = ApprovalPolicy.objects.filter(environment=OuterRef("instance__environment"),
+                                           request_type=OuterRef("type"), risk=OuterRef("risk"))
+    groups = sorted(approver_groups_of(user))
+    # approver_groups is a JSON array of names: ?| is true when any of the user's groups is in it.
+    in_group = Q(Exists(policy.filter(approver_groups__has_any_keys=groups))) if groups else Q(pk__in=[])
+    if set(FALLBACK_APPROVER_GROUPS) & set(groups):  # no policy row: policy_for's fallback
+        in_group |= ~Q(Exists(policy))
+    led_teams = _teams_led_by(user)
+    lead_slot = (Q(owner_team__in=led_teams) & ~Q(owner_team=F("team"))
+                 & (~Q(Exists(policy)) | Q(Exists(policy.filter(require_owner_lead=True)))
+                    | Q(type=RequestType.GRANT)))
+    condition = in_group | lead_slot
+    if not is_reviewer(user):
+        condition &= Q(owner_team__in=led_teams)
+    return condition
+
+
+def decision_rules(user: Any) -> list[DecisionRule]:
+    """The conditions under which `user` may approve or reject a request, in the order their
+    failures are reported. One's own requests and a system request one filed (drift revoke) are
+    others' to decide; so is a plan one already decided on (approvals bind to the plan hash)."""
+    already = Approval.objects.filter(request=OuterRef("pk"), reviewer=user, plan_hash=OuterRef("plan_hash"))
+    return [
+        DecisionRule("waiting", Q(status=RequestStatus.SUBMITTED), Conflict),
+        DecisionRule("not_requester", ~Q(requester=user), PolicyViolation),
+        DecisionRule("not_filer", ~Q(filed_by=user), PolicyViolation),
+        DecisionRule("undecided", ~Q(Exists(already)), Conflict),
+        DecisionRule("approver", _may_approve(user), PolicyViolation),
+    ]
+
+
+def _rule_annotation(rule: DecisionRule) -> str:
+    return f"decision_{rule.name}"
+
+
+# Annotation naming the user the decision_* annotations of a row were computed for.
+DECIDER = "decision_user"
+
+
+def with_decision_rules(queryset: QuerySet[ChangeRequest], user: Any) -> QuerySet[ChangeRequest]:
+    """The rows annotated with whether each decision rule holds for `user` (no extra query: the
+    detail read and the approve action's lock carry them in their own SELECT)."""
+    if not getattr(user, "is_authenticated", False):
+        return queryset
+    annotations = {_rule_annotation(rule): ExpressionWrapper(rule.condition, output_field=BooleanField())
+                   for rule in decision_rules(user)}
+    return queryset.annotate(**annotations, **{DECIDER: Value(user.pk)})
+
+
+def decision_rules_forget(request: ChangeRequest) -> None:
+    """Drop the decision annotations of a request the caller has just changed (they are stale)."""
+    vars(request).pop(DECIDER, None)
+
+
+def _in_memory(condition: Q, request: ChangeRequest) -> bool | None:
+    """The value of `condition` for `request` as loaded, when it only compares the row's own
+    columns for equality (status, requester, filer); None when it needs the database (a
+    subquery, a join). The same Q the queue filters by, read off the object instead of the row:
+    a refusal for one's own request or a decided one then costs no query."""
+    results = []
+    for child in condition.children:
+        if isinstance(child, Q):
+            value = _in_memory(child, request)
+        elif isinstance(child, tuple) and len(child) == 2 and "__" not in child[0]:
+            field = ChangeRequest._meta.get_field(child[0])
+            if field.is_relation:
+                wanted = getattr(child[1], "pk", child[1])
+                value = getattr(request, field.attname) == wanted
+            elif hasattr(child[1], "resolve_expression"):
+                value = None
+            else:
+                value = getattr(request, field.attname) == child[1]
+        else:
+            value = None
+        if value is None:
+            return None
+        results.append(value)
+    held = all(results) if condition.connector == Q.AND else any(results)
+    return not held if condition.negated else held
+
+
+def _failed_rule(user: Any, request: ChangeRequest) -> DecisionRule | None:
+    rules = decision_rules(user)
+    names = [_rule_annotation(rule) for rule in rules]
+    annotated = vars(request).get(DECIDER) == user.pk and all(name in vars(request) for name in names)
+    for index, rule in enumerate(rules):
+        if annotated:
+            held = vars(request)[names[index]]
+        else:
+            held = _in_memory(rule.condition, request)
+            if held is None:
+                # The rest needs the database: the same conditions for this one row (one query).
+                return _failed_in_database(rules[index:], request)
+        if not held:
+            return rule
+    return None
+
+
+def _failed_in_database(rules: list[DecisionRule], request: ChangeRequest) -> DecisionRule | None:
+    values = (ChangeRequest.objects.filter(pk=request.pk)
+              .values_list(*[ExpressionWrapper(rule.condition, output_field=BooleanField()) for rule in rules])
+              .first())
+    held = list(values) if values is not None else [False] * len(rules)
+    return next((rule for rule, ok in zip(rules, held, strict=True) if not ok), None)
+
+
+def _refusal(rule: DecisionRule, request: ChangeRequest) -> str:
+    if rule.name == "waiting":
+        return f"the request is {request.status}, no longer waiting for a decision"
+    if rule.name == "not_requester":
+        return "you cannot approve or reject your own request"
+    if rule.name == "not_filer":
+        return "you filed this request: another reviewer must decide on it"
+    if rule.name == "undecided":
+        return "you already decided on this plan"
+    requirement = requirement_of(request)
+    who = ", ".join(requirement.approver_groups) or "nobody"
+    if requirement.owner_lead_team is not None:
+        who += f" or a lead of team {requirement.owner_lead_team}"
+    return f"only {who} may decide on this request"
+
+
+def decision_check(user: Any, request: ChangeRequest) -> None:
+    """Raise unless `user` may approve or reject `request` now: PolicyViolation (403) when they may
+    not, Conflict (409) when the request or their own earlier decision stands in the way."""
+    if not getattr(user, "is_authenticated", False):
+        raise PolicyViolation("sign in first")
+    failed = _failed_rule(user, request)
+    if failed is not None:
+        raise failed.error(_refusal(failed, request))
