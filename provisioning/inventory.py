@@ -2,18 +2,27 @@
 
 Read with one query for the cluster (databases and roles, from the maintenance database) and
 one query per database (schemas and their tables), stored in InstanceInventory. Submit-time
-checks read it; the workers refresh it after each apply and on a beat schedule.
+checks read it; the workers merge each applied role or schema into it (`inventory_patch`),
+read it again after other changes (`inventory_refresh_quietly`) and on a beat schedule.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any
 
+import structlog
+from django.db import connection
 from django.utils import timezone
 from psycopg import sql
 
+from portal.choices import RequestType
+from portal.models import InstanceInventory
 from provisioning.admin_login import MANAGED_DATABASE
-from provisioning.connections import connect
+from provisioning.connections import connect, describe_error
+
+log = structlog.get_logger(__name__)
 
 # Cluster-wide: the databases the admin login manages (admin_login.MANAGED_DATABASE), and every
 # role with attributes and memberships.
@@ -69,9 +78,100 @@ def inventory_refresh(instance: Any) -> Any:
     Raises psycopg errors when the instance cannot be reached; the stored inventory then stays
     as it was (callers decide whether a stale one is good enough).
     """
-    from portal.models import InstanceInventory
-
     snapshot = inventory_read(instance)
     inventory, _ = InstanceInventory.objects.update_or_create(
         instance=instance, defaults={"snapshot": snapshot, "refreshed_at": timezone.now()})
     return inventory
+
+
+def inventory_refresh_quietly(instance: Any) -> None:
+    """inventory_refresh after an applied change, where an unreachable cluster is only logged."""
+    try:
+        inventory_refresh(instance)
+    except Exception as exc:  # noqa: BLE001 - the change is applied; a stale inventory heals on the next beat
+        log.warning("apply.inventory_refresh_failed", instance=instance.pk, error=describe_error(exc))
+
+
+def inventory_patch(requests: list[Any]) -> list[Any]:
+    """Keep the instance inventory (what submit-time checks read) in step with applied changes;
+    returns the instances that must be read again instead.
+
+    Grants and revokes change no inventory entry; a new role or schema is merged into the stored
+    snapshot by one UPDATE in the database (a full read of the cluster costs a connection per
+    database, more than the plan itself; reading and rewriting the whole document here would
+    cost the worker time in proportion to the instance's size); other changes (DDL, replicas)
+    read the cluster again. The beat job re-reads every instance regularly, so an entry cannot
+    stay wrong for long."""
+    stale: dict[int, Any] = {}
+    patches: dict[int, list[Any]] = {}
+    for request in requests:
+        if request.type in (RequestType.GRANT, RequestType.REVOKE):
+            continue
+        if request.type in (RequestType.ROLE, RequestType.SCHEMA):
+            patches.setdefault(request.instance_id, []).append(request)
+        else:
+            stale[request.instance_id] = request.instance
+    for instance_id, changes in patches.items():
+        if not _merge_into_inventory(instance_id, changes):
+            stale[instance_id] = changes[0].instance  # no usable snapshot yet: read the cluster
+    return list(stale.values())
+
+
+@functools.cache
+def _merge_statement_parts() -> tuple[sql.Composed, sql.SQL, sql.SQL, sql.Composed]:
+    """snapshot || {"roles": owners || roles || new roles, "databases": ...}: a role request's
+    entry replaces the stored one; a schema's owner is added only when no role of that name is
+    known; a schema is added only when absent (its stored entry lists its tables). Every value is
+    a parameter; the table's name comes from the model."""
+    table = sql.Identifier(InstanceInventory._meta.db_table)
+    roles = sql.SQL(
+        "UPDATE {} SET snapshot = snapshot || jsonb_build_object("
+        "'roles', %s::jsonb || COALESCE(snapshot->'roles', '{{}}'::jsonb) || %s::jsonb"
+    ).format(table)
+    databases = sql.SQL(", 'databases', COALESCE(snapshot->'databases', '{}'::jsonb)")
+    database = sql.SQL(
+        " || jsonb_build_object(%s::text, COALESCE(snapshot->'databases'->%s::text, '{}'::jsonb)"
+        " || jsonb_build_object('schemas', %s::jsonb"
+        " || COALESCE(snapshot->'databases'->%s::text->'schemas', '{}'::jsonb)))"
+    )
+    where = sql.SQL(
+        ") WHERE instance_id = %s AND jsonb_typeof(snapshot) = 'object' AND snapshot <> '{}'::jsonb")
+    return roles, databases, database, where
+
+
+def _merge_into_inventory(instance_id: int, changes: list[Any]) -> bool:
+    """Merge the new roles and schemas of `changes` into the instance's stored snapshot in one
+    statement (the row lock is the UPDATE's own); False when there is no snapshot to merge into."""
+    roles: dict[str, dict] = {}
+    owners: dict[str, dict] = {}
+    schemas: dict[str, dict[str, dict]] = {}
+    for request in changes:
+        payload = request.payload or {}
+        if request.type == RequestType.ROLE:
+            roles[payload["name"]] = _role_entry(login=bool(payload.get("login")),
+                                                 member_of=list(payload.get("member_of") or []),
+                                                 connection_limit=payload.get("connection_limit"),
+                                                 valid_until=payload.get("valid_until"))
+            continue
+        owner = payload.get("owner_role") or ""
+        if owner:
+            owners.setdefault(owner, _role_entry(login=False, member_of=[]))
+        schemas.setdefault(payload["database"], {}).setdefault(payload["name"], {"owner": owner, "tables": []})
+    merge_roles, merge_databases, merge_database, merge_where = _merge_statement_parts()
+    statement: sql.Composable = merge_roles
+    params: list[Any] = [json.dumps(owners), json.dumps(roles)]
+    if schemas:
+        # One fixed fragment per database (a batch is one database; the text never holds a value).
+        statement += merge_databases + sql.Composed([merge_database] * len(schemas))
+        for database, entries in schemas.items():
+            params += [database, database, json.dumps(entries), database]
+    with connection.cursor() as cursor:
+        cursor.execute(statement + merge_where, [*params, instance_id])
+        return cursor.rowcount == 1
+
+
+def _role_entry(*, login: bool, member_of: list[str], connection_limit: Any = None, valid_until: Any = None) -> dict:
+    # The shape CLUSTER_QUERY stores; the plan denies every other attribute.
+    return {"login": login, "superuser": False, "createdb": False, "createrole": False, "replication": False,
+            "bypassrls": False, "connection_limit": -1 if connection_limit is None else connection_limit,
+            "valid_until": valid_until, "member_of": sorted(member_of)}

@@ -3,7 +3,7 @@
 `enqueue_apply` runs inside the approving transaction; the Celery message is sent only after
 that transaction commits (`transaction.on_commit`). A send that fails (broker down) is logged
 and left to `outbox_sweep`, a beat job that re-sends rows no worker has taken, and recovers
-requests whose worker died (see `provisioning.executor.stalled_requests`).
+requests whose worker died (see `provisioning.liveness.stalled_requests`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,12 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.services import record
+from portal.celery import app
 from portal.choices import RequestStatus
 from portal.errors import Conflict
+from portal.models import ChangeRequest
+from provisioning.batching import BATCH_TYPES, batch_max, database_of
+from provisioning.liveness import stalled_requests
 from provisioning.models import OutboxMessage
 
 log = structlog.get_logger(__name__)
@@ -27,7 +31,7 @@ APPLY_TASK = "provisioning.apply_request"
 # The first re-send waits this long after the row was written or last sent; later re-sends of
 # a row that is sent but still not taken (a long queue, a message lost with the broker) back
 # off exponentially up to RESEND_MAX, so a backlog is not flooded with duplicates.
-RESEND_AFTER = timedelta(seconds=getattr(settings, "OUTBOX_RESEND_SECONDS", 5))
+RESEND_AFTER = timedelta(seconds=settings.OUTBOX_RESEND_SECONDS)
 RESEND_MAX = timedelta(seconds=300)
 SWEEP_LIMIT = 200
 # Publishing must not hold an approval's web request for long when the broker is down.
@@ -37,8 +41,6 @@ PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 
 def enqueue_apply(request) -> None:
     """Queue an approved (or retried, failed) request: approved|failed → queued, outbox row,
     audit event `request.queued`; the task is sent once the surrounding transaction commits."""
-    from portal.models import ChangeRequest
-
     if not connection.in_atomic_block:
         with transaction.atomic():
             return enqueue_apply(request)
@@ -116,9 +118,7 @@ def _publish_on_commit(message_id: int, args: dict) -> None:
 
 
 def _batch_key(message: OutboxMessage) -> tuple:
-    """Rows whose requests one worker would apply together share a key (see executor.BATCH_TYPES)."""
-    from provisioning.executor import BATCH_TYPES, database_of
-
+    """Rows whose requests one worker would apply together share a key (provisioning/batching.py)."""
     request = message.request
     if message.task_name != APPLY_TASK or request is None or request.type not in BATCH_TYPES:
         return ("alone", message.pk)
@@ -129,8 +129,6 @@ def _batch_key(message: OutboxMessage) -> tuple:
 
 
 def _publish(task_name: str, kwargs: dict, countdown: float | None = None) -> None:
-    from portal.celery import app
-
     app.send_task(task_name, kwargs=kwargs, countdown=countdown, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
 
 
@@ -140,9 +138,7 @@ def publish(message_ids: list[int], countdown: float | None = None) -> tuple[int
 
     Apply rows for the same instance and database go out as one message per batch: the first
     request's, naming the others as its companions, which its worker claims with it (see
-    executor.apply). A companion that worker cannot claim is re-sent by the sweeper as usual."""
-    from provisioning.executor import batch_max
-
+    provisioning.engine.apply). A companion that worker cannot claim is re-sent by the sweeper as usual."""
     messages = list(OutboxMessage.objects.filter(pk__in=message_ids, taken_at__isnull=True)
                     .select_related("request__instance").order_by("pk"))
     groups: dict[tuple, list[OutboxMessage]] = {}
@@ -209,8 +205,6 @@ def _due(message: OutboxMessage, now) -> bool:
 def outbox_sweep(limit: int = SWEEP_LIMIT) -> dict[str, int]:
     """Re-send rows older than a few seconds that no worker has taken; re-dispatch requests
     whose worker died. Bounded per run; returns counts for the logs and tests."""
-    from provisioning.executor import stalled_requests
-
     now = timezone.now()
     candidates = list(
         OutboxMessage.objects.filter(taken_at__isnull=True, created_at__lte=now - RESEND_AFTER).order_by("created_at")[

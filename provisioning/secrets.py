@@ -1,8 +1,9 @@
 """One-time secrets: a login role's generated password, revealed once to its requester.
 
-The executor creates the RequestSecret (encrypted with portal.crypto) before the target
-transaction; `secret_reveal` hands it out once and wipes it; `secret_wipe_expired` wipes the
-ones nobody revealed within a day. Reveals and wipes are audited, never with the value.
+The engine gets the password with `password_for` (creating the RequestSecret, encrypted with
+portal.crypto, before the target transaction); `secret_reveal` hands it out once and wipes it;
+`secret_wipe_expired` wipes the ones nobody revealed within a day. Reveals and wipes are
+audited, never with the value.
 """
 
 from __future__ import annotations
@@ -11,21 +12,54 @@ import base64
 import hashlib
 import hmac
 import os
+import secrets
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.http import Http404
 from django.utils import timezone
 
 from audit.services import record
-from portal.choices import RequestStatus
-from portal.crypto import decrypt
+from portal.choices import RequestStatus, RequestType
+from portal.crypto import decrypt, encrypt
 from portal.errors import Conflict, Gone, PolicyViolation
+from provisioning.errors import PermanentTargetError
 from provisioning.models import RequestSecret
 
-SECRET_TTL = timedelta(hours=getattr(settings, "SECRET_TTL_HOURS", 24))
+SECRET_TTL = timedelta(hours=settings.SECRET_TTL_HOURS)
+PASSWORD_BYTES = 24  # token_urlsafe(24) -> 32 characters
+
+
+def password_for(request: Any, role: str) -> str:
+    """The request's generated password: created and committed in the portal database before
+    the target transaction, reused by every retry, so one password exists and none is lost."""
+    secret = RequestSecret.objects.filter(request=request).first()
+    if secret is not None and secret.encrypted:
+        return decrypt(secret.encrypted)
+    password = secrets.token_urlsafe(PASSWORD_BYTES)
+    if secret is None:
+        try:
+            with transaction.atomic():
+                RequestSecret.objects.create(request=request, role=role, encrypted=encrypt(password))
+        except IntegrityError:
+            # Another attempt created it first: use theirs.
+            return decrypt(RequestSecret.objects.get(request=request).encrypted)
+    else:
+        # Wiped without a marker on the target: that password never reached the cluster.
+        RequestSecret.objects.filter(pk=secret.pk).update(
+            encrypted=encrypt(password), revealed_at=None, wiped_at=None, created_at=timezone.now()
+        )
+    return password
+
+
+def secret_role(request: Any) -> str:
+    """The login role a plan's secret step is for: only a role request has one."""
+    role = (request.payload or {}).get("name")
+    if request.type != RequestType.ROLE or not role:
+        raise PermanentTargetError("the plan has a secret step but the request creates no role")
+    return str(role)
 
 
 def secret_reveal(*, request: Any, user: Any, actor_ip: str | None = None) -> str:

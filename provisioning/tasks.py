@@ -5,7 +5,9 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from provisioning import executor
+from portal.models import Instance
+from provisioning import drift, engine, executor_logins, expiry, inventory, outbox
+from provisioning import secrets as request_secrets
 from provisioning.errors import TransientTargetError
 
 
@@ -16,14 +18,14 @@ from provisioning.errors import TransientTargetError
     reject_on_worker_lost=True,
     autoretry_for=(TransientTargetError,),
     retry_backoff=True,
-    retry_backoff_max=getattr(settings, "PROVISIONING_RETRY_BACKOFF_MAX", 600),
+    retry_backoff_max=settings.PROVISIONING_RETRY_BACKOFF_MAX,
     retry_jitter=True,
-    max_retries=getattr(settings, "PROVISIONING_MAX_RETRIES", 8),
+    max_retries=settings.PROVISIONING_MAX_RETRIES,
     ignore_result=True,
 )
-def apply_request(self, request_id: int, plan_hash: str, companions: list[int] | None = None) -> str:
+def apply_request(self, request_id: int, plan_hash: str, companions: list[int] | None = None) -> engine.Outcome:
     # `companions`: requests queued with this one for the same database, claimed with it.
-    return executor.apply(
+    return engine.apply(
         request_id=request_id,
         plan_hash=plan_hash,
         worker=self.request.hostname or "worker",
@@ -34,39 +36,27 @@ def apply_request(self, request_id: int, plan_hash: str, companions: list[int] |
 
 @shared_task(name="provisioning.outbox_sweep", ignore_result=True)
 def outbox_sweep() -> dict:
-    from provisioning.outbox import outbox_sweep as sweep
-
-    return sweep()
+    return outbox.outbox_sweep()
 
 
 @shared_task(name="provisioning.secret_wipe", ignore_result=True)
 def secret_wipe() -> int:
-    from provisioning.secrets import secret_wipe_expired
-
-    return secret_wipe_expired()
+    return request_secrets.secret_wipe_expired()
 
 
 @shared_task(name="provisioning.rotate_executor_logins", ignore_result=True)
 def rotate_executor_logins() -> int:
     """New passwords for the executor logins older than PORTAL_EXECUTOR_LOGIN_ROTATE_DAYS."""
-    from provisioning.executor_logins import rotate_due
-
-    return rotate_due()
+    return executor_logins.rotate_due()
 
 
 @shared_task(name="provisioning.inventory_refresh", ignore_result=True)
 def inventory_refresh() -> int:
     """Refresh every reachable instance's inventory (databases, schemas, roles, tables)."""
-    from portal.models import Instance
-
-    try:
-        from provisioning.inventory import inventory_refresh as refresh
-    except ImportError:
-        return 0
     count = 0
     for instance in Instance.objects.exclude(status="retired"):
         try:
-            refresh(instance)
+            inventory.inventory_refresh(instance)
             count += 1
         except Exception:  # noqa: BLE001 - one unreachable instance must not stop the others
             continue
@@ -75,13 +65,9 @@ def inventory_refresh() -> int:
 
 @shared_task(name="provisioning.expire_grants", ignore_result=True)
 def expire_grants() -> list[int]:
-    from provisioning.expiry import expire_grants as expire
-
-    return expire()
+    return expiry.expire_grants()
 
 
 @shared_task(name="provisioning.drift_scan", ignore_result=True)
 def drift_scan() -> dict:
-    from provisioning.drift import drift_scan_all
-
-    return drift_scan_all()
+    return drift.drift_scan_all()

@@ -1,6 +1,6 @@
-"""Builds the replica an approved `replica` request asks for; called by the executor.
+"""Builds the replica an approved `replica` request asks for; called by the engine.
 
-The executor (provisioning/executor.py) does for replica requests what it does for SQL plans:
+The engine (provisioning/engine/) does for replica requests what it does for SQL plans:
 it holds the request's liveness lock, claims it (queued → running, one Execution row per
 attempt, `request.running`; a running request whose worker died is taken over and its attempt
 marked `worker_lost`), verifies the plan hash, and records `applied` / `failed` / `retrying`
@@ -10,7 +10,7 @@ through the primary's driver and returns the steps done as Execution statement r
 apply() is idempotent: a replica this request already finished is returned as is, and a build
 an earlier attempt left half-done (killed worker, orphaned pg_basebackup, a postmaster) is
 cleaned up by the driver before it starts again. A failure cleans up too, then raises the
-executor's error kinds: TransientTargetError when the primary could not be reached (the task
+engine's error kinds: TransientTargetError when the primary could not be reached (the task
 retries with backoff), PermanentTargetError otherwise (the request fails with the reason).
 """
 
@@ -26,7 +26,7 @@ from portal.choices import RequestType
 from portal.errors import DomainError
 from portal.logging import redact_text
 from portal.models import ChangeRequest
-from provisioning.errors import PermanentTargetError, TargetError
+from provisioning.errors import PermanentTargetError, TargetError, classify
 from provisioning.replicas.base import driver_for
 
 log = structlog.get_logger(__name__)
@@ -70,8 +70,6 @@ def _classify(exc: BaseException) -> TargetError:
     if isinstance(exc, TargetError):
         return exc
     if isinstance(exc, psycopg.Error):
-        from provisioning.executor import classify
-
         return classify(exc)
     if isinstance(exc, DomainError):
         return PermanentTargetError(exc.detail)

@@ -208,21 +208,22 @@ def test_a_portal_restored_under_another_database_name_still_finds_its_markers(
 ):
     from django.db import connection
 
-    from provisioning import executor
+    from provisioning import engine
+    from provisioning import markers as target_markers
 
     # given a login-less role applied once: its marker is on the cluster
     request = approved_request(managed_instance, "role", role_payload(unique("restored")), requester=people["alice"])
-    assert executor.apply(request_id=request.pk, plan_hash=request.plan_hash, worker="before-restore") == "applied"
+    assert engine.apply(request_id=request.pk, plan_hash=request.plan_hash, worker="before-restore") == "applied"
     # when the portal database comes back from a backup taken before that commit was recorded
     # (the request still queued), restored under another name as docs/operations.md does it,
     # and a fresh process picks the request up
     monkeypatch.setitem(connection.settings_dict, "NAME", "portal_restored")
-    executor.portal_id.cache_clear()
+    target_markers.portal_id.cache_clear()
     try:
         ChangeRequest.objects.filter(pk=request.pk).update(status=RequestStatus.QUEUED)
-        outcome = executor.apply(request_id=request.pk, plan_hash=request.plan_hash, worker="after-restore")
+        outcome = engine.apply(request_id=request.pk, plan_hash=request.plan_hash, worker="after-restore")
     finally:
-        executor.portal_id.cache_clear()
+        target_markers.portal_id.cache_clear()
     # then it finds its own marker and runs nothing again
     assert outcome == "already_applied"
     assert markers(managed_cluster, request.pk, "postgres") == 1

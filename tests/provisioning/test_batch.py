@@ -14,7 +14,8 @@ from audit.models import AuditEvent
 from audit.verify import verify_chain
 from portal.choices import RequestStatus
 from portal.models import ChangeRequest, Execution, Grant, ManagedRole
-from provisioning import executor
+from provisioning import engine
+from provisioning.engine import Outcome, pool
 from provisioning.models import OutboxMessage
 from provisioning.outbox import enqueue_apply
 from tests.provisioning.helpers import admin_conn, approved_request, grant_payload, markers, role_payload, unique
@@ -34,7 +35,7 @@ def _queued_together(instance, items: list[tuple[str, dict]], requester) -> list
 
 def _apply(request: ChangeRequest) -> str:
     # The task body, run here as the worker that received this request's message would.
-    return executor.apply(request_id=request.pk, plan_hash=request.plan_hash, worker="batch-test")
+    return engine.apply(request_id=request.pk, plan_hash=request.plan_hash, worker="batch-test")
 
 
 def _schema_with_table(cluster, schema: str) -> str:
@@ -136,7 +137,7 @@ def test_a_companion_hitting_a_lock_timeout_is_queued_again_with_its_own_message
 ):
     # the target sessions' lock_timeout, 5 s in production, is 0.5 s here: waiting it out is the point,
     # its length is not (this instance is new, so no cached target connection has the old value)
-    monkeypatch.setattr(executor, "LOCK_TIMEOUT_MS", 500)
+    monkeypatch.setattr(pool, "LOCK_TIMEOUT_MS", 500)
     # given two grants queued together, and the test holding the table's catalog row that the
     # second one must change (an open transaction changing its ACL)
     schema = schema_with_tables
@@ -243,8 +244,9 @@ def test_approvals_committed_together_go_out_as_one_message_per_database(
     assert set(OutboxMessage.objects.filter(request__in=requests).values_list("send_count", flat=True)) == {1}
     # when that message's request was cancelled before delivery, its companions are still applied by it
     ChangeRequest.objects.filter(pk=grants[0].pk).update(status=RequestStatus.CANCELLED)
-    outcome = executor.apply(worker="batch-test", **messages[0])
-    assert outcome == "led companions: applied"
+    outcome = engine.apply(worker="batch-test", **messages[0])
+    # (the outcome of the batch its first queued companion led)
+    assert outcome == Outcome.APPLIED
     for request in grants[1:]:
         assert ChangeRequest.objects.get(pk=request.pk).status == RequestStatus.APPLIED
         assert markers(managed_cluster, request.pk) == 1

@@ -24,7 +24,7 @@ from portal.choices import RequestStatus
 from portal.errors import InvalidPayload
 from portal.models import ChangeRequest, ManagedSchema, Team
 from portal.services.requests import request_approve, request_submit
-from provisioning import connections, executor, executor_logins
+from provisioning import connections, engine, executor_logins
 from provisioning.ddl import functions
 from provisioning.errors import PermanentTargetError
 from provisioning.models import ExecutorLogin
@@ -57,7 +57,7 @@ def approve_and_apply(people, request: ChangeRequest) -> ChangeRequest:
     request.refresh_from_db()
     if request.status == RequestStatus.SUBMITTED:
         request_approve(request=request, reviewer=people["bob"], comment="looks fine")
-    executor.apply(request_id=request.pk, plan_hash=request.plan_hash, worker="security-test")
+    engine.apply(request_id=request.pk, plan_hash=request.plan_hash, worker="security-test")
     request.refresh_from_db()
     return request
 
