@@ -8,6 +8,7 @@ requests whose worker died (see `provisioning.liveness.stalled_requests`).
 
 from __future__ import annotations
 
+import functools
 import threading
 from datetime import timedelta
 
@@ -15,6 +16,7 @@ import structlog
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from psycopg import sql
 
 from audit.services import record
 from portal.celery import app
@@ -83,38 +85,34 @@ def enqueue_retry(request, *, countdown: float) -> None:
     transaction.on_commit(lambda: publish([message_id], countdown=countdown))
 
 
-class _Dispatch:
-    """The outbox rows one transaction queued, published together once it commits."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[int, dict]] = []
-
-    def flush(self) -> None:
-        if getattr(_local, "dispatch", None) is self:
-            _local.dispatch = None
-        if len(self.messages) == 1:
-            # One approval (the usual case): no rows to group, so no query before the publish.
-            # Should its row have been rolled back with a savepoint, the worker finds the
-            # request not queued and does nothing.
-            message_id, args = self.messages[0]
-            _publish_batches([([message_id], APPLY_TASK, args)], None)
-            return
-        publish([message_id for message_id, _ in self.messages])
-
-
+# The outbox rows this thread queued since the last flush: (message id, task kwargs).
 _local = threading.local()
 
 
+def _flush_pending() -> None:
+    """Publish the rows queued on this thread, once their transaction committed: every enqueue
+    registers this callback, so a transaction's first commit callback publishes all of its rows
+    together (one message per batch) and the others find nothing left."""
+    messages = getattr(_local, "pending", None)
+    if not messages:
+        return
+    _local.pending = []
+    if len(messages) == 1:
+        # One approval (the usual case): no rows to group, so no query before the publish.
+        # Should its row have been rolled back with a savepoint, the worker finds the
+        # request not queued and does nothing.
+        message_id, args = messages[0]
+        _publish_batches([([message_id], APPLY_TASK, args)], None)
+        return
+    publish([message_id for message_id, _ in messages])
+
+
 def _publish_on_commit(message_id: int, args: dict) -> None:
-    dispatch = getattr(_local, "dispatch", None)
-    # Still waiting for this transaction's commit? A rollback (of it, or of the savepoint that
-    # registered it) discards the callback; a commit runs it and clears it.
-    if dispatch is None or not any(getattr(callback, "__self__", None) is dispatch
-                                   for _sids, callback, _robust in connection.run_on_commit):
-        dispatch = _Dispatch()
-        _local.dispatch = dispatch
-        transaction.on_commit(dispatch.flush)
-    dispatch.messages.append((message_id, args))
+    # A rollback (of the transaction, or of the savepoint that queued a row) discards the
+    # callbacks registered in it but leaves its rows listed here: they go out with the next
+    # commit's rows, through publish(), which reads the rows first and so skips them.
+    _local.pending = [*getattr(_local, "pending", []), (message_id, args)]
+    transaction.on_commit(_flush_pending)
 
 
 def _batch_key(message: OutboxMessage) -> tuple:
@@ -173,14 +171,17 @@ def _publish_batches(batches: list[tuple[list[int], str, dict]], countdown: floa
     return len(sent), failed
 
 
-# Rows a worker is taking at this moment are locked by its claim and skipped (they need no
-# sent_at any more); the others are locked in id order. Updating them in whatever order the
-# plan chose deadlocked with a worker's claim taking several of the same rows.
-_MARK_SENT = (
-    "UPDATE provisioning_outboxmessage SET sent_at = %s, send_count = send_count + 1"
-    " WHERE id IN (SELECT id FROM provisioning_outboxmessage WHERE id = ANY(%s) AND taken_at IS NULL"
-    " ORDER BY id FOR UPDATE SKIP LOCKED)"
-)
+@functools.cache
+def _mark_sent_statement() -> str:
+    """Rows a worker is taking at this moment are locked by its claim and skipped (they need no
+    sent_at any more); the others are locked in id order. Updating them in whatever order the
+    plan chose deadlocked with a worker's claim taking several of the same rows. Values are
+    parameters; the table's name comes from the model."""
+    return sql.SQL(
+        "UPDATE {table} SET sent_at = %s, send_count = send_count + 1"
+        " WHERE id IN (SELECT id FROM {table} WHERE id = ANY(%s) AND taken_at IS NULL"
+        " ORDER BY id FOR UPDATE SKIP LOCKED)"
+    ).format(table=sql.Identifier(OutboxMessage._meta.db_table)).as_string(None)
 
 
 def _mark_sent(message_ids: list[int], countdown: float | None) -> None:
@@ -190,7 +191,7 @@ def _mark_sent(message_ids: list[int], countdown: float | None) -> None:
     sent_at = timezone.now() + timedelta(seconds=countdown or 0)
     try:
         with connection.cursor() as cursor:
-            cursor.execute(_MARK_SENT, [sent_at, message_ids])
+            cursor.execute(_mark_sent_statement(), [sent_at, message_ids])
     except Exception as exc:  # noqa: BLE001 - see the docstring
         log.warning("outbox.mark_sent_failed", messages=len(message_ids), error=type(exc).__name__)
 
