@@ -59,7 +59,15 @@ PROBE_SQL = """
 SELECT current_setting('server_version'), current_setting('server_version_num')::int,
        r.rolsuper, r.rolcreaterole, r.rolinherit,
        pg_has_role(current_user, 'pg_signal_backend', 'USAGE'),
-       has_database_privilege(current_database(), 'CREATE')
+       has_database_privilege(current_database(), 'CREATE'),
+       -- a marker table made by another admin (a superuser before) must be this login's to use and
+       -- to share with the executor logins
+       -- (read from the catalog: to_regclass itself fails without USAGE on the schema)
+       CASE WHEN NOT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'dbportal_meta') THEN true
+            ELSE has_schema_privilege('dbportal_meta', 'USAGE')
+                 AND coalesce((SELECT pg_has_role(c.relowner, 'USAGE') FROM pg_catalog.pg_class c
+                                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                                WHERE n.nspname = 'dbportal_meta' AND c.relname = 'applied_change'), true) END
 FROM pg_catalog.pg_roles r WHERE r.rolname = current_user
 """
 
@@ -77,6 +85,7 @@ class AdminLogin:
     inherit: bool
     signal_backend: bool
     create_on_database: bool
+    owns_marker_table: bool = True
     missing: list[str] = field(default_factory=list)
 
     @property
@@ -89,10 +98,11 @@ def read(conn: psycopg.Connection, *, user: str, database: str) -> AdminLogin:
     row = conn.execute(PROBE_SQL).fetchone()
     if row is None:  # current_user always has a pg_roles row; defensive
         raise psycopg.ProgrammingError("the admin login is not in pg_roles")
-    version, version_num, is_super, createrole, inherit, signal_backend, create_db = row
+    version, version_num, is_super, createrole, inherit, signal_backend, create_db, owns_markers = row
     login = AdminLogin(user=user, database=database, server_version=str(version), version_num=int(version_num),
                        superuser=bool(is_super), createrole=bool(createrole), inherit=bool(inherit),
-                       signal_backend=bool(signal_backend), create_on_database=bool(create_db))
+                       signal_backend=bool(signal_backend), create_on_database=bool(create_db),
+                       owns_marker_table=bool(owns_markers))
     return AdminLogin(**{**login.__dict__, "missing": missing(login)})
 
 
@@ -116,6 +126,10 @@ def missing(login: AdminLogin) -> list[str]:
     if not login.create_on_database:
         problems.append(f"must have CREATE on the maintenance database {database} for the portal's marker table "
                         f"(GRANT CREATE ON DATABASE {database} TO {role})")
+    if not login.owns_marker_table:
+        problems.append(f"the portal's marker table in {database} was made by another login (an earlier admin); "
+                        f"hand it over as a superuser: ALTER SCHEMA dbportal_meta OWNER TO {role}; "
+                        f"ALTER TABLE dbportal_meta.applied_change OWNER TO {role}")
     return problems
 
 

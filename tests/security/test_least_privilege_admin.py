@@ -68,23 +68,21 @@ def _create_admin(target: Target, databases: list[str]) -> None:
 @pytest.fixture(params=["pg16", "pg15"])
 def target(request, managed_cluster) -> Iterator[Target]:
     tag = f"lp{secrets.token_hex(3)}"
+    database = f"{tag}_db"
     if request.param == "pg16":
-        found = Target("16", "127.0.0.1", managed_cluster.port, "postgres", "app",
+        found = Target("16", "127.0.0.1", managed_cluster.port, database, database,
                        {"conninfo": managed_cluster.socket_conninfo()}, admin=f"{tag}_admin",
                        admin_password=secrets.token_urlsafe(18), tag=tag)
-        _create_admin(found, ["postgres", "app"])
-        yield found
-        _drop_roles(found, [found.maintenance, found.app])
-        return
-    external = request.getfixturevalue("external_pg")
-    database = f"{tag}_db"
-    found = Target("15", external["host"], external["port"], database, database,
-                   {k: v for k, v in EXTERNAL_PG.items() if k != "dbname"}, admin=f"{tag}_admin",
-                   admin_password=secrets.token_urlsafe(18), tag=tag)
+    else:
+        external = request.getfixturevalue("external_pg")
+        found = Target("15", external["host"], external["port"], database, database,
+                       {k: v for k, v in EXTERNAL_PG.items() if k != "dbname"}, admin=f"{tag}_admin",
+                       admin_password=secrets.token_urlsafe(18), tag=tag)
     with found.su("postgres") as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    # The machine's cluster is shared: the instance's maintenance database is the test's own, so
-    # the portal's marker table never lands in a database someone else uses.
+    # The clusters are shared (the session's managed cluster, the machine's PostgreSQL 15): the
+    # instance's maintenance database is the test's own, so the portal's marker table never lands
+    # in a database someone else uses, and none made earlier by a superuser admin is in the way.
     _create_admin(found, [database])
     yield found
     with found.su("postgres") as conn:
@@ -94,7 +92,7 @@ def target(request, managed_cluster) -> Iterator[Target]:
 
 def _drop_roles(target: Target, databases: list[str]) -> None:
     """Every role this test made (its names start with the tag), with what they own or hold."""
-    with target.su(target.maintenance if target.version == "16" else "postgres") as conn:
+    with target.su("postgres") as conn:
         roles = [r for (r,) in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s",
                                             [f"{target.tag}\\_%"]).fetchall()]
     if not roles:
@@ -146,6 +144,27 @@ def test_registration_names_each_privilege_a_non_superuser_admin_lacks(target, p
     response = _register(api_for, target, f"{target.tag}-ok")
     assert response.status_code == 201, response.json()
     assert response.json()["server_version"].startswith(target.version)
+
+
+def test_a_marker_table_left_by_an_earlier_admin_is_named_at_registration_until_handed_over(
+        target, people, api_for):
+    # given a database where an earlier (superuser) admin already keeps the portal's markers
+    from provisioning.markers import MARKER_DDL
+
+    with target.su(target.maintenance) as conn:
+        for statement in MARKER_DDL:
+            conn.execute(statement)
+    # when the least-privilege login is registered, then the 400 says how to hand the table over
+    response = _register(api_for, target, f"{target.tag}-markers")
+    assert response.status_code == 400, response.json()
+    (message,) = response.json()["errors"]["admin_user"]
+    assert "ALTER TABLE dbportal_meta.applied_change OWNER TO" in message and target.admin in message
+    # and once a superuser did, the login is accepted
+    with target.su(target.maintenance) as conn:
+        conn.execute(sql.SQL("ALTER SCHEMA dbportal_meta OWNER TO {}").format(sql.Identifier(target.admin)))
+        conn.execute(sql.SQL("ALTER TABLE dbportal_meta.applied_change OWNER TO {}").format(
+            sql.Identifier(target.admin)))
+    assert _register(api_for, target, f"{target.tag}-markers").status_code == 201
 
 
 def test_a_non_superuser_admin_applies_every_request_type_and_runs_every_job(
