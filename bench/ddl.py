@@ -89,7 +89,7 @@ def main() -> None:
         instance = SimpleNamespace(host="127.0.0.1", port=5432, database="postgres", admin_user="postgres",
                                    admin_password="", environment="dev")
         statements = parse.parse(TYPICAL)
-        tables = facts.referenced_tables(statements)
+        tables = scope.referenced_tables(statements)
         rounds = max(10, args.rounds // 10)
         median, cpu = timed(lambda: facts.fetch_facts(instance, database="postgres", schema=name, tables=tables),
                             rounds)

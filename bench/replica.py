@@ -53,10 +53,11 @@ def main() -> None:
 
     from portal.choices import RequestStatus, RequestType
     from portal.models import ChangeRequest, Instance, Team
+    from portal.selectors.plan_context import plan_context_for
     from portal.services.demo import seed_people
     from portal.services.instances import instance_create_local
     from portal.services.replicas import replica_decommission
-    from provisioning import engine
+    from provisioning import executor
     from provisioning.clusters import LocalCluster, free_port
     from provisioning.plans import module_for, plan_hash, plan_text
     from provisioning.replicas.local import REPLICATION_ROLE, LocalReplicaDriver, _chown_service, replicas_root
@@ -109,7 +110,8 @@ def main() -> None:
 
     def portal_once(index: int) -> float:
         module = module_for(RequestType.REPLICA)
-        payload = module.validate({"name": f"{name}_r{index}"}, instance=primary)
+        payload = module.validate({"name": f"{name}_r{index}"},
+                                  plan_context_for(primary, team, alice, request_type=RequestType.REPLICA))
         plan = plan_text(module.render(payload))
         request = ChangeRequest.objects.create(
             type=RequestType.REPLICA, instance=primary, team=team, requester=alice, justification="bench",
@@ -117,7 +119,7 @@ def main() -> None:
         started = time.perf_counter()
         # What the apply task runs: claim, verify the plan, build; returns once the standby streams and
         # has replayed up to the primary's LSN, with the outcome recorded.
-        outcome = engine.apply(request_id=request.pk, plan_hash=request.plan_hash, worker="bench")
+        outcome = executor.apply(request_id=request.pk, plan_hash=request.plan_hash, worker="bench")
         elapsed = time.perf_counter() - started
         request.refresh_from_db()
         assert outcome == "applied" and request.status == RequestStatus.APPLIED, request.status_detail

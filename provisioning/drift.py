@@ -252,6 +252,7 @@ def drift_revoke(*, finding: DriftFinding, user: Any, actor_ip: str | None = Non
     """File a revoke request for an unexpected privilege. It is a system request filed by `user`
     (recorded as its filer, so they cannot approve it) and goes through the usual approvals."""
     from portal.risk import owner_team_id_for, risk_assess
+    from portal.selectors.plan_context import plan_context_for
     from provisioning.plans import module_for, plan_hash, plan_text
 
     instance = finding.instance
@@ -266,11 +267,12 @@ def drift_revoke(*, finding: DriftFinding, user: Any, actor_ip: str | None = Non
 
     try:
         # Drift is about changes made behind the portal's back: check against the cluster as it is.
-        inventory_refresh(instance)
+        inventory = inventory_refresh(instance)
     except Exception as exc:
         raise TargetUnavailable(f"{instance.name}: {describe_error(exc)}") from exc
     module = module_for(RequestType.REVOKE)
-    validated = module.validate(payload, instance=instance, team=team, user=user)
+    ctx = plan_context_for(instance, team, user, request_type=RequestType.REVOKE, inventory=inventory)
+    validated = module.validate(payload, ctx)
     if not validated.get("tables") and finding.object_type == "table":
         raise InvalidPayload.field("tables", "the table is not in the inventory")
     plan = plan_text(module.render(validated))

@@ -26,6 +26,7 @@ from portal.errors import Conflict, InvalidPayload, PolicyViolation, StalePlan
 from portal.models import Approval, ChangeRequest, Instance, InstanceInventory, Team
 from portal.querysets import is_admin, is_reviewer
 from portal.risk import owner_team_id_for, risk_assess
+from portal.selectors.plan_context import plan_context_for
 from portal.services.approvals import (
     approval_tally,
     decision_check,
@@ -36,8 +37,10 @@ from portal.services.approvals import (
     with_decision_rules,
 )
 from portal.services.names import names_check_free, names_release, names_reserve
-from provisioning.inventory import INVENTORY_KEPT
-from provisioning.plans import module_for, plan_hash, plan_text
+from provisioning.ddl.dry_run import run as dry_run_plan
+from provisioning.ddl.facts import facts_for_review
+from provisioning.plans import PlanModule, hook, module_for, plan_hash, plan_text
+from provisioning.plans.context import PlanContext
 from provisioning.replicas.base import ensure_writable
 
 log = structlog.get_logger(__name__)
@@ -51,7 +54,7 @@ MAX_COMMENT = 5000
 # --- preview and submit -----------------------------------------------------------------------
 
 
-def _plan_module(request_type: str):
+def _plan_module(request_type: str) -> PlanModule:
     if request_type not in RequestType.values:
         raise InvalidPayload.field("type", f"one of: {', '.join(RequestType.values)}")
     try:
@@ -106,22 +109,20 @@ def request_preview(*, user: Any, type: str, instance: Instance, team: Team, pay
     if type != RequestType.REPLICA:
         # A read replica takes no writes: 400 on "instance" before anything reads its inventory.
         ensure_writable(instance)
+    fresh = {}
     if type in (RequestType.SCHEMA, RequestType.ROLE, RequestType.GRANT, RequestType.REVOKE):
-        # Kept on the instance for this validation only (provisioning.plans.checks.inventory_snapshot
-        # reads it instead of the same row again).
-        setattr(instance, INVENTORY_KEPT, inventory_ensure_fresh(instance))
-    try:
-        validated = module.validate(payload, instance=instance, team=team, user=user)
-    finally:
-        vars(instance).pop(INVENTORY_KEPT, None)
+        # Handed to the context so the row just read or refreshed is not read again.
+        fresh["inventory"] = inventory_ensure_fresh(instance)
+    ctx = plan_context_for(instance, team, user, request_type=type, **fresh)
+    validated = module.validate(payload, ctx)
+    # Review-rule findings (DDL: provisioning/ddl/rules.py) feed the risk; error findings are a 400.
+    findings = plan_review(module, validated, ctx, instance)
     if check_names:
         # 409 when another open request claims a name this one creates (the submit's insert decides).
         names_check_free(instance=instance, request_type=type, payload=validated)
-    steps = module.render(validated)
+    steps = module.render(validated, ctx)
     plan = plan_text(steps)
     owner_team_id = owner_team_id_for(request_type=type, payload=validated, instance=instance)
-    # Review-rule findings (DDL: provisioning/ddl/rules.py) feed the risk.
-    findings = module.findings(validated, instance=instance) if hasattr(module, "findings") else []
     risk, reasons = risk_assess(request_type=type, payload=validated, environment=instance.environment,
                                 team_id=team.pk, owner_team_id=owner_team_id, findings=findings)
     owner_team = Team.objects.get(pk=owner_team_id) if owner_team_id else None
@@ -141,7 +142,18 @@ def request_preview(*, user: Any, type: str, instance: Instance, team: Team, pay
         # For request_submit, which keeps them on the new row (its response reads them again).
         "owner_team_row": owner_team,
         "requirement": requirement,
+        "plan_context": ctx,
     }
+
+
+def plan_review(module: PlanModule, validated: dict, ctx: PlanContext, instance: Instance) -> list[dict]:
+    """The findings of a plan with the `review` hook (none otherwise). The table facts it judges by
+    are read here, from the cluster, not by the plan (which does no I/O)."""
+    review = hook(module, "review")
+    if review is None:
+        return []
+    facts, facts_error = facts_for_review(instance, module.facts_wanted(validated))
+    return review(validated, ctx, facts=facts, facts_error=facts_error)["findings"]
 
 
 def request_submit(*, user: Any, actor_ip: str | None, type: str, instance: Instance, team: Team,
@@ -158,7 +170,10 @@ def request_submit(*, user: Any, actor_ip: str | None, type: str, instance: Inst
     # DDL on dev / staging: the plan runs and is rolled back now, outside the portal transaction
     # (bounded by its own short timeouts); the result is shown to the reviewer.
     module = _plan_module(type)
-    dry_run = module.dry_run(validated, instance=instance, team=team) if hasattr(module, "dry_run") else None
+    dry_run = None
+    dry_run_wanted = hook(module, "dry_run")
+    if dry_run_wanted is not None and dry_run_wanted(preview["plan_context"]):
+        dry_run = dry_run_plan(instance, team, validated)
     with transaction.atomic(), audit_batched():
         request = ChangeRequest.objects.create(
             type=type, instance=instance, team=team, requester=user, justification=justification,

@@ -20,11 +20,10 @@ from typing import Any
 
 import psycopg
 
-from portal.choices import Environment
 from provisioning import connections, executor_logins
 from provisioning.errors import TargetError, describe_user_sql_error
+from provisioning.plans.ddl import DRY_RUN_ENVIRONMENTS, numbered_steps
 
-DRY_RUN_ENVIRONMENTS = {Environment.DEV, Environment.STAGING}
 DRY_RUN_LOCK_TIMEOUT_MS = 1000
 DRY_RUN_STATEMENT_TIMEOUT_MS = 5000
 
@@ -35,8 +34,6 @@ def applies_to(instance: Any) -> bool:
 
 def run(instance: Any, team: Any, payload: dict) -> dict:
     """{ok, error, sqlstate, position, statement_index, skipped, note, ms}; never raises for SQL errors."""
-    from provisioning.plans.ddl import numbered_steps
-
     started = time.monotonic()
     steps = numbered_steps(payload)
     # The portal's own steps (index None, e.g. dropping an INVALID index first) are not the request's.

@@ -9,7 +9,6 @@ import psycopg
 from psycopg import sql
 
 from provisioning import connections
-from provisioning.ddl.parse import Statement
 from provisioning.ddl.rules import ColumnFacts, Facts, TableFacts
 
 FACTS_STATEMENT_TIMEOUT_MS = 3000
@@ -28,20 +27,6 @@ SELECT c.relname, a.attname, t.typname, a.atttypmod
   JOIN pg_type t ON t.oid = a.atttypid
  WHERE n.nspname = %(schema)s AND c.relname = ANY(%(names)s) AND a.attnum > 0 AND NOT a.attisdropped
 """
-
-
-def referenced_tables(statements: Iterable[Statement]) -> set[str]:
-    """Unqualified names of the relations the statements touch (scope checks ran already)."""
-    from pglast import ast
-
-    from provisioning.ddl.scope import walk
-
-    names = set()
-    for statement in statements:
-        for node in walk(statement.node):
-            if isinstance(node, ast.RangeVar) and node.relname:
-                names.add(node.relname)
-    return names
 
 
 def read_facts(conn: psycopg.Connection, *, schema: str, tables: Iterable[str]) -> Facts:
@@ -78,3 +63,13 @@ def fetch_facts(instance: Any, *, database: str, schema: str, tables: Iterable[s
             return read_facts(conn, schema=schema, tables=tables)
         finally:
             conn.rollback()
+
+
+def facts_for_review(instance: Any, wanted: Any) -> tuple[Facts | None, str | None]:
+    """The facts a DDL plan's review() asks for (`wanted`: provisioning.plans.ddl.FactsWanted), or
+    (None, why) when the cluster cannot be read: the review then skips the size-dependent rules
+    rather than refusing the request. `why` is secret-free (describe_error never quotes a DSN)."""
+    try:
+        return fetch_facts(instance, database=wanted.database, schema=wanted.schema, tables=wanted.tables), None
+    except Exception as exc:  # noqa: BLE001 - any failure to read facts degrades to "unknown"
+        return None, connections.describe_error(exc)

@@ -443,3 +443,14 @@ def check(statements: list[Statement], *, schema: str) -> None:
     if messages:
         detail = messages[0] if len(messages) == 1 else f"{messages[0]} (and {len(messages) - 1} more)"
         raise InvalidPayload(detail, errors={FIELD: messages})
+
+
+def referenced_tables(statements: Iterable[Statement]) -> set[str]:
+    """Unqualified names of the relations the statements touch (scope checks ran already): the
+    tables whose facts the review rules need (read by provisioning/ddl/facts.py)."""
+    names = set()
+    for statement in statements:
+        for node in walk(statement.node):
+            if isinstance(node, ast.RangeVar) and node.relname:
+                names.add(node.relname)
+    return names

@@ -1,18 +1,23 @@
 """Plans: one module per request type turns a validated payload into ordered SQL steps.
 
-Every plan module (`provisioning/plans/<type>.py`) provides:
+Plans are pure: they read the payload and a PlanContext (provisioning/plans/context.py: the
+instance's attributes, the portal's managed roles and schemas, the inventory, the requesting team
+and the caller's persona) and do no I/O. Every plan module satisfies `PlanModule`:
 
-    validate(payload: dict, *, instance, team, user) -> dict
+    validate(payload, ctx) -> dict
         Check and normalise the payload (naming rule, allow-lists, unknown keys, inventory);
         raise portal.errors.InvalidPayload with errors keyed "payload.<field>". The returned
         dict is what is stored on the request and later rendered.
-    render(payload: dict, *, secrets: dict | None = None) -> list[Step]
+    render(payload, ctx=None, *, secrets=None) -> list[Step]
         The statements, built only with psycopg.sql (Identifier, Literal, allow-listed
-        keywords). With secrets=None, secret values are shown as placeholders: that is the
-        text the reviewer reads and the hash binds to. The executor renders again with the
-        secrets and checks that the secret-free rendering still hashes to plan_hash.
-    database(payload: dict) -> str | None
+        keywords), from the stored payload alone. With secrets=None, secret values are shown as
+        placeholders: that is the text the reviewer reads and the hash binds to. The executor
+        renders again with the secrets and checks that the secret-free rendering still hashes
+        to plan_hash.
+    database(payload) -> str | None
         The database the plan runs in (None: the instance's maintenance database).
+    HOOKS: frozenset[str]
+        The optional hooks the module provides (see OPTIONAL_HOOKS); callers ask hooks_of().
 
 A plan is rendered to text once, at submit: `plan_text(steps)`; `plan_hash(text)` is the
 SHA-256 the approvals bind to.
@@ -23,10 +28,14 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from psycopg import sql
+
+if TYPE_CHECKING:
+    from provisioning.plans.context import PlanContext
 
 PLAN_MODULES = {
     "schema": "provisioning.plans.schema",
@@ -117,11 +126,50 @@ def ident(*names: str, role: bool = False) -> sql.Identifier:
     return sql.Identifier(*names)
 
 
-def module_for(request_type: str) -> ModuleType:
+class PlanModule(Protocol):
+    """What every plan module provides (see the module docstring above)."""
+
+    HOOKS: frozenset[str]
+
+    def validate(self, payload: Any, ctx: PlanContext) -> dict: ...
+
+    def render(self, payload: dict, ctx: PlanContext | None = None, *,
+               secrets: dict | None = None) -> list[Step]: ...
+
+    def database(self, payload: dict) -> str | None: ...
+
+
+# The optional hooks a plan module may declare in HOOKS, and the function each names:
+#   review         review(payload, ctx, *, facts, facts_error=None) -> {findings, risk, risk_reasons}
+#                  (pure; the service reads the facts named by facts_wanted(payload) first)
+#   dry_run        dry_run_wanted(ctx) -> bool; the service then runs numbered_steps(payload) on the
+#                  target and rolls back (provisioning/ddl/dry_run.py: I/O, never in the plan)
+#   preconditions  preconditions(request) -> str | None: the one hook with I/O (the portal's records,
+#                  read on the worker before each attempt); called by the engine
+OPTIONAL_HOOKS: dict[str, tuple[str, ...]] = {
+    "review": ("review", "facts_wanted"),
+    "dry_run": ("dry_run_wanted", "numbered_steps"),
+    "preconditions": ("preconditions",),
+}
+
+
+def module_for(request_type: str) -> PlanModule:
     try:
-        return importlib.import_module(PLAN_MODULES[request_type])
+        return cast("PlanModule", importlib.import_module(PLAN_MODULES[request_type]))
     except KeyError:
         raise ValueError(f"unknown request type {request_type!r}") from None
+
+
+def hooks_of(module: PlanModule) -> frozenset[str]:
+    """The optional hooks `module` declares (a subset of OPTIONAL_HOOKS)."""
+    return module.HOOKS
+
+
+def hook(module: PlanModule, name: str) -> Callable[..., Any] | None:
+    """The function of optional hook `name` when `module` declares it, else None."""
+    if name not in OPTIONAL_HOOKS:
+        raise ValueError(f"unknown plan hook {name!r}")
+    return getattr(module, OPTIONAL_HOOKS[name][0]) if name in module.HOOKS else None
 
 
 def plan_text(steps: list[Step]) -> list[str]:

@@ -6,8 +6,8 @@ IN SCHEMA or on the listed tables; default privileges are set FOR ROLE <schema o
 that creates the tables), so future tables are covered too. USAGE on the schema is implied by
 any table privilege on a grant (a table privilege without it is useless).
 
-The validated payload carries `schema_owner` (derived from the portal's records) because the
-plan is rendered without database access; when given back, it must match.
+The validated payload carries `schema_owner` (derived from the portal's records in the
+PlanContext) because the plan is rendered without database access; when given back, it must match.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from provisioning.plans.checks import (
     schemas_of,
     validation_start,
 )
+from provisioning.plans.context import REQUESTER, PlanContext
 
 REQUIRED = {"role", "database", "schema", "privileges"}
 OPTIONAL = {"tables", "default_privileges", "expires_at", "schema_owner"}
@@ -35,31 +36,30 @@ ALL_TABLES = "all"
 MAX_TABLES = 500
 
 
-def validate(payload: dict, *, instance: Any, team: Any, kind: str, user: Any = None) -> dict:
-    """kind: "grant" or "revoke". `user` None: a system request (expiry, drift)."""
-    from portal.models import ManagedRole, ManagedSchema
-
-    errors, snapshot = validation_start(payload, instance=instance, required=REQUIRED, optional=OPTIONAL)
+def validate(payload: dict, ctx: PlanContext, *, kind: str) -> dict:
+    """kind: "grant" or "revoke". A system request (expiry, drift) and a reviewer may revoke anything."""
+    errors, snapshot = validation_start(payload, ctx, required=REQUIRED, optional=OPTIONAL)
     live_roles = (snapshot or {}).get("roles", {})
     database = check_database(errors, payload, snapshot)
+    team = ctx.team
 
     role = check_name(errors, payload, "role", role=True)
     if role:
-        managed_roles = ManagedRole.objects.filter(instance=instance, name=role, dropped_at__isnull=True)
+        managed_role = ctx.role(role)
         if kind == "grant":
             # Access is granted to the requesting team's own roles only.
-            if not managed_roles.filter(team=team).exists():
+            if managed_role is None or managed_role.team_id != ctx.team_id:
                 errors.add("role", f"no role {role!r} of team {team} on this instance")
             elif snapshot is not None and role not in live_roles:
                 errors.add("role", f"role {role!r} does not exist on the instance")
-        elif role not in live_roles and not managed_roles.exists():
+        elif role not in live_roles and managed_role is None:
             errors.add("role", f"role {role!r} does not exist on the instance")
 
     schema = check_name(errors, payload, "schema")
     owner = None
     live_schemas = schemas_of(snapshot, database)
     if schema and database:
-        managed = ManagedSchema.objects.filter(instance=instance, database=database, name=schema).first()
+        managed = ctx.schema(database, schema)
         if managed is not None:
             owner = managed.owner_role
         elif kind == "revoke" and schema in live_schemas:
@@ -70,11 +70,13 @@ def validate(payload: dict, *, instance: Any, team: Any, kind: str, user: Any = 
             errors.add("schema", f"no schema {schema!r} in database {database!r}")
         if owner and snapshot is not None and schema not in live_schemas:
             errors.add("schema", f"schema {schema!r} does not exist in database {database!r} (yet)")
-    if kind == "revoke" and role and schema and user is not None and not _may_revoke_anything(user):
+    if kind == "revoke" and role and schema and ctx.persona == REQUESTER:
         # A developer takes back access their team holds or gives, not other teams' grants.
-        role_is_ours = ManagedRole.objects.filter(instance=instance, name=role, team=team).exists()
-        schema_is_ours = ManagedSchema.objects.filter(instance=instance, database=database, name=schema,
-                                                      team=team).exists()
+        # (A dropped role the team once had still counts as the team's: it may hold leftovers.)
+        our_role = ctx.role(role, include_dropped=True)
+        our_schema = ctx.schema(database, schema) if database else None
+        role_is_ours = our_role is not None and our_role.team_id == ctx.team_id
+        schema_is_ours = our_schema is not None and our_schema.team_id == ctx.team_id
         if not role_is_ours and not schema_is_ours:
             errors.add("role", f"neither role {role!r} nor schema {schema!r} belongs to team {team}")
     if "schema_owner" in payload and owner and payload["schema_owner"] != owner:
@@ -100,12 +102,6 @@ def validate(payload: dict, *, instance: Any, team: Any, kind: str, user: Any = 
         "role": role, "database": database, "schema": schema, "privileges": privileges, "tables": tables,
         "default_privileges": default_privileges, "expires_at": expires_at, "schema_owner": owner,
     }
-
-
-def _may_revoke_anything(user: Any) -> bool:
-    from portal.querysets import is_reviewer
-
-    return is_reviewer(user)
 
 
 def _privileges(errors: Errors, value: Any) -> list[str]:

@@ -1,5 +1,7 @@
 """Checks shared by the plan modules: the naming rule, payload keys, dates, the inventory.
 
+Pure like the plans: what they know of the instance comes from the PlanContext.
+
 Every check adds messages to an `Errors` collector keyed "payload.<field>", so one bad
 request answers every problem at once, and the caller raises InvalidPayload from it.
 """
@@ -16,6 +18,7 @@ from django.utils.dateparse import parse_datetime
 from pglast.keywords import COL_NAME_KEYWORDS, RESERVED_KEYWORDS, TYPE_FUNC_NAME_KEYWORDS
 
 from portal.errors import InvalidPayload
+from provisioning.plans.context import PlanContext
 
 # The one naming rule of roles and schemas (API, forms, plans and DDL review all call name_problem).
 # An allow-list of ASCII: a letter from another script that looks like a Latin one ("о" is Cyrillic)
@@ -203,33 +206,33 @@ def check_future_datetime(errors: Errors, payload: dict, field: str) -> str | No
     return parsed.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def inventory_snapshot(errors: Errors, instance: Any) -> dict | None:
+def inventory_snapshot(errors: Errors, ctx: PlanContext) -> dict | None:
     """The instance's inventory, or an error on `instance` when the workers never read it."""
-    from portal.models import InstanceInventory
-    from provisioning.inventory import INVENTORY_KEPT
-
-    # The row a submit's preview has just read or refreshed for this validation, if it did.
-    inventory = getattr(instance, INVENTORY_KEPT, False)
-    if inventory is False:
-        inventory = InstanceInventory.objects.filter(instance=instance).first()
-    if inventory is None or inventory.refreshed_at is None:
+    if ctx.inventory is None:
         errors.add("payload", "the instance's inventory is not available yet (is the instance reachable?)")
-        return None
-    return inventory.snapshot
+    return ctx.inventory
 
 
-def validation_start(payload: Any, *, instance: Any, required: set[str], optional: set[str]
+def ensure_writable(ctx: PlanContext, field: str = "instance") -> None:
+    """Refuse a write (schema, role, grant, revoke, ddl) aimed at a read replica: 400 naming `field`."""
+    instance = ctx.instance
+    if instance.replica_of is not None:
+        primary = instance.replica_of or "its primary"
+        raise InvalidPayload.field(
+            field, f"{instance.name} is a read-only replica of {primary}; send changes to {primary}"
+        )
+
+
+def validation_start(payload: Any, ctx: PlanContext, *, required: set[str], optional: set[str]
                      ) -> tuple[Errors, dict | None]:
     """How a write plan's validate() begins: no writes to a read replica (400 on "instance"), the
     payload's keys (raised at once when it cannot be read further), then the instance's inventory.
     Returns the errors collected so far (the caller adds its own and raises) and the snapshot."""
-    from provisioning.replicas.base import ensure_writable
-
-    ensure_writable(instance)
+    ensure_writable(ctx)
     errors = Errors()
     if not check_keys(errors, payload, required=required, optional=optional):
         errors.raise_if_any()
-    return errors, inventory_snapshot(errors, instance)
+    return errors, inventory_snapshot(errors, ctx)
 
 
 def check_database(errors: Errors, payload: dict, snapshot: dict | None) -> str | None:

@@ -38,11 +38,13 @@ a second statement) reaches the server except through that tree.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 from pglast import ast
 from psycopg import sql
 
+from portal.choices import Environment
 from portal.errors import InvalidPayload
 from provisioning.ddl import functions as ddl_functions
 from provisioning.ddl import parse as ddl_parse
@@ -50,8 +52,23 @@ from provisioning.ddl import rules as ddl_rules
 from provisioning.ddl import scope as ddl_scope
 from provisioning.plans import Step
 from provisioning.plans.checks import Errors, check_keys
+from provisioning.plans.context import PlanContext
 
 KEYS = {"database", "schema", "sql"}
+# review: findings from the rules, given table facts the service read; dry_run: the service runs
+# the plan and rolls it back (both I/O stays in the service: provisioning/ddl/facts.py, dry_run.py).
+HOOKS = frozenset({"review", "dry_run"})
+# A dry run touches the target: only where a failed or slow statement costs nothing.
+DRY_RUN_ENVIRONMENTS = frozenset({Environment.DEV, Environment.STAGING})
+
+
+@dataclass(frozen=True)
+class FactsWanted:
+    """The tables whose facts (size, columns) review() judges by."""
+
+    database: str
+    schema: str
+    tables: frozenset[str]
 IDENTIFIER_MAX_BYTES = 63
 
 
@@ -73,9 +90,10 @@ def checked_statements(payload: dict) -> list[ddl_parse.Statement]:
     return [ddl_parse.normalise(statement) for statement in statements]
 
 
-def validate(payload: Any, *, instance: Any, team: Any, user: Any) -> dict:
-    from portal.models import ManagedSchema
+def validate(payload: Any, ctx: PlanContext) -> dict:
+    """Keys, the team's schema (its owner role from the portal's records) and the SQL's scope.
 
+    The review rules run afterwards in review(), with the table facts the service read."""
     errors = Errors()
     # owner_role is not the requester's to choose: it comes from the portal's ManagedSchema.
     check_keys(errors, payload, required=KEYS, optional=set())
@@ -84,43 +102,41 @@ def validate(payload: Any, *, instance: Any, team: Any, user: Any) -> dict:
     schema = _identifier(payload, "schema")
     if not isinstance(payload.get("sql"), str):
         raise InvalidPayload.field("payload.sql", "enter the SQL to run")
-    managed = ManagedSchema.objects.filter(instance=instance, database=database, name=schema, team=team).first()
-    if managed is None:
+    managed = ctx.schema(database, schema)
+    if managed is None or managed.team_id != ctx.team_id:
         raise InvalidPayload.field(
-            "payload.schema", f"{schema} is not a schema of team {team} in database {database} on {instance}")
+            "payload.schema",
+            f"{schema} is not a schema of team {ctx.team} in database {database} on {ctx.instance.name}")
     normalised = {"database": database, "schema": schema, "sql": payload["sql"], "owner_role": managed.owner_role}
-    statements = checked_statements(normalised)
-    review(normalised, instance=instance, statements=statements)  # raises on error findings
+    checked_statements(normalised)  # raises InvalidPayload on SQL outside the scope
     return normalised
 
 
-def review(payload: dict, *, instance: Any, statements: list[ddl_parse.Statement] | None = None,
-           facts: ddl_rules.Facts | None = None) -> dict:
-    """Findings, risk and risk reasons of a validated DDL payload on `instance`.
+def facts_wanted(payload: dict) -> FactsWanted:
+    """Which tables' facts review() needs (read by the service: provisioning/ddl/facts.py)."""
+    return FactsWanted(database=payload["database"], schema=payload["schema"],
+                       tables=frozenset(ddl_scope.referenced_tables(checked_statements(payload))))
 
-    Table facts come from the cluster (provisioning/ddl/facts.py) unless given. If the cluster
-    cannot be reached the size-dependent rules are skipped and an info finding says so.
-    Error findings raise InvalidPayload (payload.sql).
+
+def review(payload: dict, ctx: PlanContext, *, facts: ddl_rules.Facts | None,
+           facts_error: str | None = None) -> dict:
+    """Findings, risk and risk reasons of a validated DDL payload, given the tables' facts.
+
+    `facts` None (with `facts_error` saying why, secret-free): the cluster could not be read, so
+    the size-dependent rules are skipped and an info finding says so. The rules on are those of
+    the instance's environment (ctx.enabled_ddl_rules). Error findings raise InvalidPayload
+    (payload.sql).
     """
-    from portal.services.ddl_rules import enabled_rules
-    from provisioning.ddl import facts as ddl_facts
-
-    statements = statements if statements is not None else checked_statements(payload)
+    statements = checked_statements(payload)
     extra: list[ddl_rules.Finding] = []
     if facts is None:
-        tables = ddl_facts.referenced_tables(statements)
-        try:
-            facts = ddl_facts.fetch_facts(instance, database=payload["database"], schema=payload["schema"],
-                                          tables=tables)
-        except Exception as exc:  # noqa: BLE001 - any failure to read facts degrades to "unknown"
-            from provisioning.connections import describe_error
-
-            facts = {}
-            extra.append(ddl_rules.Finding(
-                "ddl.facts_unavailable", ddl_rules.INFO,
-                f"table facts could not be read ({describe_error(exc)}): size-dependent rules were not evaluated",
-                0, ""))
-    findings = ddl_rules.evaluate(statements, facts=facts, enabled=enabled_rules(instance.environment)) + extra
+        facts = {}
+        extra.append(ddl_rules.Finding(
+            "ddl.facts_unavailable", ddl_rules.INFO,
+            f"table facts could not be read ({facts_error}): size-dependent rules were not evaluated",
+            0, ""))
+    enabled = set(ctx.enabled_ddl_rules) if ctx.enabled_ddl_rules is not None else set(ddl_rules.RULES)
+    findings = ddl_rules.evaluate(statements, facts=facts, enabled=enabled) + extra
     errors = ddl_rules.errors_of(findings)
     if errors:
         messages = [f"[{f.rule}] {f.message}" for f in errors]
@@ -129,19 +145,9 @@ def review(payload: dict, *, instance: Any, statements: list[ddl_parse.Statement
     return {"findings": [f.as_dict() for f in findings], "risk": risk, "risk_reasons": reasons}
 
 
-def findings(payload: dict, *, instance: Any) -> list[dict]:
-    """The review-rule findings stored with the request (ChangeRequest.findings)."""
-    return review(payload, instance=instance)["findings"]
-
-
-def dry_run(payload: dict, *, instance: Any, team: Any) -> dict | None:
-    """Run the plan as the team's executor login and roll it back on dev / staging instances
-    (None elsewhere); see dry_run.py."""
-    from provisioning.ddl import dry_run as ddl_dry_run
-
-    if not ddl_dry_run.applies_to(instance):
-        return None
-    return ddl_dry_run.run(instance, team, payload)
+def dry_run_wanted(ctx: PlanContext) -> bool:
+    """Whether the service dry-runs the plan at submit (dev and staging; see provisioning/ddl/dry_run.py)."""
+    return ctx.instance.environment in DRY_RUN_ENVIRONMENTS
 
 
 def _concurrent_index(statement: ddl_parse.Statement, schema: str) -> ddl_parse.Statement:
@@ -199,7 +205,7 @@ def numbered_steps(payload: dict) -> list[tuple[int | None, Step]]:
     return steps + concurrent
 
 
-def render(payload: dict, *, secrets: dict | None = None) -> list[Step]:
+def render(payload: dict, ctx: PlanContext | None = None, *, secrets: dict | None = None) -> list[Step]:
     return [step for _, step in numbered_steps(payload)]
 
 

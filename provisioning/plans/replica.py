@@ -8,19 +8,20 @@ never smuggle text into what the reviewer sees.
 
 from __future__ import annotations
 
-from typing import Any
-
 from portal.errors import InvalidPayload
 from provisioning.plans import Step
 from provisioning.plans.checks import name_problem
+from provisioning.plans.context import PlanContext
+from provisioning.replicas.base import driver_for_kind, supported_kinds
+
+HOOKS: frozenset[str] = frozenset()
 
 ALLOWED_KEYS = {"name"}
 
 
-def validate(payload: dict, *, instance: Any, team: Any = None, user: Any = None) -> dict:
-    from portal.models import Instance
-    from provisioning.replicas.base import driver_for_kind, supported_kinds
-
+def validate(payload: dict, ctx: PlanContext) -> dict:
+    """The primary is ctx.instance; ctx.instance_names holds every instance's name (the new one's
+    must be free)."""
     if not isinstance(payload, dict):
         raise InvalidPayload.field("payload", "must be an object with a name")
     unknown = sorted(set(payload) - ALLOWED_KEYS)
@@ -32,9 +33,8 @@ def validate(payload: dict, *, instance: Any, team: Any = None, user: Any = None
     problem = name_problem(name)  # the same naming rule as schemas and roles
     if problem:
         raise InvalidPayload.field("payload.name", problem)
-    if instance is None:
-        raise InvalidPayload.field("instance", "required: the primary to replicate")
-    if instance.replica_of_id is not None:
+    instance = ctx.instance
+    if instance.replica_of is not None:
         raise InvalidPayload.field("instance", f"{instance.name} is itself a replica; replicate its primary")
     if driver_for_kind(instance.kind) is None:
         raise InvalidPayload.field(
@@ -42,14 +42,12 @@ def validate(payload: dict, *, instance: Any, team: Any = None, user: Any = None
                         f"{instance.name} is {instance.kind}")
     if instance.status == "retired":
         raise InvalidPayload.field("instance", f"{instance.name} is retired")
-    if Instance.objects.filter(name=name).exists():
+    if name in ctx.instance_names:
         raise InvalidPayload.field("payload.name", "an instance with this name exists")
     return {"name": name}
 
 
-def render(payload: dict, *, secrets: dict | None = None) -> list[Step]:
-    from provisioning.replicas.base import driver_for_kind
-
+def render(payload: dict, ctx: PlanContext | None = None, *, secrets: dict | None = None) -> list[Step]:
     # Only local primaries pass validate(); the local driver's steps are the plan.
     driver = driver_for_kind("local")
     assert driver is not None

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from provisioning.plans import Step, access
+from provisioning.plans.context import PlanContext
+
+HOOKS: frozenset[str] = frozenset()
 
 
-def validate(payload: dict, *, instance: Any, team: Any, user: Any) -> dict:
-    return access.validate(payload, instance=instance, team=team, kind="revoke", user=user)
+def validate(payload: dict, ctx: PlanContext) -> dict:
+    return access.validate(payload, ctx, kind="revoke")
 
 
-def render(payload: dict, *, secrets: dict | None = None) -> list[Step]:
+def render(payload: dict, ctx: PlanContext | None = None, *, secrets: dict | None = None) -> list[Step]:
     return access.render_revoke(payload)
 
 

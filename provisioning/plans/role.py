@@ -6,8 +6,6 @@ so the reviewer reads it and a changed default on the server cannot widen the ro
 
 from __future__ import annotations
 
-from typing import Any
-
 from psycopg import sql
 
 from provisioning.plans import PASSWORD_PLACEHOLDER, Step, ident, role_absent
@@ -19,6 +17,9 @@ from provisioning.plans.checks import (
     rendered_name,
     validation_start,
 )
+from provisioning.plans.context import PlanContext
+
+HOOKS: frozenset[str] = frozenset()
 
 REQUIRED = {"name", "login"}
 OPTIONAL = {"member_of", "connection_limit", "valid_until"}
@@ -27,13 +28,12 @@ MAX_MEMBER_OF = 20
 DENIED_ATTRIBUTES = sql.SQL("NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS")
 
 
-def validate(payload: dict, *, instance: Any, team: Any, user: Any) -> dict:
-    from portal.models import ManagedRole
-
-    errors, snapshot = validation_start(payload, instance=instance, required=REQUIRED, optional=OPTIONAL)
+def validate(payload: dict, ctx: PlanContext) -> dict:
+    errors, snapshot = validation_start(payload, ctx, required=REQUIRED, optional=OPTIONAL)
     live_roles = (snapshot or {}).get("roles", {})
     name = check_name(errors, payload, "name", role=True)
-    if name and (name in live_roles or ManagedRole.objects.filter(instance=instance, name=name).exists()):
+    # A dropped role's name stays taken: the portal's record of it (and its history) keeps the name.
+    if name and (name in live_roles or ctx.role(name, include_dropped=True) is not None):
         errors.add("name", f"role {name!r} already exists on this instance")
     login = check_bool(errors, payload, "login")
 
@@ -42,10 +42,8 @@ def validate(payload: dict, *, instance: Any, team: Any, user: Any) -> dict:
     if not isinstance(member_of, list) or len(member_of) > MAX_MEMBER_OF:
         errors.add("member_of", f"must be a list of at most {MAX_MEMBER_OF} group role names")
     else:
-        allowed = {
-            r.name: r for r in ManagedRole.objects.filter(instance=instance, team=team, login=False,
-                                                          dropped_at__isnull=True)
-        }
+        allowed = ctx.team_group_roles()
+        team = ctx.team
         for group in member_of:
             problem = name_problem(group, role=True)
             if problem:
@@ -68,7 +66,7 @@ def validate(payload: dict, *, instance: Any, team: Any, user: Any) -> dict:
             "valid_until": valid_until}
 
 
-def render(payload: dict, *, secrets: dict | None = None) -> list[Step]:
+def render(payload: dict, ctx: PlanContext | None = None, *, secrets: dict | None = None) -> list[Step]:
     # The naming rule (the one the API and forms apply) holds for what the plan creates and joins.
     name = rendered_name(payload["name"], role=True)
     for group in payload.get("member_of") or []:

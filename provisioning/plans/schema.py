@@ -26,6 +26,10 @@ from provisioning.plans.checks import (
     schemas_of,
     validation_start,
 )
+from provisioning.plans.context import PlanContext
+
+# preconditions: the engine calls it before each attempt (see PlanModule in provisioning/plans).
+HOOKS = frozenset({"preconditions"})
 
 REQUIRED = {"database", "name"}
 # create_owner_role: derived by validate (True: the plan creates the owner role); accepted back
@@ -38,15 +42,12 @@ def default_owner(name: str) -> str:
     return f"{name}{OWNER_SUFFIX}"
 
 
-def validate(payload: dict, *, instance: Any, team: Any, user: Any) -> dict:
-    from portal.models import ManagedRole, ManagedSchema
-
-    errors, snapshot = validation_start(payload, instance=instance, required=REQUIRED, optional=OPTIONAL)
+def validate(payload: dict, ctx: PlanContext) -> dict:
+    errors, snapshot = validation_start(payload, ctx, required=REQUIRED, optional=OPTIONAL)
     database = check_database(errors, payload, snapshot)
     name = check_name(errors, payload, "name")
     if name and database:
-        exists = name in schemas_of(snapshot, database) or ManagedSchema.objects.filter(
-            instance=instance, database=database, name=name).exists()
+        exists = name in schemas_of(snapshot, database) or ctx.schema(database, name) is not None
         if exists:
             errors.add("name", f"schema {name!r} already exists in database {database!r}")
 
@@ -65,8 +66,7 @@ def validate(payload: dict, *, instance: Any, team: Any, user: Any) -> dict:
         if problem:
             errors.add(owner_field, f"owner role: {problem}" if owner_field == "name" else problem)
         else:
-            create_owner = _check_owner(errors, owner, owner_field, instance=instance, team=team,
-                                        snapshot=snapshot, managed_roles=ManagedRole.objects)
+            create_owner = _check_owner(errors, owner, owner_field, ctx=ctx, snapshot=snapshot)
     given = payload.get("create_owner_role")
     if given is not None and given != create_owner:
         errors.add("create_owner_role", "is derived from the owner role (whether it exists yet); leave it out")
@@ -74,21 +74,21 @@ def validate(payload: dict, *, instance: Any, team: Any, user: Any) -> dict:
     return {"database": database, "name": name, "owner_role": owner, "create_owner_role": create_owner}
 
 
-def _check_owner(errors: Errors, owner: str, field: str, *, instance, team, snapshot, managed_roles) -> bool:
+def _check_owner(errors: Errors, owner: str, field: str, *, ctx: PlanContext, snapshot: dict | None) -> bool:
     """The owner is new (the plan creates it: True) or an existing NOLOGIN group role of this team
     (False). Another team's role never owns this team's schema: its objects would be theirs."""
-    managed = managed_roles.filter(instance=instance, name=owner, dropped_at__isnull=True).first()
+    managed = ctx.role(owner)
     live = (snapshot or {}).get("roles", {}).get(owner)
     if managed is None and live is None:
         return True
-    if managed is None or managed.team_id != getattr(team, "pk", None):
-        errors.add(field, f"role {owner!r} exists and is not a group role of team {team}")
+    if managed is None or managed.team_id != ctx.team_id:
+        errors.add(field, f"role {owner!r} exists and is not a group role of team {ctx.team}")
     elif managed.login or (live or {}).get("login"):
         errors.add(field, f"role {owner!r} is a login role; a schema is owned by a NOLOGIN group role")
     return False
 
 
-def render(payload: dict, *, secrets: dict | None = None) -> list[Step]:
+def render(payload: dict, ctx: PlanContext | None = None, *, secrets: dict | None = None) -> list[Step]:
     # The naming rule first (one rule for the API, the forms and the plans), then ident(), which
     # refuses what the server would not keep as written, before any Literal of the names.
     owner, name = rendered_name(payload["owner_role"], role=True), rendered_name(payload["name"])
@@ -117,7 +117,12 @@ def render(payload: dict, *, secrets: dict | None = None) -> list[Step]:
 def preconditions(request: Any) -> str | None:
     """The portal's side of the plan's assumptions, checked by the executor before each attempt (the
     cluster cannot know teams): an owner role the plan reuses is still a group role of the requesting
-    team, and one it creates is not recorded as anyone's. None when they hold, else what changed."""
+    team, and one it creates is not recorded as anyone's. None when they hold, else what changed.
+
+    The one plan hook that does I/O (a read of the portal's records): it runs in the engine, on the
+    worker, right before the target transaction, where no PlanContext built at submit would be fresh.
+    """
+    # Inside the function: plans sit below the models' app loading (the engine calls this at apply).
     from portal.models import ManagedRole
 
     owner = request.payload["owner_role"]

@@ -8,7 +8,10 @@ from psycopg import sql
 
 from portal.errors import InvalidPayload
 from portal.models import ManagedSchema, Team
+from portal.selectors.plan_context import plan_context_for
+from portal.services.requests import plan_review
 from provisioning.ddl import dry_run
+from provisioning.ddl.facts import facts_for_review
 from provisioning.plans import ddl, module_for, plan_hash, plan_text
 from tests.provisioning.ddl_support import admin_exec, admin_query, apply_steps, create_team_schema, reader_connect
 
@@ -80,9 +83,24 @@ def payload_for(made, text: str) -> dict:
     return {"database": "app", "schema": made.schema, "sql": text}
 
 
+def ddl_validated(payload, instance, *, team, user) -> dict:
+    """Validation as a submit runs it: the pure plan check, then the review rules over the table facts
+    the service reads from the cluster (error findings refuse the payload)."""
+    ctx = plan_context_for(instance, team, user, request_type="ddl")
+    payload = ddl.validate(payload, ctx)
+    plan_review(ddl, payload, ctx, instance)
+    return payload
+
+
+def ddl_reviewed(payload, instance, team) -> dict:
+    ctx = plan_context_for(instance, team, None, request_type="ddl")
+    facts, facts_error = facts_for_review(instance, ddl.facts_wanted(payload))
+    return ddl.review(payload, ctx, facts=facts, facts_error=facts_error)
+
+
 def test_validate_adds_the_owner_role_of_the_team_schema(managed_instance, team_schema, people):
     team, made = team_schema
-    validated = ddl.validate(payload_for(made, "CREATE TABLE t (id int PRIMARY KEY)"), instance=managed_instance,
+    validated = ddl_validated(payload_for(made, "CREATE TABLE t (id int PRIMARY KEY)"), managed_instance,
                              team=team, user=people["alice"])
     assert validated == {"database": "app", "schema": made.schema, "owner_role": made.owner,
                          "sql": "CREATE TABLE t (id int PRIMARY KEY)"}
@@ -109,7 +127,7 @@ def test_validate_refuses_bad_payloads_naming_the_field(managed_instance, team_s
     if isinstance(payload, dict):
         payload = {k: (made.schema if v == "SCHEMA" else v) for k, v in payload.items()}
     with pytest.raises(InvalidPayload) as caught:
-        ddl.validate(payload, instance=managed_instance, team=team, user=people["alice"])
+        ddl_validated(payload, managed_instance, team=team, user=people["alice"])
     assert field in caught.value.errors
 
 
@@ -117,16 +135,16 @@ def test_another_teams_schema_is_not_the_requesters(managed_instance, team_schem
     team, made = team_schema
     other, _ = Team.objects.get_or_create(name="analytics")
     with pytest.raises(InvalidPayload) as caught:
-        ddl.validate(payload_for(made, "DROP TABLE t"), instance=managed_instance, team=other, user=people["dave"])
+        ddl_validated(payload_for(made, "DROP TABLE t"), managed_instance, team=other, user=people["dave"])
     assert "is not a schema of team analytics" in caught.value.errors["payload.schema"][0]
 
 
 def test_default_privilege_reaches_a_table_created_by_the_plan(managed_instance, team_schema, people):
     # given a schema whose owner granted SELECT on future tables to the reader role
     team, made = team_schema
-    payload = ddl.validate(payload_for(made, "CREATE TABLE ledger (id int PRIMARY KEY, amount int);"
+    payload = ddl_validated(payload_for(made, "CREATE TABLE ledger (id int PRIMARY KEY, amount int);"
                                               "CREATE INDEX CONCURRENTLY ledger_amount_idx ON ledger (amount)"),
-                           instance=managed_instance, team=team, user=people["alice"])
+                           managed_instance, team=team, user=people["alice"])
     # when the rendered plan runs as it says
     apply_steps(managed_instance, "app", ddl.render(payload))
     # then the table belongs to the owner role, and the reader can SELECT from it
@@ -160,7 +178,7 @@ def test_multi_statement_plan_runs_in_order(managed_instance, team_schema, peopl
         COMMENT ON VIEW open_bills IS 'unpaid';
         ALTER TABLE bills RENAME COLUMN no TO number;
     """
-    payload = ddl.validate(payload_for(made, text), instance=managed_instance, team=team, user=people["alice"])
+    payload = ddl_validated(payload_for(made, text), managed_instance, team=team, user=people["alice"])
     apply_steps(managed_instance, "app", ddl.render(payload))
     columns = admin_query(managed_instance, "SELECT table_name, column_name FROM information_schema.columns "
                           "WHERE table_schema = %s ORDER BY table_name, ordinal_position", [made.schema])
@@ -171,29 +189,29 @@ def test_multi_statement_plan_runs_in_order(managed_instance, team_schema, peopl
 
 def test_dry_run_finds_errors_and_changes_nothing(managed_instance, team_schema, people):
     team, made = team_schema
-    good = ddl.validate(payload_for(made, "CREATE TABLE t (id int PRIMARY KEY, n int); ALTER TABLE t ADD COLUMN m int"),
-                        instance=managed_instance, team=team, user=people["alice"])
+    good = ddl_validated(payload_for(made, "CREATE TABLE t (id int PRIMARY KEY, n int); ALTER TABLE t ADD COLUMN m int"),
+                        managed_instance, team=team, user=people["alice"])
     result = dry_run.run(managed_instance, team, good)
     assert result["ok"] is True and result["error"] == "" and result["statement_index"] is None
     # nothing was committed
     assert admin_query(managed_instance, "SELECT count(*) FROM pg_tables WHERE schemaname = %s", [made.schema]) == [(0,)]
 
-    missing_column = ddl.validate(
+    missing_column = ddl_validated(
         payload_for(made, "CREATE TABLE t (id int PRIMARY KEY); ALTER TABLE t ALTER COLUMN nope TYPE bigint"),
-        instance=managed_instance, team=team, user=people["alice"])
+        managed_instance, team=team, user=people["alice"])
     result = dry_run.run(managed_instance, team, missing_column)
     assert result["ok"] is False and result["statement_index"] == 2
     # the condition and where, never the server's text (it can quote values the statement computed)
     assert result["sqlstate"] == "42703" and result["error"].startswith("undefined_column (SQLSTATE 42703)")
     assert "nope" not in result["error"] and "does not exist" not in result["error"]
 
-    mismatch = ddl.validate(
+    mismatch = ddl_validated(
         payload_for(made, "CREATE TABLE t (id int PRIMARY KEY, d date DEFAULT 'tomorrow-ish')"),
-        instance=managed_instance, team=team, user=people["alice"])
+        managed_instance, team=team, user=people["alice"])
     result = dry_run.run(managed_instance, team, mismatch)
     assert result["ok"] is False and result["statement_index"] == 1 and result["sqlstate"] == "22007"
 
-    missing_table = ddl.validate(payload_for(made, "DROP TABLE ghost"), instance=managed_instance, team=team,
+    missing_table = ddl_validated(payload_for(made, "DROP TABLE ghost"), managed_instance, team=team,
                                  user=people["alice"])
     result = dry_run.run(managed_instance, team, missing_table)
     assert result["ok"] is False and result["sqlstate"] == "42P01" and result["statement_index"] == 1
@@ -204,9 +222,9 @@ def test_dry_run_runs_as_the_owner_role_over_the_executor_login_and_skips_concur
     # the owner role may not touch a table it does not own, even though the admin could
     admin_exec(managed_instance, sql.SQL("CREATE TABLE {}.admins_table (id int PRIMARY KEY)").format(
         sql.Identifier(made.schema)))
-    payload = ddl.validate(payload_for(made, "ALTER TABLE admins_table ADD COLUMN x int;"
+    payload = ddl_validated(payload_for(made, "ALTER TABLE admins_table ADD COLUMN x int;"
                                               "CREATE INDEX CONCURRENTLY ix ON admins_table (id)"),
-                           instance=managed_instance, team=team, user=people["alice"])
+                           managed_instance, team=team, user=people["alice"])
     result = dry_run.run(managed_instance, team, payload)
     assert result["ok"] is False and result["sqlstate"] == "42501"
     assert result["error"].startswith("insufficient_privilege (SQLSTATE 42501)")
@@ -215,13 +233,15 @@ def test_dry_run_runs_as_the_owner_role_over_the_executor_login_and_skips_concur
 
 def test_dry_run_applies_to_dev_and_staging_only(managed_instance, team_schema, people):
     team, made = team_schema
-    payload = ddl.validate(payload_for(made, "CREATE TABLE t (id int PRIMARY KEY)"), instance=managed_instance,
+    payload = ddl_validated(payload_for(made, "CREATE TABLE t (id int PRIMARY KEY)"), managed_instance,
                            team=team, user=people["alice"])
     for environment, runs in (("dev", True), ("staging", True), ("prod", False)):
         managed_instance.environment = environment
         assert dry_run.applies_to(managed_instance) is runs
-        result = ddl.dry_run(payload, instance=managed_instance, team=team)
-        assert (result is not None and result["ok"]) if runs else result is None
+        # the plan says whether the service dry-runs it; the run itself is the service's I/O
+        assert ddl.dry_run_wanted(plan_context_for(managed_instance, team, None, request_type="ddl")) is runs
+        if runs:
+            assert dry_run.run(managed_instance, team, payload)["ok"]
 
 
 def test_review_reads_table_facts_from_the_cluster(managed_instance, team_schema, people):
@@ -234,25 +254,25 @@ def test_review_reads_table_facts_from_the_cluster(managed_instance, team_schema
                sql.SQL("INSERT INTO {}.orders SELECT g, 'n' FROM generate_series(1, 500) g").format(schema))
     # when a NOT NULL column without default is requested, then it is refused at validate (error rule)
     with pytest.raises(InvalidPayload) as caught:
-        ddl.validate(payload_for(made, "ALTER TABLE orders ADD COLUMN region text NOT NULL"),
-                     instance=managed_instance, team=team, user=people["alice"])
+        ddl_validated(payload_for(made, "ALTER TABLE orders ADD COLUMN region text NOT NULL"),
+                     managed_instance, team=team, user=people["alice"])
     assert "[ddl.add_column_not_null_without_default]" in caught.value.errors["payload.sql"][0]
     # and widening varchar is not a rewrite while narrowing is (facts carry column types)
-    widen = ddl.validate(payload_for(made, "ALTER TABLE orders ALTER COLUMN note TYPE varchar(40)"),
-                         instance=managed_instance, team=team, user=people["alice"])
-    assert ddl.review(widen, instance=managed_instance)["findings"] == []
-    narrow = ddl.validate(payload_for(made, "ALTER TABLE orders ALTER COLUMN note TYPE int USING 0"),
-                          instance=managed_instance, team=team, user=people["alice"])
-    reviewed = ddl.review(narrow, instance=managed_instance)
+    widen = ddl_validated(payload_for(made, "ALTER TABLE orders ALTER COLUMN note TYPE varchar(40)"),
+                         managed_instance, team=team, user=people["alice"])
+    assert ddl_reviewed(widen, managed_instance, team)["findings"] == []
+    narrow = ddl_validated(payload_for(made, "ALTER TABLE orders ALTER COLUMN note TYPE int USING 0"),
+                          managed_instance, team=team, user=people["alice"])
+    reviewed = ddl_reviewed(narrow, managed_instance, team)
     assert reviewed["risk"] == "high" and reviewed["findings"][0]["rule"] == "ddl.column_type_rewrite"
 
 
 def test_review_degrades_when_the_cluster_is_unreachable(managed_instance, team_schema, people):
     team, made = team_schema
-    payload = ddl.validate(payload_for(made, "CREATE TABLE t (id int PRIMARY KEY)"), instance=managed_instance,
+    payload = ddl_validated(payload_for(made, "CREATE TABLE t (id int PRIMARY KEY)"), managed_instance,
                            team=team, user=people["alice"])
     managed_instance.port = 1  # nothing listens there
-    reviewed = ddl.review(payload, instance=managed_instance)
+    reviewed = ddl_reviewed(payload, managed_instance, team)
     assert reviewed["risk"] == "low"
     assert [f["rule"] for f in reviewed["findings"]] == ["ddl.facts_unavailable"]
     assert "password" not in reviewed["findings"][0]["message"]
@@ -261,12 +281,12 @@ def test_review_degrades_when_the_cluster_is_unreachable(managed_instance, team_
 def test_drop_index_concurrently_is_its_own_idempotent_step(managed_instance, team_schema, people):
     # given a table with an index, made by an earlier plan
     team, made = team_schema
-    create = ddl.validate(payload_for(made, "CREATE TABLE t (id int PRIMARY KEY, x int); CREATE INDEX t_x_idx ON t (x)"),
-                          instance=managed_instance, team=team, user=people["alice"])
+    create = ddl_validated(payload_for(made, "CREATE TABLE t (id int PRIMARY KEY, x int); CREATE INDEX t_x_idx ON t (x)"),
+                          managed_instance, team=team, user=people["alice"])
     apply_steps(managed_instance, "app", ddl.render(create))
     # when a request drops it concurrently
-    drop = ddl.validate(payload_for(made, "ALTER TABLE t ADD COLUMN y int; DROP INDEX CONCURRENTLY t_x_idx"),
-                        instance=managed_instance, team=team, user=people["alice"])
+    drop = ddl_validated(payload_for(made, "ALTER TABLE t ADD COLUMN y int; DROP INDEX CONCURRENTLY t_x_idx"),
+                        managed_instance, team=team, user=people["alice"])
     steps = ddl.render(drop)
     # then the drop runs outside the transaction, qualified and with IF EXISTS
     assert [(s.text, s.transactional) for s in steps][-4:] == [

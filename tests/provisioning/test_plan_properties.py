@@ -24,16 +24,14 @@ from typing import Any
 import pglast
 import psycopg
 import pytest
-from django.db import transaction
-from django.utils import timezone
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pglast.keywords import RESERVED_KEYWORDS, UNRESERVED_KEYWORDS
 
 from portal.errors import InvalidPayload
-from portal.models import Instance, InstanceInventory, ManagedRole, ManagedSchema, Team
 from provisioning.plans import module_for, plan_text
 from provisioning.plans.checks import NAME_RE, name_problem, storable
+from provisioning.plans.context import InstanceFacts, ManagedRoleFact, ManagedSchemaFact, PlanContext
 
 PLACEHOLDER = "zzslot"
 
@@ -51,7 +49,7 @@ IDENTIFIERS = st.one_of(
 ANY_STRING = st.one_of(IDENTIFIERS, st.text(max_size=70))
 
 FAST = settings(max_examples=150, deadline=None)
-WITH_DB = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+WITH_WORLD = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 # --- the structural oracle --------------------------------------------------------------------
@@ -240,21 +238,23 @@ SNAPSHOT = {
 }
 
 
+TEAM_ID = 1
+
+
 @pytest.fixture
-def world(db):
-    team = Team.objects.create(name="payments")
-    instance = Instance.objects.create(name="inv", host="127.0.0.1", admin_user="postgres")
-    InstanceInventory.objects.create(instance=instance, snapshot=copy.deepcopy(SNAPSHOT), refreshed_at=timezone.now())
-    ManagedRole.objects.create(instance=instance, name="sales_owner", login=False, team=team)
-    ManagedRole.objects.create(instance=instance, name="grp", login=False, team=team)
-    ManagedRole.objects.create(instance=instance, name="reader", login=True, team=team)
-    ManagedSchema.objects.create(instance=instance, database="app", name="sales", owner_role="sales_owner", team=team)
-    return {"team": team, "instance": instance}
+def world():
+    """The portal's records and the inventory the validators see: a PlanContext's parts (no database)."""
+    roles = [ManagedRoleFact("sales_owner", TEAM_ID, login=False), ManagedRoleFact("grp", TEAM_ID, login=False),
+             ManagedRoleFact("reader", TEAM_ID, login=True)]
+    return {"inventory": copy.deepcopy(SNAPSHOT), "roles": {role.name: role for role in roles},
+            "schemas": {("app", "sales"): ManagedSchemaFact("app", "sales", "sales_owner", TEAM_ID)}}
 
 
 def validate_or_none(world, request_type: str, payload: Any) -> dict | None:
+    ctx = PlanContext(instance=InstanceFacts(name="inv", id=1), team_id=TEAM_ID, team_name="payments",
+                      inventory=world["inventory"], roles=world["roles"], schemas=world["schemas"])
     try:
-        return module_for(request_type).validate(payload, instance=world["instance"], team=world["team"], user=None)
+        return module_for(request_type).validate(payload, ctx)
     except InvalidPayload as error:
         assert error.status_code == 400 and error.errors, "a refusal names the field"
         return None
@@ -262,37 +262,29 @@ def validate_or_none(world, request_type: str, payload: Any) -> dict | None:
 
 def make_exist(world, *, role: str | None = None, table: str | None = None, schema: str | None = None) -> None:
     """Let the portal and the inventory know a role / table / schema named by the example."""
-    inventory = InstanceInventory.objects.get(instance=world["instance"])
-    snapshot = inventory.snapshot
+    snapshot = world["inventory"]
     if role is not None:
-        ManagedRole.objects.get_or_create(instance=world["instance"], name=role,
-                                          defaults={"login": True, "team": world["team"]})
+        world["roles"].setdefault(role, ManagedRoleFact(role, TEAM_ID, login=True))
         snapshot["roles"].setdefault(role, {"login": True, "superuser": False, "member_of": []})
     if schema is not None:
-        ManagedSchema.objects.get_or_create(instance=world["instance"], database="app", name=schema,
-                                            defaults={"owner_role": "sales_owner", "team": world["team"]})
+        world["schemas"].setdefault(("app", schema), ManagedSchemaFact("app", schema, "sales_owner", TEAM_ID))
         snapshot["databases"]["app"]["schemas"].setdefault(schema, {"owner": "sales_owner", "tables": ["orders"]})
     if table is not None:
         snapshot["databases"]["app"]["schemas"]["sales"]["tables"].append(table)
-    inventory.snapshot = snapshot
-    inventory.save()
 
 
-class Rollback(Exception):
-    """Ends an example's savepoint so its records do not leak into the next example."""
-
-
-def in_savepoint(check) -> None:
+def in_fresh_world(world, check) -> None:
+    """Run one example, then put the world back as it was: its records do not leak into the next."""
+    saved = copy.deepcopy(world)
     try:
-        with transaction.atomic():
-            check()
-            raise Rollback
-    except Rollback:
-        pass
+        check()
+    finally:
+        world.clear()
+        world.update(saved)
 
 
 @given(value=ANY_STRING)
-@WITH_DB
+@WITH_WORLD
 def test_schema_name_is_refused_or_is_exactly_the_name_in_the_plan(world, value):
     validated = validate_or_none(world, "schema", {"database": "app", "name": value})
     if validated is not None:
@@ -301,7 +293,7 @@ def test_schema_name_is_refused_or_is_exactly_the_name_in_the_plan(world, value)
 
 
 @given(value=ANY_STRING)
-@WITH_DB
+@WITH_WORLD
 def test_schema_owner_role_is_refused_or_is_exactly_the_owner_in_the_plan(world, value):
     validated = validate_or_none(world, "schema", {"database": "app", "name": "fixed", "owner_role": value})
     if validated is not None:
@@ -310,7 +302,7 @@ def test_schema_owner_role_is_refused_or_is_exactly_the_owner_in_the_plan(world,
 
 
 @given(value=ANY_STRING, login=st.booleans())
-@WITH_DB
+@WITH_WORLD
 def test_role_name_is_refused_or_is_exactly_the_role_in_the_plan(world, value, login):
     validated = validate_or_none(world, "role", {"name": value, "login": login})
     if validated is not None:
@@ -322,7 +314,7 @@ def test_role_name_is_refused_or_is_exactly_the_role_in_the_plan(world, value, l
 
 @pytest.mark.parametrize("request_type", ["grant", "revoke"])
 @given(value=ANY_STRING)
-@WITH_DB
+@WITH_WORLD
 def test_grantee_role_is_refused_or_is_exactly_the_grantee_in_the_plan(world, request_type, value):
     def check():
         if name_problem(value, role=True) is None:
@@ -334,12 +326,12 @@ def test_grantee_role_is_refused_or_is_exactly_the_grantee_in_the_plan(world, re
             assert name_problem(value, role=True) is None
             assert_same_plan_as_template(request_type, ACCESS_TEMPLATES[0], value, rendered_payload=validated)
 
-    in_savepoint(check)
+    in_fresh_world(world, check)
 
 
 @pytest.mark.parametrize("request_type", ["grant", "revoke"])
 @given(value=ANY_STRING)
-@WITH_DB
+@WITH_WORLD
 def test_table_name_is_refused_or_is_exactly_the_table_in_the_plan(world, request_type, value):
     def check():
         if storable(value):  # a cluster's catalog (and the inventory) holds no NUL, no lone surrogate
@@ -355,11 +347,11 @@ def test_table_name_is_refused_or_is_exactly_the_table_in_the_plan(world, reques
                 template["tables"] = [PLACEHOLDER, "orders"]
             assert_same_plan_as_template(request_type, template, value, rendered_payload=validated)
 
-    in_savepoint(check)
+    in_fresh_world(world, check)
 
 
 @given(value=ANY_STRING)
-@WITH_DB
+@WITH_WORLD
 def test_schema_of_a_grant_is_refused_or_is_exactly_the_schema_in_the_plan(world, value):
     def check():
         if name_problem(value) is None:
@@ -371,7 +363,7 @@ def test_schema_of_a_grant_is_refused_or_is_exactly_the_schema_in_the_plan(world
             assert name_problem(value) is None
             assert_same_plan_as_template("grant", ACCESS_TEMPLATES[1], value, rendered_payload=validated)
 
-    in_savepoint(check)
+    in_fresh_world(world, check)
 
 
 # --- validators never raise anything but InvalidPayload ---------------------------------------
@@ -401,4 +393,4 @@ def test_validators_raise_nothing_but_invalid_payload(world, request_type, paylo
             plan = plan_text(module_for(request_type).render(validated))
             assert plan and all(len(pglast.parse_sql(text)) == 1 for text in plan)
 
-    in_savepoint(check)
+    in_fresh_world(world, check)

@@ -1,13 +1,27 @@
-"""Plan validation: every rule answers a 400 naming the payload field (InvalidPayload)."""
+"""Plan validation: every rule answers a 400 naming the payload field (InvalidPayload).
+
+Unit tests: the plans are pure, so the world they validate against is a PlanContext built here,
+with no database (the selector that builds it from the portal's records is tested in
+tests/portal/test_plan_context.py).
+"""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
-from django.utils import timezone
 
 from portal.errors import InvalidPayload
-from portal.models import Instance, InstanceInventory, ManagedRole, ManagedSchema, Team
 from provisioning.plans import module_for
+from provisioning.plans.context import (
+    REQUESTER,
+    REVIEWER,
+    SYSTEM,
+    InstanceFacts,
+    ManagedRoleFact,
+    ManagedSchemaFact,
+    PlanContext,
+)
 
 SNAPSHOT = {
     "databases": {
@@ -28,25 +42,30 @@ SNAPSHOT = {
 }
 
 
+TEAMS = {"payments": 1, "analytics": 2}
+
+
 @pytest.fixture
-def world(db):
+def world():
     """Teams payments and analytics; an instance whose inventory and portal records are known."""
-    payments = Team.objects.create(name="payments")
-    analytics = Team.objects.create(name="analytics")
-    instance = Instance.objects.create(name="inv", host="127.0.0.1", admin_user="postgres")
-    InstanceInventory.objects.create(instance=instance, snapshot=SNAPSHOT, refreshed_at=timezone.now())
-    ManagedRole.objects.create(instance=instance, name="payments_app_owner", login=False, team=payments)
-    ManagedRole.objects.create(instance=instance, name="payments_svc", login=True, team=payments)
-    ManagedRole.objects.create(instance=instance, name="reports_owner", login=False, team=analytics)
-    ManagedSchema.objects.create(instance=instance, database="app", name="payments_app",
-                                 owner_role="payments_app_owner", team=payments)
-    ManagedSchema.objects.create(instance=instance, database="app", name="reports",
-                                 owner_role="reports_owner", team=analytics)
-    return {"payments": payments, "analytics": analytics, "instance": instance}
+    payments, analytics = TEAMS["payments"], TEAMS["analytics"]
+    roles = [ManagedRoleFact("payments_app_owner", payments, login=False),
+             ManagedRoleFact("payments_svc", payments, login=True),
+             ManagedRoleFact("reports_owner", analytics, login=False)]
+    schemas = [ManagedSchemaFact("app", "payments_app", "payments_app_owner", payments),
+               ManagedSchemaFact("app", "reports", "reports_owner", analytics)]
+    return {"instance": InstanceFacts(name="inv", id=1), "inventory": copy.deepcopy(SNAPSHOT),
+            "roles": {role.name: role for role in roles},
+            "schemas": {(schema.database, schema.name): schema for schema in schemas}}
+
+
+def context(world, team: str = "payments", persona: str = SYSTEM) -> PlanContext:
+    return PlanContext(instance=world["instance"], team_id=TEAMS[team], team_name=team, persona=persona,
+                       inventory=world["inventory"], roles=world["roles"], schemas=world["schemas"])
 
 
 def validate(world, request_type: str, payload: dict, team: str = "payments") -> dict:
-    return module_for(request_type).validate(payload, instance=world["instance"], team=world[team], user=None)
+    return module_for(request_type).validate(payload, context(world, team))
 
 
 def errors_of(world, request_type: str, payload: dict, team: str = "payments") -> dict:
@@ -138,7 +157,7 @@ def test_schema_name_too_long_for_its_owner_role_asks_for_one(world):
 
 
 def test_without_an_inventory_nothing_is_validated_blindly(world):
-    InstanceInventory.objects.all().delete()
+    world["inventory"] = None
     assert "inventory" in errors_of(world, "schema", {"database": "app", "name": "billing"})["payload"][0]
 
 
@@ -227,7 +246,7 @@ def test_grant_rules(world, overrides, field, message):
 
 
 def test_grant_to_a_managed_role_missing_on_the_cluster_is_refused(world):
-    ManagedRole.objects.create(instance=world["instance"], name="ghost", login=True, team=world["payments"])
+    world["roles"]["ghost"] = ManagedRoleFact("ghost", TEAMS["payments"], login=True)
     assert "does not exist" in errors_of(world, "grant", grant(role="ghost"))["payload.role"][0]
 
 
@@ -245,21 +264,30 @@ def test_every_problem_is_reported_at_once(world):
     assert {"payload.role", "payload.privileges"} <= set(errors)
 
 
-def test_a_developer_revokes_only_what_their_team_holds_or_gives(world, people):
+def test_a_developer_revokes_only_what_their_team_holds_or_gives(world):
     # analytics' role on analytics' schema: not payments' business
-    ManagedRole.objects.create(instance=world["instance"], name="legacy_login", login=True, team=world["analytics"])
+    world["roles"]["legacy_login"] = ManagedRoleFact("legacy_login", TEAMS["analytics"], login=True)
+    revoke = module_for("revoke")
     foreign = grant(role="legacy_login", schema="reports")
     with pytest.raises(InvalidPayload) as caught:
-        module_for("revoke").validate(foreign, instance=world["instance"], team=world["payments"],
-                                      user=people["alice"])
+        revoke.validate(foreign, context(world, persona=REQUESTER))
     assert "belongs to team payments" in caught.value.errors["payload.role"][0]
     # their own role, or their own schema, is fine; reviewers and the system may revoke anything
     ours = grant(role="payments_svc", schema="reports")
-    assert module_for("revoke").validate(ours, instance=world["instance"], team=world["payments"],
-                                         user=people["alice"])["role"] == "payments_svc"
+    assert revoke.validate(ours, context(world, persona=REQUESTER))["role"] == "payments_svc"
     theirs_on_ours = grant(role="legacy_login", schema="payments_app")
-    assert module_for("revoke").validate(theirs_on_ours, instance=world["instance"], team=world["payments"],
-                                         user=people["alice"])["schema"] == "payments_app"
-    for user in (people["bob"], None):
-        assert module_for("revoke").validate(foreign, instance=world["instance"], team=world["payments"],
-                                             user=user)["role"] == "legacy_login"
+    assert revoke.validate(theirs_on_ours, context(world, persona=REQUESTER))["schema"] == "payments_app"
+    for persona in (REVIEWER, SYSTEM):
+        assert revoke.validate(foreign, context(world, persona=persona))["role"] == "legacy_login"
+
+
+def test_a_role_the_team_once_had_counts_as_theirs_for_a_revoke(world):
+    # dropped since, it may still hold privileges on the cluster: the team may take them back
+    world["roles"]["old_svc"] = ManagedRoleFact("old_svc", TEAMS["payments"], login=True, dropped=True)
+    world["inventory"]["roles"]["old_svc"] = {"login": True, "superuser": False, "member_of": []}
+    payload = grant(role="old_svc", schema="reports")
+    assert module_for("revoke").validate(payload, context(world, persona=REQUESTER))["role"] == "old_svc"
+    # but a dropped role is no grantee, and its name is not free for a new role
+    assert "no role 'old_svc'" in errors_of(world, "grant", grant(role="old_svc"))["payload.role"][0]
+    world["roles"]["gone_svc"] = ManagedRoleFact("gone_svc", TEAMS["payments"], login=True, dropped=True)
+    assert "already exists" in errors_of(world, "role", {"name": "gone_svc", "login": True})["payload.name"][0]

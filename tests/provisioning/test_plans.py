@@ -171,3 +171,26 @@ def test_plan_hash_binds_to_the_exact_text():
     assert first == plan_hash(text("grant", grant_payload()))
     assert first != plan_hash(text("grant", grant_payload(privileges=["SELECT", "INSERT"])))
     assert len(first) == 64
+
+
+@pytest.mark.parametrize("request_type", ["schema", "role", "grant", "revoke", "ddl", "replica"])
+def test_every_plan_module_declares_its_optional_hooks_and_has_them(request_type):
+    from provisioning.plans import OPTIONAL_HOOKS, hook, hooks_of
+
+    module = module_for(request_type)
+    assert callable(module.validate) and callable(module.render) and callable(module.database)
+    assert hooks_of(module) <= set(OPTIONAL_HOOKS)
+    for name, functions in OPTIONAL_HOOKS.items():
+        declared = name in hooks_of(module)
+        # a hook is there exactly when declared: callers ask the declaration, never hasattr
+        assert all(callable(getattr(module, f, None)) for f in functions) if declared else \
+            not hasattr(module, functions[0])
+        assert (hook(module, name) is not None) == declared
+
+
+def test_plans_render_from_the_stored_payload_alone_with_or_without_a_context():
+    from provisioning.plans.context import InstanceFacts, PlanContext
+
+    payload = grant_payload()
+    ctx = PlanContext(instance=InstanceFacts(name="demo"))
+    assert text("grant", payload) == plan_text(module_for("grant").render(payload, ctx))

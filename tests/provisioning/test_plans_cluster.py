@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 from portal.models import ManagedRole, ManagedSchema, Team
+from portal.selectors.plan_context import plan_context_for
 from provisioning.connections import connect, conninfo
 from provisioning.inventory import inventory_refresh
 from provisioning.plans import module_for
@@ -35,7 +36,7 @@ def team(db):
 
 def validated(instance, team, request_type: str, payload: dict) -> dict:
     inventory_refresh(instance)
-    return module_for(request_type).validate(payload, instance=instance, team=team, user=None)
+    return module_for(request_type).validate(payload, plan_context_for(instance, team, None, request_type=request_type))
 
 
 def record_schema(instance, team, payload: dict) -> None:

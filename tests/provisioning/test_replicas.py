@@ -27,7 +27,8 @@ from audit.models import AuditEvent
 from portal.choices import Environment, InstanceKind, InstanceStatus, RequestStatus, RequestType
 from portal.errors import InvalidPayload
 from portal.models import ChangeRequest, Execution, Instance, Team
-from provisioning import engine
+from portal.selectors.plan_context import plan_context_for
+from provisioning import executor
 from provisioning.clusters import LocalCluster
 from provisioning.errors import PermanentTargetError, TransientTargetError
 from provisioning.models import ReplicationCredential
@@ -78,7 +79,7 @@ def primary(db, primary_cluster):
 
 def _request(primary: Instance, name: str, requester) -> ChangeRequest:
     module = module_for(RequestType.REPLICA)
-    payload = module.validate({"name": name}, instance=primary, team=None, user=requester)
+    payload = module.validate({"name": name}, plan_context_for(primary, None, requester, request_type="replica"))
     plan = plan_text(module.render(payload))
     return ChangeRequest.objects.create(
         type=RequestType.REPLICA, instance=primary, team=Team.objects.get(name="payments"), requester=requester,
@@ -101,7 +102,7 @@ def build(people, primary):
 
 def _apply(request: ChangeRequest, worker: str = "test") -> str:
     """What the apply task does: the executor claims the request and hands it to the replica runner."""
-    return engine.apply(request_id=request.pk, plan_hash=request.plan_hash, worker=worker)
+    return executor.apply(request_id=request.pk, plan_hash=request.plan_hash, worker=worker)
 
 
 def _admin_conn(instance: Instance, dbname: str = "postgres", **kw) -> psycopg.Connection:
@@ -123,7 +124,7 @@ def _poll(fn, what: str):
 # -- the plan ---------------------------------------------------------------------------
 def test_plan_is_the_steps_as_comment_lines_with_quoted_names(primary):
     module = module_for("replica")
-    lines = plan_text(module.render(module.validate({"name": "sales_ro"}, instance=primary)))
+    lines = plan_text(module.render(module.validate({"name": "sales_ro"}, plan_context_for(primary, None, None, request_type="replica"))))
     assert all(line.startswith("-- ") for line in lines)
     assert any("pg_basebackup -D" in line and "-R -X stream -c fast" in line for line in lines)
     assert any('"sales_ro"' in line for line in lines)
@@ -145,19 +146,19 @@ def test_plan_is_the_steps_as_comment_lines_with_quoted_names(primary):
 ])
 def test_bad_replica_payload_is_400_naming_the_field(primary, payload, field):
     with pytest.raises(InvalidPayload) as caught:
-        module_for("replica").validate(payload, instance=primary)
+        module_for("replica").validate(payload, plan_context_for(primary, None, None, request_type="replica"))
     assert field in caught.value.errors
 
 
 def test_replica_of_an_external_instance_or_of_a_replica_is_refused(db, primary):
     external = Instance.objects.create(name="ext", kind=InstanceKind.EXTERNAL, host="127.0.0.1", admin_user="x")
     with pytest.raises(InvalidPayload) as caught:
-        module_for("replica").validate({"name": "r1"}, instance=external)
+        module_for("replica").validate({"name": "r1"}, plan_context_for(external, None, None, request_type="replica"))
     assert "instance" in caught.value.errors
     replica = Instance.objects.create(name="r0", kind=InstanceKind.LOCAL, host="127.0.0.1", admin_user="x",
                                       replica_of=primary)
     with pytest.raises(InvalidPayload) as caught:
-        module_for("replica").validate({"name": "r1"}, instance=replica)
+        module_for("replica").validate({"name": "r1"}, plan_context_for(replica, None, None, request_type="replica"))
     assert "instance" in caught.value.errors
     # and writes aimed at a replica are refused with the same field
     with pytest.raises(InvalidPayload) as caught:
@@ -178,8 +179,8 @@ def test_write_requests_against_a_replica_are_400_on_instance(people, primary, r
     replica = Instance.objects.create(name="r0", kind=InstanceKind.LOCAL, host="127.0.0.1", admin_user="x",
                                       replica_of=primary)
     with pytest.raises(InvalidPayload) as caught:
-        module_for(request_type).validate(payload, instance=replica, team=Team.objects.get(name="payments"),
-                                          user=people["alice"])
+        module_for(request_type).validate(payload, plan_context_for(
+            replica, Team.objects.get(name="payments"), people["alice"], request_type=request_type))
     assert list(caught.value.errors) == ["instance"]
 
 
@@ -202,8 +203,8 @@ def test_submitting_a_write_request_against_a_replica_is_400_on_instance(people,
 
 def test_the_replication_role_cannot_be_requested(people, primary):
     with pytest.raises(InvalidPayload) as caught:
-        module_for("role").validate({"name": REPLICATION_ROLE, "login": True}, instance=primary,
-                                    team=Team.objects.get(name="payments"), user=people["alice"])
+        module_for("role").validate({"name": REPLICATION_ROLE, "login": True}, plan_context_for(
+            primary, Team.objects.get(name="payments"), people["alice"], request_type="role"))
     assert "reserved" in caught.value.errors["payload.name"][0]
 
 
@@ -409,8 +410,8 @@ def _worker_process(request_id: int, plan_hash: str, **env: str) -> subprocess.P
     """A separate worker process running the executor on this test's database (committed rows)."""
     child_env = dict(os.environ, DJANGO_SETTINGS_MODULE="portal.settings.test", DATABASE_URL=_test_database_url(),
                      REDIS_URL=settings.REDIS_URL, PORTAL_VAR_DIR=str(settings.VAR_DIR), **env)
-    code = ("import sys, django; django.setup(); from provisioning import engine; "
-            "engine.apply(request_id=int(sys.argv[1]), plan_hash=sys.argv[2], worker='doomed')")
+    code = ("import sys, django; django.setup(); from provisioning import executor; "
+            "executor.apply(request_id=int(sys.argv[1]), plan_hash=sys.argv[2], worker='doomed')")
     return subprocess.Popen([sys.executable, "-c", code, str(request_id), plan_hash], env=child_env, cwd=settings.BASE_DIR,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
