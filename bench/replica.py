@@ -57,7 +57,7 @@ def main() -> None:
     from portal.services.demo import seed_people
     from portal.services.instances import instance_create_local
     from portal.services.replicas import replica_decommission
-    from provisioning import executor
+    from provisioning import engine
     from provisioning.clusters import LocalCluster, free_port
     from provisioning.plans import module_for, plan_hash, plan_text
     from provisioning.replicas.local import REPLICATION_ROLE, LocalReplicaDriver, _chown_service, replicas_root
@@ -119,7 +119,7 @@ def main() -> None:
         started = time.perf_counter()
         # What the apply task runs: claim, verify the plan, build; returns once the standby streams and
         # has replayed up to the primary's LSN, with the outcome recorded.
-        outcome = executor.apply(request_id=request.pk, plan_hash=request.plan_hash, worker="bench")
+        outcome = engine.apply(request_id=request.pk, plan_hash=request.plan_hash, worker="bench")
         elapsed = time.perf_counter() - started
         request.refresh_from_db()
         assert outcome == "applied" and request.status == RequestStatus.APPLIED, request.status_detail

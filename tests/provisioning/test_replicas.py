@@ -28,7 +28,7 @@ from portal.choices import Environment, InstanceKind, InstanceStatus, RequestSta
 from portal.errors import InvalidPayload
 from portal.models import ChangeRequest, Execution, Instance, Team
 from portal.selectors.plan_context import plan_context_for
-from provisioning import executor
+from provisioning import engine
 from provisioning.clusters import LocalCluster
 from provisioning.errors import PermanentTargetError, TransientTargetError
 from provisioning.models import ReplicationCredential
@@ -102,7 +102,7 @@ def build(people, primary):
 
 def _apply(request: ChangeRequest, worker: str = "test") -> str:
     """What the apply task does: the executor claims the request and hands it to the replica runner."""
-    return executor.apply(request_id=request.pk, plan_hash=request.plan_hash, worker=worker)
+    return engine.apply(request_id=request.pk, plan_hash=request.plan_hash, worker=worker)
 
 
 def _admin_conn(instance: Instance, dbname: str = "postgres", **kw) -> psycopg.Connection:
@@ -410,8 +410,8 @@ def _worker_process(request_id: int, plan_hash: str, **env: str) -> subprocess.P
     """A separate worker process running the executor on this test's database (committed rows)."""
     child_env = dict(os.environ, DJANGO_SETTINGS_MODULE="portal.settings.test", DATABASE_URL=_test_database_url(),
                      REDIS_URL=settings.REDIS_URL, PORTAL_VAR_DIR=str(settings.VAR_DIR), **env)
-    code = ("import sys, django; django.setup(); from provisioning import executor; "
-            "executor.apply(request_id=int(sys.argv[1]), plan_hash=sys.argv[2], worker='doomed')")
+    code = ("import sys, django; django.setup(); from provisioning import engine; "
+            "engine.apply(request_id=int(sys.argv[1]), plan_hash=sys.argv[2], worker='doomed')")
     return subprocess.Popen([sys.executable, "-c", code, str(request_id), plan_hash], env=child_env, cwd=settings.BASE_DIR,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
