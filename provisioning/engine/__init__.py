@@ -42,7 +42,7 @@ from provisioning.engine.record import finish
 from provisioning.engine.target import apply_on_target
 from provisioning.errors import PermanentTargetError, TargetError
 from provisioning.liveness import liveness_lock, unlock
-from provisioning.plans import Step, module_for, plan_hash, plan_text
+from provisioning.plans import Step, hook, module_for, plan_hash, plan_text
 from provisioning.replicas import runner
 from provisioning.secrets import password_for, secret_role
 
@@ -71,7 +71,7 @@ def _prepare(job: Job) -> None:
     job.steps = verify_plan(request)
     # The portal's side of the plan's assumptions (teams are not on the cluster): e.g. the owner
     # role a schema plan reuses still belongs to the requesting team.
-    preconditions = getattr(module_for(request.type), "preconditions", None)
+    preconditions = hook(module_for(request.type), "preconditions")  # declared in the module's HOOKS
     problem = preconditions(request) if preconditions is not None else None
     if problem:
         raise PermanentTargetError(f"the plan's assumptions no longer hold: {problem}")
