@@ -38,11 +38,11 @@ class Command(BaseCommand):
         # The children's environment: ours, plus the embedded servers' URLs (so that they start
         # nothing themselves) and the state folder.
         env = os.environ.copy()
-        started = embedded.ensure_embedded()  # manage.py did already: this finds them running
-        env.update(started)
-        if "DATABASE_URL" in started:
+        embedded_urls = embedded.ensure_embedded()  # manage.py did already: this finds them running
+        env.update(embedded_urls)
+        if "DATABASE_URL" in embedded_urls:
             self.stdout.write("embedded PostgreSQL ready")
-        if "REDIS_URL" in started:
+        if "REDIS_URL" in embedded_urls:
             self.stdout.write("embedded Redis ready")
         env.setdefault("PORTAL_VAR_DIR", str(var_dir))
         env.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings.base")
