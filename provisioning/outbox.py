@@ -30,10 +30,9 @@ from provisioning.models import OutboxMessage
 log = structlog.get_logger(__name__)
 
 APPLY_TASK = "provisioning.apply_request"
-# The first re-send waits this long after the row was written or last sent; later re-sends of
-# a row that is sent but still not taken (a long queue, a message lost with the broker) back
+# The first re-send waits resend_after() after the row was written or last sent; later re-sends
+# of a row that is sent but still not taken (a long queue, a message lost with the broker) back
 # off exponentially up to RESEND_MAX, so a backlog is not flooded with duplicates.
-RESEND_AFTER = timedelta(seconds=settings.OUTBOX_RESEND_SECONDS)
 RESEND_MAX = timedelta(seconds=300)
 SWEEP_LIMIT = 200
 # Publishing must not hold an approval's web request for long when the broker is down.
@@ -196,10 +195,15 @@ def _mark_sent(message_ids: list[int], countdown: float | None) -> None:
         log.warning("outbox.mark_sent_failed", messages=len(message_ids), error=type(exc).__name__)
 
 
+def resend_after() -> timedelta:
+    """OUTBOX_RESEND_SECONDS, read per call (override_settings works)."""
+    return timedelta(seconds=settings.OUTBOX_RESEND_SECONDS)
+
+
 def _due(message: OutboxMessage, now) -> bool:
     if message.sent_at is None:
-        return message.created_at <= now - RESEND_AFTER
-    wait = min(RESEND_AFTER * (2 ** max(message.send_count - 1, 0)), RESEND_MAX)
+        return message.created_at <= now - resend_after()
+    wait = min(resend_after() * (2 ** max(message.send_count - 1, 0)), RESEND_MAX)
     return message.sent_at <= now - wait
 
 
@@ -208,7 +212,7 @@ def outbox_sweep(limit: int = SWEEP_LIMIT) -> dict[str, int]:
     whose worker died. Bounded per run; returns counts for the logs and tests."""
     now = timezone.now()
     candidates = list(
-        OutboxMessage.objects.filter(taken_at__isnull=True, created_at__lte=now - RESEND_AFTER).order_by("created_at")[
+        OutboxMessage.objects.filter(taken_at__isnull=True, created_at__lte=now - resend_after()).order_by("created_at")[
             : limit * 4
         ]
     )

@@ -28,8 +28,12 @@ from portal.errors import Conflict, Gone, PolicyViolation
 from provisioning.errors import PermanentTargetError
 from provisioning.models import RequestSecret
 
-SECRET_TTL = timedelta(hours=settings.SECRET_TTL_HOURS)
 PASSWORD_BYTES = 24  # token_urlsafe(24) -> 32 characters
+
+
+def secret_ttl() -> timedelta:
+    """How long an unrevealed password is kept (SECRET_TTL_HOURS, read per call: override_settings works)."""
+    return timedelta(hours=settings.SECRET_TTL_HOURS)
 
 
 def password_for(request: Any, role: str) -> str:
@@ -88,10 +92,10 @@ def secret_reveal(*, request: Any, user: Any, actor_ip: str | None = None) -> st
 
 
 def secret_wipe_expired(now=None) -> int:
-    """Wipe secrets nobody revealed within SECRET_TTL (a beat job)."""
+    """Wipe secrets nobody revealed within secret_ttl() (a beat job)."""
     now = now or timezone.now()
     wiped = 0
-    for pk in RequestSecret.objects.filter(wiped_at__isnull=True, created_at__lte=now - SECRET_TTL).values_list(
+    for pk in RequestSecret.objects.filter(wiped_at__isnull=True, created_at__lte=now - secret_ttl()).values_list(
         "pk", flat=True
     ):
         with transaction.atomic():

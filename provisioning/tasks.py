@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import shared_task
+from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 
 from portal.models import Instance
@@ -11,27 +12,31 @@ from provisioning import secrets as request_secrets
 from provisioning.errors import TransientTargetError
 
 
-@shared_task(
-    bind=True,
-    name="provisioning.apply_request",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(TransientTargetError,),
-    retry_backoff=True,
-    retry_backoff_max=settings.PROVISIONING_RETRY_BACKOFF_MAX,
-    retry_jitter=True,
-    max_retries=settings.PROVISIONING_MAX_RETRIES,
-    ignore_result=True,
-)
+@shared_task(bind=True, name="provisioning.apply_request", acks_late=True, reject_on_worker_lost=True,
+             ignore_result=True)
 def apply_request(self, request_id: int, plan_hash: str, companions: list[int] | None = None) -> engine.Outcome:
-    # `companions`: requests queued with this one for the same database, claimed with it.
-    return engine.apply(
-        request_id=request_id,
-        plan_hash=plan_hash,
-        worker=self.request.hostname or "worker",
-        final_attempt=self.request.retries >= self.max_retries,
-        companions=companions,
-    )
+    """Apply one request (and its `companions`: requests queued with it for the same database,
+    claimed with it); a transient target error retries it with capped, jittered backoff.
+
+    The retry is written out rather than given to the decorator (autoretry_for, max_retries,
+    retry_backoff_max) because decorator options are read once, at import: here
+    PROVISIONING_MAX_RETRIES and PROVISIONING_RETRY_BACKOFF_MAX are read per attempt, and the
+    countdown is the one Celery's retry_backoff=True, retry_jitter=True would compute.
+    """
+    max_retries = settings.PROVISIONING_MAX_RETRIES
+    try:
+        return engine.apply(
+            request_id=request_id,
+            plan_hash=plan_hash,
+            worker=self.request.hostname or "worker",
+            final_attempt=self.request.retries >= max_retries,
+            companions=companions,
+        )
+    except TransientTargetError as exc:
+        countdown = get_exponential_backoff_interval(factor=1, retries=self.request.retries,
+                                                     maximum=settings.PROVISIONING_RETRY_BACKOFF_MAX, full_jitter=True)
+        # Past max_retries, Celery re-raises `exc` itself: the task fails with the target's error.
+        raise self.retry(exc=exc, countdown=countdown, max_retries=max_retries) from exc
 
 
 @shared_task(name="provisioning.outbox_sweep", ignore_result=True)
