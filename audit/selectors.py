@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from django.db import connection
 from django.db.models import Subquery
 from django.utils.dateparse import parse_date, parse_datetime
 from psycopg import sql
@@ -195,18 +196,19 @@ EXPORT_COLUMNS = (
     "seq", "ts", "actor", "actor_ip", "action", "object_type", "object_id", "instance", "database", "statement",
     "request_id", "approvers", "outcome", "details", "prev_hash", "hash",
 )
+_EVENTS = sql.Identifier(AuditEvent._meta.db_table)
 _EXPORT_SELECT = sql.SQL(
     "SELECT seq, {ts} AS ts, actor, host(actor_ip) AS actor_ip, action, object_type, object_id, "
     "instance, database, statement, request_id, approvers::text AS approvers, outcome, details::text AS details, "
-    "prev_hash, hash FROM audit_auditevent"
-).format(ts=sql.SQL(TS_SQL))
+    "prev_hash, hash FROM {events}"
+).format(ts=sql.SQL(TS_SQL), events=_EVENTS)
 # One JSON object per line; jsonb values embedded as JSON (not as strings).
 _JSONL_SELECT = sql.SQL(
     "SELECT json_build_object('seq', seq, 'ts', {ts}, 'actor', actor, 'actor_ip', host(actor_ip), "
     "'action', action, 'object_type', object_type, 'object_id', object_id, 'instance', instance, "
     "'database', database, 'statement', statement, 'request_id', request_id, 'approvers', approvers, "
-    "'outcome', outcome, 'details', details, 'prev_hash', prev_hash, 'hash', hash)::text FROM audit_auditevent"
-).format(ts=sql.SQL(TS_SQL))
+    "'outcome', outcome, 'details', details, 'prev_hash', prev_hash, 'hash', hash)::text FROM {events}"
+).format(ts=sql.SQL(TS_SQL), events=_EVENTS)
 
 
 def export_copy_sql(filters: AuditFilters, export_format: str) -> tuple[sql.Composed, list[Any]]:
@@ -231,18 +233,19 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
+_ACTION_NAMES = sql.SQL(
+    "WITH RECURSIVE a(action) AS ("
+    " SELECT min(action) FROM {events}"
+    " UNION ALL"
+    " SELECT (SELECT min(e.action) FROM {events} e WHERE e.action > a.action)"
+    " FROM a WHERE a.action IS NOT NULL)"
+    " SELECT action FROM a WHERE action IS NOT NULL"
+).format(events=_EVENTS).as_string(None)
+
+
 def action_names() -> list[str]:
     """The distinct actions in the log, by a skip scan over the (action, seq) index: a few index
     probes per action instead of reading millions of rows."""
-    from django.db import connection
-
     with connection.cursor() as cursor:
-        cursor.execute(
-            "WITH RECURSIVE a(action) AS ("
-            " SELECT min(action) FROM audit_auditevent"
-            " UNION ALL"
-            " SELECT (SELECT min(e.action) FROM audit_auditevent e WHERE e.action > a.action)"
-            " FROM a WHERE a.action IS NOT NULL)"
-            " SELECT action FROM a WHERE action IS NOT NULL"
-        )
+        cursor.execute(_ACTION_NAMES)
         return [row[0] for row in cursor.fetchall()]

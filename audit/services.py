@@ -17,9 +17,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.db import connection, transaction
+from psycopg import sql
 
 from audit.chain import GENESIS_HASH, json_safe, link
-from audit.models import AuditEvent
+from audit.models import AuditEvent, AuditHead
+from audit.verify import verify_chain
 from portal.logging import redact_text
 
 SYSTEM = "system"
@@ -27,22 +29,27 @@ SYSTEM = "system"
 # Keys whose values never enter the log, whatever a caller passes in `details`.
 _SECRET_KEYS = {"password", "admin_password", "secret", "token", "dsn", "pwd", "passwd", "new_password"}
 
-_TAKE_SEQS = (
-    "UPDATE audit_audithead SET seq = seq + %s WHERE id = 1 "
-    "RETURNING seq, hash, clock_timestamp()"
-)
-_CREATE_HEAD = "INSERT INTO audit_audithead (id, seq, hash) VALUES (1, 0, %s) ON CONFLICT (id) DO NOTHING"
+# Table names from the models' _meta, composed once (psycopg.sql; the texts never change).
+_HEAD = sql.Identifier(AuditHead._meta.db_table)
+_TAKE_SEQS = sql.SQL(
+    "UPDATE {head} SET seq = seq + %s WHERE id = 1 RETURNING seq, hash, clock_timestamp()"
+).format(head=_HEAD).as_string(None)
+_CREATE_HEAD = sql.SQL(
+    "INSERT INTO {head} (id, seq, hash) VALUES (1, 0, %s) ON CONFLICT (id) DO NOTHING"
+).format(head=_HEAD).as_string(None)
+_COLUMNS = ("seq", "ts", "actor", "actor_ip", "action", "object_type", "object_id", "instance", "database",
+            "statement", "request_id", "approvers", "outcome", "details", "prev_hash", "hash")
+_JSON_COLUMNS = (_COLUMNS.index("approvers"), _COLUMNS.index("details"))
 # The events and the head's new hash in one round trip; every value is a parameter (arrays, one
 # element per event), so the statement's text never changes.
-_INSERT_EVENTS = (
-    "WITH inserted AS (INSERT INTO audit_auditevent (seq, ts, actor, actor_ip, action, object_type, object_id,"
-    " instance, database, statement, request_id, approvers, outcome, details, prev_hash, hash)"
+_INSERT_EVENTS = sql.SQL(
+    "WITH inserted AS (INSERT INTO {events} ({columns})"
     " SELECT * FROM unnest(%s::bigint[], %s::timestamptz[], %s::text[], %s::inet[], %s::text[], %s::text[],"
     " %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::jsonb[], %s::text[], %s::jsonb[],"
     " %s::text[], %s::text[]))"
-    " UPDATE audit_audithead SET hash = %s WHERE id = 1"
-)
-
+    " UPDATE {head} SET hash = %s WHERE id = 1"
+).format(events=sql.Identifier(AuditEvent._meta.db_table), head=_HEAD,
+         columns=sql.SQL(", ").join(sql.Identifier(name) for name in _COLUMNS)).as_string(None)
 
 def _actor_name(actor: Any) -> str:
     if actor is None:
@@ -180,15 +187,11 @@ def record_many(events: list[AuditEvent]) -> list[AuditEvent]:
             for index in _JSON_COLUMNS:
                 columns[index] = [json.dumps(value) for value in columns[index]]
             cursor.execute(_INSERT_EVENTS, [*columns, prev_hash])
-    for item in events:
-        item._state.adding = False
-        item._state.db = connection.alias
-    return events
+    # The given events now hold their seq, ts and hashes; the returned ones are the same rows as
+    # loaded models (from_db), as a read of the log would give them.
+    return [AuditEvent.from_db(connection.alias, _COLUMNS, [getattr(item, name) for name in _COLUMNS])
+            for item in events]
 
-
-_COLUMNS = ("seq", "ts", "actor", "actor_ip", "action", "object_type", "object_id", "instance", "database",
-            "statement", "request_id", "approvers", "outcome", "details", "prev_hash", "hash")
-_JSON_COLUMNS = (_COLUMNS.index("approvers"), _COLUMNS.index("details"))
 
 
 def event_dict(event: AuditEvent) -> dict[str, Any]:
@@ -212,8 +215,6 @@ def event_dict(event: AuditEvent) -> dict[str, Any]:
 
 def audit_verify(*, actor: Any, actor_ip: str | None = None) -> Any:
     """Recompute the chain and record the verification itself (audit.verified)."""
-    from audit.verify import verify_chain
-
     result = verify_chain()
     with transaction.atomic():
         record("audit.verified", actor=actor, actor_ip=actor_ip, object_type="audit_log",

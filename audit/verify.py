@@ -23,6 +23,7 @@ from django.db import connection
 from psycopg import sql
 
 from audit.chain import GENESIS_HASH, TS_SQL
+from audit.models import AuditEvent, AuditHead
 
 # One line per event: seq, prev_hash, hash, canonical form. The canonical form is the jsonb text
 # of the event object; its top-level keys are fixed, so their jsonb order (length, then bytes) is
@@ -41,11 +42,11 @@ SELECT seq, prev_hash, hash,
     || ', "statement": ' || to_json(statement)::text
     || ', "request_id": ' || coalesce(request_id::text, 'null')
     || ', "object_type": ' || to_json(object_type)::text || '}}'
-FROM audit_auditevent
+FROM {events}
 WHERE seq BETWEEN %s AND %s
 ORDER BY seq
 ) TO STDOUT (FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')
-""").format(ts=sql.SQL(TS_SQL))
+""").format(ts=sql.SQL(TS_SQL), events=sql.Identifier(AuditEvent._meta.db_table))
 
 # The same text the general way, for the test that pins the two together.
 CANONICAL_SQL = sql.SQL("""
@@ -54,8 +55,8 @@ SELECT jsonb_build_object(
     'object_type', object_type, 'object_id', object_id, 'instance', instance, 'database', database,
     'statement', statement, 'request_id', request_id, 'approvers', approvers, 'outcome', outcome,
     'details', details)::text
-FROM audit_auditevent WHERE seq = %s
-""").format(ts=sql.SQL(TS_SQL))
+FROM {events} WHERE seq = %s
+""").format(ts=sql.SQL(TS_SQL), events=sql.Identifier(AuditEvent._meta.db_table))
 
 
 @dataclass
@@ -71,8 +72,12 @@ class Verification:
         return asdict(self)
 
 
+_READ_HEAD = sql.SQL("SELECT seq, hash FROM {head} WHERE id = 1").format(
+    head=sql.Identifier(AuditHead._meta.db_table)).as_string(None)
+
+
 def _read_head(cursor) -> tuple[int, str]:
-    cursor.execute("SELECT seq, hash FROM audit_audithead WHERE id = 1")
+    cursor.execute(_READ_HEAD)
     row = cursor.fetchone()
     return (row[0], row[1]) if row else (0, GENESIS_HASH)
 

@@ -38,9 +38,10 @@ from reportlab.platypus import (
 )
 
 from audit.chain import format_ts
+from audit.models import AuditEvent
 from audit.selectors import AuditFilters
 from audit.verify import verify_chain
-from portal.models import ChangeRequest
+from portal.models import ChangeRequest, Team
 
 PAGE_WIDTH, PAGE_HEIGHT = A4
 MARGIN = 16 * mm
@@ -106,6 +107,12 @@ def period_text(filters: AuditFilters, now: datetime) -> str:
     return f"{start} {end} (UTC)"
 
 
+# Table names from the models' _meta, never written into the SQL.
+_TABLES = {"events": sql.Identifier(AuditEvent._meta.db_table),
+           "requests": sql.Identifier(ChangeRequest._meta.db_table),
+           "teams": sql.Identifier(Team._meta.db_table)}
+
+
 def _query(statement: sql.Composable, params: list[Any]) -> list[tuple]:
     with connection.cursor() as django_cursor:
         cursor = django_cursor.cursor
@@ -116,24 +123,24 @@ def _query(statement: sql.Composable, params: list[Any]) -> list[tuple]:
 def _counts(filters: AuditFilters) -> dict[str, list[tuple]]:
     where, params = filters.where("e")
     by_action = _query(sql.SQL(
-        "SELECT e.action, count(*) FROM audit_auditevent e WHERE {} GROUP BY 1 ORDER BY 2 DESC, 1").format(where),
+        "SELECT e.action, count(*) FROM {events} e WHERE {} GROUP BY 1 ORDER BY 2 DESC, 1").format(where, **_TABLES),
         params)
     by_instance = _query(sql.SQL(
-        "SELECT NULLIF(e.instance, ''), count(*) FROM audit_auditevent e WHERE {} GROUP BY 1 ORDER BY 2 DESC, 1"
-    ).format(where), params)
+        "SELECT NULLIF(e.instance, ''), count(*) FROM {events} e WHERE {} GROUP BY 1 ORDER BY 2 DESC, 1"
+    ).format(where, **_TABLES), params)
     by_team = _query(sql.SQL(
-        "SELECT t.name, count(*) FROM audit_auditevent e "
-        "LEFT JOIN portal_changerequest r ON r.id = e.request_id LEFT JOIN portal_team t ON t.id = r.team_id "
-        "WHERE {} GROUP BY 1 ORDER BY 2 DESC, 1").format(where), params)
+        "SELECT t.name, count(*) FROM {events} e "
+        "LEFT JOIN {requests} r ON r.id = e.request_id LEFT JOIN {teams} t ON t.id = r.team_id "
+        "WHERE {} GROUP BY 1 ORDER BY 2 DESC, 1").format(where, **_TABLES), params)
     per_day = _query(sql.SQL(
         "SELECT (e.ts AT TIME ZONE 'UTC')::date, count(*), count(*) FILTER (WHERE e.action = %s) "
-        "FROM audit_auditevent e WHERE {} GROUP BY 1 ORDER BY 1").format(where), [CHANGE_ACTION, *params])
+        "FROM {events} e WHERE {} GROUP BY 1 ORDER BY 1").format(where, **_TABLES), [CHANGE_ACTION, *params])
     by_risk = _query(sql.SQL(
-        "SELECT r.risk, count(*) FROM audit_auditevent e JOIN portal_changerequest r ON r.id = e.request_id "
-        "WHERE e.action = %s AND {} GROUP BY 1").format(where), [CHANGE_ACTION, *params])
+        "SELECT r.risk, count(*) FROM {events} e JOIN {requests} r ON r.id = e.request_id "
+        "WHERE e.action = %s AND {} GROUP BY 1").format(where, **_TABLES), [CHANGE_ACTION, *params])
     request_ids = _query(sql.SQL(
-        "SELECT DISTINCT e.request_id FROM audit_auditevent e WHERE e.request_id IS NOT NULL AND {} "
-        "ORDER BY 1").format(where), params)
+        "SELECT DISTINCT e.request_id FROM {events} e WHERE e.request_id IS NOT NULL AND {} "
+        "ORDER BY 1").format(where, **_TABLES), params)
     return {"action": by_action, "instance": by_instance, "team": by_team, "per_day": per_day, "risk": by_risk,
             "requests": [row[0] for row in request_ids]}
 

@@ -62,7 +62,7 @@ class TokenAuthentication(authentication.TokenAuthentication):
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
         # The cache portal.querysets.user_groups() reads: the same set it would have queried.
         user._portal_groups = set(row[-1])
-        token = Token(key=key, user=user)
-        token._state.adding = False
-        token._state.db = connection.alias
+        # Loaded from the row just read (its created column is deferred: nothing reads it here).
+        token = Token.from_db(connection.alias, ["key", "user_id"], [key, user.pk])
+        token.user = user
         return (user, token)

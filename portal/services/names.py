@@ -17,6 +17,7 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import Q
+from psycopg import sql
 
 from portal.choices import NameKind, RequestType
 from portal.errors import NameConflict
@@ -93,12 +94,12 @@ def names_check_free(*, instance: Any, request_type: str, payload: Any) -> None:
 # One statement: rows that conflict with a committed claim are skipped, and RETURNING says which
 # went in. A claim still being inserted by a concurrent submit makes this wait for its commit (the
 # unique index decides), then counts as taken. Values are parameters; the text is constant.
-_RESERVE = (
-    "INSERT INTO portal_namereservation (instance_id, kind, database, name, request_id, created_at)"
+_RESERVE = sql.SQL(
+    "INSERT INTO {reservations} (instance_id, kind, database, name, request_id, created_at)"
     " SELECT %s, v.kind, v.database, v.name, %s, now()"
     " FROM unnest(%s::text[], %s::text[], %s::text[]) AS v(kind, database, name)"
     " ON CONFLICT (instance_id, kind, database, name) DO NOTHING RETURNING kind, database, name"
-)
+).format(reservations=sql.Identifier(NameReservation._meta.db_table)).as_string(None)
 
 
 def names_reserve(request: ChangeRequest, *, renew: bool = False) -> None:
