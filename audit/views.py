@@ -18,7 +18,7 @@ from audit.selectors import FILTER_FIELDS, action_names, event_get, event_page, 
 from audit.services import audit_verify
 from portal.errors import InvalidPayload
 from portal.models import Instance
-from portal.querysets import is_auditor
+from portal.personas import is_auditor
 from portal.services.auth import client_ip
 
 PAGE = 50

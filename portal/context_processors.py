@@ -6,7 +6,7 @@ from django.conf import settings
 from django.urls import NoReverseMatch, reverse
 
 from portal.choices import Persona
-from portal.querysets import is_admin, user_groups
+from portal.personas import is_admin, user_groups
 
 # (label, url name, icon); a url name that is not installed yet is skipped.
 NAV = {

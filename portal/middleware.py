@@ -5,6 +5,7 @@ from django.utils.cache import patch_cache_control
 
 from portal.input_guard import BadInput, check_request
 from portal.services.auth import client_ip
+from portal.views.error_pages import bad_input
 
 log = structlog.get_logger(__name__)
 
@@ -32,8 +33,6 @@ class InputGuardMiddleware:
         try:
             check_request(request)
         except BadInput as exc:
-            from portal.views.errors import bad_input
-
             log.info("request.bad_input", path=request.path, field=exc.field, problem=exc.message)
             return bad_input(request, exc)
         return self.get_response(request)

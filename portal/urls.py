@@ -59,7 +59,7 @@ urlpatterns = [
     path("metrics", health.metrics, name="prometheus-django-metrics"),
 ]
 
-handler400 = "portal.views.errors.bad_request"
-handler403 = "portal.views.errors.permission_denied"
-handler404 = "portal.views.errors.not_found"
-handler500 = "portal.views.errors.server_error"
+handler400 = "portal.views.error_pages.bad_request"
+handler403 = "portal.views.error_pages.permission_denied"
+handler404 = "portal.views.error_pages.not_found"
+handler500 = "portal.views.error_pages.server_error"

@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from portal.api.filters import TextFilter
 from portal.choices import DriftKind, DriftStatus
 from portal.models import Instance
-from portal.querysets import is_auditor, is_reviewer
+from portal.personas import is_auditor, is_reviewer
 from portal.services.auth import client_ip
 from provisioning.drift import drift_acknowledge, drift_revoke, drift_scan_all
 from provisioning.models import DriftFinding

@@ -2,7 +2,7 @@
 
 from rest_framework.permissions import BasePermission
 
-from portal.querysets import is_admin, is_auditor, is_reviewer
+from portal.personas import is_admin, is_auditor, is_reviewer
 
 
 class IsPlatformAdmin(BasePermission):

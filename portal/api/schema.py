@@ -1,7 +1,7 @@
 """The OpenAPI document: every operation lists the error answers it can give, with one shared body.
 
 Every error of the API has the shape {"detail": str, "errors": {field: [messages]}} (see
-portal/api/errors.py). PortalAutoSchema adds those answers to each operation from what the view
+portal/api/exception_handler.py). PortalAutoSchema adds those answers to each operation from what the view
 really does, so the document never lies by omission (schemathesis checks every status it sees
 against it):
   400  always: the bad-input guard (portal/input_guard.py) refuses a NUL anywhere, the path too;

@@ -6,7 +6,7 @@ from typing import Any
 
 from portal.choices import RequestType
 from portal.models import Instance, InstanceInventory, ManagedRole, ManagedSchema
-from portal.querysets import is_reviewer
+from portal.personas import is_reviewer
 from portal.services.ddl_rules import enabled_rules
 from provisioning.plans.context import (
     REQUESTER,

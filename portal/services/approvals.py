@@ -18,7 +18,7 @@ from guardian.shortcuts import get_users_with_perms
 from portal.choices import Decision, Environment, Persona, RequestStatus, RequestType, Risk
 from portal.errors import Conflict, DomainError, PolicyViolation
 from portal.models import Approval, ApprovalPolicy, ChangeRequest, Team
-from portal.querysets import is_admin, is_reviewer, user_groups
+from portal.personas import is_admin, is_reviewer, user_groups
 from portal.services.policies import FALLBACK_APPROVER_GROUPS, policy_for
 
 # --- who approves a given request -------------------------------------------------------------

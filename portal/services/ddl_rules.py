@@ -10,7 +10,7 @@ from audit.services import record
 from portal.choices import Environment
 from portal.errors import InvalidPayload, PolicyViolation
 from portal.models import DdlRuleSetting
-from portal.querysets import is_admin
+from portal.personas import is_admin
 from provisioning.ddl.rules import RULES
 
 

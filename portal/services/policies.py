@@ -12,7 +12,7 @@ from audit.services import record
 from portal.choices import Environment, Persona, RequestType, Risk
 from portal.errors import InvalidPayload, PolicyViolation
 from portal.models import ApprovalPolicy
-from portal.querysets import is_admin
+from portal.personas import is_admin
 
 # (environment, risk) -> approvals required. Every type follows it; cross-team grants also need
 # the owning team's lead. Only low-risk dev changes may be auto-approved, and none is by default.

@@ -13,7 +13,7 @@ from portal.choices import InstanceStatus
 from portal.errors import Conflict, PolicyViolation
 from portal.logging import redact_text
 from portal.models import Instance
-from portal.querysets import is_admin
+from portal.personas import is_admin
 from provisioning.replicas.base import driver_for
 
 log = structlog.get_logger(__name__)

@@ -24,7 +24,7 @@ from audit.services import record
 from portal.choices import Decision, InstanceStatus, RequestStatus, RequestType
 from portal.errors import Conflict, InvalidPayload, PolicyViolation, StalePlan
 from portal.models import Approval, ChangeRequest, Instance, InstanceInventory, Team
-from portal.querysets import is_admin, is_reviewer
+from portal.personas import is_admin, is_reviewer
 from portal.risk import owner_team_id_for, risk_assess
 from portal.selectors.plan_context import plan_context_for
 from portal.services.approvals import (

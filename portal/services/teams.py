@@ -14,7 +14,7 @@ from portal import outbound
 from portal.choices import MembershipRole
 from portal.errors import Conflict, InvalidPayload, PolicyViolation
 from portal.models import Membership, Team
-from portal.querysets import is_admin
+from portal.personas import is_admin
 from portal.services.demo import membership_add
 
 _TEAM_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")

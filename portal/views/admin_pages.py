@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from portal.errors import DomainError
 from portal.forms.admin import MemberAddForm, PolicyForm, TeamCreateForm
 from portal.models import ApprovalPolicy, Team
-from portal.querysets import is_admin
+from portal.personas import is_admin
 from portal.selectors.admin import policy_matrix, team_list_with_members
 from portal.services.auth import client_ip
 from portal.services.policies import policy_update

@@ -5,7 +5,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
-from portal.querysets import is_reviewer
+from portal.personas import is_reviewer
 from portal.selectors.dashboard import dashboard_data as dashboard_numbers
 
 

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from portal.choices import DriftStatus
 from portal.errors import DomainError
-from portal.querysets import is_auditor, is_reviewer
+from portal.personas import is_auditor, is_reviewer
 from portal.selectors.drift import drift_list_for
 from portal.selectors.instances import instance_get_for
 from portal.services.auth import client_ip

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET
 from audit.selectors import parse_moment
 from portal.errors import InvalidPayload
 from portal.models import Instance
-from portal.querysets import is_auditor, is_reviewer
+from portal.personas import is_auditor, is_reviewer
 from portal.selectors.entitlements import entitlements_for, instances_for
 
 

@@ -8,7 +8,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from portal.errors import DomainError
 from portal.forms.instances import InstanceRegisterForm
-from portal.querysets import is_admin, is_auditor, is_reviewer
+from portal.personas import is_admin, is_auditor, is_reviewer
 from portal.selectors.drift import drift_list_for
 from portal.selectors.instances import instance_get_for, instance_list_for, instance_recent_requests
 from portal.services.auth import client_ip

@@ -17,7 +17,7 @@ from portal.choices import RequestStatus, RequestType
 from portal.errors import DomainError, Gone, InvalidPayload, NameConflict
 from portal.forms.requests import FORMS, TYPE_CARDS, RequestForm
 from portal.models import Team
-from portal.querysets import is_reviewer
+from portal.personas import is_reviewer
 from portal.selectors import requests as request_selectors
 from portal.selectors.instances import instance_list_for
 from portal.selectors.search import request_search

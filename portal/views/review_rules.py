@@ -7,7 +7,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from portal.errors import DomainError
-from portal.querysets import is_admin
+from portal.personas import is_admin
 from portal.services.auth import client_ip
 from portal.services.ddl_rules import rule_matrix, rule_setting_set
 from provisioning.ddl.functions import ALLOWED_FUNCTIONS, ALLOWLIST_VERSION

@@ -5,7 +5,7 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from portal.querysets import is_reviewer
+from portal.personas import is_reviewer
 from portal.selectors.requests import pending_reviews_queryset
 
 QUEUE_LIMIT = 200

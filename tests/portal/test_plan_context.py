@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.utils import timezone
 
 from portal.models import Instance, InstanceInventory, ManagedRole, ManagedSchema, Team
-from portal.querysets import user_groups
+from portal.personas import user_groups
 from portal.selectors.plan_context import plan_context_for
 from provisioning.plans.context import REQUESTER, REVIEWER, SYSTEM
 

@@ -151,7 +151,7 @@ def test_pending_reviews_follow_the_decision_rules_in_one_query(queue_world, dja
 
     from portal.errors import Conflict, PolicyViolation
     from portal.models import Approval
-    from portal.querysets import user_groups
+    from portal.personas import user_groups
     from portal.selectors.requests import pending_review_count, pending_reviews_queryset
     from portal.services.requests import request_approve
     from tests.portal.ui_helpers import given_request

@@ -1,0 +1,36 @@
+"""Persona checks: is this user a platform admin, a reviewer, an auditor (Django groups, cached per request)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from portal.choices import Persona
+
+
+def user_groups(user: Any) -> set[str]:
+    """Group names of a user, cached on the user object for the request's life."""
+    if not getattr(user, "is_authenticated", False):
+        return set()
+    cached = getattr(user, "_portal_groups", None)
+    if cached is None:
+        cached = set(user.groups.values_list("name", flat=True))
+        user._portal_groups = cached
+    return cached
+
+
+def is_admin(user: Any) -> bool:
+    return bool(getattr(user, "is_superuser", False)) or Persona.ADMINS.value in user_groups(user)
+
+
+def is_reviewer(user: Any) -> bool:
+    return is_admin(user) or Persona.REVIEWERS.value in user_groups(user)
+
+
+def is_auditor(user: Any) -> bool:
+    return is_admin(user) or Persona.AUDITORS.value in user_groups(user)
+
+
+def sees_everything(user: Any) -> bool:
+    """Reviewers, auditors and admins see every team's objects (read-only for auditors)."""
+    groups = user_groups(user)
+    return is_admin(user) or bool(groups & {Persona.REVIEWERS.value, Persona.AUDITORS.value})
