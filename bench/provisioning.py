@@ -34,7 +34,7 @@ os.environ["DJANGO_SETTINGS_MODULE"] = "portal.settings.base"
 for name in ("DATABASE_URL", "REDIS_URL"):
     os.environ.pop(name, None)
 
-from portal.embedded import ensure_database, ensure_redis, stop_database, stop_redis  # noqa: E402
+from portal.embedded import ensure_database, ensure_keys, ensure_redis, stop_database, stop_redis  # noqa: E402
 
 if __name__ == "__main__":
     # A clean slate each run: the bench's own portal database, broker and target cluster.
@@ -42,6 +42,7 @@ if __name__ == "__main__":
     stop_database(VAR)
     shutil.rmtree(VAR, ignore_errors=True)
 VAR.mkdir(parents=True, exist_ok=True)
+ensure_keys()  # the keys settings read from var/bench (importing settings generates none)
 ensure_database(VAR)
 ensure_redis(VAR)
 

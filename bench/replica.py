@@ -42,6 +42,7 @@ def main() -> None:
         embedded.ensure_database(var_dir)  # the bench's own portal database (stopped at the end)
     if not os.environ.get("REDIS_URL"):
         embedded.ensure_redis(var_dir)  # notifications are enqueued on each transition, as in production
+    embedded.ensure_keys()  # the Fernet key settings read from the state folder (importing them generates none)
     django.setup()
     import psycopg
     from django.conf import settings
