@@ -3,13 +3,13 @@
 from celery import shared_task
 
 from portal.models import Instance
+from portal.services.instances import instance_refresh_status
+from portal.services.notifications import notify_send, notify_send_many
 
 
 @shared_task(name="portal.refresh_instance_status", ignore_result=True)
 def refresh_instance_status() -> int:
     """Refresh reachable / unreachable and the version of every primary instance."""
-    from portal.services.instances import instance_refresh_status
-
     count = 0
     # Replicas (and instances being built) are watched by provisioning.refresh_replicas.
     for instance in Instance.objects.exclude(status__in=["retired", "provisioning"]).filter(replica_of__isnull=True):
@@ -20,15 +20,11 @@ def refresh_instance_status() -> int:
 
 @shared_task(name="portal.notify_request", ignore_result=True)
 def notify_request(request_id: int, event: str) -> None:
-    """E-mail and webhook for one request transition (see portal.notifications)."""
-    from portal.notifications import notify_send
-
+    """E-mail and webhook for one request transition (see portal.services.notifications)."""
     notify_send(request_id, event)
 
 
 @shared_task(name="portal.notify_requests", ignore_result=True)
 def notify_requests(request_ids: list[int], event: str) -> None:
     """The same transition of several requests (applied together in one batch)."""
-    from portal.notifications import notify_send_many
-
     notify_send_many(request_ids, event)

@@ -24,6 +24,7 @@ from audit.services import record
 from portal.choices import Decision, InstanceStatus, RequestStatus, RequestType
 from portal.errors import Conflict, InvalidPayload, PolicyViolation, StalePlan
 from portal.models import Approval, ChangeRequest, Instance, InstanceInventory, Team
+from portal.notifications import notify_enqueue
 from portal.personas import is_admin, is_reviewer
 from portal.risk import owner_team_id_for, risk_assess
 from portal.selectors.plan_context import plan_context_for
@@ -340,7 +341,5 @@ def _audit(request: ChangeRequest, action: str, *, actor: Any, actor_ip: str | N
 
 
 def _notify_on_commit(request: ChangeRequest, event: str) -> None:
-    from portal.notifications import notify_enqueue
-
     request_id = request.pk
     transaction.on_commit(lambda: notify_enqueue(request_id, event))

@@ -67,6 +67,8 @@ class ReplicaDriver(abc.ABC):
         """Stop the standby and remove its data (idempotent)."""
 
 
+# Filled by @register as driver modules load; provisioning's AppConfig.ready() loads the built-in
+# one (local.py), so this module imports no driver and a driver imports this module only.
 _REGISTRY: dict[str, type[ReplicaDriver]] = {}
 
 
@@ -79,17 +81,11 @@ def register(kind: str) -> Callable[[type[ReplicaDriver]], type[ReplicaDriver]]:
     return decorate
 
 
-def _load_builtin_drivers() -> None:
-    from provisioning.replicas import local  # noqa: F401 - registers "local"
-
-
 def supported_kinds() -> list[str]:
-    _load_builtin_drivers()
     return sorted(_REGISTRY)
 
 
 def driver_for_kind(kind: str) -> ReplicaDriver | None:
-    _load_builtin_drivers()
     cls = _REGISTRY.get(kind)
     return cls() if cls else None
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -31,6 +33,7 @@ from audit.services import record
 from portal.choices import InstanceKind, InstanceStatus
 from portal.errors import Conflict
 from portal.logging import redact_text
+from portal.models import Instance
 from provisioning import connections
 from provisioning.clusters import (
     ClusterError,
@@ -41,6 +44,7 @@ from provisioning.clusters import (
     free_port,
 )
 from provisioning.errors import TransientTargetError
+from provisioning.models import ReplicationCredential
 from provisioning.replicas.base import ReplicaDriver, ReplicaState, StepCallback, register
 from provisioning.secrets import scram_verifier
 
@@ -127,8 +131,6 @@ def _kill_and_wait(pids: list[int], timeout: float = 10) -> None:
 def _chown_service(path: Path) -> None:
     user = ensure_service_user()
     if user:
-        import pwd
-
         info = pwd.getpwnam(user)
         os.chown(path, info.pw_uid, info.pw_gid)
 
@@ -166,8 +168,6 @@ class LocalReplicaDriver(ReplicaDriver):
     # -- building -------------------------------------------------------------------------
     def create(self, *, primary: Any, name: str, key: str, actor: Any = None, request_id: int | None = None,
                on_step: StepCallback | None = None) -> Any:
-        from portal.models import Instance
-
         folder = build_dir(key)
         data_dir = folder / "data"
 
@@ -239,8 +239,6 @@ class LocalReplicaDriver(ReplicaDriver):
         return replica
 
     def abandon(self, *, primary: Any, name: str, key: str, actor: Any = None, request_id: int | None = None) -> None:
-        from portal.models import Instance
-
         folder = build_dir(key)
         self._clean_folder(folder, primary=primary, name=name, actor=actor, request_id=request_id)
         with transaction.atomic():
@@ -267,8 +265,6 @@ class LocalReplicaDriver(ReplicaDriver):
 
     def _ensure_replication_role(self, primary: Any) -> str:
         """Create or align the replication role on the primary; return its password (kept encrypted)."""
-        from provisioning.models import ReplicationCredential
-
         with transaction.atomic():
             credential = ReplicationCredential.objects.select_for_update().filter(instance=primary).first()
             if credential is None:
@@ -287,8 +283,6 @@ class LocalReplicaDriver(ReplicaDriver):
         return password
 
     def _register(self, *, primary: Any, name: str, data_dir: Path, existing: Any) -> Any:
-        from portal.models import Instance
-
         with transaction.atomic():
             if existing is not None:
                 replica = Instance.objects.select_for_update().get(pk=existing.pk)
@@ -426,8 +420,6 @@ class LocalReplicaDriver(ReplicaDriver):
 
 
 def _port_free(port: int) -> bool:
-    import socket
-
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
         try:
             s.bind(("127.0.0.1", port))

@@ -10,7 +10,7 @@ import pytest
 from django.core import mail
 
 from portal.models import Team
-from portal.notifications import notify_send
+from portal.services.notifications import notify_send
 from portal.services.requests import request_approve, request_submit
 from portal.tasks import notify_request
 from tests.portal.requests_helpers import unique

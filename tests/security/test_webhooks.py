@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 from audit.models import AuditEvent, AuditHead
 from portal import outbound
 from portal.models import ChangeRequest, Instance, Team
-from portal.notifications import notify_send
+from portal.services.notifications import notify_send
 
 METADATA_URLS = [
     "http://169.254.169.254/latest/meta-data/iam/security-credentials/",

@@ -1,0 +1,108 @@
+"""Sending the notifications of request transitions: e-mail and the team's webhook (JSON).
+
+The tasks `portal.notify_request(s)` (portal/tasks.py) call `notify_send(_many)`, published by
+portal.notifications.notify_enqueue after a transition commits. The task sends the e-mail (console backend in the demo)
+and POSTs a JSON body to the team's webhook_url when one is set, under the rules of
+portal.outbound (allowed targets checked on the resolved address, no redirects); a webhook
+refused or failed is an audit event (`notify.webhook_refused`, `notify.webhook_failed`).
+"""
+
+from __future__ import annotations
+
+import json
+import smtplib
+
+import structlog
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.mail import send_mail
+
+from audit.services import record
+from portal import outbound
+from portal.models import ChangeRequest
+from portal.notifications import EVENTS
+from portal.services.approvals import requirement_of, team_leads
+
+log = structlog.get_logger(__name__)
+
+WEBHOOK_TIMEOUT = 5
+
+
+def notification_body(request, event: str) -> dict:
+    return {
+        "event": f"request.{event}",
+        "request": {
+            "id": request.pk, "type": request.type, "status": request.status, "risk": request.risk,
+            "team": request.team.name, "instance": request.instance.name,
+            "requester": request.requester.username if request.requester else "system",
+            "plan_hash": request.plan_hash, "status_detail": request.status_detail,
+            "url": f"{settings.PORTAL_BASE_URL}/requests/{request.pk}/",
+        },
+    }
+
+
+def _recipients(request, event: str) -> list[str]:
+    emails = set()
+    if request.requester and request.requester.email:
+        emails.add(request.requester.email)
+    if event == "submitted":
+        requirement = requirement_of(request)
+        reviewers = User.objects.filter(groups__name__in=requirement.approver_groups, is_active=True)
+        emails.update(e for e in reviewers.values_list("email", flat=True) if e)
+        if requirement.owner_lead_team is not None:
+            leads = User.objects.filter(pk__in=team_leads(requirement.owner_lead_team))
+            emails.update(e for e in leads.values_list("email", flat=True) if e)
+    return sorted(emails)
+
+
+def notify_send(request_id: int, event: str) -> dict:
+    """Send the e-mail and the webhook for one transition; returns what was sent (for tests)."""
+    return notify_send_many([request_id], event).get(request_id, {"email": [], "webhook": None})
+
+
+def notify_send_many(request_ids: list[int], event: str) -> dict[int, dict]:
+    """The same transition of several requests, read in one query; what was sent, by id."""
+    if event not in EVENTS:
+        return {}
+    sent: dict[int, dict] = {}
+    requests = ChangeRequest.objects.select_related("team", "instance", "requester").filter(pk__in=request_ids)
+    for request in requests:
+        body = notification_body(request, event)
+        recipients = _recipients(request, event)
+        mailed: list[str] = []
+        if recipients:
+            try:
+                send_mail(subject=f"[dbportal] request #{request.pk} ({request.type}) {event}",
+                          message=json.dumps(body, indent=2), from_email=None, recipient_list=recipients)
+                mailed = recipients
+            except (smtplib.SMTPException, OSError) as exc:
+                # A mail server that is down or refuses costs this mail, never the transition;
+                # the operator learns of it here rather than not at all.
+                log.warning("notify.email_failed", request=request.pk, notification=event, error=type(exc).__name__)
+        webhook = _webhook_send(request, event, body) if request.team.webhook_url else None
+        sent[request.pk] = {"email": mailed, "webhook": webhook}
+    return sent
+
+
+def _webhook_send(request, event: str, body: dict) -> str:
+    """POST the body to the team's webhook; a refusal or failure is logged and audited, never raised.
+
+    Returns the HTTP status when delivered, "not allowed" when the target rules refused the URL
+    (nothing was dialled), else "failed: <reason>".
+    """
+    team = request.team
+    delivery = outbound.post_json(team.webhook_url, body, timeout=WEBHOOK_TIMEOUT)
+    if delivery.outcome == "delivered":
+        return str(delivery.status)
+    try:
+        target = outbound.parse_target(team.webhook_url).display
+    except outbound.TargetRefused:
+        target = ""
+    action = "notify.webhook_refused" if delivery.outcome == "refused" else "notify.webhook_failed"
+    log.warning(action, request=request.pk, team=team.name, notification=event, reason=delivery.reason)
+    # Only scheme, host and port: a webhook's path often holds the secret token of the receiver.
+    record(action, object_type="team", object_id=team.pk, request_id=request.pk,
+           instance=request.instance, outcome="failed",
+           details={"team": team.name, "notification": event, "target": target, "reason": delivery.reason,
+                    "status": delivery.status, "address": delivery.address})
+    return "not allowed" if delivery.outcome == "refused" else f"failed: {delivery.reason}"
