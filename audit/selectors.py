@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from django.db import connection
@@ -192,10 +192,6 @@ def event_get(seq: int) -> AuditEvent | None:
 
 
 # --- export SQL ---------------------------------------------------------------------------
-EXPORT_COLUMNS = (
-    "seq", "ts", "actor", "actor_ip", "action", "object_type", "object_id", "instance", "database", "statement",
-    "request_id", "approvers", "outcome", "details", "prev_hash", "hash",
-)
 _EVENTS = sql.Identifier(AuditEvent._meta.db_table)
 _EXPORT_SELECT = sql.SQL(
     "SELECT seq, {ts} AS ts, actor, host(actor_ip) AS actor_ip, action, object_type, object_id, "
@@ -226,11 +222,6 @@ def export_copy_sql(filters: AuditFilters, export_format: str) -> tuple[sql.Comp
     else:
         raise InvalidPayload.field("format", "must be csv, jsonl or pdf")
     return statement, params
-
-
-def day_bounds(day: date) -> tuple[datetime, datetime]:
-    start = datetime.combine(day, time.min, tzinfo=UTC)
-    return start, start + timedelta(days=1)
 
 
 _ACTION_NAMES = sql.SQL(

@@ -19,6 +19,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import psycopg
 from django.db import connection
 from psycopg import sql
 
@@ -148,8 +149,6 @@ def _copy_range(cursor, lo: int, hi: int, prev_hash: bytes | None) -> _Range:
 
 def _parallel(head_seq: int, workers: int) -> list[_Range]:
     """Split 1..head_seq into `workers` ranges, each read by its own connection and server process."""
-    import psycopg
-
     params = dict(connection.get_connection_params())
     params.pop("cursor_factory", None)
     params.pop("context", None)

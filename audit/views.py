@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods
 
+from audit.models import AuditEvent
 from audit.selectors import FILTER_FIELDS, action_names, event_get, event_page, parse_filters, parse_seq
 from audit.services import audit_verify
 from portal.errors import InvalidPayload
@@ -84,8 +85,6 @@ def audit_verify_page(request):
         result = audit_verify(actor=request.user, actor_ip=client_ip(request))
         if request.htmx:
             return render(request, "audit/_verify_result.html", {"result": result})
-    from audit.models import AuditEvent
-
     history = AuditEvent.objects.filter(action="audit.verified").order_by("-seq")[:10]
     return render(request, "audit/verify.html", {"result": result, "history": history})
 
@@ -106,8 +105,6 @@ def audit_exports(request):
     for label, since, until in presets:
         exports.append({"label": label, "since": since, "until": until,
                         "links": _export_links(urlencode({"since": since.isoformat(), "until": until.isoformat()}))})
-    from audit.models import AuditEvent
-
     recent = AuditEvent.objects.filter(action="audit.exported").order_by("-seq")[:15]
     return render(request, "audit/exports.html", {
         "presets": exports, "export_url": reverse("api:audit-export"), "since": first, "until": today,

@@ -48,9 +48,6 @@ class RequestStatus(models.TextChoices):
     FAILED = "failed", "failed"
 
 
-# Statuses from which nothing more happens to a request without a person acting.
-FINAL_STATUSES = {RequestStatus.REJECTED, RequestStatus.CANCELLED, RequestStatus.APPLIED}
-
 # Requests that still claim the role and schema names they will create (NameReservation). `queued`
 # includes a request waiting for the engine's automatic retry after a transient error. A `failed`
 # request has ended: its names are released, and a reviewer's retry claims them again (a 409 if

@@ -5,17 +5,6 @@ from rest_framework import serializers
 from audit.models import AuditEvent
 
 
-class AuditFilterInput(serializers.Serializer):
-    """Documented here for OpenAPI; validated by audit.selectors.parse_filters (one set of rules)."""
-
-    since = serializers.CharField(required=False, help_text="ISO 8601 date or date-time (UTC when naive), inclusive")
-    until = serializers.CharField(required=False, help_text="ISO 8601 date (whole day included) or date-time, exclusive")
-    action = serializers.CharField(required=False, help_text="exact action, or a prefix such as request.*")
-    actor = serializers.CharField(required=False, help_text="username or system")
-    instance = serializers.CharField(required=False, help_text="instance name")
-    request = serializers.IntegerField(required=False, help_text="request id")
-
-
 class AuditEventOutput(serializers.ModelSerializer):
     class Meta:
         model = AuditEvent

@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import Q
 
 from portal.choices import RequestStatus, RequestType, Risk
+from portal.models.team import Membership
 from portal.querysets import RestrictedQuerySet
 
 
@@ -17,8 +18,6 @@ class ChangeRequestQuerySet(RestrictedQuerySet):
             # The requester, the team's members, and the members of the team owning the schema a
             # grant touches (its lead approves cross-team access). The teams as an IN subquery, not
             # joins: no duplicate rows, so no DISTINCT over every column (JSON included) of a page.
-            from portal.models.team import Membership
-
             teams = Membership.objects.filter(user=user).values("team_id")
             return qs.filter(Q(requester=user) | Q(team__in=teams) | Q(owner_team__in=teams))
         return qs.none()
@@ -72,10 +71,6 @@ class ChangeRequest(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.type} on {self.instance_id}"
-
-    @property
-    def is_system(self) -> bool:
-        return self.requester_id is None
 
     @property
     def author_ids(self) -> set[int]:

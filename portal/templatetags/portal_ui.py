@@ -105,11 +105,6 @@ def plain_sql(plan: list[str] | str | None) -> str:
     return "\n".join(s if s.rstrip().endswith(";") else s.rstrip() + ";" for s in statements)
 
 
-@register.filter
-def get_item(mapping: dict, key: str):
-    return (mapping or {}).get(key)
-
-
 @register.simple_tag
 def duration(start: datetime | None, end: datetime | None) -> str:
     """How long between two instants, in the unit that reads best (ms, s, min)."""
