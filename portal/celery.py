@@ -11,7 +11,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings.base")
 
 app = Celery("dbportal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["portal", "provisioning", "provisioning.replicas", "audit"])
+app.autodiscover_tasks(["portal", "provisioning", "audit"])
 
 
 def beat_schedule() -> dict[str, dict[str, Any]]:

@@ -7,6 +7,7 @@ from django.urls import NoReverseMatch, reverse
 
 from portal.choices import Persona
 from portal.personas import is_admin, user_groups
+from portal.selectors.requests import pending_review_count
 
 # (label, url name, icon); a url name that is not installed yet is skipped.
 NAV = {
@@ -91,6 +92,4 @@ def navigation(request) -> dict:
 
 def _review_count(user) -> int:
     """How many requests wait for this reviewer (the nav badge)."""
-    from portal.selectors.requests import pending_review_count
-
     return pending_review_count(user)

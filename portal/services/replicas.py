@@ -14,7 +14,7 @@ from portal.errors import Conflict, PolicyViolation
 from portal.logging import redact_text
 from portal.models import Instance
 from portal.personas import is_admin
-from provisioning.replicas.base import driver_for
+from provisioning.replicas.base import ReplicaState, driver_for
 
 log = structlog.get_logger(__name__)
 
@@ -94,8 +94,6 @@ def replica_refresh(replica: Instance) -> Instance:
     try:
         state = driver_for(replica).status(replica)
     except Exception as exc:  # noqa: BLE001 - a probe that breaks means the replica is not healthy
-        from provisioning.replicas.base import ReplicaState
-
         state = ReplicaState(InstanceStatus.UNHEALTHY, redact_text(str(exc))[:400])
     previous = replica.status
     now = timezone.now()

@@ -17,6 +17,7 @@ from portal.personas import is_auditor, is_reviewer
 from portal.selectors.drift import drift_list_for
 from portal.selectors.instances import instance_get_for
 from portal.services.auth import client_ip
+from provisioning.drift import drift_acknowledge, drift_revoke, drift_scan_all
 
 
 def _reviewers_only(request) -> None:
@@ -55,8 +56,6 @@ def drift_list(request):
 def drift_action(request, pk: int, action: str):
     """acknowledge | revoke one finding."""
     _reviewers_only(request)
-    from provisioning.drift import drift_acknowledge, drift_revoke
-
     finding = get_object_or_404(drift_list_for(request.user, status=None), pk=pk)
     try:
         if action == "acknowledge":
@@ -79,8 +78,6 @@ def drift_action(request, pk: int, action: str):
 def drift_scan_now(request, pk: int):
     """Scan one instance now (synchronously: one catalog query) and come back with the result."""
     _reviewers_only(request)
-    from provisioning.drift import drift_scan_all
-
     instance = instance_get_for(request.user, pk)
     result = drift_scan_all(instance=instance).get(instance.name, {})
     if "error" in result:

@@ -21,7 +21,12 @@ from portal.personas import is_reviewer
 from portal.selectors import requests as request_selectors
 from portal.selectors.instances import instance_list_for
 from portal.selectors.search import request_search
+from portal.services import requests as request_services
 from portal.services.auth import client_ip
+from portal.services.requests import request_preview as preview_service
+from portal.services.requests import request_submit
+from provisioning.models import RequestSecret
+from provisioning.secrets import secret_reveal
 
 # While a request is in one of these, its page polls the status partial.
 LIVE_STATUSES = {RequestStatus.APPROVED, RequestStatus.QUEUED, RequestStatus.RUNNING}
@@ -59,8 +64,6 @@ def request_new_form(request, request_type: str):
         form = form_class(request.POST, user=request.user)
         status = 400
         if form.is_valid():
-            from portal.services.requests import request_submit
-
             try:
                 change = request_submit(user=request.user, actor_ip=client_ip(request), payload=form.payload(),
                                         **form.common())
@@ -101,8 +104,6 @@ def request_preview(request, request_type: str):
     form = form_class(request.POST, user=request.user)
     context: dict[str, Any] = {"form": form, "preview": None, "problems": [], "missing": []}
     if form.is_valid():
-        from portal.services.requests import request_preview as preview_service
-
         try:
             common = form.common()
             common.pop("justification")
@@ -178,8 +179,6 @@ def _detail_context(request, change) -> dict[str, Any]:
 
 
 def _secret_of(change):
-    from provisioning.models import RequestSecret
-
     return RequestSecret.objects.filter(request=change).first()
 
 
@@ -207,8 +206,6 @@ def request_action(request, pk: int, action: str):
     """Approve / reject / cancel / retry: one service call each; errors come back as a message."""
     if action not in ACTIONS:
         raise Http404
-    from portal.services import requests as request_services
-
     change = request_selectors.request_get_for(request.user, pk)
     comment = request.POST.get("comment", "").strip()[:2000]
     ip = client_ip(request)
@@ -242,8 +239,6 @@ def request_action(request, pk: int, action: str):
 @require_POST
 def request_reveal(request, pk: int):
     """htmx: the one-time password of a login role this request created (requester only)."""
-    from provisioning.secrets import secret_reveal
-
     change = request_selectors.request_get_for(request.user, pk)
     context: dict[str, Any] = {"change": change, "password": None, "error": None, "secret": _secret_of(change),
                                "is_requester": change.requester_id == request.user.pk}

@@ -263,7 +263,7 @@ def test_replica_request_ends_applied_streams_and_refuses_writes(build, primary,
         conn.execute("INSERT INTO orders VALUES (3, 1)")
 
     # and the health job records it as reachable with its lag, shown by the API
-    from provisioning.replicas.tasks import refresh_replicas
+    from portal.tasks import refresh_replicas
 
     assert refresh_replicas() == 1
     replica.refresh_from_db()
@@ -292,7 +292,7 @@ def test_running_the_same_request_again_changes_nothing(build, primary):
 
 
 def test_killed_standby_postmaster_shows_unhealthy_after_the_health_job(build):
-    from provisioning.replicas.tasks import refresh_replicas
+    from portal.tasks import refresh_replicas
 
     replica = build("sales_ro")
     cluster = LocalCluster(data_dir=Path(replica.data_dir), port=replica.port)
