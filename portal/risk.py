@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from portal.choices import RISK_ORDER, Environment, RequestType, Risk
+from portal.models import ManagedSchema
+from provisioning.ddl.rules import ddl_risk
 
 WRITE_PRIVILEGES = {"INSERT", "UPDATE"}
 DESTRUCTIVE_PRIVILEGES = {"DELETE", "TRUNCATE"}
@@ -98,8 +100,6 @@ def risk_assess(*, request_type: str, payload: dict, environment: str, team_id: 
     level = max((rule.level for rule in matched), key=lambda lvl: RISK_ORDER[lvl], default=Risk.LOW)
     reasons = [rule.reason for rule in matched]
     if request_type == RequestType.DDL:
-        from provisioning.ddl.rules import ddl_risk
-
         ddl_level, ddl_reasons = ddl_risk(findings or [])
         level = max(level, Risk(ddl_level), key=lambda lvl: RISK_ORDER[lvl])
         reasons = reasons + ddl_reasons
@@ -110,7 +110,5 @@ def owner_team_id_for(*, request_type: str, payload: dict, instance: Any) -> int
     """The team owning the schema a grant / revoke touches (None when the portal does not manage it)."""
     if request_type not in (RequestType.GRANT, RequestType.REVOKE):
         return None
-    from portal.models import ManagedSchema
-
     return (ManagedSchema.objects.filter(instance=instance, database=payload.get("database"),
                                          name=payload.get("schema")).values_list("team_id", flat=True).first())

@@ -21,7 +21,7 @@ What the versions change, and how the plans cope with both:
   `ALTER DEFAULT PRIVILEGES FOR ROLE <owner>` (the same), nor GRANT on tables the owner owns
   (needs the owner's privileges, i.e. INHERIT). So the schema plan grants each owner role it
   uses to CURRENT_USER when the admin is not a superuser: `GRANT <owner> TO CURRENT_USER` is
-  the same text on both versions, and gives SET and INHERIT on both as long as the admin login
+  the same text on both versions (the plan step lives in provisioning/plans/schema.py), and gives SET and INHERIT on both as long as the admin login
   has the INHERIT attribute (on 16 the INHERIT option defaults to it; on 15 membership inherits
   through it) — hence INHERIT is required here rather than spelled `WITH INHERIT TRUE, SET TRUE`,
   which 15 cannot parse.
@@ -40,8 +40,6 @@ from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
-
-from provisioning.plans import Step, ident
 
 # The first version whose CREATEROLE follows the ADMIN OPTION rules.
 PG16 = 160000
@@ -146,17 +144,3 @@ def setup_statements(admin: str, *, password: str | None, databases: list[str]) 
     statements += [sql.SQL("GRANT CONNECT, CREATE ON DATABASE {db} TO {role}").format(db=sql.Identifier(db), role=role)
                    for db in databases]
     return statements
-
-
-def join_owner_step(owner: str) -> Step:
-    """The plan step that lets a non-superuser admin act as `owner` (SET ROLE and its privileges):
-    `GRANT <owner> TO CURRENT_USER`, skipped for a superuser, who needs nothing and whose
-    memberships stay as they were. Idempotent: granting it again is only a NOTICE."""
-    body = sql.SQL(
-        "BEGIN IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) "
-        "THEN GRANT {owner} TO CURRENT_USER; END IF; END"
-    ).format(owner=ident(owner, role=True))
-    # Quoting does not protect inside a dollar-quoted body: "$$" in a name would end the block.
-    if "$$" in body.as_string(None):
-        raise ValueError(f"{owner!r} cannot be placed inside a dollar-quoted block")
-    return Step(sql.SQL("DO $${body}$$").format(body=body))

@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 
 from provisioning.admin_login import MANAGED_DATABASE
+from provisioning.connections import connect
 
 PUBLIC = "PUBLIC"
 
@@ -124,8 +125,6 @@ def read_databases(conn: psycopg.Connection) -> list[str]:
 
 def snapshot(instance, databases: list[str] | None = None) -> tuple[dict[str, RoleInfo], list[Privilege]]:
     """Roles and privileges of an instance: one connection and one query per database."""
-    from provisioning.connections import connect
-
     with connect(instance, autocommit=True) as conn:
         roles = read_roles(conn)
         names = databases if databases is not None else read_databases(conn)

@@ -15,9 +15,11 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import structlog
 
 from portal.conf import Config
@@ -40,11 +42,10 @@ def pg_bin_dir() -> Path:
     if configured is not None:
         return configured
     try:
-        import warnings
-
         with warnings.catch_warnings():
             # pgserver's import probes XDG_RUNTIME_DIR, which services rarely set; irrelevant here.
             warnings.simplefilter("ignore")
+            # Inside: only when PORTAL_PG_BIN is unset (the wheel's binaries), and its import has side effects.
             from pgserver._commands import POSTGRES_BIN_PATH
 
         return Path(POSTGRES_BIN_PATH)
@@ -286,8 +287,6 @@ class LocalCluster:
         return socket_url(self.data_dir, self.port, dbname, superuser=self.superuser)
 
     def wait_ready(self, timeout: float = 30) -> None:
-        import psycopg
-
         deadline = time.monotonic() + timeout
         while True:
             try:

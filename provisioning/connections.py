@@ -8,6 +8,8 @@ from typing import Any
 
 import psycopg
 
+from portal.logging import redact_text
+
 APPLICATION_NAME = "dbportal"
 CONNECT_TIMEOUT = 5
 LOCK_TIMEOUT_MS = 5000
@@ -66,8 +68,6 @@ def connect(
 
 def describe_error(exc: BaseException) -> str:
     """A message about a failed connection that never repeats the password or DSN."""
-    from portal.logging import redact_text
-
     if isinstance(exc, psycopg.OperationalError):
         text = str(exc).strip().splitlines()[-1] if str(exc).strip() else "connection failed"
         if "password authentication failed" in str(exc):

@@ -4,6 +4,7 @@ from django.db import models
 from django.utils import timezone
 
 from portal.choices import DriftKind, DriftStatus
+from portal.crypto import decrypt, encrypt
 from portal.querysets import RestrictedQuerySet
 
 
@@ -73,14 +74,10 @@ class ReplicationCredential(models.Model):
 
     @property
     def password(self) -> str:
-        from portal.crypto import decrypt
-
         return decrypt(self.password_encrypted)
 
     @password.setter
     def password(self, value: str) -> None:
-        from portal.crypto import encrypt
-
         self.password_encrypted = encrypt(value)
 
 
@@ -123,12 +120,8 @@ class ExecutorLogin(models.Model):
 
     @property
     def password(self) -> str:
-        from portal.crypto import decrypt
-
         return decrypt(self.password_encrypted)
 
     @password.setter
     def password(self, value: str) -> None:
-        from portal.crypto import encrypt
-
         self.password_encrypted = encrypt(value)

@@ -18,7 +18,8 @@ from portal.choices import DriftKind, DriftStatus
 from portal.models import Instance
 from portal.personas import is_auditor, is_reviewer
 from portal.services.auth import client_ip
-from provisioning.drift import drift_acknowledge, drift_revoke, drift_scan_all
+from portal.services.drift import drift_acknowledge, drift_revoke
+from provisioning.drift import drift_scan_all
 from provisioning.models import DriftFinding
 
 

@@ -18,6 +18,7 @@ from portal.api.filters import TextFilter
 from portal.api.schema import error_responses
 from portal.choices import RequestStatus, RequestType
 from portal.models import Approval, ChangeRequest, Execution, Instance, Team
+from portal.selectors.approvals import approval_tally, approvals_of, requirement_of
 from portal.selectors.requests import (
     _by_id_or_name,
     can_approve,
@@ -26,7 +27,6 @@ from portal.selectors.requests import (
     request_history_load,
     request_page_for,
 )
-from portal.services.approvals import approval_tally, requirement_of
 from portal.services.auth import client_ip
 from portal.services.requests import (
     request_approve,
@@ -180,7 +180,7 @@ class RequestDetailOutput(RequestOutput):
     def to_representation(self, obj) -> dict:
         data = super().to_representation(obj)
         fields = self.fields
-        data["approvals"] = fields["approvals"].to_representation(obj.approvals.all())
+        data["approvals"] = fields["approvals"].to_representation(approvals_of(obj))
         data["executions"] = fields["executions"].to_representation(obj.executions.all())
         data["review"] = self.get_review(obj)
         return data

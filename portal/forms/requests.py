@@ -14,6 +14,7 @@ from django import forms
 from portal.choices import PRIVILEGES, InstanceStatus, RequestType
 from portal.forms.base import PortalForm
 from portal.models import Instance, InstanceInventory, ManagedRole, ManagedSchema, Team
+from portal.selectors.instances import instance_list_for
 
 BLANK = ("", "— choose —")
 # Never offered in the drop-downs: the catalogs and the portal's own bookkeeping schema.
@@ -44,8 +45,6 @@ class RequestForm(PortalForm):
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        from portal.selectors.instances import instance_list_for
-
         self.user = user
         self.fields["instance"].queryset = instance_list_for(user).exclude(status=InstanceStatus.RETIRED)
         teams = Team.objects.restrict(user, "view").order_by("name")

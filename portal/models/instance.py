@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import models
 
 from portal.choices import Environment, InstanceKind, InstanceStatus
+from portal.crypto import decrypt, encrypt
 from portal.querysets import RestrictedQuerySet
 
 
@@ -50,14 +51,10 @@ class Instance(models.Model):
 
     @property
     def admin_password(self) -> str:
-        from portal.crypto import decrypt
-
         return decrypt(self.admin_password_encrypted) if self.admin_password_encrypted else ""
 
     @admin_password.setter
     def admin_password(self, value: str) -> None:
-        from portal.crypto import encrypt
-
         self.admin_password_encrypted = encrypt(value) if value else ""
 
 

@@ -14,7 +14,7 @@ class ApprovalPolicy(models.Model):
     approver_groups = models.JSONField(default=list)
     # Cross-team access also needs the lead of the team that owns the schema.
     require_owner_lead = models.BooleanField(default=False)
-    # Only ever honoured for low-risk dev changes (enforced in portal.services.approvals).
+    # Only ever honoured for low-risk dev changes (enforced in portal.selectors.approvals).
     auto_approve = models.BooleanField(default=False)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -22,6 +22,16 @@ class NameReservation(models.Model):
         constraints = [models.UniqueConstraint(fields=["instance", "kind", "database", "name"],
                                                name="name_reservation_unique")]
 
+    @classmethod
+    def release_for(cls, requests) -> None:
+        """Give back the names of requests that ended, in the caller's transaction (the transition's).
+
+        Only role and schema requests claim names (portal.services.names.claims_of): others cost no
+        query. Called by the services (reject, cancel) and the engine (applied, failed)."""
+        ids = [request.pk for request in requests if request.type in ("role", "schema")]
+        if ids:
+            cls.objects.filter(request_id__in=ids).delete()
+
     def __str__(self) -> str:
         where = f"{self.database}." if self.database else ""
         return f"{self.kind} {where}{self.name} on {self.instance_id} (request #{self.request_id})"

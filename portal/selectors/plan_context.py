@@ -7,7 +7,7 @@ from typing import Any
 from portal.choices import RequestType
 from portal.models import Instance, InstanceInventory, ManagedRole, ManagedSchema
 from portal.personas import is_reviewer
-from portal.services.ddl_rules import enabled_rules
+from portal.selectors.ddl_rules import enabled_rules
 from provisioning.plans.context import (
     REQUESTER,
     REVIEWER,

@@ -20,8 +20,8 @@ from django.shortcuts import get_object_or_404
 
 from portal.choices import RISK_ORDER
 from portal.errors import DomainError
-from portal.models import Approval, ChangeRequest, Execution, Grant, ManagedRole, Team
-from portal.services.approvals import decision_check, decision_rules, with_decision_rules
+from portal.models import Approval, ChangeRequest, Execution, Grant, Instance, ManagedRole, Team
+from portal.selectors.approvals import decision_check, decision_rules, with_decision_rules
 
 
 def name_or_id_usable(text: str) -> bool:
@@ -39,7 +39,11 @@ def _by_id_or_name(value: Any) -> Q:
     text = str(value)
     if not name_or_id_usable(text):
         return Q(pk__in=[])  # matches nothing
-    return Q(pk=int(text)) if text.isdigit() else Q(name=text)
+    # isascii: "²".isdigit() is True, yet int("²") raises; ids stop below 2**63 (bigint): anything
+    # else made of digits can only be a name.
+    if text.isascii() and text.isdigit() and int(text) < 2**63:
+        return Q(pk=int(text))
+    return Q(name=text)
 
 
 def request_list_for(user: Any, **filters: Any) -> QuerySet[ChangeRequest]:
@@ -53,8 +57,6 @@ def request_list_for(user: Any, **filters: Any) -> QuerySet[ChangeRequest]:
     if filters.get("team"):
         qs = qs.filter(team__in=Team.objects.filter(_by_id_or_name(filters["team"])))
     if filters.get("instance"):
-        from portal.models import Instance
-
         qs = qs.filter(instance__in=Instance.objects.filter(_by_id_or_name(filters["instance"])))
     return qs
 
@@ -75,7 +77,10 @@ def request_page_for(user: Any) -> QuerySet[ChangeRequest]:
 def _history(*, empty: bool = False) -> tuple[Prefetch, Prefetch]:
     approvals = Approval.objects.none() if empty else Approval.objects.select_related("reviewer").order_by("created_at")
     executions = Execution.objects.none() if empty else Execution.objects.order_by("attempt")
-    return Prefetch("approvals", queryset=approvals), Prefetch("executions", queryset=executions)
+    # to_attr: whoever reads a request's approvals later (the tally, the page, the API) can tell a
+    # loaded list from a query to make (portal.selectors.approvals.approvals_of).
+    return (Prefetch("approvals", queryset=approvals, to_attr="loaded_approvals"),
+            Prefetch("executions", queryset=executions))
 
 
 def request_get_for(user: Any, pk: Any, *, history: bool = True) -> ChangeRequest:
@@ -103,7 +108,7 @@ def request_history_load(request: ChangeRequest, *, new: bool = False) -> Change
 
 
 def can_approve(user: Any, request: ChangeRequest) -> tuple[bool, str]:
-    """May `user` approve or reject `request` now, and if not, why (services.approvals.decision_check)."""
+    """May `user` approve or reject `request` now, and if not, why (selectors.approvals.decision_check)."""
     try:
         decision_check(user, request)
     except DomainError as refusal:
@@ -115,7 +120,7 @@ def pending_reviews_queryset(user: Any) -> QuerySet[ChangeRequest]:
     """Submitted requests this user may decide on now, highest risk first, then oldest first.
 
     All in one statement (the nav badge counts it on every page): the requests the user sees that
-    meet every one of services.approvals.decision_rules, the conditions the approve action checks.
+    meet every one of selectors.approvals.decision_rules, the conditions the approve action checks.
     """
     if not getattr(user, "is_authenticated", False):
         return ChangeRequest.objects.none()

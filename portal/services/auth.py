@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import authenticate
 from django.db import transaction
 
@@ -12,8 +13,6 @@ from audit.services import record
 
 def client_ip(request: Any) -> str | None:
     """The caller's address. X-Forwarded-For is trusted only when PORTAL_TRUST_PROXY is set."""
-    from django.conf import settings
-
     if settings.TRUST_PROXY:
         forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
         if forwarded:

@@ -1,4 +1,4 @@
-"""DDL review rules per environment: which are on, and the admin switch that turns one on or off."""
+"""Switching DDL review rules per environment (platform admins, audited); which are on: portal/selectors/ddl_rules.py."""
 
 from __future__ import annotations
 
@@ -12,27 +12,6 @@ from portal.errors import InvalidPayload, PolicyViolation
 from portal.models import DdlRuleSetting
 from portal.personas import is_admin
 from provisioning.ddl.rules import RULES
-
-
-def enabled_rules(environment: str) -> set[str]:
-    """Rule ids that apply in `environment` (a rule without a setting row is on)."""
-    off = set(DdlRuleSetting.objects.filter(environment=environment, enabled=False).values_list("rule_id", flat=True))
-    return set(RULES) - off
-
-
-def rule_matrix() -> list[dict[str, Any]]:
-    """Every rule with its state per environment, for the review-rules page (one query)."""
-    settings = {(s.environment, s.rule_id): s for s in DdlRuleSetting.objects.all()}
-    rows = []
-    for rule in RULES.values():
-        states = []
-        for environment in Environment:
-            setting = settings.get((environment.value, rule.id))
-            states.append({"environment": environment.value, "label": environment.label,
-                           "enabled": setting.enabled if setting else True,
-                           "updated_by": setting.updated_by if setting else ""})
-        rows.append({"rule": rule, "states": states})
-    return rows
 
 
 def rule_setting_set(*, actor: Any, environment: str, rule_id: str, enabled: bool,

@@ -127,6 +127,4 @@ def names_reserve(request: ChangeRequest, *, renew: bool = False) -> None:
 
 def names_release(requests: Iterable[Any]) -> None:
     """Give back the names of requests that ended, in the caller's transaction (the transition's)."""
-    ids = [r.pk for r in requests if claims_of(r.type, r.payload)]
-    if ids:
-        NameReservation.objects.filter(request_id__in=ids).delete()
+    NameReservation.release_for(list(requests))

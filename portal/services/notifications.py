@@ -21,7 +21,7 @@ from audit.services import record
 from portal import outbound
 from portal.models import ChangeRequest
 from portal.notifications import EVENTS
-from portal.services.approvals import requirement_of, team_leads
+from portal.selectors.approvals import requirement_of, team_leads
 
 log = structlog.get_logger(__name__)
 

@@ -1,6 +1,6 @@
-"""Approval policies: the defaults, the lookup for a request, and their editing by platform admins
-(every change audited as policy.changed with before and after). Who may approve one request, and
-whether it has its approvals, is portal/services/approvals.py."""
+"""Approval policies: the defaults, and their editing by platform admins (every change audited as
+policy.changed with before and after). The lookup for a request, who may approve it and whether
+it has its approvals, are reads: portal/selectors/approvals.py."""
 
 from __future__ import annotations
 
@@ -46,20 +46,6 @@ def policy_seed_defaults() -> int:
         if (environment, request_type, risk) not in existing
     ]
     return len(ApprovalPolicy.objects.bulk_create(missing, ignore_conflicts=True))
-
-
-# Who decides where no policy row exists (see policy_for).
-FALLBACK_APPROVER_GROUPS = (Persona.REVIEWERS.value, Persona.ADMINS.value)
-
-
-def policy_for(*, environment: str, request_type: str, risk: str) -> ApprovalPolicy:
-    policy = ApprovalPolicy.objects.filter(environment=environment, request_type=request_type, risk=risk).first()
-    if policy is None:
-        # A missing row never means "no approval needed": fall back to the strictest default.
-        return ApprovalPolicy(environment=environment, request_type=request_type, risk=risk,
-                              approvals_required=2, approver_groups=list(FALLBACK_APPROVER_GROUPS))
-    return policy
-
 
 
 def policy_update(*, actor: Any, policy: ApprovalPolicy, approvals_required: int, approver_groups: list[str],

@@ -27,8 +27,7 @@ from portal.models import Approval, ChangeRequest, Instance, InstanceInventory, 
 from portal.notifications import notify_enqueue
 from portal.personas import is_admin, is_reviewer
 from portal.risk import owner_team_id_for, risk_assess
-from portal.selectors.plan_context import plan_context_for
-from portal.services.approvals import (
+from portal.selectors.approvals import (
     approval_tally,
     decision_check,
     decision_rules_forget,
@@ -37,9 +36,12 @@ from portal.services.approvals import (
     requirement_of,
     with_decision_rules,
 )
+from portal.selectors.plan_context import plan_context_for
 from portal.services.names import names_check_free, names_release, names_reserve
-from provisioning.ddl.dry_run import run as dry_run_plan
 from provisioning.ddl.facts import facts_for_review
+from provisioning.dry_run import run as dry_run_plan
+from provisioning.inventory import inventory_refresh
+from provisioning.outbox import enqueue_apply
 from provisioning.plans import PlanModule, hook, module_for, plan_hash, plan_text
 from provisioning.plans.context import PlanContext
 from provisioning.replicas.base import ensure_writable
@@ -75,8 +77,6 @@ def _check_requester(user: Any, team: Team, instance: Instance) -> None:
 def inventory_ensure_fresh(instance: Instance) -> InstanceInventory | None:
     """Refresh the inventory when missing or older than a minute; a failure keeps the old one.
     Returns the row as it now stands (None: the instance has none)."""
-    from provisioning.inventory import inventory_refresh
-
     inventory = InstanceInventory.objects.filter(instance=instance).first()
     if inventory is not None and inventory.refreshed_at is not None \
             and inventory.refreshed_at > timezone.now() - INVENTORY_MAX_AGE:
@@ -206,7 +206,7 @@ def request_submit(*, user: Any, actor_ip: str | None, type: str, instance: Inst
 
 def _locked(request: ChangeRequest, *, decider: Any = None) -> ChangeRequest:
     """The request re-read and locked; with `decider`, carrying whether each decision rule holds for
-    them (services.approvals.with_decision_rules: in the same SELECT, no query of its own)."""
+    them (selectors.approvals.with_decision_rules: in the same SELECT, no query of its own)."""
     rows = (ChangeRequest.objects.select_for_update(of=("self",))
             .select_related("instance", "team", "owner_team", "requester", "filed_by"))
     if decider is not None:
@@ -261,8 +261,6 @@ def request_approve(*, request: ChangeRequest, reviewer: Any, comment: str, acto
 def _approve_and_queue(request: ChangeRequest, *, approvers: list[str], actor: Any, actor_ip: str | None,
                        auto: bool = False) -> None:
     """submitted → approved → queued, with the outbox row, in the caller's transaction."""
-    from provisioning.outbox import enqueue_apply
-
     request.status = RequestStatus.APPROVED
     request.approved_at = timezone.now()
     request.save(update_fields=["status", "approved_at", "updated_at"])
@@ -311,8 +309,6 @@ def request_cancel(*, request: ChangeRequest, user: Any, comment: str = "", acto
 
 def request_retry(*, request: ChangeRequest, user: Any, comment: str = "", actor_ip: str | None = None
                   ) -> ChangeRequest:
-    from provisioning.outbox import enqueue_apply
-
     comment = _check_comment(comment)
     with transaction.atomic(), audit_batched():
         request = _locked(request)

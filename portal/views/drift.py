@@ -17,7 +17,8 @@ from portal.personas import is_auditor, is_reviewer
 from portal.selectors.drift import drift_list_for
 from portal.selectors.instances import instance_get_for
 from portal.services.auth import client_ip
-from provisioning.drift import drift_acknowledge, drift_revoke, drift_scan_all
+from portal.services.drift import drift_acknowledge, drift_revoke
+from provisioning.drift import drift_scan_all
 
 
 def _reviewers_only(request) -> None:

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_safe
 from django_prometheus.exports import ExportToDjangoView
 
 from portal.embedded import redis_client_url
+from portal.logging import redact_text
 from portal.services.auth import client_ip
 
 
@@ -24,8 +25,6 @@ def _check_database() -> str | None:
             cursor.execute("SELECT 1")
         return None
     except Exception as exc:  # noqa: BLE001 - any failure means "down"; the reason is shown redacted
-        from portal.logging import redact_text
-
         return redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 

@@ -19,6 +19,7 @@ from portal.forms.requests import FORMS, TYPE_CARDS, RequestForm
 from portal.models import Team
 from portal.personas import is_reviewer
 from portal.selectors import requests as request_selectors
+from portal.selectors.approvals import approvals_of
 from portal.selectors.instances import instance_list_for
 from portal.selectors.search import request_search
 from portal.services import requests as request_services
@@ -163,7 +164,7 @@ def _detail_context(request, change) -> dict[str, Any]:
     return {
         "change": change,
         # prefetched by request_get_for (approvals with their reviewer, in order; executions by attempt)
-        "approvals": list(change.approvals.all()),
+        "approvals": approvals_of(change),
         "executions": list(change.executions.all()),
         "can_approve": allowed,
         "approve_reason": reason,

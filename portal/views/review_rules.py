@@ -8,8 +8,9 @@ from django.views.decorators.http import require_http_methods
 
 from portal.errors import DomainError
 from portal.personas import is_admin
+from portal.selectors.ddl_rules import rule_matrix
 from portal.services.auth import client_ip
-from portal.services.ddl_rules import rule_matrix, rule_setting_set
+from portal.services.ddl_rules import rule_setting_set
 from provisioning.ddl.functions import ALLOWED_FUNCTIONS, ALLOWLIST_VERSION
 
 

@@ -15,7 +15,7 @@ from pglast import ast, enums
 
 from portal.choices import Risk
 from provisioning.ddl.parse import Statement
-from provisioning.plans.checks import NAME_RULE, name_problem
+from provisioning.naming import NAME_RULE, name_problem
 
 AT = enums.AlterTableType
 ObjectType = enums.ObjectType

@@ -17,13 +17,12 @@ from audit.models import AuditEvent
 from audit.services import event as audit_event
 from audit.services import record_many
 from portal.choices import Decision, RequestStatus, RequestType
-from portal.models import Approval, ChangeRequest, Execution
+from portal.models import Approval, ChangeRequest, Execution, NameReservation
 from portal.notifications import notify_enqueue
-from portal.services.managed import managed_record_applied_many
-from portal.services.names import names_release
 from provisioning.engine.jobs import Job, Outcome
 from provisioning.errors import TransientTargetError
 from provisioning.inventory import inventory_patch, inventory_refresh_quietly
+from provisioning.managed import managed_record_applied_many
 from provisioning.outbox import enqueue_retry
 from provisioning.sessions import end_role_sessions
 
@@ -195,7 +194,7 @@ def finish(jobs: list[Job], *, leader_final: bool) -> None:
         _save_executions([job.execution for job in jobs])
         managed_record_applied_many([job.request for job in applied])
         # Applied (the names now live in the managed records) or failed: the names are free again.
-        names_release([job.request for job in jobs if job.request.status != RequestStatus.QUEUED])
+        NameReservation.release_for([job.request for job in jobs if job.request.status != RequestStatus.QUEUED])
         record_many(events)
         for event_name, ids in notify.items():
             if ids:

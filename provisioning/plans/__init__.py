@@ -143,7 +143,7 @@ class PlanModule(Protocol):
 #   review         review(payload, ctx, *, facts, facts_error=None) -> {findings, risk, risk_reasons}
 #                  (pure; the service reads the facts named by facts_wanted(payload) first)
 #   dry_run        dry_run_wanted(ctx) -> bool; the service then runs numbered_steps(payload) on the
-#                  target and rolls back (provisioning/ddl/dry_run.py: I/O, never in the plan)
+#                  target and rolls back (provisioning/dry_run.py: I/O, never in the plan)
 #   preconditions  preconditions(request) -> str | None: the one hook with I/O (the portal's records,
 #                  read on the worker before each attempt); called by the engine
 OPTIONAL_HOOKS: dict[str, tuple[str, ...]] = {

@@ -56,7 +56,7 @@ from provisioning.plans.context import PlanContext
 
 KEYS = {"database", "schema", "sql"}
 # review: findings from the rules, given table facts the service read; dry_run: the service runs
-# the plan and rolls it back (both I/O stays in the service: provisioning/ddl/facts.py, dry_run.py).
+# the plan and rolls it back (both I/O stays in the service: provisioning/ddl/facts.py, provisioning/dry_run.py).
 HOOKS = frozenset({"review", "dry_run"})
 # A dry run touches the target: only where a failed or slow statement costs nothing.
 DRY_RUN_ENVIRONMENTS = frozenset({Environment.DEV, Environment.STAGING})
@@ -146,7 +146,7 @@ def review(payload: dict, ctx: PlanContext, *, facts: ddl_rules.Facts | None,
 
 
 def dry_run_wanted(ctx: PlanContext) -> bool:
-    """Whether the service dry-runs the plan at submit (dev and staging; see provisioning/ddl/dry_run.py)."""
+    """Whether the service dry-runs the plan at submit (dev and staging; see provisioning/dry_run.py)."""
     return ctx.instance.environment in DRY_RUN_ENVIRONMENTS
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from psycopg import sql
 
-from provisioning.admin_login import join_owner_step
 from provisioning.plans import Step, assertion, ident, role_absent
 from provisioning.plans.checks import (
     MAX_NAME_BYTES,
@@ -138,3 +137,17 @@ def preconditions(request: Any) -> str | None:
 
 def database(payload: dict) -> str | None:
     return payload["database"]
+
+
+def join_owner_step(owner: str) -> Step:
+    """The plan step that lets a non-superuser admin act as `owner` (SET ROLE and its privileges):
+    `GRANT <owner> TO CURRENT_USER`, skipped for a superuser, who needs nothing and whose
+    memberships stay as they were. Idempotent: granting it again is only a NOTICE."""
+    body = sql.SQL(
+        "BEGIN IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) "
+        "THEN GRANT {owner} TO CURRENT_USER; END IF; END"
+    ).format(owner=ident(owner, role=True))
+    # Quoting does not protect inside a dollar-quoted body: "$$" in a name would end the block.
+    if "$$" in body.as_string(None):
+        raise ValueError(f"{owner!r} cannot be placed inside a dollar-quoted block")
+    return Step(sql.SQL("DO $${body}$$").format(body=body))

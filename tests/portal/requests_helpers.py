@@ -5,10 +5,10 @@ from __future__ import annotations
 import secrets
 
 from portal.models import ChangeRequest
-from portal.services.managed import managed_record_applied
 from portal.services.names import names_release
 from provisioning.connections import connect
 from provisioning.inventory import inventory_refresh
+from provisioning.managed import managed_record_applied
 from provisioning.plans import module_for
 
 

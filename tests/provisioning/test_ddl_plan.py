@@ -10,7 +10,7 @@ from portal.errors import InvalidPayload
 from portal.models import ManagedSchema, Team
 from portal.selectors.plan_context import plan_context_for
 from portal.services.requests import plan_review
-from provisioning.ddl import dry_run
+from provisioning import dry_run
 from provisioning.ddl.facts import facts_for_review
 from provisioning.plans import ddl, module_for, plan_hash, plan_text
 from tests.provisioning.ddl_support import admin_exec, admin_query, apply_steps, create_team_schema, reader_connect

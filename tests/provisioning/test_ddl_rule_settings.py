@@ -8,7 +8,8 @@ from django.urls import reverse
 from audit.models import AuditEvent
 from portal.errors import InvalidPayload, PolicyViolation
 from portal.models import DdlRuleSetting
-from portal.services.ddl_rules import enabled_rules, rule_setting_set
+from portal.selectors.ddl_rules import enabled_rules
+from portal.services.ddl_rules import rule_setting_set
 from provisioning.ddl.rules import RULES
 
 

@@ -179,3 +179,13 @@ def test_a_nul_anywhere_on_any_page_or_operation_is_a_400_naming_it(row, world, 
             assert list(response.json()["errors"]) == [field]
         else:
             assert f'id="bad-input">{field}: must not contain a NUL character' in response.content.decode()
+
+
+@pytest.mark.parametrize("value", ["²", "9" * 30, "٣"])
+def test_an_id_filter_of_unicode_digits_or_beyond_bigint_is_a_name_not_a_500(people, api_for, value):
+    # given digits int() cannot read or PostgreSQL's bigint cannot hold
+    for parameter in ("team", "instance"):
+        # when they filter the request list, then they are taken as a name that matches nothing
+        response = api_for("alice").get("/api/v1/requests/", {parameter: value})
+        assert response.status_code == 200, (parameter, response.content)
+        assert response.json()["results"] == []

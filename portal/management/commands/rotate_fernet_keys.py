@@ -4,14 +4,13 @@ from django.db import transaction
 from audit.services import record
 from portal.crypto import rotate
 from portal.models import Instance
+from provisioning.models import ExecutorLogin, ReplicationCredential, RequestSecret
 
 
 class Command(BaseCommand):
     help = "Re-encrypt every stored credential with the first key of PORTAL_FERNET_KEYS."
 
     def handle(self, *args, **options):
-        from provisioning.models import ExecutorLogin, ReplicationCredential, RequestSecret
-
         count = 0
         with transaction.atomic():
             for instance in Instance.objects.select_for_update().exclude(admin_password_encrypted=""):

@@ -18,8 +18,12 @@ import urllib.request
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.db import connections
 
 from portal import embedded
+from portal.models import Instance
+from portal.services.demo import PERSONAS, seed_demo
+from portal.services.instances import local_cluster_for, local_instances_start
 
 
 class Command(BaseCommand):
@@ -50,15 +54,11 @@ class Command(BaseCommand):
             env["PORTAL_DEBUG"] = "0"
 
         call_command("migrate", interactive=False, verbosity=0)
-        from portal.services.instances import local_instances_start
-
         restarted = local_instances_start()
         if restarted:
             self.stdout.write(f"started local clusters: {', '.join(restarted)}")
         demo = None
         if not options["no_demo"]:
-            from portal.services.demo import PERSONAS, seed_demo
-
             demo = seed_demo()
 
         python = sys.executable
@@ -137,16 +137,11 @@ class Command(BaseCommand):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-        from portal.models import Instance
-        from portal.services.instances import local_cluster_for
-
         try:
             for instance in Instance.objects.filter(kind="local").exclude(data_dir=""):
                 local_cluster_for(instance).stop()
         except Exception as exc:  # noqa: BLE001 - shutting down: report and go on
             self.stderr.write(f"could not stop local clusters: {exc}")
-        from django.db import connections
-
         connections.close_all()
         if settings.EMBEDDED_REDIS:
             embedded.stop_redis(settings.VAR_DIR)

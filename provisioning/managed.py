@@ -1,6 +1,6 @@
 """The portal's records of what it created (ManagedSchema, ManagedRole, Grant), kept by applies.
 
-`managed_record_applied(request)` is called by the executor in the portal transaction that marks
+`managed_record_applied(request)` is called by the engine (provisioning/engine/record.py) in the portal transaction that marks
 a request applied: these rows are the desired state drift is checked against, and what the
 submit-time checks of later requests (a grant on a schema, a role's groups) look up.
 """
