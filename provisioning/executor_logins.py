@@ -123,8 +123,8 @@ def ensure(instance: Any, team: Any, database: str, *, owner_role: str | None = 
             why = (f"it can reach {', '.join(refused[owner_role])}" if owner_role in refused
                    else "it is not an owner role of the team on this instance")
             raise PermanentTargetError(f"requester SQL may not run as {owner_role}: {why}")
-        state = conn.execute(_ROLE_STATE.format(limit=sql.Literal(CONNECTION_LIMIT),
-                                                role=sql.Literal(login.role))).fetchone()
+        role_state = _ROLE_STATE.format(limit=sql.Literal(CONNECTION_LIMIT), role=sql.Literal(login.role))
+        state = conn.execute(role_state).fetchone()
         if state is None:
             conn.execute(sql.SQL("CREATE ROLE {} WITH {} PASSWORD {}").format(
                 role, ATTRIBUTES, sql.Literal(scram_verifier(login.password))))

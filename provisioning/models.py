@@ -8,6 +8,21 @@ from portal.crypto import decrypt, encrypt
 from portal.querysets import RestrictedQuerySet
 
 
+class EncryptedPassword:
+    """A `password` kept encrypted at rest in the model's `password_encrypted` (portal.crypto,
+    PORTAL_FERNET_KEYS; re-encrypted by manage.py rotate_fernet_keys)."""
+
+    password_encrypted: str
+
+    @property
+    def password(self) -> str:
+        return decrypt(self.password_encrypted)
+
+    @password.setter
+    def password(self, value: str) -> None:
+        self.password_encrypted = encrypt(value)
+
+
 class OutboxMessage(models.Model):
     """A task to send, committed in the same transaction as the change that calls for it."""
 
@@ -60,7 +75,7 @@ class DriftFinding(models.Model):
         ordering = ["-detected_at"]
 
 
-class ReplicationCredential(models.Model):
+class ReplicationCredential(EncryptedPassword, models.Model):
     """The password of the portal's own replication role on one primary, encrypted at rest.
 
     The role (provisioning.replicas.local.REPLICATION_ROLE) is the only one that ever gets
@@ -71,14 +86,6 @@ class ReplicationCredential(models.Model):
     role = models.CharField(max_length=63)
     password_encrypted = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
-
-    @property
-    def password(self) -> str:
-        return decrypt(self.password_encrypted)
-
-    @password.setter
-    def password(self, value: str) -> None:
-        self.password_encrypted = encrypt(value)
 
 
 class PortalIdentity(models.Model):
@@ -98,7 +105,7 @@ class PortalIdentity(models.Model):
         db_table = "provisioning_portal_identity"
 
 
-class ExecutorLogin(models.Model):
+class ExecutorLogin(EncryptedPassword, models.Model):
     """A team's login on one instance for the SQL its members write (provisioning/executor_logins.py).
 
     Not a superuser, no CREATEROLE / CREATEDB / REPLICATION / BYPASSRLS, NOINHERIT, a member of
@@ -117,11 +124,3 @@ class ExecutorLogin(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["instance", "team"], name="executor_login_one_per_team")]
-
-    @property
-    def password(self) -> str:
-        return decrypt(self.password_encrypted)
-
-    @password.setter
-    def password(self, value: str) -> None:
-        self.password_encrypted = encrypt(value)
