@@ -86,10 +86,6 @@ class AdminLogin:
     owns_marker_table: bool = True
     missing: list[str] = field(default_factory=list)
 
-    @property
-    def least_privilege(self) -> bool:
-        return not self.superuser
-
 
 def read(conn: psycopg.Connection, *, user: str, database: str) -> AdminLogin:
     """Read the admin login's attributes on the connected server and list what it lacks."""

@@ -35,7 +35,6 @@ log = structlog.get_logger(__name__)
 
 DANGEROUS_ATTRIBUTES = ("superuser", "createrole", "createdb", "replication", "bypassrls")
 PORTAL_SCHEMAS = {"dbportal_meta"}
-TABLE_TYPES = {"table", "sequence"}
 
 
 @dataclass(frozen=True)

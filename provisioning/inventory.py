@@ -67,11 +67,6 @@ def inventory_read(instance: Any) -> dict:
     return snapshot
 
 
-# Attribute of an Instance object holding the InstanceInventory row the current validation
-# reads (set and cleared by portal.services.requests.request_preview); None = the instance has none.
-INVENTORY_KEPT = "_portal_inventory"
-
-
 def inventory_refresh(instance: Any) -> Any:
     """Read the cluster and store its inventory; returns the InstanceInventory row.
 

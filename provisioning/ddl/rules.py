@@ -22,7 +22,6 @@ ObjectType = enums.ObjectType
 ConstrType = enums.ConstrType
 
 ERROR, HIGH, WARNING, INFO = "error", "high", "warning", "info"
-SEVERITIES = (ERROR, HIGH, WARNING, INFO)
 
 # A table is "large" for index builds from this many rows or this many 8 kB pages (100 MB).
 LARGE_TABLE_ROWS = 100_000
