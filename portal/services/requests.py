@@ -242,30 +242,35 @@ def _decide(request: ChangeRequest, reviewer: Any, decision: str, comment: str) 
 def request_approve(*, request: ChangeRequest, reviewer: Any, comment: str, actor_ip: str | None = None
                     ) -> ChangeRequest:
     comment = _check_comment(comment)
-    # One append for the approval's events (approval, approved, queued), at the end.
+    # One append for the approval's events (approval or approved, queued), at the end.
     with transaction.atomic(), audit_batched():
         request = _locked(request, decider=reviewer)
         _decide(request, reviewer, Decision.APPROVE, comment)
         requirement = requirement_of(request)
         tally = approval_tally(request, requirement, viewer=reviewer)
-        _audit(request, "request.approval", actor=reviewer, actor_ip=actor_ip, approvers=tally.approvers,
-               outcome=Decision.APPROVE,
-               details={"comment": comment, "plan_hash": request.plan_hash, "approvals": tally.group_approvals,
-                        "approvals_required": requirement.approvals_required,
-                        "owner_lead_approved": tally.lead_approved, **requirement.as_dict()})
+        decision = {"comment": comment, "plan_hash": request.plan_hash, "approvals": tally.group_approvals,
+                    "approvals_required": requirement.approvals_required,
+                    "owner_lead_approved": tally.lead_approved, **requirement.as_dict()}
         if tally.satisfied:
-            _approve_and_queue(request, approvers=tally.approvers, actor=reviewer, actor_ip=actor_ip)
+            # One decision, one event: the approval that completes the policy is `request.approved`.
+            _approve_and_queue(request, approvers=tally.approvers, actor=reviewer, actor_ip=actor_ip,
+                               decision=decision)
+        else:
+            _audit(request, "request.approval", actor=reviewer, actor_ip=actor_ip, approvers=tally.approvers,
+                   outcome=Decision.APPROVE, details=decision)
     return request
 
 
 def _approve_and_queue(request: ChangeRequest, *, approvers: list[str], actor: Any, actor_ip: str | None,
-                       auto: bool = False) -> None:
-    """submitted → approved → queued, with the outbox row, in the caller's transaction."""
+                       auto: bool = False, decision: dict | None = None) -> None:
+    """submitted → approved → queued, with the outbox row, in the caller's transaction; `decision`:
+    the details of the reviewer's approval that completed the policy (one event records both)."""
     request.status = RequestStatus.APPROVED
     request.approved_at = timezone.now()
     request.save(update_fields=["status", "approved_at", "updated_at"])
     _audit(request, "request.approved", actor=actor, actor_ip=actor_ip, approvers=approvers,
-           outcome=RequestStatus.APPROVED, details={"plan_hash": request.plan_hash, "auto_approved": auto})
+           outcome=RequestStatus.APPROVED,
+           details={**(decision or {}), "plan_hash": request.plan_hash, "auto_approved": auto})
     _notify_on_commit(request, "approved")
     enqueue_apply(request)  # approved → queued; writes request.queued and the outbox row
 

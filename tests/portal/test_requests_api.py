@@ -121,9 +121,12 @@ def test_one_approval_from_a_reviewer_queues_the_request_with_its_outbox_row(wor
     message = OutboxMessage.objects.get(request=request)
     assert message.task_name == "provisioning.apply_request"
     assert message.args == {"request_id": request_id, "plan_hash": request.plan_hash}
-    assert actions(request_id) == ["request.submitted", "request.approval", "request.approved", "request.queued"]
+    # one decision, one event: the approval that completes the policy is request.approved itself
+    assert actions(request_id) == ["request.submitted", "request.approved", "request.queued"]
     approved = AuditEvent.objects.get(request_id=request_id, action="request.approved")
     assert approved.actor == "bob" and approved.approvers == ["bob"]
+    # and it carries the reviewer's decision: the comment and the plan hash they approved
+    assert approved.details["comment"] == "fine" and approved.details["plan_hash"] == request.plan_hash
 
 
 def test_nobody_approves_their_own_request(world, api_for, people):
