@@ -98,7 +98,7 @@ def instance_register(
         instance.admin_password = admin_password
         instance.save()
         record("instance.registered", actor=actor, actor_ip=actor_ip, object_type="instance",
-               object_id=instance.pk, instance=instance,
+               object_id=instance.pk, instance=instance, outcome="registered",
                details={"host": host, "port": port, "environment": environment, "kind": "external",
                         "server_version": version})
     return instance
@@ -134,8 +134,9 @@ def instance_create_local(
         instance.admin_password = password
         instance.save()
         record("instance.created", actor=actor, actor_ip=actor_ip, object_type="instance", object_id=instance.pk,
-               instance=instance, details={"kind": "local", "port": cluster.port, "databases": list(databases),
-                                           "server_version": version})
+               instance=instance, outcome="created",
+               details={"kind": "local", "port": cluster.port, "databases": list(databases),
+                        "server_version": version})
     return instance
 
 

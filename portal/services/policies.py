@@ -75,6 +75,6 @@ def policy_update(*, actor: Any, policy: ApprovalPolicy, approvals_required: int
         policy.save()
         after = {f: getattr(policy, f) for f in fields}
         record("policy.changed", actor=actor, actor_ip=actor_ip, object_type="approval_policy", object_id=policy.pk,
-               details={"environment": policy.environment, "request_type": policy.request_type, "risk": policy.risk,
+               outcome="changed", details={"environment": policy.environment, "request_type": policy.request_type, "risk": policy.risk,
                         "before": before, "after": after})
     return policy

@@ -39,7 +39,7 @@ def team_create(*, actor: Any, name: str, description: str = "", webhook_url: st
             raise InvalidPayload.field("name", "a team with this name exists")
         team = Team.objects.create(name=name, description=description.strip(), webhook_url=webhook_url)
         record("team.created", actor=actor, actor_ip=actor_ip, object_type="team", object_id=team.pk,
-               details={"name": team.name, "description": team.description, "webhook": bool(team.webhook_url)})
+               outcome="created", details={"name": team.name, "description": team.description, "webhook": bool(team.webhook_url)})
     return team
 
 
@@ -88,4 +88,4 @@ def team_member_remove(*, actor: Any, team: Team, username: str, actor_ip: str |
             remove_perm("portal.lead_team", membership.user, team)
         membership.delete()
         record("team.member_removed", actor=actor, actor_ip=actor_ip, object_type="team", object_id=team.pk,
-               details={"team": team.name, "user": username, "role": membership.role})
+               outcome="removed", details={"team": team.name, "user": username, "role": membership.role})
