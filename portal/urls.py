@@ -1,6 +1,5 @@
 """URLs: UI pages, /api/v1/, /healthz and /metrics."""
 
-from django.contrib.auth.views import LogoutView
 from django.urls import include, path
 
 from portal.views import (
@@ -20,7 +19,7 @@ from portal.views import (
 
 urlpatterns = [
     path("login/", auth.PortalLoginView.as_view(), name="login"),
-    path("logout/", LogoutView.as_view(), name="logout"),
+    path("logout/", auth.PortalLogoutView.as_view(), name="logout"),
     path("", home.home, name="home"),
     path("instances/", instances.instance_list, name="instance-list"),
     path("instances/register/", instances.instance_register_view, name="instance-register"),

@@ -24,10 +24,24 @@ def login_attempt(*, request: Any, username: str, password: str, channel: str) -
     """Authenticate a user; record auth.login or auth.login_failed. Returns the user or None."""
     user = authenticate(request, username=username, password=password)
     with transaction.atomic():
-        if user is None:
+        if user is None and getattr(request, "axes_locked_out", False):
+            # django-axes refused it: the name is locked out from this address (this failure locked
+            # it, or an earlier one did). Its own event, not one more failed sign-in (PCI DSS 10.2.1.4).
+            record("auth.locked_out", actor=username[:150] or "anonymous", actor_ip=client_ip(request),
+                   object_type="user", outcome="locked",
+                   details={"channel": channel, "failures_allowed": settings.AXES_FAILURE_LIMIT})
+        elif user is None:
             record("auth.login_failed", actor=username[:150] or "anonymous", actor_ip=client_ip(request),
                    object_type="user", outcome="failed", details={"channel": channel})
         else:
             record("auth.login", actor=user, actor_ip=client_ip(request), object_type="user", object_id=user.pk,
                    outcome="ok", details={"channel": channel})
     return user
+
+
+def logout_record(*, request: Any) -> None:
+    """Audit a sign-out (auth.logout) before the session ends; an anonymous sign-out writes nothing."""
+    user = request.user
+    if getattr(user, "is_authenticated", False):
+        record("auth.logout", actor=user, actor_ip=client_ip(request), object_type="user", object_id=user.pk,
+               outcome="ok", details={"channel": "web"})

@@ -1,10 +1,11 @@
-"""Sign-in page: Django's LoginView with every attempt audited."""
+"""Sign-in and sign-out: Django's views with every attempt and every sign-out audited."""
 
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
-from django.contrib.auth.views import LoginView
+from django.contrib.auth.views import LoginView, LogoutView
+from django.db import transaction
 
-from portal.services.auth import login_attempt
+from portal.services.auth import login_attempt, logout_record
 
 
 class AuditedAuthenticationForm(AuthenticationForm):
@@ -26,3 +27,11 @@ class PortalLoginView(LoginView):
     redirect_authenticated_user = True
     # FormView would take PUT as a sign-in too; the form posts, nothing else does.
     http_method_names = ["get", "post", "head", "options"]
+
+
+
+class PortalLogoutView(LogoutView):
+    def post(self, request, *args, **kwargs):
+        with transaction.atomic():
+            logout_record(request=request)
+        return super().post(request, *args, **kwargs)

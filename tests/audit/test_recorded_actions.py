@@ -68,3 +68,33 @@ def test_key_rotation_is_recorded_as_system(db):
     start = _start()
     call_command("rotate_fernet_keys")
     assert list(_since(start).values_list("action", "actor")) == [("keys.rotated", "system")]
+
+
+def test_sign_out_is_recorded_with_the_user(people, client):
+    # given bob signed in on the web
+    client.post(reverse("login"), {"username": "bob", "password": PASSWORD})
+    start = _start()
+    # when he signs out
+    response = client.post(reverse("logout"))
+    # then one auth.logout names him, and the session is over
+    assert response.status_code == 302
+    assert list(_since(start).values_list("action", "actor", "outcome")) == [("auth.logout", "bob", "ok")]
+    assert client.get("/api/v1/requests/").status_code in (401, 403)
+
+
+def test_a_lock_out_is_its_own_event_not_one_more_failed_sign_in(people, client, settings):
+    # given the lock-out threshold of django-axes
+    limit = settings.AXES_FAILURE_LIMIT
+    start = _start()
+    # when a name keeps failing from one address, past the threshold
+    for _ in range(limit + 1):
+        client.post(reverse("login"), {"username": "carol", "password": "wrong"})
+    # then the failures before the threshold are auth.login_failed and the lock-out is auth.locked_out
+    actions = list(_since(start).values_list("action", "outcome"))
+    assert actions[: limit - 1] == [("auth.login_failed", "failed")] * (limit - 1)
+    assert ("auth.locked_out", "locked") in actions[limit - 1:]
+    assert all(action in ("auth.login_failed", "auth.locked_out") for action, _ in actions)
+    # and even the right password is refused while locked, recorded as a lock-out
+    seen = _start()
+    client.post(reverse("login"), {"username": "carol", "password": PASSWORD})
+    assert list(_since(seen).values_list("action", flat=True)) == ["auth.locked_out"]
