@@ -227,3 +227,19 @@ def audit_export_record(*, actor: Any, actor_ip: str | None, export_format: str,
     with transaction.atomic():
         record("audit.exported", actor=actor, actor_ip=actor_ip, object_type="audit_log", outcome="ok",
                details={"format": export_format, "filters": filters})
+
+
+# What an audit data read records of its query: the filters and paging, never anything else.
+ACCESS_PARAMETERS = ("since", "until", "action", "actor", "instance", "request", "after", "before", "page",
+                     "page_size", "format", "role", "schema", "at")
+
+
+def audit_access_record(*, actor: Any, actor_ip: str | None, view: str, parameters: Any = None,
+                        object_id: Any = "") -> None:
+    """Every read of audit data is itself an event (`audit.viewed`, PCI DSS 10.2.1.3): the log, one
+    event, who can access what; with the filters used. Exports and verification have their own."""
+    filters = {key: str(parameters.get(key))[:200] for key in ACCESS_PARAMETERS
+               if parameters is not None and parameters.get(key)}
+    with transaction.atomic():
+        record("audit.viewed", actor=actor, actor_ip=actor_ip, object_type="audit_log" if view != "entitlements"
+               else "entitlements", object_id=object_id, outcome="ok", details={"view": view, "filters": filters})

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from audit.models import AuditEvent
 from audit.selectors import FILTER_FIELDS, action_names, event_get, event_page, parse_filters, parse_seq
-from audit.services import audit_verify
+from audit.services import audit_access_record, audit_verify
 from portal.errors import InvalidPayload
 from portal.models import Instance
 from portal.personas import is_auditor
@@ -49,6 +49,7 @@ def audit_log(request):
         filters = parse_filters(request.GET)
         before = parse_seq(request.GET, "before")
         events, older = event_page(filters, before=before or 0, limit=PAGE)
+        audit_access_record(actor=request.user, actor_ip=client_ip(request), view="log", parameters=request.GET)
     except InvalidPayload as exc:
         errors = exc.errors
     query = _filter_query(request.GET)
@@ -72,6 +73,7 @@ def audit_event_detail(request, seq: int):
     event = event_get(seq)
     if event is None:
         raise Http404("no such event")
+    audit_access_record(actor=request.user, actor_ip=client_ip(request), view="event", object_id=seq)
     template = "audit/_event.html" if request.htmx else "audit/event.html"
     return render(request, template, {"event": event})
 

@@ -17,7 +17,7 @@ from audit.api.serializers import AuditEventOutput, AuditEventPageOutput, Verify
 from audit.exports.pdf import EntitlementsAt, build_report
 from audit.exports.stream import CONTENT_TYPES, filename, stream_copy
 from audit.selectors import event_get, event_page, parse_filters, parse_seq
-from audit.services import audit_export_record, audit_verify
+from audit.services import audit_access_record, audit_export_record, audit_verify
 from portal.api.filters import NUL_FREE
 from portal.errors import InvalidPayload
 from portal.services.auth import client_ip
@@ -70,6 +70,8 @@ class AuditEventListView(APIView):
         if not 1 <= size <= 500:
             raise InvalidPayload.field("page_size", "must be from 1 to 500")
         events, cursor = event_page(filters, after=after, limit=size)
+        audit_access_record(actor=request.user, actor_ip=client_ip(request), view="log",
+                            parameters=request.query_params)
         next_url = None
         if cursor is not None:
             params = request.query_params.copy()
@@ -86,6 +88,7 @@ class AuditEventDetailView(APIView):
         event = event_get(seq)
         if event is None:
             raise NotFound("no event with this seq")
+        audit_access_record(actor=request.user, actor_ip=client_ip(request), view="event", object_id=seq)
         return Response(AuditEventOutput(event).data)
 
 

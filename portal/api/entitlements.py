@@ -19,11 +19,13 @@ from rest_framework.views import APIView
 
 from audit.api.views import MOMENT, PAGE_PARAMETERS, IgnoreFormatNegotiation
 from audit.selectors import parse_moment
+from audit.services import audit_access_record
 from portal.api.filters import NUL_FREE
 from portal.api.pagination import Pagination
 from portal.api.permissions import CanSeeEntitlements
 from portal.errors import InvalidPayload
 from portal.selectors.entitlements import Entitlement, entitlements_for, instances_for
+from portal.services.auth import client_ip
 
 
 class EntitlementOutput(serializers.Serializer):
@@ -113,6 +115,7 @@ class EntitlementView(APIView):
         at = parse_moment("at", params["at"], end_of_day=True) if params.get("at") else None
         report = entitlements_for(instances=instances, at=at, role=params.get("role", "").strip(),
                                   schema=params.get("schema", "").strip())
+        audit_access_record(actor=request.user, actor_ip=client_ip(request), view="entitlements", parameters=params)
         if export_format == "csv":
             # Refused, not ignored: the CSV holds every row (the API fuzzer flagged the silent accept).
             for name in ("page", "page_size"):

@@ -12,10 +12,12 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
 
 from audit.selectors import parse_moment
+from audit.services import audit_access_record
 from portal.errors import InvalidPayload
 from portal.models import Instance
 from portal.personas import is_auditor, is_reviewer
 from portal.selectors.entitlements import entitlements_for, instances_for
+from portal.services.auth import client_ip
 
 
 @login_required
@@ -36,6 +38,7 @@ def entitlements(request):
             raise InvalidPayload.field("instance", "no instance with this id or name")
         report = entitlements_for(instances=chosen, at=at, role=params.get("role", "").strip(),
                                   schema=params.get("schema", "").strip())
+        audit_access_record(actor=request.user, actor_ip=client_ip(request), view="entitlements", parameters=params)
     except InvalidPayload as exc:
         errors = exc.errors
     query = urlencode({k: params[k] for k in ("instance", "role", "schema", "at") if params.get(k)})

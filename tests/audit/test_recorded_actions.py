@@ -98,3 +98,26 @@ def test_a_lock_out_is_its_own_event_not_one_more_failed_sign_in(people, client,
     seen = _start()
     client.post(reverse("login"), {"username": "carol", "password": PASSWORD})
     assert list(_since(seen).values_list("action", flat=True)) == ["auth.locked_out"]
+
+
+def test_every_read_of_audit_data_is_recorded_with_its_filters(people, api_for, web_for):
+    # given carol, an auditor
+    api, web = api_for("carol"), web_for("carol")
+    start = _start()
+    # when she reads the log (API and page, filtered), one event (API and page) and who can access what
+    assert api.get("/api/v1/audit/events/", {"action": "auth.login", "page_size": 5}).status_code == 200
+    assert web.get("/audit/", {"actor": "bob"}).status_code == 200
+    seq = _since(start).order_by("seq").values_list("seq", flat=True).first()
+    assert api.get(f"/api/v1/audit/events/{seq}/").status_code == 200
+    assert web.get(f"/audit/events/{seq}/").status_code == 200
+    assert api.get("/api/v1/entitlements/", {"role": "nobody"}).status_code == 200
+    assert web.get("/entitlements/", {"schema": "none"}).status_code == 200
+    # then each read is one audit.viewed event naming her, what she read and the filters she used
+    viewed = list(_since(start).filter(action="audit.viewed").order_by("seq")
+                  .values_list("actor", "outcome", "object_id", "details"))
+    assert [(actor, outcome) for actor, outcome, _, _ in viewed] == [("carol", "ok")] * 6
+    assert [d["view"] for _, _, _, d in viewed] == ["log", "log", "event", "event", "entitlements", "entitlements"]
+    assert viewed[0][3]["filters"] == {"action": "auth.login", "page_size": "5"}
+    assert viewed[1][3]["filters"] == {"actor": "bob"}
+    assert viewed[2][2] == str(seq) and viewed[3][2] == str(seq)
+    assert viewed[4][3]["filters"] == {"role": "nobody"} and viewed[5][3]["filters"] == {"schema": "none"}
