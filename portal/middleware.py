@@ -1,10 +1,11 @@
-"""Request-wide concerns: log context, the bad-input guard, no caching of API answers."""
+"""Request-wide concerns: log context, the bad-input guard, no caching of API answers, and the
+audit of refused access."""
 
 import structlog
 from django.utils.cache import patch_cache_control
 
 from portal.input_guard import BadInput, check_request
-from portal.services.auth import client_ip
+from portal.services.auth import access_denied_record, client_ip
 from portal.views.error_pages import bad_input
 
 log = structlog.get_logger(__name__)
@@ -49,4 +50,22 @@ class ApiNoStoreMiddleware:
         response = self.get_response(request)
         if request.path.startswith("/api/"):
             patch_cache_control(response, no_store=True, private=True)
+        return response
+
+
+class AccessDeniedAuditMiddleware:
+    """Every 401 and 403 answer, of any page or API route and for any reason (permissions, CSRF),
+    is an audit event `access.denied`. Recorded in a transaction of its own once the answer is
+    known; if the log cannot be written the refusal still goes out, and the failure is logged."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if response.status_code in (401, 403) and not getattr(request, "refusal_audited", False):
+            try:
+                access_denied_record(request=request, status=response.status_code)
+            except Exception as exc:  # noqa: BLE001 - the refusal stands whatever happens to its record
+                log.error("audit.access_denied_not_recorded", path=request.path, error=type(exc).__name__)
         return response

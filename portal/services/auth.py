@@ -23,6 +23,9 @@ def client_ip(request: Any) -> str | None:
 def login_attempt(*, request: Any, username: str, password: str, channel: str) -> Any:
     """Authenticate a user; record auth.login or auth.login_failed. Returns the user or None."""
     user = authenticate(request, username=username, password=password)
+    if user is None:
+        # This refusal is audited here (login_failed / locked_out): not again as access.denied.
+        getattr(request, "_request", request).refusal_audited = True
     with transaction.atomic():
         if user is None and getattr(request, "axes_locked_out", False):
             # django-axes refused it: the name is locked out from this address (this failure locked
@@ -45,3 +48,14 @@ def logout_record(*, request: Any) -> None:
     if getattr(user, "is_authenticated", False):
         record("auth.logout", actor=user, actor_ip=client_ip(request), object_type="user", object_id=user.pk,
                outcome="ok", details={"channel": "web"})
+
+
+def access_denied_record(*, request: Any, status: int) -> None:
+    """Audit an invalid access attempt (PCI DSS 10.2.1.4): a 401 or 403 on any route, with who
+    (the user, or the anonymous caller), from where, which route and how it was refused."""
+    user = getattr(request, "user", None)
+    actor = user if getattr(user, "is_authenticated", False) else "anonymous"
+    with transaction.atomic():
+        record("access.denied", actor=actor, actor_ip=client_ip(request), object_type="route",
+               object_id=request.path[:200], outcome="denied",
+               details={"method": request.method, "status": status})

@@ -97,6 +97,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Sees every 401 / 403 on the way out (permissions, CSRF), with the user known: audited.
+    "portal.middleware.AccessDeniedAuditMiddleware",
     # Before any view reads input (sessions and the user are lazy until then): see portal/input_guard.py.
     "portal.middleware.InputGuardMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

@@ -121,3 +121,18 @@ def test_every_read_of_audit_data_is_recorded_with_its_filters(people, api_for, 
     assert viewed[1][3]["filters"] == {"actor": "bob"}
     assert viewed[2][2] == str(seq) and viewed[3][2] == str(seq)
     assert viewed[4][3]["filters"] == {"role": "nobody"} and viewed[5][3]["filters"] == {"schema": "none"}
+
+
+def test_a_refused_access_is_recorded_with_who_where_and_why(people, api_for, client):
+    # given a requester, an anonymous caller and a signed-in browser without a CSRF token
+    start = _start()
+    # when alice asks for the audit log (403), nobody signed in asks for requests (401),
+    assert api_for("alice").get("/api/v1/audit/events/").status_code == 403
+    assert client.get("/api/v1/requests/").status_code == 401
+    # then each refusal is one access.denied event naming the caller, the route and the status
+    denied = list(_since(start).filter(action="access.denied").order_by("seq")
+                  .values_list("actor", "object_id", "outcome", "details"))
+    assert denied == [
+        ("alice", "/api/v1/audit/events/", "denied", {"method": "GET", "status": 403}),
+        ("anonymous", "/api/v1/requests/", "denied", {"method": "GET", "status": 401}),
+    ]
