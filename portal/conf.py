@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -57,29 +57,25 @@ class Environment:
         raise self._malformed(name, value, "a boolean (1/0, true/false, yes/no, on/off)")
 
     def integer(self, name: str, default: int, *, minimum: int | None = None) -> int:
-        value = self._raw(name)
-        if value is None:
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            raise self._malformed(name, value, "an integer") from None
-        if minimum is not None and number < minimum:
-            raise self._malformed(name, value, f"an integer of at least {minimum}")
-        return number
+        return self._numeric(name, default, int, "an integer", minimum)
 
     def number(self, name: str, default: float, *, minimum: float | None = None) -> float:
+        return self._numeric(name, default, float, "a number", minimum)
+
+    def _numeric(self, name: str, default: Any, convert: Any, kind: str, minimum: Any) -> Any:
+        """`convert` of the variable (or `default` when unset), refused when malformed, not finite
+        (nan, inf: never a count or a duration) or under `minimum`, naming the variable."""
         value = self._raw(name)
         if value is None:
             return default
         try:
-            number = float(value)
+            number = convert(value)
         except ValueError:
-            raise self._malformed(name, value, "a number") from None
-        if number != number or number in (float("inf"), float("-inf")):  # nan, inf: never a duration
-            raise self._malformed(name, value, "a finite number")
+            raise self._malformed(name, value, kind) from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise self._malformed(name, value, f"a finite {kind.removeprefix('a ').removeprefix('an ')}")
         if minimum is not None and number < minimum:
-            raise self._malformed(name, value, f"a number of at least {minimum}")
+            raise self._malformed(name, value, f"{kind} of at least {minimum}")
         return number
 
     def items(self, name: str, default: str) -> tuple[str, ...]:
