@@ -157,6 +157,10 @@ class Config:
     replica_backup_max_rate: str
     replica_build_timeout: float
     replica_max_lag_bytes: int
+    # --- audit retention (audit/archive.py) ----------------------------------------------------
+    audit_online_months: int  # whole months kept online before the current one (>= 3, PCI DSS 10.5.1)
+    audit_retention_months: int  # an archive is kept this long after its month ends (>= 12, PCI DSS 10.5.1)
+    audit_archive_dir: Path
     # --- `manage.py run` (make run) --------------------------------------------------------
     demo_password: str | None  # None: generated once into var/demo-password
     port: int
@@ -226,6 +230,9 @@ class Config:
             replica_backup_max_rate=env.text("PORTAL_REPLICA_BACKUP_MAX_RATE", ""),
             replica_build_timeout=env.number("PORTAL_REPLICA_BUILD_TIMEOUT", 3600.0, minimum=1),
             replica_max_lag_bytes=env.integer("PORTAL_REPLICA_MAX_LAG_BYTES", 256 * 1024 * 1024, minimum=0),
+            audit_online_months=env.integer("PORTAL_AUDIT_ONLINE_MONTHS", 3, minimum=3),
+            audit_retention_months=env.integer("PORTAL_AUDIT_RETENTION_MONTHS", 12, minimum=12),
+            audit_archive_dir=env.path("PORTAL_AUDIT_ARCHIVE_DIR", var_dir / "audit-archive"),
             demo_password=env.text("PORTAL_DEMO_PASSWORD", None),
             port=env.integer("PORT", 8000, minimum=1),
             bind=env.text("PORTAL_BIND", "127.0.0.1"),

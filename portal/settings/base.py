@@ -344,6 +344,13 @@ SECRET_TTL_HOURS = config.secret_ttl_hours
 # Executor logins (provisioning/executor_logins.py): their generated passwords are replaced this often.
 EXECUTOR_LOGIN_ROTATE_DAYS = config.executor_login_rotate_days
 
+# --- audit retention (audit/archive.py, docs/audit.md "Retention") ---------------------------
+# Whole months older than the current one and the AUDIT_ONLINE_MONTHS before it are archived to
+# AUDIT_ARCHIVE_DIR and detached; an archive is kept AUDIT_RETENTION_MONTHS after its month ends.
+AUDIT_ONLINE_MONTHS = config.audit_online_months
+AUDIT_RETENTION_MONTHS = config.audit_retention_months
+AUDIT_ARCHIVE_DIR = config.audit_archive_dir
+
 # --- `manage.py run` (make run): the one-machine runner and its children ----------------------
 DEMO_PASSWORD = config.demo_password  # None: generated once into var/demo-password
 WEB_PORT = config.port
