@@ -5,7 +5,16 @@ from typing import Any
 
 import structlog
 from celery import Celery
-from celery.signals import beat_init, celeryd_init, setup_logging, task_postrun, task_prerun
+from celery.signals import (
+    beat_embedded_init,
+    beat_init,
+    celeryd_init,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_ready,
+    worker_shutdown,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings.base")
 
@@ -27,6 +36,9 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
         "provisioning.secret_wipe": {"task": "provisioning.secret_wipe", "schedule": 300.0},
         "provisioning.rotate_executor_logins": {"task": "provisioning.rotate_executor_logins", "schedule": 3600.0},
         "provisioning.inventory_refresh": {"task": "provisioning.inventory_refresh", "schedule": 300.0},
+        # who is connected (last seen, evidence for access reviews): one task per instance
+        "provisioning.sample_activity": {"task": "provisioning.sample_activity",
+                                         "schedule": settings.ACTIVITY_SAMPLE_SECONDS},
         "replicas.refresh": {"task": "provisioning.refresh_replicas", "schedule": 15.0},
     }
 
@@ -47,6 +59,50 @@ def _ensure_embedded_servers(**_: Any) -> None:
     from portal.embedded import ensure_embedded
 
     ensure_embedded()
+
+
+@worker_ready.connect
+def _record_worker_started(sender: Any = None, **_: Any) -> None:
+    """The audit machinery's start is an event (PCI DSS 10.2.1.6, audit.lifecycle)."""
+    from audit.lifecycle import machinery_started
+
+    machinery_started("worker", hostname=getattr(sender, "hostname", None))
+
+
+@worker_shutdown.connect
+def _record_worker_stopped(sender: Any = None, **_: Any) -> None:
+    from audit.lifecycle import machinery_stopped
+
+    try:
+        machinery_stopped("worker", hostname=getattr(sender, "hostname", None))
+    except Exception:  # noqa: BLE001 - a stop with the database gone: the next start names it
+        structlog.get_logger(__name__).warning("audit.machinery_stop_not_recorded", component="worker")
+
+
+@beat_init.connect
+def _record_beat_started(**_: Any) -> None:
+    """Beat has no shutdown signal: its orderly stop is recorded at interpreter exit."""
+    import atexit
+
+    from audit.lifecycle import machinery_started, machinery_stopped
+
+    machinery_started("beat")
+
+    def stopped() -> None:
+        try:
+            machinery_stopped("beat")
+        except Exception:  # noqa: BLE001 - see _record_worker_stopped
+            structlog.get_logger(__name__).warning("audit.machinery_stop_not_recorded", component="beat")
+
+    atexit.register(stopped)
+
+
+@beat_embedded_init.connect
+def _record_embedded_beat_started(**_: Any) -> None:
+    """A worker's embedded beat (-B) starts and stops with its worker, whose stop is recorded."""
+    from audit.lifecycle import machinery_started
+
+    machinery_started("beat")
 
 
 @setup_logging.connect
