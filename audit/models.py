@@ -41,3 +41,9 @@ class AuditHead(models.Model):
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     seq = models.BigIntegerField(default=0)
     hash = models.CharField(max_length=64)
+
+
+# Forwarding to SIEM collectors keeps its own table (audit/siem_models.py); imported here so Django finds it.
+from audit.siem_models import SiemCursor  # noqa: E402
+
+__all__ = ["AuditEvent", "AuditHead", "SiemCursor"]
