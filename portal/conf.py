@@ -95,15 +95,17 @@ class Environment:
         parts = urlsplit(value)
         if parts.scheme not in schemes:
             raise self._malformed(name, value, f"a URL starting with {' or '.join(s + '://' for s in schemes)}")
-        if parts.scheme in ("http", "https"):
-            # Only web addresses are checked further: broker and database URLs have forms of their
-            # own (several Sentinel hosts separated by ";", a unix socket path) that urlsplit misreads.
+        if parts.scheme in ("http", "https", "tcp", "tcp+tls"):
+            # Only web and plain TCP addresses are checked further: broker and database URLs have forms
+            # of their own (several Sentinel hosts separated by ";", a unix socket path) that urlsplit misreads.
             try:
-                parts.port  # noqa: B018 - reading the port is what rejects "host:abc"
+                port = parts.port
             except ValueError:
                 raise self._malformed(name, value, "a URL with a numeric port") from None
             if not parts.hostname:
                 raise self._malformed(name, value, "a URL with a host")
+            if parts.scheme.startswith("tcp") and (port is None or parts.path not in ("", "/")):
+                raise self._malformed(name, value, "tcp://host:port or tcp+tls://host:port")
         return value
 
 
@@ -157,6 +159,17 @@ class Config:
     replica_backup_max_rate: str
     replica_build_timeout: float
     replica_max_lag_bytes: int
+    # --- SIEM forwarding of the audit log (audit/siem.py) ----------------------------------
+    siem_syslog: str | None  # tcp://host:port or tcp+tls://host:port; None: no syslog collector
+    siem_syslog_ca_file: Path | None  # CA bundle the TLS collector's certificate must chain to
+    siem_https_url: str | None  # https URL JSON lines are POSTed to; None: no HTTPS collector
+    siem_https_token: str  # bearer token sent to the HTTPS collector
+    siem_https_ca_file: Path | None
+    siem_batch_size: int
+    siem_interval_seconds: float
+    siem_timeout_seconds: float
+    siem_backoff_max_seconds: float
+    siem_lag_alert: int  # events behind the head that raise the lag alert
     # --- audit retention (audit/archive.py) ----------------------------------------------------
     audit_online_months: int  # whole months kept online before the current one (>= 3, PCI DSS 10.5.1)
     audit_retention_months: int  # an archive is kept this long after its month ends (>= 12, PCI DSS 10.5.1)
@@ -230,6 +243,16 @@ class Config:
             replica_backup_max_rate=env.text("PORTAL_REPLICA_BACKUP_MAX_RATE", ""),
             replica_build_timeout=env.number("PORTAL_REPLICA_BUILD_TIMEOUT", 3600.0, minimum=1),
             replica_max_lag_bytes=env.integer("PORTAL_REPLICA_MAX_LAG_BYTES", 256 * 1024 * 1024, minimum=0),
+            siem_syslog=env.url("PORTAL_SIEM_SYSLOG", ("tcp", "tcp+tls")),
+            siem_syslog_ca_file=env.path("PORTAL_SIEM_SYSLOG_CA_FILE", None),
+            siem_https_url=env.url("PORTAL_SIEM_HTTPS_URL", ("https",)),
+            siem_https_token=env.text("PORTAL_SIEM_HTTPS_TOKEN", ""),
+            siem_https_ca_file=env.path("PORTAL_SIEM_HTTPS_CA_FILE", None),
+            siem_batch_size=env.integer("PORTAL_SIEM_BATCH_SIZE", 500, minimum=1),
+            siem_interval_seconds=env.number("PORTAL_SIEM_INTERVAL_SECONDS", 5.0, minimum=0.1),
+            siem_timeout_seconds=env.number("PORTAL_SIEM_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+            siem_backoff_max_seconds=env.number("PORTAL_SIEM_BACKOFF_MAX_SECONDS", 300.0, minimum=0),
+            siem_lag_alert=env.integer("PORTAL_SIEM_LAG_ALERT", 10000, minimum=1),
             audit_online_months=env.integer("PORTAL_AUDIT_ONLINE_MONTHS", 3, minimum=3),
             audit_retention_months=env.integer("PORTAL_AUDIT_RETENTION_MONTHS", 12, minimum=12),
             audit_archive_dir=env.path("PORTAL_AUDIT_ARCHIVE_DIR", var_dir / "audit-archive"),

@@ -64,6 +64,17 @@ REPLICA_BACKUP_MAX_RATE = config.replica_backup_max_rate
 REPLICA_BUILD_TIMEOUT = config.replica_build_timeout
 # A standby further behind than this many bytes is reported unhealthy by the health job.
 REPLICA_MAX_LAG_BYTES = config.replica_max_lag_bytes
+# SIEM forwarding of the audit log (audit/siem.py, docs/audit.md "Streaming to a SIEM").
+SIEM_SYSLOG = config.siem_syslog
+SIEM_SYSLOG_CA_FILE = config.siem_syslog_ca_file
+SIEM_HTTPS_URL = config.siem_https_url
+SIEM_HTTPS_TOKEN = config.siem_https_token
+SIEM_HTTPS_CA_FILE = config.siem_https_ca_file
+SIEM_BATCH_SIZE = config.siem_batch_size
+SIEM_INTERVAL_SECONDS = config.siem_interval_seconds
+SIEM_TIMEOUT_SECONDS = config.siem_timeout_seconds
+SIEM_BACKOFF_MAX_SECONDS = config.siem_backoff_max_seconds
+SIEM_LAG_ALERT = config.siem_lag_alert
 
 INSTALLED_APPS = [
     "django.contrib.admin",
