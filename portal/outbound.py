@@ -152,8 +152,9 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     """HTTPS to one checked address; SNI and the certificate check use the URL's host."""
 
-    def __init__(self, host: str, port: int, *, address: IPAddress, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+    def __init__(self, host: str, port: int, *, address: IPAddress, timeout: float,
+                 context: ssl.SSLContext | None = None) -> None:
+        super().__init__(host, port, timeout=timeout, context=context or ssl.create_default_context())
         self.address = address
 
     def connect(self) -> None:
@@ -163,17 +164,26 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
 def post_json(url: str, body: Any, *, timeout: float) -> Delivery:
     """POST `body` as JSON to `url` under the rules above. Never raises for the target's sake."""
+    return post(url, json.dumps(body).encode(), content_type="application/json", timeout=timeout)
+
+
+def post(url: str, data: bytes, *, content_type: str, timeout: float, headers: dict[str, str] | None = None,
+         context: ssl.SSLContext | None = None) -> Delivery:
+    """POST `data` to `url` under the rules above, with extra `headers` (an Authorization) and, for
+    https, the TLS `context` (a collector's own CA); the default context checks the system's CAs."""
     try:
         target = parse_target(url)
         addresses = checked_addresses(target)
     except TargetRefused as exc:
         return Delivery(outcome="refused", reason=exc.reason)
-    data = json.dumps(body).encode()
-    headers = {"Content-Type": "application/json", "User-Agent": "dbportal"}
-    connection_class = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
+    headers = {"Content-Type": content_type, "User-Agent": "dbportal", **(headers or {})}
     failure = "no address answered"
     for address in addresses:  # each one checked above; the next is tried only if connecting fails
-        connection = connection_class(target.host, target.port, address=address, timeout=timeout)
+        if target.scheme == "https":
+            connection: http.client.HTTPConnection = _PinnedHTTPSConnection(
+                target.host, target.port, address=address, timeout=timeout, context=context)
+        else:
+            connection = _PinnedHTTPConnection(target.host, target.port, address=address, timeout=timeout)
         try:
             try:
                 connection.connect()
