@@ -47,3 +47,6 @@ class AuditHead(models.Model):
 from audit.siem_models import SiemCursor  # noqa: E402
 
 __all__ = ["AuditEvent", "AuditHead", "SiemCursor"]
+
+# Monthly archives of the log (audit/archive.py) keep their manifest rows in audit/archive_models.py.
+from audit.archive_models import AuditArchive  # noqa: E402, F401
