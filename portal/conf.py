@@ -159,6 +159,9 @@ class Config:
     replica_backup_max_rate: str
     replica_build_timeout: float
     replica_max_lag_bytes: int
+    # --- access reviews, break-glass (issue #18) ----------------------------------------------
+    activity_sample_seconds: float
+    break_glass_max_hours: float
     # --- SIEM forwarding of the audit log (audit/siem.py) ----------------------------------
     siem_syslog: str | None  # tcp://host:port or tcp+tls://host:port; None: no syslog collector
     siem_syslog_ca_file: Path | None  # CA bundle the TLS collector's certificate must chain to
@@ -243,6 +246,8 @@ class Config:
             replica_backup_max_rate=env.text("PORTAL_REPLICA_BACKUP_MAX_RATE", ""),
             replica_build_timeout=env.number("PORTAL_REPLICA_BUILD_TIMEOUT", 3600.0, minimum=1),
             replica_max_lag_bytes=env.integer("PORTAL_REPLICA_MAX_LAG_BYTES", 256 * 1024 * 1024, minimum=0),
+            activity_sample_seconds=env.number("PORTAL_ACTIVITY_SAMPLE_SECONDS", 60.0, minimum=1),
+            break_glass_max_hours=env.number("PORTAL_BREAK_GLASS_MAX_HOURS", 4.0, minimum=0.01),
             siem_syslog=env.url("PORTAL_SIEM_SYSLOG", ("tcp", "tcp+tls")),
             siem_syslog_ca_file=env.path("PORTAL_SIEM_SYSLOG_CA_FILE", None),
             siem_https_url=env.url("PORTAL_SIEM_HTTPS_URL", ("https",)),

@@ -124,3 +124,26 @@ class ExecutorLogin(EncryptedPassword, models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["instance", "team"], name="executor_login_one_per_team")]
+
+
+class RoleLastSeen(models.Model):
+    """The last time a role was seen connected to an instance (provisioning/activity.py samples
+    pg_stat_activity; one row per instance and role, moved forward by each sample that sees it).
+
+    Evidence for access reviews ("last seen connected"), not an audit record: a sample every
+    PORTAL_ACTIVITY_SAMPLE_SECONDS misses a session shorter than that.
+    """
+
+    instance = models.ForeignKey("portal.Instance", on_delete=models.CASCADE, related_name="+")
+    role = models.CharField(max_length=63)
+    last_seen_at = models.DateTimeField()
+    # Where and how much, at the last sample that saw it: the database of one of its sessions
+    # (the alphabetically first) and how many sessions it had on the whole cluster.
+    database = models.CharField(max_length=63, blank=True)
+    sessions = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["instance", "role"], name="role_last_seen_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.role} on {self.instance_id} at {self.last_seen_at:%Y-%m-%d %H:%M:%S}"

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import structlog
 from celery import shared_task
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 
+from portal.errors import TargetUnavailable
 from portal.models import Instance
-from provisioning import drift, engine, executor_logins, expiry, inventory, outbox
+from provisioning import activity, drift, engine, executor_logins, expiry, inventory, outbox
 from provisioning import secrets as request_secrets
 from provisioning.errors import TransientTargetError
+
+log = structlog.get_logger(__name__)
 
 
 @shared_task(bind=True, name="provisioning.apply_request", acks_late=True, reject_on_worker_lost=True,
@@ -76,3 +80,27 @@ def expire_grants() -> list[int]:
 @shared_task(name="provisioning.drift_scan", ignore_result=True)
 def drift_scan() -> dict:
     return drift.drift_scan_all()
+
+
+@shared_task(name="provisioning.sample_activity", ignore_result=True)
+def sample_activity() -> int:
+    """Beat job: one sampling task per instance (an unreachable one delays only its own task)."""
+    ids = activity.sampled_instances()
+    for instance_id in ids:
+        sample_instance_activity.delay(instance_id)
+    return len(ids)
+
+
+# A sample is worth nothing late: it expires rather than queue up behind a backlog, and a
+# connect that hangs is bounded by the connection's own timeouts (provisioning/activity.py).
+@shared_task(name="provisioning.sample_instance_activity", ignore_result=True, expires=300, soft_time_limit=60)
+def sample_instance_activity(instance_id: int) -> int:
+    """Record which roles are connected to one instance now (RoleLastSeen)."""
+    instance = Instance.objects.filter(pk=instance_id).exclude(status="retired").first()
+    if instance is None:
+        return 0
+    try:
+        return activity.sample_instance(instance)
+    except TargetUnavailable as exc:
+        log.warning("activity.sample_failed", instance=instance_id, error=exc.detail)
+        return 0
