@@ -6,6 +6,7 @@ from django.utils.cache import patch_cache_control
 
 from portal.input_guard import BadInput, check_request
 from portal.services.auth import access_denied_record, client_ip
+from portal.services.system_objects import current_request
 from portal.views.error_pages import bad_input
 
 log = structlog.get_logger(__name__)
@@ -18,7 +19,12 @@ class RequestContextMiddleware:
     def __call__(self, request):
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(path=request.path, ip=client_ip(request))
-        return self.get_response(request)
+        # Who deletes a system object through a page or the API (portal/services/system_objects.py).
+        token = current_request.set(request)
+        try:
+            return self.get_response(request)
+        finally:
+            current_request.reset(token)
 
 
 class InputGuardMiddleware:
