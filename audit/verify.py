@@ -24,7 +24,7 @@ from django.db import connection
 from psycopg import sql
 
 from audit.chain import GENESIS_HASH, TS_SQL
-from audit.models import AuditEvent, AuditHead
+from audit.models import AuditArchive, AuditEvent, AuditHead
 
 # One line per event: seq, prev_hash, hash, canonical form. The canonical form is the jsonb text
 # of the event object; its top-level keys are fixed, so their jsonb order (length, then bytes) is
@@ -147,19 +147,19 @@ def _copy_range(cursor, lo: int, hi: int, prev_hash: bytes | None) -> _Range:
         return _check(_lines(copy), lo, prev_hash)
 
 
-def _parallel(head_seq: int, workers: int) -> list[_Range]:
-    """Split 1..head_seq into `workers` ranges, each read by its own connection and server process."""
+def _parallel(first_seq: int, head_seq: int, workers: int, first_prev: bytes) -> list[_Range]:
+    """Split first_seq..head_seq into `workers` ranges, each read by its own connection and server process."""
     params = dict(connection.get_connection_params())
     params.pop("cursor_factory", None)
     params.pop("context", None)
-    size = -(-head_seq // workers)
-    bounds = [(lo, min(lo + size - 1, head_seq)) for lo in range(1, head_seq + 1, size)]
+    size = -(-(head_seq - first_seq + 1) // workers)
+    bounds = [(lo, min(lo + size - 1, head_seq)) for lo in range(first_seq, head_seq + 1, size)]
     results: list[_Range | BaseException | None] = [None] * len(bounds)
 
     def run(index: int, lo: int, hi: int) -> None:
         try:
             with psycopg.connect(**params) as conn, conn.cursor() as cursor:
-                results[index] = _copy_range(cursor, lo, hi, GENESIS_HASH.encode() if lo == 1 else None)
+                results[index] = _copy_range(cursor, lo, hi, first_prev if lo == first_seq else None)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             results[index] = exc
 
@@ -177,6 +177,17 @@ def _parallel(head_seq: int, workers: int) -> list[_Range]:
 PARALLEL_MIN_EVENTS = 200_000
 
 
+# --- retention hook (audit/archive.py, docs/audit.md "Retention") -----------------------------
+def online_start() -> tuple[int, str]:
+    """Where the online log starts: seq 1 from the genesis hash, or, once months are archived and
+    detached, the seq after the last detached archive with that archive's last hash as the link
+    (audit.archive.verify_all checks the archive files and that they link up to here)."""
+    last = (AuditArchive.objects.filter(detached_at__isnull=False).order_by("-last_seq")
+            .values_list("last_seq", "last_hash").first())
+    return (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+# --- end of the retention hook ------------------------------------------------------------------
+
+
 def verify_chain(*, workers: int | None = None, parallel_min: int = PARALLEL_MIN_EVENTS) -> Verification:
     """Recompute the whole chain. Records nothing itself (see audit.services.audit_verify).
 
@@ -187,15 +198,17 @@ def verify_chain(*, workers: int | None = None, parallel_min: int = PARALLEL_MIN
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     with connection.cursor() as django_cursor:
         head_seq, head_hash = _read_head(django_cursor)
-        if workers > 1 and head_seq >= max(parallel_min, workers) and not connection.in_atomic_block:
-            ranges = _parallel(head_seq, workers)
+        first_seq, first_prev = online_start()
+        online = head_seq - first_seq + 1
+        if workers > 1 and online >= max(parallel_min, workers) and not connection.in_atomic_block:
+            ranges = _parallel(first_seq, head_seq, workers, first_prev.encode())
         else:
-            ranges = [_copy_range(django_cursor.cursor, 1, head_seq, GENESIS_HASH.encode())]
+            ranges = [_copy_range(django_cursor.cursor, first_seq, head_seq, first_prev.encode())]
     events = sum(r.events for r in ranges)
     broken: int | None = None
     problem = ""
-    prev_hash = GENESIS_HASH.encode()
-    last_seq = 0
+    prev_hash = first_prev.encode()
+    last_seq = first_seq - 1
     for found in ranges:
         if found.first_prev and found.first_prev != prev_hash:
             broken, problem = found.lo, f"seq {found.lo}: prev_hash does not match the hash of seq {found.lo - 1}"
