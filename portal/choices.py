@@ -100,3 +100,23 @@ class DriftStatus(models.TextChoices):
 PRIVILEGES = ["USAGE", "CREATE", "SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"]
 SCHEMA_PRIVILEGES = {"USAGE", "CREATE"}
 TABLE_PRIVILEGES = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}
+
+
+# Access reviews (issue #18): periodic recertification campaigns. "Review" elsewhere in the
+# portal means approving a request; these are "access reviews".
+class CampaignStatus(models.TextChoices):
+    OPEN = "open", "open"
+    CLOSED = "closed", "closed"
+
+
+class UnansweredAction(models.TextChoices):
+    """What the deadline does to an item nobody decided."""
+
+    REVOKE = "revoke", "revoke"
+    ESCALATE = "escalate", "escalate to the certifier's lead"
+
+
+class CertificationDecision(models.TextChoices):
+    KEEP = "keep", "keep"
+    REVOKE = "revoke", "revoke"
+    SHORTEN = "shorten", "shorten (set an expiry)"

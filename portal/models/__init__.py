@@ -1,5 +1,6 @@
 """The portal's models, one module per aggregate."""
 
+from portal.models.access_review import AccessReviewCampaign, AccessReviewItem
 from portal.models.approval import Approval
 from portal.models.instance import Instance, InstanceInventory
 from portal.models.managed import Grant, ManagedRole, ManagedSchema
@@ -9,6 +10,8 @@ from portal.models.reservation import NameReservation
 from portal.models.team import Membership, Team
 
 __all__ = [
+    "AccessReviewCampaign",
+    "AccessReviewItem",
     "Approval",
     "ApprovalPolicy",
     "ChangeRequest",
