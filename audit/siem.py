@@ -1,0 +1,503 @@
+"""Forwarding the audit log to SIEM collectors: in order, at least once, from a resumable cursor.
+
+Two collectors, each configured from the environment (portal/conf.py, PORTAL_SIEM_*):
+
+- `syslog`: RFC 5424 messages over TCP with octet-counting framing (RFC 6587 3.4.1), in TLS when the
+  URL is `tcp+tls://` (the collector's certificate must chain to PORTAL_SIEM_SYSLOG_CA_FILE, or the
+  system's CAs, and name the URL's host). Facility 13 ("log audit"); structured data
+  `[audit@32473 seq= hash= prev_hash= action= actor= outcome= object=]` and the whole event as JSON
+  in MSG. One connection per batch: the frames are written, the portal half-closes (FIN) and waits
+  for the collector to close its side. A collector that dies before reading resets the connection
+  and the batch is sent again; a clean close (or no reset within the timeout once every byte was
+  written) acknowledges it. Plain syslog has no application acknowledgement: that is the strongest
+  one TCP gives.
+- `https`: the events as JSON lines (`application/x-ndjson`), one POST per batch, with
+  `Authorization: Bearer PORTAL_SIEM_HTTPS_TOKEN`, the certificate checked against
+  PORTAL_SIEM_HTTPS_CA_FILE (or the system's CAs). A 2xx acknowledges the batch; anything else,
+  a redirect included, is a failure.
+
+Both go through the outbound rules (portal/outbound.py, portal/targets.py): the host is resolved
+once, every address must be inside PORTAL_ALLOWED_TARGETS and none link-local or metadata, and
+the connection goes to an address that was checked.
+
+Ordering and never skipping: a batch is the events after the collector's cursor (`SiemCursor.last_seq`),
+ascending, up to the head's seq (`audit_audithead`), stopping at the first gap or at an event
+without its hash yet (an event being chained): what is sent is always a gap-free run that
+continues the cursor. The cursor moves only after the collector acknowledged, in the same
+transaction that holds the cursor row locked (`SELECT … FOR UPDATE SKIP LOCKED`), so two workers
+never send the same collector's batch at once. A worker killed between the acknowledgement and
+the commit sends that batch again: duplicates are possible across such a crash or a reset
+connection, and a collector drops them by `seq`.
+
+Outages delay, never lose: a failed batch leaves the cursor where it was and the next attempt
+waits an exponential backoff (PORTAL_SIEM_INTERVAL_SECONDS doubling, capped by
+PORTAL_SIEM_BACKOFF_MAX_SECONDS, with jitter). The lag (head seq minus cursor) is on /healthz,
+on /metrics (`dbportal_siem_lag_events`) and on the admin page; past PORTAL_SIEM_LAG_ALERT events
+it raises `audit.forwarding_lagging` once and mails the platform admins.
+
+Audit events of the forwarder itself, each recorded once per change of state, never per batch,
+so forwarding them creates no further work (a healthy batch records nothing):
+`audit.forwarding_started` (a collector configured, or its destination changed),
+`audit.forwarding_stopped` (no longer configured), `audit.forwarding_failed` (the first failed
+attempt after a success), `audit.forwarding_recovered` (the first success after failures),
+`audit.forwarding_paused` / `audit.forwarding_resumed` (a platform admin, `siem_pause` /
+`siem_resume`), `audit.forwarding_lagging` / `audit.forwarding_caught_up` (the lag alert).
+
+Who can do what: the worker (beat task `audit.siem_forward`) forwards as `system`; a platform admin
+reads the state and pauses or resumes a collector (audit/api/siem.py, audit/siem_views.py);
+nobody can move a cursor by hand or point a collector elsewhere than the environment says.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import ssl
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.mail import send_mail
+from django.db import connection, transaction
+from django.utils import timezone
+
+from audit.models import AuditEvent, AuditHead, SiemCursor
+from audit.services import SYSTEM, record
+from portal import outbound
+
+log = structlog.get_logger(__name__)
+
+COLLECTORS = ("syslog", "https")
+# RFC 5424: facility 13 is "log audit"; severity 5 (notice) for an event that went through,
+# 4 (warning) for a refusal or failure, so a collector's filters can tell them apart.
+FACILITY = 13
+WARNING_OUTCOMES = {"failed", "denied", "refused", "broken", "locked", "error"}
+# The SD-ID of our structured data: name@<private enterprise number>. 32473 is the number RFC 5612
+# reserves for documentation and examples; operators filter on "audit@32473".
+SD_ID = "audit@32473"
+APP_NAME = "dbportal"
+# A batch's run may go on for this long before the beat task returns (the next run continues).
+RUN_BUDGET_SECONDS = 20.0
+_ADVISORY_KEY = 0x5349454D  # "SIEM": serialises the start/stop bookkeeping of cursors across workers
+EVENT_FIELDS = ("seq", "ts", "actor", "actor_ip", "action", "object_type", "object_id", "instance", "database",
+                "statement", "request_id", "approvers", "outcome", "details", "prev_hash", "hash")
+
+
+class DeliveryFailed(Exception):
+    """A batch was not acknowledged; `reason` is fit for the admin page and an audit event (no secret)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason[:500]
+        super().__init__(self.reason)
+
+
+# --- reading the log ------------------------------------------------------------------------------
+
+def head_seq() -> int:
+    return AuditHead.objects.filter(pk=1).values_list("seq", flat=True).first() or 0
+
+
+def events_after(after_seq: int, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` events after `after_seq`, ascending, as a gap-free run continuing it.
+
+    Only events the head covers (seq ≤ head seq: committed and chained) are read, and the run stops
+    at the first missing seq or an event without its hash, so an event still being chained is
+    waited for, never skipped.
+    """
+    last = head_seq()
+    if last <= after_seq:
+        return []
+    rows = (AuditEvent.objects.filter(seq__gt=after_seq, seq__lte=last).order_by("seq")
+            .values(*EVENT_FIELDS)[:limit])
+    run: list[dict[str, Any]] = []
+    expected = after_seq + 1
+    for row in rows:
+        if row["seq"] != expected or not row["hash"]:
+            break
+        run.append(row)
+        expected += 1
+    return run
+
+
+def _ts_text(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_json(event: dict[str, Any]) -> str:
+    """One event as a JSON object on one line (the JSON Lines export's fields, `ts` in UTC)."""
+    body = dict(event)
+    body["ts"] = _ts_text(event["ts"])
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), sort_keys=False)
+
+
+# --- RFC 5424 -------------------------------------------------------------------------------------
+
+def _printable_ascii(text: str, limit: int) -> str:
+    """RFC 5424 header fields: printable US-ASCII (33-126), bounded; "-" when nothing is left."""
+    cleaned = "".join(ch for ch in text if 33 <= ord(ch) <= 126)[:limit]
+    return cleaned or "-"
+
+
+def _sd_value(value: Any) -> str:
+    """An SD-PARAM value: UTF-8 with `"`, `\\` and `]` escaped (RFC 5424 6.3.3)."""
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+
+
+def syslog_message(event: dict[str, Any], *, hostname: str) -> bytes:
+    """The RFC 5424 SYSLOG-MSG of one event (without the octet count)."""
+    severity = 4 if event["outcome"] in WARNING_OUTCOMES else 5
+    obj = f"{event['object_type']}:{event['object_id']}" if event["object_type"] else ""
+    params = {"seq": event["seq"], "hash": event["hash"], "prev_hash": event["prev_hash"],
+              "action": event["action"], "actor": event["actor"], "outcome": event["outcome"], "object": obj}
+    data = " ".join(f'{name}="{_sd_value(value)}"' for name, value in params.items())
+    header = (f"<{FACILITY * 8 + severity}>1 {_ts_text(event['ts'])} {_printable_ascii(hostname, 255)} "
+              f"{APP_NAME} - {_printable_ascii(event['action'], 32)} [{SD_ID} {data}] ")
+    # MSG is UTF-8, announced by the BOM (RFC 5424 6.4).
+    return header.encode() + b"\xef\xbb\xbf" + event_json(event).encode()
+
+
+def octet_frame(message: bytes) -> bytes:
+    """RFC 6587 octet counting: `MSG-LEN SP SYSLOG-MSG`."""
+    return str(len(message)).encode() + b" " + message
+
+
+# --- collectors -----------------------------------------------------------------------------------
+
+def _tls_context(ca_file: Any) -> ssl.SSLContext:
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise DeliveryFailed(f"the CA file cannot be read ({type(exc).__name__})") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+@dataclass(frozen=True)
+class SyslogCollector:
+    host: str
+    port: int
+    tls: bool
+    ca_file: Any = None
+    name: str = "syslog"
+
+    @classmethod
+    def from_url(cls, url: str, ca_file: Any) -> SyslogCollector:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").rstrip(".").lower()
+        return cls(host=host, port=int(parts.port or 0), tls=parts.scheme == "tcp+tls", ca_file=ca_file)
+
+    @property
+    def destination(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'tcp+tls' if self.tls else 'tcp'}://{host}:{self.port}"
+
+    def send(self, events: list[dict[str, Any]], *, timeout: float) -> None:
+        try:
+            addresses = outbound.checked_addresses(outbound.Target("tcp", self.host, self.port, ""))
+        except outbound.TargetRefused as exc:
+            raise DeliveryFailed(f"refused: {exc.reason}") from None
+        hostname = socket.gethostname()
+        payload = b"".join(octet_frame(syslog_message(event, hostname=hostname)) for event in events)
+        context = _tls_context(self.ca_file) if self.tls else None
+        failure = "no address answered"
+        for address in addresses:  # each one checked; the next is tried only if connecting fails
+            try:
+                raw = socket.create_connection((str(address), self.port), timeout)
+            except OSError as exc:
+                failure = f"could not connect to {address}: {type(exc).__name__}"
+                continue
+            try:
+                self._deliver(raw, payload, context, timeout)
+                return
+            except ssl.SSLCertVerificationError as exc:
+                raise DeliveryFailed(f"certificate of {address} refused: {exc.verify_message}") from None
+            except (OSError, ssl.SSLError) as exc:
+                raise DeliveryFailed(f"{type(exc).__name__} from {address}") from None
+            finally:
+                raw.close()
+        raise DeliveryFailed(failure)
+
+    def _deliver(self, raw: socket.socket, payload: bytes, context: ssl.SSLContext | None, timeout: float) -> None:
+        sock = context.wrap_socket(raw, server_hostname=self.host) if context is not None else raw
+        try:
+            sock.settimeout(timeout)
+            sock.sendall(payload)
+            # The acknowledgement: half-close, then read until the collector closes its side. A reset
+            # here means it died with our frames unread (the batch is sent again).
+            sock.shutdown(socket.SHUT_WR)  # on a TLS socket: the TCP FIN, no close_notify to wait for
+            try:
+                while sock.recv(4096):
+                    pass
+            except TimeoutError:
+                # Every byte was written and nothing was reset: the collector keeps the connection
+                # open rather than closing it. That is all plain syslog can tell us.
+                log.info("siem.syslog_no_close", collector=self.name)
+        finally:
+            if sock is not raw:
+                sock.close()
+
+
+@dataclass(frozen=True)
+class HttpsCollector:
+    url: str
+    token: str = ""
+    ca_file: Any = None
+    name: str = "https"
+
+    @property
+    def destination(self) -> str:
+        try:
+            return outbound.parse_target(self.url).display  # never the path (it may hold a token)
+        except outbound.TargetRefused:
+            return "https://(invalid)"
+
+    def send(self, events: list[dict[str, Any]], *, timeout: float) -> None:
+        body = "".join(event_json(event) + "\n" for event in events).encode()
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        delivery = outbound.post(self.url, body, content_type="application/x-ndjson", timeout=timeout,
+                                 headers=headers, context=_tls_context(self.ca_file))
+        if delivery.outcome != "delivered":
+            prefix = "refused: " if delivery.outcome == "refused" else ""
+            raise DeliveryFailed(prefix + delivery.reason)
+
+
+Collector = SyslogCollector | HttpsCollector
+
+
+def configured_collectors() -> dict[str, Collector]:
+    """The collectors the environment configures now, by name."""
+    collectors: dict[str, Collector] = {}
+    if settings.SIEM_SYSLOG:
+        collectors["syslog"] = SyslogCollector.from_url(settings.SIEM_SYSLOG, settings.SIEM_SYSLOG_CA_FILE)
+    if settings.SIEM_HTTPS_URL:
+        collectors["https"] = HttpsCollector(url=settings.SIEM_HTTPS_URL, token=settings.SIEM_HTTPS_TOKEN,
+                                             ca_file=settings.SIEM_HTTPS_CA_FILE)
+    return collectors
+
+
+# --- the forwarder (worker) -----------------------------------------------------------------------
+
+def sync_cursors(collectors: dict[str, Collector]) -> None:
+    """A cursor row per configured collector; start and stop of forwarding are events.
+
+    A new collector starts at the beginning of the log (the SIEM gets the whole trail); a changed
+    destination keeps the cursor (the same collector moved). One worker at a time (advisory lock).
+    """
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_KEY])
+        existing = {row.name: row for row in SiemCursor.objects.select_for_update()}
+        for name, collector in collectors.items():
+            row = existing.get(name)
+            if row is None:
+                row = SiemCursor.objects.create(name=name, destination=collector.destination)
+                _record_started(row, previous="")
+            elif row.state == "stopped" or row.destination != collector.destination:
+                previous = row.destination
+                row.destination, row.state, row.failures, row.next_attempt_at = collector.destination, "ok", 0, None
+                row.save()
+                _record_started(row, previous=previous)
+        for name, row in existing.items():
+            if name not in collectors and row.state != "stopped":
+                row.state, row.next_attempt_at = "stopped", None
+                row.save()
+                record("audit.forwarding_stopped", actor=SYSTEM, object_type="siem_collector", object_id=name,
+                       outcome="ok", details={"collector": name, "destination": row.destination,
+                                              "last_seq": row.last_seq, "reason": "no longer configured"})
+
+
+def _record_started(row: SiemCursor, *, previous: str) -> None:
+    details = {"collector": row.name, "destination": row.destination, "from_seq": row.last_seq}
+    if previous:
+        details["previous_destination"] = previous
+    record("audit.forwarding_started", actor=SYSTEM, object_type="siem_collector", object_id=row.name,
+           outcome="ok", details=details)
+
+
+def _backoff(failures: int) -> timedelta:
+    base = settings.SIEM_INTERVAL_SECONDS * (2 ** min(failures - 1, 20))
+    capped = min(base, settings.SIEM_BACKOFF_MAX_SECONDS)
+    return timedelta(seconds=capped * random.uniform(0.5, 1.0))
+
+
+def forward_one_batch(collector: Collector) -> str:
+    """Send the next batch to `collector` and move its cursor if acknowledged.
+
+    Returns "sent", "idle" (nothing new), "waiting" (paused, backing off, or another worker has
+    the cursor) or "failed".
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        row = SiemCursor.objects.select_for_update(skip_locked=True).filter(name=collector.name).first()
+        if row is None or row.paused or row.state == "stopped":
+            return "waiting"
+        if row.next_attempt_at is not None and row.next_attempt_at > now:
+            return "waiting"
+        events = events_after(row.last_seq, settings.SIEM_BATCH_SIZE)
+        if not events:
+            if _check_lag(row):
+                row.save()
+            return "idle"
+        try:
+            collector.send(events, timeout=settings.SIEM_TIMEOUT_SECONDS)
+        except DeliveryFailed as exc:
+            row.failures += 1
+            row.last_error, row.last_error_at = exc.reason, timezone.now()
+            row.next_attempt_at = row.last_error_at + _backoff(row.failures)
+            log.warning("siem.delivery_failed", collector=row.name, reason=exc.reason, failures=row.failures,
+                        cursor=row.last_seq)
+            if row.state != "failing":
+                row.state = "failing"
+                record("audit.forwarding_failed", actor=SYSTEM, object_type="siem_collector", object_id=row.name,
+                       outcome="failed", details={"collector": row.name, "destination": row.destination,
+                                                  "reason": exc.reason, "cursor": row.last_seq})
+            _check_lag(row)
+            row.save()
+            return "failed"
+        row.last_seq, row.last_sent_at = events[-1]["seq"], timezone.now()
+        if row.state == "failing":
+            record("audit.forwarding_recovered", actor=SYSTEM, object_type="siem_collector", object_id=row.name,
+                   outcome="ok", details={"collector": row.name, "destination": row.destination,
+                                          "failed_attempts": row.failures, "cursor": row.last_seq})
+            row.state = "ok"
+        row.failures, row.next_attempt_at = 0, None
+        _check_lag(row)
+        row.save()
+        return "sent"
+
+
+def _check_lag(row: SiemCursor) -> bool:
+    """Raise the lag alert once when the lag passes PORTAL_SIEM_LAG_ALERT, clear it under half of it;
+    whether the row changed."""
+    lag = head_seq() - row.last_seq
+    threshold = settings.SIEM_LAG_ALERT
+    if lag > threshold and not row.lagging:
+        row.lagging = True
+        record("audit.forwarding_lagging", actor=SYSTEM, object_type="siem_collector", object_id=row.name,
+               outcome="lagging", details={"collector": row.name, "lag": lag, "threshold": threshold,
+                                           "cursor": row.last_seq, "last_error": row.last_error})
+        log.error("siem.lagging", collector=row.name, lag=lag, threshold=threshold)
+        name, error = row.name, row.last_error
+        transaction.on_commit(lambda: _mail_admins_lagging(name, lag, threshold, error))
+        return True
+    if lag <= threshold // 2 and row.lagging:
+        row.lagging = False
+        record("audit.forwarding_caught_up", actor=SYSTEM, object_type="siem_collector", object_id=row.name,
+               outcome="ok", details={"collector": row.name, "lag": lag, "threshold": threshold})
+        return True
+    return False
+
+
+def _mail_admins_lagging(name: str, lag: int, threshold: int, error: str) -> None:
+    recipients = sorted({email for email in User.objects.filter(
+        groups__name="platform-admins", is_active=True).values_list("email", flat=True) if email})
+    if not recipients:
+        return
+    try:
+        send_mail(subject=f"[dbportal] audit forwarding to {name} is {lag} events behind",
+                  message=(f"The SIEM collector {name} is {lag} events behind the audit log (alert at {threshold}).\n"
+                           f"Last error: {error or '-'}\nNothing is lost: the events are sent when it answers."),
+                  from_email=None, recipient_list=recipients)
+    except Exception as exc:  # noqa: BLE001 - a mail server down costs the mail, never the forwarding
+        log.warning("siem.alert_mail_failed", collector=name, error=type(exc).__name__)
+
+
+def forward_all(*, budget_seconds: float = RUN_BUDGET_SECONDS) -> dict[str, int]:
+    """The beat task's body: bring the cursors in step with the configuration, then send batches to
+    each collector until it is idle, failing, waiting, or the budget is spent. Returns batches sent."""
+    collectors = configured_collectors()
+    sync_cursors(collectors)
+    sent = dict.fromkeys(collectors, 0)
+    deadline = timezone.now() + timedelta(seconds=budget_seconds)
+    active = dict(collectors)
+    while active and timezone.now() < deadline:
+        for name, collector in list(active.items()):
+            if forward_one_batch(collector) == "sent":
+                sent[name] += 1
+            else:
+                del active[name]
+    return sent
+
+
+# --- reading the state, pause and resume (platform admins) ----------------------------------------
+
+@dataclass(frozen=True)
+class CollectorStatus:
+    name: str
+    destination: str
+    configured: bool
+    state: str  # ok | failing | paused | stopped
+    last_seq: int
+    head_seq: int
+    lag: int
+    last_error: str
+    last_error_at: datetime | None
+    last_sent_at: datetime | None
+    next_attempt_at: datetime | None
+    failures: int
+    paused_by: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def collector_statuses() -> list[CollectorStatus]:
+    """Every collector with a cursor or a configuration: two queries whatever their number."""
+    head = head_seq()
+    configured = configured_collectors()
+    rows = {row.name: row for row in SiemCursor.objects.all()}
+    statuses = []
+    for name in sorted(set(rows) | set(configured)):
+        row = rows.get(name) or SiemCursor(name=name, destination=configured[name].destination)
+        state = "paused" if row.paused else row.state
+        statuses.append(CollectorStatus(
+            name=name, destination=row.destination, configured=name in configured, state=state,
+            last_seq=row.last_seq, head_seq=head, lag=max(head - row.last_seq, 0), last_error=row.last_error,
+            last_error_at=row.last_error_at, last_sent_at=row.last_sent_at, next_attempt_at=row.next_attempt_at,
+            failures=row.failures, paused_by=row.paused_by))
+    return statuses
+
+
+class UnknownCollector(Exception):
+    pass
+
+
+def _admin_cursor(name: str) -> SiemCursor:
+    if name not in COLLECTORS:
+        raise UnknownCollector(name)
+    row = SiemCursor.objects.select_for_update().filter(name=name).first()
+    if row is None:
+        raise UnknownCollector(name)
+    return row
+
+
+def siem_pause(*, name: str, actor: Any, actor_ip: str | None, reason: str = "") -> SiemCursor:
+    """A platform admin stops forwarding to one collector for now; the cursor stays, nothing is lost."""
+    with transaction.atomic():
+        row = _admin_cursor(name)
+        changed = not row.paused
+        row.paused, row.paused_by = True, getattr(actor, "username", str(actor))
+        row.save()
+        record("audit.forwarding_paused", actor=actor, actor_ip=actor_ip, object_type="siem_collector",
+               object_id=name, outcome="ok" if changed else "unchanged",
+               details={"collector": name, "cursor": row.last_seq, "reason": reason[:500]})
+    return row
+
+
+def siem_resume(*, name: str, actor: Any, actor_ip: str | None) -> SiemCursor:
+    """Resume forwarding from the cursor; the next attempt is not held back by an earlier backoff."""
+    with transaction.atomic():
+        row = _admin_cursor(name)
+        changed = row.paused
+        row.paused, row.paused_by, row.next_attempt_at = False, "", None
+        row.save()
+        record("audit.forwarding_resumed", actor=actor, actor_ip=actor_ip, object_type="siem_collector",
+               object_id=name, outcome="ok" if changed else "unchanged",
+               details={"collector": name, "cursor": row.last_seq})
+    return row
