@@ -40,6 +40,8 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
         "provisioning.sample_activity": {"task": "provisioning.sample_activity",
                                          "schedule": settings.ACTIVITY_SAMPLE_SECONDS},
         "replicas.refresh": {"task": "provisioning.refresh_replicas", "schedule": 15.0},
+        # audit: forward the log to the configured SIEM collectors (audit/siem.py)
+        "audit.siem_forward": {"task": "audit.siem_forward", "schedule": settings.SIEM_INTERVAL_SECONDS},
     }
 
 
