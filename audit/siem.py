@@ -304,7 +304,7 @@ def sync_cursors(collectors: dict[str, Collector]) -> None:
                 row.save()
                 _record_started(row, previous=previous)
         for name, row in existing.items():
-            if name not in collectors and row.state != "stopped":
+            if name not in collectors and row.state != "stopped" and row.destination:
                 row.state, row.next_attempt_at = "stopped", None
                 row.save()
                 record("audit.forwarding_stopped", actor=SYSTEM, object_type="siem_collector", object_id=name,
@@ -469,12 +469,12 @@ class UnknownCollector(Exception):
 
 
 def _admin_cursor(name: str) -> SiemCursor:
+    """The collector's cursor, locked; created for a known name not configured yet, so an admin can
+    pause a collector before it is configured (it then starts paused)."""
     if name not in COLLECTORS:
         raise UnknownCollector(name)
-    row = SiemCursor.objects.select_for_update().filter(name=name).first()
-    if row is None:
-        raise UnknownCollector(name)
-    return row
+    SiemCursor.objects.get_or_create(name=name)
+    return SiemCursor.objects.select_for_update().get(name=name)
 
 
 def siem_pause(*, name: str, actor: Any, actor_ip: str | None, reason: str = "") -> SiemCursor:

@@ -36,6 +36,7 @@ NAV = {
         ("Teams", "team-list", "people"),
         ("Policies", "policy-list", "sliders"),
         ("Review rules", "review-rules", "rulers"),
+        ("SIEM forwarding", "audit-siem", "broadcast"),
         ("Review queue", "review-queue", "check2-square"),
         ("All requests", "request-list", "list-task"),
         ("Drift", "drift-list", "exclamation-triangle"),

@@ -2,10 +2,13 @@
 
 from django.urls import path
 
-from audit.api import views
+from audit.api import siem, views
 
 urlpatterns = [
     path("audit/events/", views.AuditEventListView.as_view(), name="audit-events"),
     path("audit/events/<int:seq>/", views.AuditEventDetailView.as_view(), name="audit-event-detail"),
     path("audit/verify/", views.AuditVerifyView.as_view(), name="audit-verify"),
+    path("audit/siem/", siem.SiemCollectorListView.as_view(), name="audit-siem"),
+    path("audit/siem/<str:name>/pause/", siem.SiemCollectorPauseView.as_view(), name="audit-siem-pause"),
+    path("audit/siem/<str:name>/resume/", siem.SiemCollectorResumeView.as_view(), name="audit-siem-resume"),
 ]

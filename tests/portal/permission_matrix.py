@@ -107,6 +107,11 @@ ROWS: list[Row] = [
     Row("audit-exports", "GET", "/audit/exports/", "302 403 403 403 200 200"),
     Row("audit-verify-page", "GET", "/audit/verify/", "302 403 403 403 200 200"),
     Row("audit-verify-page", "POST", "/audit/verify/", "302 403 403 403 200 200"),
+    # SIEM forwarding: platform admins only (a known collector not configured yet can be paused ahead)
+    Row("audit-siem", "GET", "/audit/forwarding/", "302 403 403 403 403 200"),
+    Row("audit-siem-pause", "POST", "/audit/forwarding/syslog/pause/", "302 403 403 403 403 302",
+        data={"reason": "matrix"}),
+    Row("audit-siem-resume", "POST", "/audit/forwarding/syslog/resume/", "302 403 403 403 403 302"),
     Row("entitlements", "GET", "/entitlements/", "302 403 403 200 200 200"),
     # --- API --------------------------------------------------------------------------------------------
     Row("api:api-token", "POST", "/api/v1/auth/token/", "403 403 403 403 403 403",
@@ -149,5 +154,9 @@ ROWS: list[Row] = [
     Row("api:audit-event-detail", "GET", "/api/v1/audit/events/{seq}/", "401 403 403 403 200 200"),
     Row("api:audit-export", "GET", "/api/v1/audit/export/?format=csv", "401 403 403 403 200 200"),
     Row("api:audit-verify", "GET", "/api/v1/audit/verify/", "401 403 403 403 200 200"),
+    Row("api:audit-siem", "GET", "/api/v1/audit/siem/", "401 403 403 403 403 200"),
+    Row("api:audit-siem-pause", "POST", "/api/v1/audit/siem/https/pause/", "401 403 403 403 403 200",
+        data={"reason": "matrix"}),
+    Row("api:audit-siem-resume", "POST", "/api/v1/audit/siem/https/resume/", "401 403 403 403 403 200"),
     Row("api:entitlements", "GET", "/api/v1/entitlements/", "401 403 403 200 200 200"),
 ]
