@@ -66,7 +66,10 @@ def navigation(request) -> dict:
     persona = persona_of(user)
     items = []
     seen = set()
-    for label, url_name, icon in NAV[persona]:
+    nav = NAV[persona]
+    if all(url_name != "home" for _, url_name, _ in nav):
+        nav = [("Home", "home", "house"), *nav]  # every persona has a way back to its dashboard (#19)
+    for label, url_name, icon in nav:
         if url_name in seen:
             continue
         try:
