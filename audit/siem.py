@@ -65,6 +65,8 @@ from django.contrib.auth.models import User
 from django.core.mail import send_mail
 from django.db import connection, transaction
 from django.utils import timezone
+from prometheus_client import REGISTRY
+from prometheus_client.core import GaugeMetricFamily
 
 from audit.models import AuditEvent, AuditHead, SiemCursor
 from audit.services import SYSTEM, record
@@ -501,3 +503,59 @@ def siem_resume(*, name: str, actor: Any, actor_ip: str | None) -> SiemCursor:
                object_id=name, outcome="ok" if changed else "unchanged",
                details={"collector": name, "cursor": row.last_seq})
     return row
+
+
+def siem_health() -> dict[str, dict[str, Any]]:
+    """For /healthz: each collector's state and lag (no destination, no error text: /healthz is public)."""
+    return {status.name: {"state": status.state, "lag": status.lag, "last_seq": status.last_seq}
+            for status in collector_statuses() if status.configured or status.state != "stopped"}
+
+
+class SiemMetrics:
+    """Prometheus collector read at scrape time from the cursor rows, so every web process reports
+    the same figures: `dbportal_siem_lag_events`, `dbportal_siem_failing`, `dbportal_siem_paused`,
+    `dbportal_siem_last_sent_timestamp_seconds`, each labelled by collector."""
+
+    def _families(self) -> dict[str, Any]:
+        return {
+            "lag": GaugeMetricFamily("dbportal_siem_lag_events",
+                                     "audit events the SIEM collector has not acknowledged yet", labels=["collector"]),
+            "failing": GaugeMetricFamily("dbportal_siem_failing", "1 while deliveries to the collector fail",
+                                         labels=["collector"]),
+            "paused": GaugeMetricFamily("dbportal_siem_paused", "1 while a platform admin paused the collector",
+                                        labels=["collector"]),
+            "sent": GaugeMetricFamily("dbportal_siem_last_sent_timestamp_seconds",
+                                      "when the collector last acknowledged a batch (Unix time)", labels=["collector"]),
+        }
+
+    def describe(self):
+        # Registration calls describe(), not collect(): no database query when the app loads.
+        return list(self._families().values())
+
+    def collect(self):
+        families = self._families()
+        try:
+            statuses = collector_statuses()
+        except Exception as exc:  # noqa: BLE001 - a scrape with the database down reports no SIEM figures
+            log.warning("siem.metrics_unavailable", error=type(exc).__name__)
+            return []
+        for status in statuses:
+            if status.state == "stopped":
+                continue
+            families["lag"].add_metric([status.name], status.lag)
+            families["failing"].add_metric([status.name], 1 if status.state == "failing" else 0)
+            families["paused"].add_metric([status.name], 1 if status.state == "paused" else 0)
+            if status.last_sent_at is not None:
+                families["sent"].add_metric([status.name], status.last_sent_at.timestamp())
+        return list(families.values())
+
+
+_metrics: SiemMetrics | None = None
+
+
+def register_metrics() -> None:
+    """Register the SIEM gauges with prometheus_client's registry (what /metrics serves), once."""
+    global _metrics
+    if _metrics is None:
+        _metrics = SiemMetrics()
+        REGISTRY.register(_metrics)

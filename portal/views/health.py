@@ -14,6 +14,7 @@ from django.http import JsonResponse
 from django.views.decorators.http import require_safe
 from django_prometheus.exports import ExportToDjangoView
 
+from audit.siem import siem_health
 from portal.embedded import redis_client_url
 from portal.logging import redact_text
 from portal.services.auth import client_ip
@@ -48,6 +49,12 @@ def healthz(request):
         "down": down,
         "checks": {name: ("ok" if error is None else error) for name, error in checks.items()},
     }
+    if not checks["database"]:
+        # The SIEM backlog: a collector down delays forwarding (never loses it) and does not make the
+        # portal unhealthy, so it is shown, not counted as down. State and lag only: this page is public.
+        siem = siem_health()
+        if siem:
+            body["siem"] = siem
     return JsonResponse(body, status=200 if not down else 503)
 
 
