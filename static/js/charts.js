@@ -38,14 +38,4 @@
       options: { maintainAspectRatio: false, scales: { y: { beginAtZero: true } }, plugins: { legend: { display: false } } },
     });
   }
-  const drift = document.getElementById("chart-drift");
-  if (drift && data.drift.labels.length) {
-    new Chart(drift, {
-      type: "bar",
-      data: { labels: data.drift.labels, datasets: [{ label: "open findings", data: data.drift.counts,
-                                                     backgroundColor: "#f0ad4e" }] },
-      options: { indexAxis: "y", maintainAspectRatio: false, scales: { x: { beginAtZero: true, ticks: { precision: 0 } } },
-                 plugins: { legend: { display: false } } },
-    });
-  }
 })();

@@ -145,3 +145,31 @@
     }
   });
 })();
+
+// --- a table that scrolls inside its own box (phones, #19) is reachable with the keyboard ------
+(function () {
+  "use strict";
+  function markScrollers() {
+    document.querySelectorAll(".table-responsive").forEach((box) => {
+      const scrolls = box.scrollWidth > box.clientWidth + 1;
+      const focusable = box.querySelector("a, button, input, select, textarea, [tabindex]");
+      if (scrolls && !focusable && !box.hasAttribute("tabindex")) {
+        box.setAttribute("tabindex", "0");
+        box.setAttribute("role", "region");
+        const caption = box.querySelector("caption");
+        box.setAttribute("aria-label", caption ? caption.innerText.trim() : "Table, scrolls sideways");
+      }
+    });
+  }
+  document.addEventListener("DOMContentLoaded", markScrollers);
+  document.addEventListener("htmx:afterSettle", markScrollers);
+  window.addEventListener("resize", markScrollers);
+})();
+
+// --- switches that save when flipped (review rules, #19) -----------------------------------------
+document.addEventListener("change", (event) => {
+  const box = event.target;
+  if (!box.matches || !box.matches("input[data-autosubmit]")) return;
+  const form = box.closest("form");
+  if (form) form.requestSubmit ? form.requestSubmit() : form.submit();
+});
