@@ -1,7 +1,9 @@
-"""Audit tasks run by beat: forwarding the log to the SIEM collectors (audit/siem.py)."""
+"""Audit tasks run by beat: forwarding the log to the SIEM collectors (audit/siem.py), retention (audit/archive.py)."""
 
 from celery import shared_task
 
+from audit.archive import run
+from audit.services import SYSTEM
 from audit.siem import forward_all
 
 
@@ -11,3 +13,12 @@ def siem_forward() -> dict[str, int]:
     bounded; the next beat tick continues). Safe to run twice at once: a cursor row locked by one
     run is skipped by the other."""
     return forward_all()
+
+
+@shared_task(name="audit.archive_run", ignore_result=True, acks_late=True)
+def archive_run() -> dict[str, object]:
+    """Retention (audit/archive.py), as the system: archive every whole month past the online window,
+    detach each verified archive, delete archives whose retention has ended. Daily, so a missed
+    first-of-month tick costs a day, not a month; a run that finds nothing due does two queries, and
+    an advisory lock keeps two runs from overlapping."""
+    return run(actor=SYSTEM).as_dict()

@@ -42,6 +42,9 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
         "replicas.refresh": {"task": "provisioning.refresh_replicas", "schedule": 15.0},
         # audit: forward the log to the configured SIEM collectors (audit/siem.py)
         "audit.siem_forward": {"task": "audit.siem_forward", "schedule": settings.SIEM_INTERVAL_SECONDS},
+        # audit retention (audit/archive.py): archives whole months past the online window, so most
+        # runs find nothing due (two queries); often enough that a month is archived on its first day
+        "audit.archive_run": {"task": "audit.archive_run", "schedule": 6 * 3600.0},
     }
 
 

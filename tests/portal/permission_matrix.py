@@ -107,6 +107,8 @@ ROWS: list[Row] = [
     Row("audit-exports", "GET", "/audit/exports/", "302 403 403 403 200 200"),
     Row("audit-verify-page", "GET", "/audit/verify/", "302 403 403 403 200 200"),
     Row("audit-verify-page", "POST", "/audit/verify/", "302 403 403 403 200 200"),
+    Row("audit-archives", "GET", "/audit/archives/", "302 403 403 403 200 200"),
+    Row("audit-archive", "GET", "/audit/archives/2000-01/", "302 403 403 403 404 404"),  # no archive of 2000-01
     # SIEM forwarding: platform admins only (a known collector not configured yet can be paused ahead)
     Row("audit-siem", "GET", "/audit/forwarding/", "302 403 403 403 403 200"),
     Row("audit-siem-pause", "POST", "/audit/forwarding/syslog/pause/", "302 403 403 403 403 302",
@@ -154,6 +156,9 @@ ROWS: list[Row] = [
     Row("api:audit-event-detail", "GET", "/api/v1/audit/events/{seq}/", "401 403 403 403 200 200"),
     Row("api:audit-export", "GET", "/api/v1/audit/export/?format=csv", "401 403 403 403 200 200"),
     Row("api:audit-verify", "GET", "/api/v1/audit/verify/", "401 403 403 403 200 200"),
+    Row("api:audit-archives", "GET", "/api/v1/audit/archives/", "401 403 403 403 200 200"),
+    Row("api:audit-archive-events", "GET", "/api/v1/audit/archives/2000-01/events/", "401 403 403 403 404 404"),
+    Row("api:audit-archive-export", "GET", "/api/v1/audit/archives/2000-01/export/", "401 403 403 403 404 404"),
     Row("api:audit-siem", "GET", "/api/v1/audit/siem/", "401 403 403 403 403 200"),
     Row("api:audit-siem-pause", "POST", "/api/v1/audit/siem/https/pause/", "401 403 403 403 403 200",
         data={"reason": "matrix"}),
