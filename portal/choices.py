@@ -35,6 +35,8 @@ class RequestType(models.TextChoices):
     REVOKE = "revoke", "revoke"
     DDL = "ddl", "schema change (DDL)"
     REPLICA = "replica", "read replica"
+    # Filed by the portal only, when it offboards the user who asked for a login role (NOLOGIN).
+    DISABLE = "disable", "disable a login role"
 
 
 class RequestStatus(models.TextChoices):

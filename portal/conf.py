@@ -137,6 +137,10 @@ class Config:
     hsts_seconds: int
     hsts_preload: bool
     login_failures: int
+    # --- API tokens and MFA (portal/services/tokens.py, portal/services/mfa.py) -----------------
+    api_token_days: int  # a new token's lifetime when none is asked for
+    api_token_max_days: int  # the longest lifetime a token may be given
+    mfa_required_for_admins: bool  # platform admins must use TOTP for local sign-in (off in the demo)
     log_level: str
     # --- mail --------------------------------------------------------------------------
     smtp_host: str
@@ -225,6 +229,9 @@ class Config:
             hsts_seconds=env.integer("PORTAL_HSTS_SECONDS", 0 if demo else 31536000, minimum=0),
             hsts_preload=env.flag("PORTAL_HSTS_PRELOAD", not demo),
             login_failures=env.integer("PORTAL_LOGIN_FAILURES", 5, minimum=1),
+            api_token_days=env.integer("PORTAL_API_TOKEN_DAYS", 30, minimum=1),
+            api_token_max_days=env.integer("PORTAL_API_TOKEN_MAX_DAYS", 365, minimum=1),
+            mfa_required_for_admins=env.flag("PORTAL_MFA_REQUIRED_FOR_ADMINS", not demo),
             log_level=env.text("PORTAL_LOG_LEVEL", "INFO"),
             smtp_host=smtp_host,
             smtp_port=env.integer("PORTAL_SMTP_PORT", 587 if smtp_starttls else 25, minimum=1),

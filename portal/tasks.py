@@ -5,6 +5,7 @@ from celery import shared_task
 from portal.models import Instance
 from portal.services.instances import instance_refresh_status
 from portal.services.notifications import notify_send, notify_send_many
+from portal.services.offboarding import offboard_sweep
 from portal.services.replicas import replicas_refresh
 
 
@@ -17,6 +18,12 @@ def refresh_instance_status() -> int:
         instance_refresh_status(instance)
         count += 1
     return count
+
+
+@shared_task(name="portal.offboard_sweep", ignore_result=True)
+def offboarding_sweep() -> list[int]:
+    """Beat job: inactive users who still hold access the portal gave them are offboarded again."""
+    return offboard_sweep()
 
 
 @shared_task(name="portal.notify_request", ignore_result=True)

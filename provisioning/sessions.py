@@ -27,6 +27,29 @@ WHERE a.datname = %(database)s
 """
 
 
+# Every session of a login role, in any database (offboarding: the role can no longer sign in).
+SESSIONS_OF_LOGIN = """
+SELECT a.pid, a.usename::text, pg_terminate_backend(a.pid) AS terminated
+FROM pg_stat_activity a
+JOIN pg_roles r ON r.oid = a.usesysid
+WHERE a.pid <> pg_backend_pid() AND NOT r.rolsuper AND a.usename = %(role)s
+"""
+
+
+def end_login_sessions(instance: Any, role: str) -> list[dict]:
+    """pg_terminate_backend every session of login `role` in every database of the instance
+    (through the maintenance database). Same answer and failure handling as end_role_sessions."""
+    if not role:
+        return []
+    try:
+        with connect(instance, None, autocommit=True) as conn:
+            rows = conn.execute(SESSIONS_OF_LOGIN, {"role": role}).fetchall()
+    except psycopg.Error as exc:
+        log.warning("sessions.terminate_failed", instance=instance.pk, role=role, error=describe_error(exc))
+        return [{"pid": None, "role": role, "terminated": False, "error": describe_error(exc)}]
+    return [{"pid": pid, "role": name, "terminated": bool(done)} for pid, name, done in rows]
+
+
 def end_role_sessions(instance: Any, database: str, role: str) -> list[dict]:
     """pg_terminate_backend every session of `role` (and its members) on `database`.
     Returns [{"pid", "role", "terminated"}]; a failure to connect is logged, not raised: the

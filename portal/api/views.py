@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
-from rest_framework.authtoken.models import Token
 from rest_framework.decorators import action
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import AllowAny
@@ -19,6 +18,7 @@ from portal.models import Instance, Team
 from portal.services.auth import client_ip, login_attempt
 from portal.services.instances import instance_register
 from portal.services.replicas import replica_decommission, replica_promote
+from portal.services.tokens import token_issue_for_login
 
 
 class LoginThrottle(AnonRateThrottle):
@@ -41,8 +41,9 @@ class TokenView(APIView):
                              password=data.validated_data["password"], channel="api")
         if user is None:
             raise AuthenticationFailed("wrong username or password")
-        token, _ = Token.objects.get_or_create(user=user)
-        return Response({"token": token.key})
+        # A new named token each call (the earlier ones cannot be shown again; see services/tokens.py).
+        _token, key = token_issue_for_login(user=user, actor_ip=client_ip(request))
+        return Response({"token": key})
 
 
 class TeamViewSet(viewsets.ReadOnlyModelViewSet):

@@ -8,8 +8,10 @@ from portal.models.policy import ApprovalPolicy, DdlRuleSetting
 from portal.models.request import ChangeRequest, Execution
 from portal.models.reservation import NameReservation
 from portal.models.team import Membership, Team
+from portal.models.token import ApiToken
 
 __all__ = [
+    "ApiToken",
     "AccessReviewCampaign",
     "AccessReviewItem",
     "Approval",

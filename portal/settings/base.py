@@ -215,6 +215,10 @@ SILENCED_SYSTEM_CHECKS = [] if SECURE_SSL_REDIRECT or PORTAL_ENVIRONMENT == "dem
 
 # Login throttling (django-axes): 5 failures lock a username from an address for 15 minutes.
 AXES_FAILURE_LIMIT = config.login_failures
+# API tokens (portal/services/tokens.py) and TOTP for platform admins (portal/services/mfa.py).
+API_TOKEN_DAYS = config.api_token_days
+API_TOKEN_MAX_DAYS = config.api_token_max_days
+MFA_REQUIRED_FOR_ADMINS = config.mfa_required_for_admins
 AXES_COOLOFF_TIME = 0.25  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True

@@ -24,7 +24,7 @@ from provisioning.errors import TransientTargetError
 from provisioning.inventory import inventory_patch, inventory_refresh_quietly
 from provisioning.managed import managed_record_applied_many
 from provisioning.outbox import enqueue_retry
-from provisioning.sessions import end_role_sessions
+from provisioning.sessions import end_login_sessions, end_role_sessions
 
 
 def max_retries() -> int:
@@ -166,6 +166,9 @@ def finish(jobs: list[Job], *, leader_final: bool) -> None:
             # Access must really stop: sessions already open keep their privileges otherwise.
             job.terminated = end_role_sessions(job.request.instance, job.result.database,
                                                job.request.payload.get("role", ""))
+        elif job.request.type == RequestType.DISABLE:
+            # A login role made NOLOGIN: its sessions in every database end too (offboarding).
+            job.terminated = end_login_sessions(job.request.instance, job.request.payload.get("role", ""))
     approvers = _approvers([job.request for job in applied])
     events: list[AuditEvent] = []
     notify: dict[str, list[int]] = {"applied": [], "failed": []}

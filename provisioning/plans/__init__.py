@@ -44,6 +44,7 @@ PLAN_MODULES = {
     "revoke": "provisioning.plans.revoke",
     "ddl": "provisioning.plans.ddl",
     "replica": "provisioning.plans.replica",
+    "disable": "provisioning.plans.disable",
 }
 
 # Shown in the plan where the worker will put the SCRAM verifier of a generated password.

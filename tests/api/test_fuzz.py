@@ -26,13 +26,13 @@ from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.renderers import OpenApiJsonRenderer as JSONRenderer
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
-from rest_framework.authtoken.models import Token
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from audit.models import AuditEvent
 from portal.models import Team
 from portal.services.requests import request_submit
+from tests.fixtures.people import token_for
 
 PERSONAS = [None, "alice", "dave", "bob", "carol", "admin"]
 EXAMPLES_PER_OPERATION = 8
@@ -76,7 +76,7 @@ def fuzz_world(people, managed_instance):
     """Personas with tokens, the managed instance `demo`, a submitted request of alice's and one of
     dave's: objects for detail and action routes to find (and change) besides the random ids."""
     assert django_settings.ALLOWED_TARGETS == ["127.0.0.0/8", "::1/128", "localhost"]
-    tokens = {name: Token.objects.get_or_create(user=user)[0].key for name, user in people.items()}
+    tokens = {name: token_for(user) for name, user in people.items()}
     submitted = [
         request_submit(user=people[who], actor_ip=None, type="schema", instance=managed_instance,
                        team=Team.objects.get(name=team), justification="fuzz",
@@ -279,7 +279,7 @@ def _poisoned(case, path: str, method: str):
 @pytest.mark.parametrize(("path", "method"), OPERATIONS, ids=[f"{m} {p}" for p, m in OPERATIONS])
 def test_poisoned_input_in_any_part_of_any_operation_is_a_400_naming_it(path, method, people, client):
     operation = schemathesis.openapi.from_dict(copy.deepcopy(DOCUMENT))[path][method]
-    token = Token.objects.get_or_create(user=people["admin"])[0].key
+    token = token_for(people["admin"])
 
     @given(case=operation.as_strategy(GenerationMode.POSITIVE))
     @settings(max_examples=GUARD_EXAMPLES_PER_OPERATION, deadline=None, derandomize=True, database=None,

@@ -26,7 +26,9 @@ def test_api_login_and_failed_login(people, client):
     client.post("/api/v1/auth/token/", {"username": "dave", "password": PASSWORD}, content_type="application/json")
     client.post("/api/v1/auth/token/", {"username": "dave", "password": "wrong"}, content_type="application/json")
     events = list(_since(start).values_list("action", "actor", "outcome"))
-    assert events == [("auth.login", "dave", "ok"), ("auth.login_failed", "dave", "failed")]
+    # the sign-in, the named token it issued (#17), the refusal
+    assert events == [("auth.login", "dave", "ok"), ("token.created", "dave", "ok"),
+                      ("auth.login_failed", "dave", "failed")]
     assert not any(PASSWORD in str(e.details) + e.statement for e in _since(start))
 
 

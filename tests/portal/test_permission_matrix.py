@@ -12,13 +12,13 @@ import pytest
 from django.db import transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
 from portal.models import ApprovalPolicy, Team
 from portal.services.requests import request_submit
 from provisioning.models import DriftFinding
+from tests.fixtures.people import token_for
 from tests.portal.permission_matrix import PERSONAS, ROWS, USERNAMES, Row
 
 # Routes that are not endpoints of their own: DRF's format-suffix twins share their route's name
@@ -85,7 +85,7 @@ def status_of(row: Row, persona: str, world: dict, people) -> int:
     if row.path.startswith("/api/"):
         client = APIClient()
         if username:
-            client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=people[username])[0].key}")
+            client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(people[username])}")
         if row.method == "GET":
             return client.get(path).status_code
         return client.generic(row.method, path, json.dumps(data), content_type="application/json").status_code

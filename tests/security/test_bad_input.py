@@ -13,12 +13,12 @@ from urllib.parse import urlencode
 
 import pytest
 from django.test import Client
-from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import ValidationError
 from rest_framework.test import APIClient
 
 from portal.api.parsers import JSONParser
 from portal.input_guard import MAX_JSON_DEPTH, BadInput, check_json
+from tests.fixtures.people import token_for
 from tests.portal.permission_matrix import ROWS
 from tests.portal.test_permission_matrix import fill, world  # noqa: F401 - the matrix's objects
 
@@ -161,7 +161,7 @@ def test_a_nul_anywhere_on_any_page_or_operation_is_a_400_naming_it(row, world, 
     is_api = row.path.startswith("/api/")
     if is_api:
         client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=people['admin'])[0].key}")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(people['admin'])}")
     else:
         client = Client()
         client.force_login(people["admin"])
