@@ -16,12 +16,14 @@ NAV = {
         ("New request", "request-new", "plus-circle"),
         ("My requests", "request-list", "list-task"),
         ("My access", "my-access", "key"),
+        ("Access reviews", "access-review-list", "clipboard-check"),  # team leads certify
         ("Instances", "instance-list", "database"),
     ],
     Persona.REVIEWERS.value: [
         ("Review queue", "review-queue", "check2-square"),
         ("All requests", "request-list", "list-task"),
         ("Drift", "drift-list", "exclamation-triangle"),
+        ("Access reviews", "access-review-list", "clipboard-check"),
         ("Instances", "instance-list", "database"),
     ],
     Persona.AUDITORS.value: [
@@ -30,6 +32,7 @@ NAV = {
         ("Entitlements", "entitlements", "people"),
         ("Verify", "audit-verify-page", "shield-check"),
         ("Drift", "drift-list", "exclamation-triangle"),  # read-only: grants made outside the portal
+        ("Access reviews", "access-review-list", "clipboard-check"),  # reports
     ],
     Persona.ADMINS.value: [
         ("Instances", "instance-list", "database"),
@@ -40,6 +43,7 @@ NAV = {
         ("Review queue", "review-queue", "check2-square"),
         ("All requests", "request-list", "list-task"),
         ("Drift", "drift-list", "exclamation-triangle"),
+        ("Access reviews", "access-review-list", "clipboard-check"),
     ],
 }
 

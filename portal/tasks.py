@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from portal.models import Instance
+from portal.services.access_reviews import campaigns_process_deadlines, campaigns_send_reminders
 from portal.services.instances import instance_refresh_status
 from portal.services.notifications import notify_send, notify_send_many
 from portal.services.offboarding import offboard_sweep
@@ -44,3 +45,15 @@ def notify_requests(request_ids: list[int], event: str) -> None:
 def refresh_replicas() -> int:
     """Beat job: each replica's state and lag (bytes from the primary, seconds from the standby)."""
     return replicas_refresh()
+
+
+@shared_task(name="portal.access_reviews_remind", ignore_result=True)
+def access_reviews_remind() -> list[int]:
+    """Beat job: e-mail and webhook reminders of open access review campaigns (once a day each)."""
+    return campaigns_send_reminders()
+
+
+@shared_task(name="portal.access_reviews_deadlines", ignore_result=True)
+def access_reviews_deadlines() -> list[int]:
+    """Beat job: each campaign past its deadline revokes or escalates its unanswered items, once."""
+    return campaigns_process_deadlines()

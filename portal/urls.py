@@ -4,6 +4,7 @@ from django.urls import include, path
 
 from portal.views import (
     access,
+    access_reviews,
     admin_pages,
     auth,
     dashboard,
@@ -36,6 +37,13 @@ urlpatterns = [
     path("requests/<int:pk>/reveal/", requests.request_reveal, name="request-reveal"),
     path("requests/<int:pk>/<str:action>/", requests.request_action, name="request-action"),
     path("reviews/", reviews.review_queue, name="review-queue"),
+    # access reviews (#18): recertification campaigns, not request approvals
+    path("access-reviews/", access_reviews.campaign_list, name="access-review-list"),
+    path("access-reviews/new/", access_reviews.campaign_new, name="access-review-new"),
+    path("access-reviews/<int:pk>/", access_reviews.campaign_detail, name="access-review-detail"),
+    path("access-reviews/<int:pk>/decide/", access_reviews.campaign_decide, name="access-review-decide"),
+    path("access-reviews/<int:pk>/reassign/", access_reviews.campaign_reassign, name="access-review-reassign"),
+    path("access-reviews/<int:pk>/report.<str:fmt>", access_reviews.campaign_report, name="access-review-report"),
     path("access/", access.my_access_view, name="my-access"),
     path("drift/", drift.drift_list, name="drift-list"),
     path("drift/<int:pk>/<str:action>/", drift.drift_action, name="drift-action"),

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from rest_framework.routers import DefaultRouter
 
 from audit.api.views import AuditExportView
+from portal.api.access_reviews import CampaignViewSet
 from portal.api.drift import DriftViewSet
 from portal.api.entitlements import EntitlementView
 from portal.api.requests import RequestViewSet
@@ -17,6 +18,7 @@ router.register("teams", TeamViewSet, basename="team")
 router.register("instances", InstanceViewSet, basename="instance")
 router.register("requests", RequestViewSet, basename="request")
 router.register("drift", DriftViewSet, basename="drift")
+router.register("reviews/campaigns", CampaignViewSet, basename="access-review-campaign")
 
 urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="api-token"),

@@ -30,7 +30,7 @@ USERNAMES = {"anonymous": None, "developer": "alice", "other_developer": "dave",
 class Row:
     route: str            # URL name, with its namespace ("api:request-detail")
     method: str
-    path: str             # placeholders: {request} {instance} {team} {seq} {policy} {drift}
+    path: str             # placeholders: {request} {instance} {team} {seq} {policy} {drift} {campaign} {item}
     expect: str           # six statuses, PERSONAS order
     data: dict = field(default_factory=dict)  # the body: valid, so allowed personas get the success status
 
@@ -88,6 +88,18 @@ ROWS: list[Row] = [
     Row("drift-list", "GET", "/drift/", "302 403 403 200 200 200"),
     Row("drift-action", "POST", "/drift/{drift}/acknowledge/", "302 403 403 302 403 302", data={"comment": "known"}),
     Row("drift-scan", "POST", "/instances/{instance}/scan/", "302 403 403 302 403 302"),
+    # Access reviews (#18): {campaign} opened by bob, its {item} certified by alice and held by dave.
+    # Readers: reviewers, auditors, admins, and alice as a certifier (dave has no item: 404).
+    Row("access-review-list", "GET", "/access-reviews/", "302 200 200 200 200 200"),
+    Row("access-review-new", "GET", "/access-reviews/new/", "302 403 403 200 403 200"),
+    Row("access-review-new", "POST", "/access-reviews/new/", "302 403 403 400 403 400", data={"name": "m"}),
+    Row("access-review-detail", "GET", "/access-reviews/{campaign}/", "302 200 404 200 200 200"),
+    # only the item's certifier decides; a reviewer or admin who sees it: 403
+    Row("access-review-decide", "POST", "/access-reviews/{campaign}/decide/", "302 302 404 403 403 403",
+        data={"items": "{item}", "decision": "keep", "comment": "still needed"}),
+    Row("access-review-reassign", "POST", "/access-reviews/{campaign}/reassign/", "302 403 404 403 403 302",
+        data={"item": "{item}", "certifier": "carol"}),
+    Row("access-review-report", "GET", "/access-reviews/{campaign}/report.csv", "302 403 404 200 200 200"),
     # --- UI: administration -------------------------------------------------------------------------
     Row("team-list", "GET", "/teams/", "302 403 403 403 403 200"),
     Row("team-list", "POST", "/teams/", "302 403 403 403 403 302", data={"name": "matrix-team"}),
@@ -149,6 +161,19 @@ ROWS: list[Row] = [
     Row("api:drift-list", "GET", "/api/v1/drift/", "401 403 403 200 200 200"),
     Row("api:drift-scan", "POST", "/api/v1/drift/scan/", "401 403 403 200 403 200"),
     Row("api:drift-detail", "GET", "/api/v1/drift/{drift}/", "401 403 403 200 200 200"),
+    Row("api:access-review-campaign-list", "GET", "/api/v1/reviews/campaigns/", "401 200 200 200 200 200"),
+    Row("api:access-review-campaign-list", "POST", "/api/v1/reviews/campaigns/", "401 403 403 400 403 400",
+        data={"name": "m"}),
+    Row("api:access-review-campaign-detail", "GET", "/api/v1/reviews/campaigns/{campaign}/",
+        "401 200 404 200 200 200"),
+    Row("api:access-review-campaign-items", "GET", "/api/v1/reviews/campaigns/{campaign}/items/",
+        "401 200 404 200 200 200"),
+    Row("api:access-review-campaign-decide", "POST", "/api/v1/reviews/campaigns/{campaign}/decide/",
+        "401 200 404 403 403 403", data={"items": ["{item}"], "decision": "keep", "comment": "still needed"}),
+    Row("api:access-review-campaign-reassign", "POST", "/api/v1/reviews/campaigns/{campaign}/reassign/",
+        "401 403 404 403 403 200", data={"item": "{item}", "certifier": "carol"}),
+    Row("api:access-review-campaign-report", "GET", "/api/v1/reviews/campaigns/{campaign}/report/?format=csv",
+        "401 403 404 200 200 200"),
     Row("api:drift-acknowledge", "POST", "/api/v1/drift/{drift}/acknowledge/", "401 403 403 200 403 200"),
     # 409: the finding's role belongs to no team of the portal, so there is nothing to file.
     Row("api:drift-revoke", "POST", "/api/v1/drift/{drift}/revoke/", "401 403 403 409 403 409"),

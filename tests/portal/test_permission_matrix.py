@@ -7,15 +7,17 @@ every persona, whatever the persona before did to it.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from django.db import transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
-from portal.models import ApprovalPolicy, Team
+from portal.models import AccessReviewCampaign, AccessReviewItem, ApprovalPolicy, Team
 from portal.services.requests import request_submit
 from provisioning.models import DriftFinding
 from tests.fixtures.people import token_for
@@ -63,8 +65,20 @@ def world(people, managed_instance):
         "request": request.pk, "instance": managed_instance.pk, "team": payments.pk,
         "seq": AuditEvent.objects.order_by("seq").values_list("seq", flat=True).first(),
         "policy": ApprovalPolicy.objects.order_by("pk").values_list("pk", flat=True).first(),
-        "drift": drift.pk,
+        "drift": drift.pk, **_access_review(people, managed_instance, payments),
     }
+
+
+def _access_review(people, instance, team) -> dict:
+    """A campaign opened by bob with one item certified by alice (payments' lead), held by dave."""
+    campaign = AccessReviewCampaign.objects.create(
+        name="matrix", scope={}, deadline=timezone.now() + timedelta(days=3), unanswered_action="revoke",
+        fallback_certifier=people["admin"], opened_by=people["bob"])
+    item = AccessReviewItem.objects.create(
+        campaign=campaign, instance=instance, database="app", schema="matrix_target", role="intruder",
+        kind="schema", privileges=["USAGE"], source="outside", owning_team=team, holders=["dave"],
+        certifier=people["alice"], certifier_reason="team_lead", evidence={})
+    return {"campaign": campaign.pk, "item": item.pk}
 
 
 def fill(value, world: dict):
@@ -72,6 +86,8 @@ def fill(value, world: dict):
         return value.format(**world) if "{" in value else value
     if isinstance(value, dict):
         return {k: fill(v, world) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill(v, world) for v in value]
     return value
 
 
