@@ -3,7 +3,7 @@
 Contents: a cover (period, author, generation time, the chain's verification result and head
 hash), counts by action, instance and team, charts of events and applied changes per day and
 of changes by risk, every change request of the period with requester, approvers and times,
-and the entitlements at the end of the period. The report holds aggregates and requests, not
+the access review campaigns open in the period (issue #18), and the entitlements at the end of the period. The report holds aggregates and requests, not
 every event (those are in the CSV/JSON Lines exports), so its size follows the number of
 changes, not the size of the log.
 """
@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
 from django.db import connection
+from django.db.models import Count, Q
 from django.utils import timezone
 from psycopg import sql
 from reportlab.graphics.charts.barcharts import HorizontalBarChart, VerticalBarChart
@@ -41,7 +42,7 @@ from audit.chain import format_ts
 from audit.models import AuditEvent
 from audit.selectors import AuditFilters
 from audit.verify import verify_chain
-from portal.models import ChangeRequest, Team
+from portal.models import AccessReviewCampaign, ChangeRequest, Team
 
 PAGE_WIDTH, PAGE_HEIGHT = A4
 MARGIN = 16 * mm
@@ -324,6 +325,31 @@ def _entitlements_table(at: datetime, entitlements_at: EntitlementsAt) -> list[A
     return [_table(rows, [w * 0.1, w * 0.17, w * 0.13, w * 0.17, w * 0.15, w * 0.08, w * 0.1, w * 0.1])]
 
 
+def _campaigns_table(filters: AuditFilters) -> list[Any]:
+    """Access review campaigns active in the period (opened before its end, not closed before its
+    start), with their completion and revocations (issue #18; each campaign's own report has the items)."""
+    campaigns = AccessReviewCampaign.objects.select_related("opened_by").annotate(
+        item_count=Count("items"), decided=Count("items", filter=~Q(items__decision="")),
+        revoked=Count("items", filter=Q(items__decision="revoke")),
+        applied=Count("items", filter=Q(items__revoke_request__status="applied")))
+    if filters.until is not None:
+        campaigns = campaigns.filter(opened_at__lt=filters.until)
+    if filters.since is not None:
+        campaigns = campaigns.filter(Q(closed_at__isnull=True) | Q(closed_at__gte=filters.since))
+    rows: list[list[Any]] = [["#", "campaign", "opened by", "opened", "deadline", "status", "decided", "revoked",
+                              "applied"]]
+    for c in campaigns.order_by("opened_at", "pk")[:500]:
+        completion = f"{c.decided}/{c.item_count} ({round(100 * c.decided / c.item_count, 1) if c.item_count else 100.0}%)"
+        rows.append([Paragraph(f"<b>#{c.pk}</b>", CELL), Paragraph(_esc(c.name), CELL),
+                     Paragraph(_esc(c.opened_by.username), CELL), Paragraph(_when(c.opened_at), CELL),
+                     Paragraph(_when(c.deadline), CELL), Paragraph(_esc(c.status), CELL), Paragraph(completion, CELL),
+                     Paragraph(str(c.revoked), CELL), Paragraph(str(c.applied), CELL)])
+    if len(rows) == 1:
+        return [Paragraph("No access review campaign was open in this period.", BODY)]
+    w = CONTENT_WIDTH
+    return [_table(rows, [w * 0.06, w * 0.25, w * 0.1, w * 0.1, w * 0.1, w * 0.08, w * 0.13, w * 0.09, w * 0.09])]
+
+
 def build_report(*, filters: AuditFilters, author: Any, entitlements_at: EntitlementsAt,
                  now: datetime | None = None) -> Any:
     """Write the report to a temporary file and return it open at its start (for FileResponse).
@@ -393,6 +419,11 @@ def build_report(*, filters: AuditFilters, author: Any, entitlements_at: Entitle
         "Every request with an event in the period — grants, revokes, roles, schemas and DDL changes — with who "
         "asked, who approved the plan that ran, and when.", SMALL), Spacer(1, 3 * mm)]
     story += _changes_table(counts["requests"])
+    story += [Spacer(1, 6 * mm), Paragraph("Access review campaigns", H1), Paragraph(
+        "Periodic recertification campaigns open during the period: how many privileges their certifiers decided, "
+        "how many were revoked and how many of those revocations the engine applied. Each campaign's own report "
+        "(CSV, PDF) lists every decision with its comment.", SMALL), Spacer(1, 3 * mm)]
+    story += _campaigns_table(filters)
     story += [PageBreak(), Paragraph(f"Entitlements at the end of the period ({end.strftime('%Y-%m-%d %H:%M')} UTC)", H1), Paragraph(
         "What the portal's records say each role could access at that moment (reconstructed from grants, their "
         "revocations and expiries, managed schemas, and drift findings open then).", SMALL), Spacer(1, 3 * mm)]

@@ -22,7 +22,7 @@ from reportlab.lib.units import mm
 from reportlab.platypus import PageBreak, Paragraph, SimpleDocTemplate, Spacer, TableStyle
 
 from audit.exports.pdf import BODY, CELL, CONTENT_WIDTH, H1, MARGIN, MUTED, PAGE_WIDTH, RULE, SMALL, TITLE, _esc, _table
-from portal.choices import CertificationDecision, RequestStatus
+from portal.choices import RequestStatus
 from portal.models import AccessReviewCampaign, AccessReviewItem
 from portal.selectors.activity import last_seen_many
 
@@ -278,22 +278,4 @@ def campaign_report_pdf(campaign: AccessReviewCampaign, *, author: Any, now: dat
         doc.build(story, onFirstPage=decorate, onLaterPages=decorate)
         handle.seek(0)
         return handle.read()
-
-
-def campaigns_in_period(since: datetime | None, until: datetime | None) -> list[dict[str, Any]]:
-    """Campaigns active in a period (opened before its end, not closed before its start), for the
-    audit compliance PDF: name, scope, deadline, status, completion and revocations."""
-    campaigns = AccessReviewCampaign.objects.select_related("opened_by").annotate(
-        item_count=Count("items"), decided_count=Count("items", filter=~Q(items__decision="")),
-        revoked=Count("items", filter=Q(items__decision=CertificationDecision.REVOKE)),
-        applied=Count("items", filter=Q(items__revoke_request__status=RequestStatus.APPLIED)))
-    if until is not None:
-        campaigns = campaigns.filter(opened_at__lt=until)
-    if since is not None:
-        campaigns = campaigns.filter(Q(closed_at__isnull=True) | Q(closed_at__gte=since))
-    return [{"id": c.pk, "name": c.name, "opened_by": c.opened_by.username, "opened_at": c.opened_at,
-             "deadline": c.deadline, "status": c.status, "closed_at": c.closed_at, "items": c.item_count,
-             "decided": c.decided_count, "revoked": c.revoked, "revokes_applied": c.applied,
-             "completion": round(100 * c.decided_count / c.item_count, 1) if c.item_count else 100.0}
-            for c in campaigns.order_by("opened_at", "pk")]
 

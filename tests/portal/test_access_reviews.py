@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth.models import User
@@ -16,7 +17,9 @@ from django.utils import timezone
 from psycopg import sql
 from pypdf import PdfReader
 
+from audit.exports.pdf import build_report
 from audit.models import AuditEvent
+from audit.selectors import AuditFilters
 from portal.choices import MembershipRole, RequestStatus
 from portal.models import AccessReviewCampaign, AccessReviewItem, ChangeRequest, Grant, Instance, Team
 from portal.services.access_reviews import (
@@ -319,3 +322,50 @@ def test_an_admin_reassigns_but_not_to_a_holder(people, plain_instance):
     assert type(refused.value).__name__ == "InvalidPayload"
     item_reassign(item=item, user=people["admin"], certifier=people["carol"], comment="alice is away")
     assert AuditEvent.objects.get(action="review.item_reassigned").details["to"] == "carol"
+
+
+def test_the_periods_compliance_pdf_lists_its_campaigns(people, plain_instance):
+    campaign, _ = _campaign(people, plain_instance)
+    campaign.name = "H2 recertification"
+    campaign.save(update_fields=["name"])
+    now = timezone.now()
+    handle = build_report(filters=AuditFilters(since=now - timedelta(days=1), until=now + timedelta(days=1)),
+                          author=people["carol"], entitlements_at=lambda at: SimpleNamespace(rows=[]))
+    text = "\n".join(page.extract_text() for page in PdfReader(handle).pages)
+    assert "Access review campaigns" in text and "H2 recertification" in text and "0/1 (0.0%)" in text
+    # a period that ended before the campaign opened does not list it
+    handle = build_report(filters=AuditFilters(since=now - timedelta(days=9), until=now - timedelta(days=8)),
+                          author=people["carol"], entitlements_at=lambda at: SimpleNamespace(rows=[]))
+    text = "\n".join(page.extract_text() for page in PdfReader(handle).pages)
+    assert "No access review campaign was open in this period." in text and "H2 recertification" not in text
+
+
+def test_the_pages_show_a_certifier_their_queue_and_decide_in_bulk(people, web_for, plain_instance,
+                                                                    django_assert_max_num_queries):
+    campaign, item = _campaign(people, plain_instance)
+    second = AccessReviewItem.objects.create(
+        campaign=campaign, instance=plain_instance, database="app", schema="s", role="r2", kind="schema",
+        privileges=["USAGE"], source="outside", certifier=people["alice"], evidence={"drift": [
+            {"id": 9, "status": "open", "privilege": "USAGE", "object": "s", "detected_at": "2026-12-01"}]})
+    client = web_for("alice")
+    with django_assert_max_num_queries(16):
+        page = client.get(f"/access-reviews/{campaign.pk}/")
+    html = page.content.decode()
+    assert page.status_code == 200 and f'id="tick-{item.pk}"' in html and "not sampled yet" in html
+    assert "outside the portal" in html and ">drift<" in html and 'id="report-csv"' not in html  # no report for her
+    assert client.get("/access-reviews/").status_code == 200
+    response = client.post(f"/access-reviews/{campaign.pk}/decide/",
+                           {"items": [item.pk, second.pk], "decision": "keep", "comment": "both needed"})
+    assert response.status_code == 302
+    assert set(AccessReviewItem.objects.filter(campaign=campaign).values_list("decision", flat=True)) == {"keep"}
+    assert AuditEvent.objects.filter(action="review.item_decided").count() == 2  # one event per item
+    # a reviewer opens one from the form; bad input comes back with the field named, nothing stored
+    reviewer = web_for("bob")
+    response = reviewer.post("/access-reviews/new/", {"name": "", "deadline": "2020-01-01T00:00",
+                                                      "unanswered_action": "revoke", "fallback_certifier": "admin"})
+    assert response.status_code == 400 and "id_name_error" in response.content.decode()
+    assert AccessReviewCampaign.objects.count() == 1
+    response = reviewer.post("/access-reviews/new/", {"name": "x", "deadline": "2020-01-01T00:00",
+                                                      "unanswered_action": "revoke", "fallback_certifier": "admin",
+                                                      "instances": ["plain"]})
+    assert response.status_code == 400 and "must be in the future" in response.content.decode()
