@@ -109,6 +109,14 @@ class Environment:
         return value
 
 
+def _oidc_required(env: Environment, name: str, issuer: str | None) -> str:
+    """A setting single sign-on cannot do without: refused at start-up when the issuer is set and it is not."""
+    value = env.text(name, "")
+    if issuer and not value:
+        raise ImproperlyConfigured(f"{name} must be set when PORTAL_OIDC_ISSUER is (see docs/identity.md)")
+    return value
+
+
 @dataclass(frozen=True)
 class Config:
     """Every setting the environment can change, typed; field comments say what each is for."""
@@ -137,6 +145,16 @@ class Config:
     hsts_seconds: int
     hsts_preload: bool
     login_failures: int
+    # --- sign-in: local passwords and OpenID Connect (docs/identity.md) -----------------------
+    local_login: bool  # PORTAL_LOCAL_LOGIN=off: no password sign-in, page nor API (break-glass off)
+    oidc_issuer: str | None  # None: no single sign-on; else the issuer (its discovery document)
+    oidc_client_id: str
+    oidc_client_secret: str
+    oidc_scopes: tuple[str, ...]
+    oidc_groups_claim: str
+    oidc_group_map: Path | None  # a JSON file of group mappings loaded into an empty table
+    oidc_name: str  # the button reads "Sign in with <name>"
+    oidc_leeway_seconds: int  # clock skew allowed on the ID token's times
     # --- API tokens and MFA (portal/services/tokens.py, portal/services/mfa.py) -----------------
     api_token_days: int  # a new token's lifetime when none is asked for
     api_token_max_days: int  # the longest lifetime a token may be given
@@ -206,6 +224,7 @@ class Config:
         base_url = (env.url("PORTAL_BASE_URL", ("http", "https")) or "").rstrip("/")
         smtp_host = env.text("PORTAL_SMTP_HOST", "")
         smtp_starttls = env.flag("PORTAL_SMTP_STARTTLS", False)
+        oidc_issuer = env.url("PORTAL_OIDC_ISSUER", ("http", "https"))
         return cls(
             var_dir=var_dir,
             secret_key=env.text("PORTAL_SECRET_KEY", None),
@@ -229,6 +248,15 @@ class Config:
             hsts_seconds=env.integer("PORTAL_HSTS_SECONDS", 0 if demo else 31536000, minimum=0),
             hsts_preload=env.flag("PORTAL_HSTS_PRELOAD", not demo),
             login_failures=env.integer("PORTAL_LOGIN_FAILURES", 5, minimum=1),
+            local_login=env.flag("PORTAL_LOCAL_LOGIN", True),
+            oidc_issuer=oidc_issuer,
+            oidc_client_id=_oidc_required(env, "PORTAL_OIDC_CLIENT_ID", oidc_issuer),
+            oidc_client_secret=_oidc_required(env, "PORTAL_OIDC_CLIENT_SECRET", oidc_issuer),
+            oidc_scopes=tuple(env.text("PORTAL_OIDC_SCOPES", "openid email profile").replace(",", " ").split()),
+            oidc_groups_claim=env.text("PORTAL_OIDC_GROUPS_CLAIM", "groups"),
+            oidc_group_map=env.path("PORTAL_OIDC_GROUP_MAP", None),
+            oidc_name=env.text("PORTAL_OIDC_NAME", "single sign-on"),
+            oidc_leeway_seconds=env.integer("PORTAL_OIDC_LEEWAY_SECONDS", 60, minimum=0),
             api_token_days=env.integer("PORTAL_API_TOKEN_DAYS", 30, minimum=1),
             api_token_max_days=env.integer("PORTAL_API_TOKEN_MAX_DAYS", 365, minimum=1),
             mfa_required_for_admins=env.flag("PORTAL_MFA_REQUIRED_FOR_ADMINS", not demo),

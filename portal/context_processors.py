@@ -37,6 +37,7 @@ NAV = {
     Persona.ADMINS.value: [
         ("Instances", "instance-list", "database"),
         ("Teams", "team-list", "people"),
+        ("Sign-in groups", "group-mapping-list", "diagram-3"),
         ("Policies", "policy-list", "sliders"),
         ("Review rules", "review-rules", "rulers"),
         ("SIEM forwarding", "audit-siem", "broadcast"),

@@ -8,6 +8,7 @@ from audit.api.views import AuditExportView
 from portal.api.access_reviews import CampaignViewSet
 from portal.api.drift import DriftViewSet
 from portal.api.entitlements import EntitlementView
+from portal.api.identity import GroupMappingViewSet
 from portal.api.requests import RequestViewSet
 from portal.api.views import InstanceViewSet, TeamViewSet, TokenView
 from portal.selectors.entitlements import entitlements_at
@@ -18,6 +19,7 @@ router.register("teams", TeamViewSet, basename="team")
 router.register("instances", InstanceViewSet, basename="instance")
 router.register("requests", RequestViewSet, basename="request")
 router.register("drift", DriftViewSet, basename="drift")
+router.register("identity/group-mappings", GroupMappingViewSet, basename="group-mapping")
 router.register("reviews/campaigns", CampaignViewSet, basename="access-review-campaign")
 
 urlpatterns = [

@@ -2,6 +2,7 @@
 
 from portal.models.access_review import AccessReviewCampaign, AccessReviewItem
 from portal.models.approval import Approval
+from portal.models.identity import GroupMapping, IdentityLink
 from portal.models.instance import Instance, InstanceInventory
 from portal.models.managed import Grant, ManagedRole, ManagedSchema
 from portal.models.policy import ApprovalPolicy, DdlRuleSetting
@@ -19,6 +20,8 @@ __all__ = [
     "ChangeRequest",
     "DdlRuleSetting",
     "Execution",
+    "GroupMapping",
+    "IdentityLink",
     "Grant",
     "Instance",
     "InstanceInventory",

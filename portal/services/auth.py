@@ -9,6 +9,13 @@ from django.contrib.auth import authenticate
 from django.db import transaction
 
 from audit.services import record
+from portal.errors import PolicyViolation
+
+
+class LocalLoginOff(PolicyViolation):
+    """PORTAL_LOCAL_LOGIN=off: passwords are refused on the page and the API (docs/identity.md)."""
+
+    default_detail = "password sign-in is switched off on this portal: sign in through single sign-on"
 
 
 def client_ip(request: Any) -> str | None:
@@ -21,7 +28,15 @@ def client_ip(request: Any) -> str | None:
 
 
 def login_attempt(*, request: Any, username: str, password: str, channel: str) -> Any:
-    """Authenticate a user; record auth.login or auth.login_failed. Returns the user or None."""
+    """Authenticate a user; record auth.login or auth.login_failed. Returns the user or None.
+    Raises LocalLoginOff (recorded as a refused sign-in) when password sign-in is switched off."""
+    if not settings.LOCAL_LOGIN:
+        getattr(request, "_request", request).refusal_audited = True
+        with transaction.atomic():
+            record("auth.login_failed", actor=username[:150] or "anonymous", actor_ip=client_ip(request),
+                   object_type="user", outcome="refused",
+                   details={"channel": channel, "reason": "local sign-in is switched off"})
+        raise LocalLoginOff()
     user = authenticate(request, username=username, password=password)
     if user is None:
         # This refusal is audited here (login_failed / locked_out): not again as access.denied.

@@ -225,6 +225,17 @@ AXES_RESET_ON_SUCCESS = True
 AXES_IPWARE_PROXY_COUNT = 1 if TRUST_PROXY else None
 AXES_VERBOSE = False
 
+# Sign-in (docs/identity.md): local passwords (off: single sign-on only) and OpenID Connect.
+LOCAL_LOGIN = config.local_login
+OIDC_ISSUER = config.oidc_issuer
+OIDC_CLIENT_ID = config.oidc_client_id
+OIDC_CLIENT_SECRET = config.oidc_client_secret
+OIDC_SCOPES = list(config.oidc_scopes)
+OIDC_GROUPS_CLAIM = config.oidc_groups_claim
+OIDC_GROUP_MAP = config.oidc_group_map
+OIDC_NAME = config.oidc_name
+OIDC_LEEWAY_SECONDS = config.oidc_leeway_seconds
+
 # Content-Security-Policy (django-csp): no inline script, no CDN, nothing from elsewhere.
 from csp.constants import NONE, SELF  # noqa: E402
 

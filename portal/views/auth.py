@@ -1,11 +1,13 @@
 """Sign-in and sign-out: Django's views with every attempt and every sign-out audited."""
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.views import LoginView, LogoutView
 from django.db import transaction
 
-from portal.services.auth import login_attempt, logout_record
+from portal.services import oidc
+from portal.services.auth import LocalLoginOff, login_attempt, logout_record
 
 
 class AuditedAuthenticationForm(AuthenticationForm):
@@ -13,7 +15,11 @@ class AuditedAuthenticationForm(AuthenticationForm):
         username = self.cleaned_data.get("username")
         password = self.cleaned_data.get("password")
         if username is not None and password:
-            self.user_cache = login_attempt(request=self.request, username=username, password=password, channel="web")
+            try:
+                self.user_cache = login_attempt(request=self.request, username=username, password=password,
+                                                channel="web")
+            except LocalLoginOff as exc:  # PORTAL_LOCAL_LOGIN=off: refused (and audited) whatever the password
+                raise forms.ValidationError(exc.detail, code="local_login_off") from None
             if self.user_cache is None:
                 raise forms.ValidationError(self.error_messages["invalid_login"], code="invalid_login",
                                             params={"username": self.username_field.verbose_name})
@@ -27,6 +33,11 @@ class PortalLoginView(LoginView):
     redirect_authenticated_user = True
     # FormView would take PUT as a sign-in too; the form posts, nothing else does.
     http_method_names = ["get", "post", "head", "options"]
+
+    def get_context_data(self, **kwargs):
+        # The page offers single sign-on when configured, and the password form unless switched off.
+        return {**super().get_context_data(**kwargs), "local_login": settings.LOCAL_LOGIN,
+                "oidc_enabled": oidc.enabled(), "oidc_name": settings.OIDC_NAME}
 
 
 

@@ -49,6 +49,17 @@ ROWS: list[Row] = [
     Row("login", "GET", "/login/", "200 302 302 302 302 302"),  # logged in: sent on to their home
     Row("login", "POST", "/login/", "302 302 302 302 302 302", data={"username": "alice", "password": PASSWORD}),
     Row("logout", "POST", "/logout/", "302 302 302 302 302 302"),
+    # Single sign-on (#17): not configured in the matrix (no PORTAL_OIDC_ISSUER), so not there for anyone;
+    # tests/identity/ runs them against a real provider.
+    Row("oidc-start", "GET", "/login/oidc/", "404 404 404 404 404 404"),
+    Row("oidc-callback", "GET", "/login/oidc/callback/?code=c&state=s", "404 404 404 404 404 404"),
+    Row("group-mapping-list", "GET", "/identity/group-mappings/", "302 403 403 403 403 200"),
+    Row("group-mapping-list", "POST", "/identity/group-mappings/", "302 403 403 403 403 302",
+        data={"group": "matrix-ui", "persona": "auditors"}),
+    Row("group-mapping-edit", "GET", "/identity/group-mappings/{mapping}/", "302 403 403 403 403 200"),
+    Row("group-mapping-edit", "POST", "/identity/group-mappings/{mapping}/", "302 403 403 403 403 302",
+        data={"group": "matrix-ui", "team": "payments", "team_role": "member"}),
+    Row("group-mapping-delete", "POST", "/identity/group-mappings/{mapping}/delete/", "302 403 403 403 403 302"),
     Row("home", "GET", "/", "302 200 200 200 302 200"),  # an auditor's home is the audit log
     Row("healthz", "GET", "/healthz", "200 200 200 200 200 200"),
     Row("prometheus-django-metrics", "GET", "/metrics", "200 200 200 200 200 200"),
@@ -134,6 +145,15 @@ ROWS: list[Row] = [
     Row("api:api-docs", "GET", "/api/v1/docs/", "200 200 200 200 200 200"),
     Row("api:team-list", "GET", "/api/v1/teams/", "401 200 200 200 200 200"),
     Row("api:team-detail", "GET", "/api/v1/teams/{team}/", "401 200 404 200 200 200"),
+    # Group mappings of single sign-on (#17): platform admins only; {mapping} maps a group to requesters.
+    Row("api:group-mapping-list", "GET", "/api/v1/identity/group-mappings/", "401 403 403 403 403 200"),
+    Row("api:group-mapping-list", "POST", "/api/v1/identity/group-mappings/", "401 403 403 403 403 201",
+        data={"group": "matrix-api", "persona": "auditors"}),
+    Row("api:group-mapping-detail", "GET", "/api/v1/identity/group-mappings/{mapping}/", "401 403 403 403 403 200"),
+    Row("api:group-mapping-detail", "PUT", "/api/v1/identity/group-mappings/{mapping}/", "401 403 403 403 403 200",
+        data={"group": "matrix-api", "team": "payments", "role": "lead"}),
+    Row("api:group-mapping-detail", "DELETE", "/api/v1/identity/group-mappings/{mapping}/",
+        "401 403 403 403 403 204"),
     Row("api:instance-list", "GET", "/api/v1/instances/", "401 200 200 200 200 200"),
     Row("api:instance-list", "POST", "/api/v1/instances/", "401 403 403 403 403 400",
         data={"name": "matrix", "environment": "dev", "host": "10.9.9.9", "admin_user": "postgres"}),

@@ -17,7 +17,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
-from portal.models import AccessReviewCampaign, AccessReviewItem, ApprovalPolicy, Team
+from portal.models import AccessReviewCampaign, AccessReviewItem, ApprovalPolicy, GroupMapping, Team
 from portal.services.requests import request_submit
 from provisioning.models import DriftFinding
 from tests.fixtures.people import token_for
@@ -63,6 +63,7 @@ def world(people, managed_instance):
                                         privilege="USAGE", detail="granted outside the portal")
     return {
         "request": request.pk, "instance": managed_instance.pk, "team": payments.pk,
+        "mapping": GroupMapping.objects.create(group="matrix", persona="requesters").pk,
         "seq": AuditEvent.objects.order_by("seq").values_list("seq", flat=True).first(),
         "policy": ApprovalPolicy.objects.order_by("pk").values_list("pk", flat=True).first(),
         "drift": drift.pk, **_access_review(people, managed_instance, payments),
