@@ -143,7 +143,7 @@ def mapping_update(*, actor: Any, mapping: GroupMapping, group: Any, team: Any =
 def mapping_delete(*, actor: Any, mapping: GroupMapping, actor_ip: str | None = None) -> None:
     _require_admin(actor)
     with transaction.atomic():
-        locked = GroupMapping.objects.select_for_update().select_related("team").filter(pk=mapping.pk).first()
+        locked = GroupMapping.objects.select_for_update(of=("self",)).select_related("team").filter(pk=mapping.pk).first()
         if locked is None:
             return
         details = mapping_details(locked)

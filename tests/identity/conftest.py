@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from django.test import override_settings
 
-from tests.identity.provider_process import CLIENT_ID, CLIENT_SECRET, OidcProvider
+from tests.identity.provider_process import OidcProvider, portal_settings
 
 TEST_CALLBACK = "http://testserver/login/oidc/callback/"
-
-
-def portal_settings(provider: OidcProvider, **extra):
-    return override_settings(OIDC_ISSUER=provider.issuer, OIDC_CLIENT_ID=CLIENT_ID, OIDC_CLIENT_SECRET=CLIENT_SECRET,
-                             OIDC_SCOPES=["openid", "email", "profile", "groups"], OIDC_GROUPS_CLAIM="groups",
-                             OIDC_GROUP_MAP=None, OIDC_NAME="Test IdP", OIDC_LEEWAY_SECONDS=60, LOCAL_LOGIN=True,
-                             **extra)
 
 
 @pytest.fixture

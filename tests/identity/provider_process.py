@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
+from django.test import override_settings
 
 SOURCE = Path(__file__).resolve().parent / "provider"
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,6 +130,14 @@ class OidcProvider:
         """A new signing key (new kid) and the old one gone, as after a provider's key rotation."""
         (self.state_dir / "keys.json").unlink(missing_ok=True)
         self.restart()
+
+
+def portal_settings(provider: OidcProvider, **extra):
+    """The portal pointed at `provider` (Django's override_settings; the live server sees it too)."""
+    return override_settings(OIDC_ISSUER=provider.issuer, OIDC_CLIENT_ID=CLIENT_ID, OIDC_CLIENT_SECRET=CLIENT_SECRET,
+                             OIDC_SCOPES=["openid", "email", "profile", "groups"], OIDC_GROUPS_CLAIM="groups",
+                             OIDC_GROUP_MAP=None, OIDC_NAME="Test IdP", OIDC_LEEWAY_SECONDS=60, LOCAL_LOGIN=True,
+                             **extra)
 
 
 # --- a user agent at the provider (the HTTP client stands for the browser) ----------------------
