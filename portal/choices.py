@@ -35,6 +35,8 @@ class RequestType(models.TextChoices):
     REVOKE = "revoke", "revoke"
     DDL = "ddl", "schema change (DDL)"
     REPLICA = "replica", "read replica"
+    # Filed by the portal only: the removal of a role left with nothing (provisioning/verification.py).
+    DROP_ROLE = "drop_role", "remove an unused role"
     # Filed by the portal only, when it offboards the user who asked for a login role (NOLOGIN).
     DISABLE = "disable", "disable a login role"
 
@@ -102,6 +104,16 @@ class DriftStatus(models.TextChoices):
 PRIVILEGES = ["USAGE", "CREATE", "SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"]
 SCHEMA_PRIVILEGES = {"USAGE", "CREATE"}
 TABLE_PRIVILEGES = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}
+# What a break-glass grant may give: reading and changing data, never DDL (CREATE, TRIGGER,
+# REFERENCES) nor TRUNCATE, which bypasses row-level triggers and cannot be narrowed.
+BREAK_GLASS_PRIVILEGES = ["USAGE", "SELECT", "INSERT", "UPDATE", "DELETE"]
+
+
+class BreakGlassOutcome(models.TextChoices):
+    """How a reviewer closed the post-hoc review of a break-glass request."""
+
+    ACKNOWLEDGED = "acknowledged", "acknowledged"
+    MISUSE = "misuse", "flagged as misuse"
 
 
 # Access reviews (issue #18): periodic recertification campaigns. "Review" elsewhere in the

@@ -15,7 +15,8 @@ from portal.celery import app
 
 log = structlog.get_logger(__name__)
 
-EVENTS = {"submitted", "approved", "rejected", "cancelled", "retried", "queued", "applied", "failed"}
+EVENTS = {"submitted", "approved", "rejected", "cancelled", "retried", "queued", "applied", "failed", "break_glass",
+          "break_glass_overdue"}
 
 
 def notify_enqueue(request_id: int | list[int], event: str) -> None:

@@ -4,6 +4,7 @@ from celery import shared_task
 
 from portal.models import Instance
 from portal.services.access_reviews import campaigns_process_deadlines, campaigns_send_reminders
+from portal.services.breakglass import break_glass_overdue
 from portal.services.instances import instance_refresh_status
 from portal.services.notifications import notify_send, notify_send_many
 from portal.services.offboarding import offboard_sweep
@@ -45,6 +46,12 @@ def notify_requests(request_ids: list[int], event: str) -> None:
 def refresh_replicas() -> int:
     """Beat job: each replica's state and lag (bytes from the primary, seconds from the standby)."""
     return replicas_refresh()
+
+
+@shared_task(name="portal.break_glass_overdue", ignore_result=True)
+def break_glass_overdue_notify() -> list[int]:
+    """Beat job: notify reviewers (once) of break-glass requests whose post-hoc review is overdue."""
+    return break_glass_overdue()
 
 
 @shared_task(name="portal.access_reviews_remind", ignore_result=True)

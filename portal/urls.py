@@ -7,6 +7,7 @@ from portal.views import (
     access_reviews,
     admin_pages,
     auth,
+    breakglass,
     dashboard,
     drift,
     entitlements,
@@ -43,6 +44,9 @@ urlpatterns = [
     path("requests/<int:pk>/reveal/", requests.request_reveal, name="request-reveal"),
     path("requests/<int:pk>/<str:action>/", requests.request_action, name="request-action"),
     path("reviews/", reviews.review_queue, name="review-queue"),
+    path("break-glass/new/", breakglass.break_glass_new, name="break-glass-new"),
+    path("break-glass/settings/", breakglass.break_glass_settings_view, name="break-glass-settings"),
+    path("break-glass/<int:pk>/review/", breakglass.break_glass_review_view, name="break-glass-review"),
     # access reviews (#18): recertification campaigns, not request approvals
     path("access-reviews/", access_reviews.campaign_list, name="access-review-list"),
     path("access-reviews/new/", access_reviews.campaign_new, name="access-review-new"),

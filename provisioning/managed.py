@@ -61,6 +61,12 @@ def managed_record_applied_many(requests: list[ChangeRequest]) -> None:
         ])
     for request in by_type.get(RequestType.REVOKE, []):
         _record_revoke(request)
+    dropped = by_type.get(RequestType.DROP_ROLE, [])
+    if dropped:
+        # A removed role stays recorded (its name stays taken: provisioning/plans/role.py), dropped.
+        for request in dropped:
+            ManagedRole.objects.filter(instance_id=request.instance_id, name=request.payload["name"],
+                                       dropped_at__isnull=True).update(dropped_at=timezone.now())
 
 
 def _last_per_key(requests: list[ChangeRequest], key) -> list[ChangeRequest]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import django_filters
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -17,8 +18,10 @@ from rest_framework.response import Response
 from portal.api.filters import TextFilter
 from portal.api.schema import error_responses
 from portal.choices import RequestStatus, RequestType
-from portal.models import Approval, ChangeRequest, Execution, Instance, Team
+from portal.models import Approval, BreakGlass, ChangeRequest, Execution, Instance, Team
 from portal.selectors.approvals import approval_tally, approvals_of, requirement_of
+from portal.selectors.breakglass import break_glass_for
+from portal.selectors.request_wait import parse_wait, wait_for_change
 from portal.selectors.requests import (
     _by_id_or_name,
     can_approve,
@@ -97,6 +100,7 @@ class RequestOutput(serializers.ModelSerializer):
             "id", "type", "status", "status_detail", "instance", "instance_id", "team", "team_id", "owner_team",
             "requester", "filed_by", "justification", "payload", "plan", "plan_hash", "risk", "risk_reasons", "findings",
             "dry_run", "expires_at", "created_at", "updated_at", "approved_at", "applied_at",
+            "break_glass",
         ]
         read_only_fields = fields
 
@@ -135,6 +139,8 @@ class RequestOutput(serializers.ModelSerializer):
             "findings": obj.findings, "dry_run": obj.dry_run, "expires_at": when(obj.expires_at),
             "created_at": when(obj.created_at), "updated_at": when(obj.updated_at),
             "approved_at": when(obj.approved_at), "applied_at": when(obj.applied_at),
+            # Applied without prior approval for an incident (break-glass): the badge, in every list.
+            "break_glass": obj.break_glass,
         }
 
 
@@ -168,13 +174,30 @@ class ReviewStateOutput(serializers.Serializer):
     reason = serializers.CharField(help_text="why not, when can_decide is false")
 
 
+class BreakGlassReviewOutput(serializers.ModelSerializer):
+    """A break-glass request's incident, time box and post-hoc review."""
+
+    reviewed_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    overdue = serializers.SerializerMethodField(help_text="unreviewed past review_due_at")
+
+    class Meta:
+        model = BreakGlass
+        fields = ["incident_ref", "duration_minutes", "ends_at", "review_due_at", "reviewed_at", "reviewed_by",
+                  "review_outcome", "review_comment", "overdue"]
+        read_only_fields = fields
+
+    def get_overdue(self, obj) -> bool:
+        return obj.reviewed_at is None and obj.review_due_at < timezone.now()
+
+
 class RequestDetailOutput(RequestOutput):
     approvals = ApprovalOutput(many=True, read_only=True)
     executions = ExecutionOutput(many=True, read_only=True)
     review = serializers.SerializerMethodField()
+    break_glass_review = serializers.SerializerMethodField()
 
     class Meta(RequestOutput.Meta):
-        fields = [*RequestOutput.Meta.fields, "approvals", "executions", "review"]
+        fields = [*RequestOutput.Meta.fields, "approvals", "executions", "review", "break_glass_review"]
         read_only_fields = fields
 
     def to_representation(self, obj) -> dict:
@@ -183,6 +206,7 @@ class RequestDetailOutput(RequestOutput):
         data["approvals"] = fields["approvals"].to_representation(approvals_of(obj))
         data["executions"] = fields["executions"].to_representation(obj.executions.all())
         data["review"] = self.get_review(obj)
+        data["break_glass_review"] = self.get_break_glass_review(obj)
         return data
 
     @extend_schema_field(ReviewStateOutput)
@@ -193,6 +217,12 @@ class RequestDetailOutput(RequestOutput):
         ok, reason = can_approve(viewer, obj)
         return {**requirement.as_dict(), "approvals": tally.group_approvals,
                 "owner_lead_approved": tally.lead_approved, "can_decide": ok, "reason": reason}
+
+    @extend_schema_field(BreakGlassReviewOutput(allow_null=True))
+    def get_break_glass_review(self, obj) -> dict | None:
+        """The incident, the time box and the post-hoc review of a break-glass request (else null)."""
+        record = break_glass_for(obj)
+        return BreakGlassReviewOutput(record).data if record is not None else None
 
 
 class SecretOutput(serializers.Serializer):
@@ -249,8 +279,19 @@ class RequestViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def _respond(self, obj: ChangeRequest, status_code: int = status.HTTP_200_OK) -> Response:
         return Response(RequestDetailOutput(obj, context={"request": self.request}).data, status=status_code)
 
-    @extend_schema(responses={200: RequestDetailOutput})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("wait", OpenApiTypes.INT, description=(
+                "Long-poll: hold the answer up to this many seconds (at most 30) until the status is no "
+                "longer `status`; loop on it to follow a request without polling")),
+            OpenApiParameter("status", OpenApiTypes.STR, description="the status the caller last saw (with `wait`)"),
+        ],
+        responses={200: RequestDetailOutput})
     def retrieve(self, request, pk=None):
+        wait = parse_wait(request.query_params.get("wait"))
+        if wait:
+            seen = request_get_for(request.user, pk, history=False)  # 404 outside the caller's scope first
+            wait_for_change(seen.pk, request.query_params.get("status") or seen.status, wait)
         return self._detail(pk)
 
     @extend_schema(request=RequestInput, responses={201: RequestDetailOutput},

@@ -6,6 +6,7 @@ from rest_framework.routers import DefaultRouter
 
 from audit.api.views import AuditExportView
 from portal.api.access_reviews import CampaignViewSet
+from portal.api.breakglass import BreakGlassViewSet
 from portal.api.drift import DriftViewSet
 from portal.api.entitlements import EntitlementView
 from portal.api.identity import GroupMappingViewSet
@@ -19,6 +20,7 @@ router.register("teams", TeamViewSet, basename="team")
 router.register("instances", InstanceViewSet, basename="instance")
 router.register("requests", RequestViewSet, basename="request")
 router.register("drift", DriftViewSet, basename="drift")
+router.register("break-glass", BreakGlassViewSet, basename="break-glass")
 router.register("identity/group-mappings", GroupMappingViewSet, basename="group-mapping")
 router.register("reviews/campaigns", CampaignViewSet, basename="access-review-campaign")
 

@@ -2,6 +2,7 @@
 
 from portal.models.access_review import AccessReviewCampaign, AccessReviewItem
 from portal.models.approval import Approval
+from portal.models.breakglass import BreakGlass, BreakGlassSetting
 from portal.models.identity import GroupMapping, IdentityLink
 from portal.models.instance import Instance, InstanceInventory
 from portal.models.managed import Grant, ManagedRole, ManagedSchema
@@ -17,6 +18,8 @@ __all__ = [
     "AccessReviewItem",
     "Approval",
     "ApprovalPolicy",
+    "BreakGlass",
+    "BreakGlassSetting",
     "ChangeRequest",
     "DdlRuleSetting",
     "Execution",

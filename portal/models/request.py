@@ -58,6 +58,10 @@ class ChangeRequest(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     approved_at = models.DateTimeField(null=True, blank=True)
     applied_at = models.DateTimeField(null=True, blank=True)
+    # Applied without prior approval for an incident (portal/services/breakglass.py); the details
+    # and the post-hoc review are its BreakGlass row. On the row itself so lists show the badge
+    # without a join.
+    break_glass = models.BooleanField(default=False)
 
     objects = ChangeRequestQuerySet.as_manager()
     restrict_policy = ChangeRequestQuerySet._team_policy

@@ -16,9 +16,11 @@ import structlog
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.mail import send_mail
+from django.db.models import Q
 
 from audit.services import record
 from portal import outbound
+from portal.choices import Persona
 from portal.models import ChangeRequest
 from portal.notifications import EVENTS
 from portal.selectors.approvals import requirement_of, team_leads
@@ -26,6 +28,26 @@ from portal.selectors.approvals import requirement_of, team_leads
 log = structlog.get_logger(__name__)
 
 WEBHOOK_TIMEOUT = 5
+# Break-glass is reviewed after the fact: every reviewer and admin hears of it at once, and again
+# when its post-hoc review is overdue (portal/services/breakglass.py).
+BREAK_GLASS_EVENTS = {"break_glass", "break_glass_overdue"}
+
+
+def _break_glass_part(request) -> dict:
+    if not request.break_glass:
+        return {}
+    record_ = getattr(request, "break_glass_record", None)
+    if record_ is None:
+        return {"break_glass": {}}
+    return {"break_glass": {"incident_ref": record_.incident_ref, "ends_at": record_.ends_at.isoformat(),
+                            "review_due_at": record_.review_due_at.isoformat(),
+                            "reviewed": record_.reviewed_at is not None}}
+
+
+def _reviewers_and_admins() -> set[str]:
+    users = User.objects.filter(is_active=True).filter(
+        Q(groups__name__in=[Persona.REVIEWERS.value, Persona.ADMINS.value]) | Q(is_superuser=True))
+    return {e for e in users.values_list("email", flat=True) if e}
 
 
 def notification_body(request, event: str) -> dict:
@@ -38,6 +60,7 @@ def notification_body(request, event: str) -> dict:
             "plan_hash": request.plan_hash, "status_detail": request.status_detail,
             "url": f"{settings.PORTAL_BASE_URL}/requests/{request.pk}/",
         },
+        **_break_glass_part(request),
     }
 
 
@@ -45,6 +68,8 @@ def _recipients(request, event: str) -> list[str]:
     emails = set()
     if request.requester and request.requester.email:
         emails.add(request.requester.email)
+    if event in BREAK_GLASS_EVENTS:
+        emails.update(_reviewers_and_admins())
     if event == "submitted":
         requirement = requirement_of(request)
         reviewers = User.objects.filter(groups__name__in=requirement.approver_groups, is_active=True)

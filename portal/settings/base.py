@@ -305,6 +305,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "RequestStatusEnum": "portal.choices.RequestStatus",
+        "EnvironmentEnum": "portal.choices.Environment",
+        "BreakGlassOutcomeEnum": "portal.choices.BreakGlassOutcome",
         "InstanceStatusEnum": "portal.choices.InstanceStatus",
     },
 }

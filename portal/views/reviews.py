@@ -6,6 +6,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from portal.personas import is_reviewer
+from portal.selectors.breakglass import break_glass_reviews_pending, mark_overdue
 from portal.selectors.requests import pending_reviews_queryset
 
 QUEUE_LIMIT = 200
@@ -17,4 +18,7 @@ def review_queue(request):
     if not is_reviewer(request.user):
         raise PermissionDenied
     rows = list(pending_reviews_queryset(request.user)[:QUEUE_LIMIT])
-    return render(request, "reviews/queue.html", {"rows": rows, "limit": QUEUE_LIMIT})
+    # Break-glass requests applied without approval, owed a post-hoc review (most overdue first).
+    break_glass_rows = mark_overdue(list(break_glass_reviews_pending(request.user)[:QUEUE_LIMIT]))
+    return render(request, "reviews/queue.html", {"rows": rows, "limit": QUEUE_LIMIT,
+                                                  "break_glass_rows": break_glass_rows})

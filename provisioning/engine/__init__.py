@@ -45,6 +45,7 @@ from provisioning.liveness import liveness_lock, unlock
 from provisioning.plans import Step, hook, module_for, plan_hash, plan_text
 from provisioning.replicas import runner
 from provisioning.secrets import password_for, secret_role
+from provisioning.verification import verify_applied
 
 __all__ = ["Outcome", "apply", "verify_plan"]
 
@@ -131,6 +132,8 @@ def _apply_batch(request_id: int, hash_: str, *, worker: str, final_attempt: boo
         try:
             _execute(jobs, worker=worker)
             finish(jobs, leader_final=final_attempt)
+            # Revocation that proves itself: re-read the catalog after each applied revoke.
+            verify_applied([job.request for job in jobs if job.result is not None])
         finally:
             unlock(companion_ids)
         leader = jobs[0]

@@ -44,6 +44,7 @@ PLAN_MODULES = {
     "revoke": "provisioning.plans.revoke",
     "ddl": "provisioning.plans.ddl",
     "replica": "provisioning.plans.replica",
+    "drop_role": "provisioning.plans.drop_role",
     "disable": "provisioning.plans.disable",
 }
 

@@ -43,6 +43,13 @@ class Row:
 
 SCHEMA_FORM = {"instance": "{instance}", "team": "{team}", "database": "app", "name": "matrix_schema",
                "justification": "permission matrix"}
+_BREAK_GLASS_GRANT = {"role": "matrix_role", "database": "app", "schema": "matrix_absent", "privileges": ["SELECT"],
+                      "tables": "all"}
+BREAK_GLASS_API = {"instance": "{instance}", "team": "{team}", "justification": "permission matrix",
+                   "incident_ref": "INC-1", "duration_minutes": 30, "payload": _BREAK_GLASS_GRANT}
+BREAK_GLASS_FORM = {"instance": "{instance}", "team": "{team}", "role": "matrix_role", "database": "app",
+                    "schema": "matrix_absent", "privileges": ["SELECT"], "incident_ref": "INC-1",
+                    "duration_minutes": "30", "justification": "permission matrix"}
 
 ROWS: list[Row] = [
     # --- UI: everyone's pages -------------------------------------------------------------------
@@ -94,6 +101,16 @@ ROWS: list[Row] = [
     # secret: 404 for alice); the password itself is covered by the provisioning and security tests.
     Row("request-reveal", "POST", "/requests/{request}/reveal/", "302 404 404 200 200 200"),
     Row("review-queue", "GET", "/reviews/", "302 403 403 200 403 200"),
+    # Break-glass (#18): the form is everyone's, the service refuses all but requesters of the owning
+    # team (here: a schema that does not exist, 400 for alice; a 403 in the form is a 400 page for the
+    # others, whose team field has no team of theirs); {request} is no break-glass request (404).
+    Row("break-glass-new", "GET", "/break-glass/new/", "302 200 200 200 200 200"),
+    Row("break-glass-new", "POST", "/break-glass/new/", "302 400 400 400 400 400", data=BREAK_GLASS_FORM),
+    Row("break-glass-settings", "GET", "/break-glass/settings/", "302 403 403 403 403 200"),
+    Row("break-glass-settings", "POST", "/break-glass/settings/", "302 403 403 403 403 302",
+        data={"environment": "staging", "enabled": "on"}),
+    Row("break-glass-review", "POST", "/break-glass/{request}/review/", "302 404 404 404 404 404",
+        data={"outcome": "acknowledged", "comment": "checked"}),
     Row("my-access", "GET", "/access/", "302 200 200 200 200 200"),
     # Auditors read drift (read-only, as over the API); acting on it stays with reviewers.
     Row("drift-list", "GET", "/drift/", "302 403 403 200 200 200"),
@@ -179,6 +196,16 @@ ROWS: list[Row] = [
     Row("api:request-secret", "GET", "/api/v1/requests/{request}/secret/", "401 404 404 403 403 403"),
     # Auditors read drift findings (read-only), in the API as on the UI's drift page.
     Row("api:drift-list", "GET", "/api/v1/drift/", "401 403 403 200 200 200"),
+    # Break-glass (#18): alice passes every check but the schema (absent: 400); reviewers, auditors
+    # and admins are no requesters of the team (403); dave cannot name payments (400).
+    Row("api:break-glass-list", "GET", "/api/v1/break-glass/", "401 200 200 200 200 200"),
+    Row("api:break-glass-list", "POST", "/api/v1/break-glass/", "401 400 400 403 403 403", data=BREAK_GLASS_API),
+    Row("api:break-glass-detail", "GET", "/api/v1/break-glass/{request}/", "401 404 404 404 404 404"),
+    Row("api:break-glass-review", "POST", "/api/v1/break-glass/{request}/review/", "401 404 404 404 404 404",
+        data={"outcome": "acknowledged", "comment": "checked"}),
+    Row("api:break-glass-switches", "GET", "/api/v1/break-glass/settings/", "401 200 200 200 200 200"),
+    Row("api:break-glass-switches", "POST", "/api/v1/break-glass/settings/", "401 403 403 403 403 200",
+        data={"environment": "staging", "enabled": True}),
     Row("api:drift-scan", "POST", "/api/v1/drift/scan/", "401 403 403 200 403 200"),
     Row("api:drift-detail", "GET", "/api/v1/drift/{drift}/", "401 403 403 200 200 200"),
     Row("api:access-review-campaign-list", "GET", "/api/v1/reviews/campaigns/", "401 200 200 200 200 200"),
