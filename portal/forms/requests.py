@@ -11,10 +11,11 @@ from typing import Any
 
 from django import forms
 
-from portal.choices import PRIVILEGES, InstanceStatus, RequestType
+from portal.choices import PRIVILEGES, TABLE_PRIVILEGES, InstanceStatus, RequestType
 from portal.forms.base import PortalForm
 from portal.models import Instance, InstanceInventory, ManagedRole, ManagedSchema, Team
 from portal.selectors.instances import instance_list_for
+from provisioning.naming import NAME_RULE, name_problem
 
 BLANK = ("", "— choose —")
 # Never offered in the drop-downs: the catalogs and the portal's own bookkeeping schema.
@@ -150,6 +151,20 @@ class RequestForm(PortalForm):
                 "justification": data["justification"]}
 
 
+def _name_field(*, role: bool = False, help_text: str) -> forms.CharField:
+    """A role, schema or replica name judged by the one naming rule (provisioning.naming), in plain
+    words, as the plan will judge it: what the form accepts is exactly what the plan accepts."""
+
+    def check(value: str) -> None:
+        problem = name_problem(value, role=role)
+        if problem:
+            raise forms.ValidationError(problem, code="name")
+
+    # strip=False: the rule judges the whole string, as it does for the API, instead of the form
+    # quietly changing what was typed.
+    return forms.CharField(max_length=63, strip=False, validators=[check], help_text=help_text)
+
+
 def _iso(value) -> str | None:
     return value.isoformat() if value else None
 
@@ -161,10 +176,7 @@ class SchemaRequestForm(RequestForm):
 
     def setup_payload_fields(self) -> None:
         self.pick("database", self.databases(), help_text="The database the schema is created in.")
-        # strip=False: the one naming rule (provisioning.plans.checks.name_problem) judges the whole
-        # string, as it does for the API, instead of the form quietly changing what was typed.
-        self.fields["name"] = forms.CharField(max_length=63, strip=False, help_text="Lower case letters a to z, "
-                                              "digits and _; starts with a letter or _; not pg_…")
+        self.fields["name"] = _name_field(help_text="e.g. payments_reports. " + NAME_RULE[0].upper() + NAME_RULE[1:] + ".")
         self.pick("owner_role", self.roles(login=False), required=False, label="Owner role",
                   help_text="A NOLOGIN role of your team that will own it; empty: the portal creates <name>_owner.")
 
@@ -181,8 +193,8 @@ class RoleRequestForm(RequestForm):
     payload_fields = ("name", "login", "member_of", "connection_limit", "valid_until")
 
     def setup_payload_fields(self) -> None:
-        self.fields["name"] = forms.CharField(max_length=63, strip=False,
-                                              help_text="The role's name, e.g. payments_api.")
+        self.fields["name"] = _name_field(role=True, help_text="The role's name, e.g. payments_api. "
+                                                           + NAME_RULE[0].upper() + NAME_RULE[1:] + ".")
         self.fields["login"] = forms.BooleanField(required=False, initial=True, label="Can log in (LOGIN)",
                                                   help_text="A password is generated at apply time and shown "
                                                             "to you once.")
@@ -254,6 +266,10 @@ class GrantRequestForm(RequestForm):
             "tables": "all" if data.get("tables_mode") != "list" else list(data.get("tables") or []),
             "default_privileges": bool(data.get("default_privileges")),
         }
+        if payload["tables"] == "all" and not TABLE_PRIVILEGES.intersection(payload["privileges"]):
+            # Only USAGE / CREATE ticked: the default "All tables" radio means nothing, and the plan
+            # refuses a tables value without table privileges (#19: the form asks what the plan takes).
+            del payload["tables"]
         if data.get("expires_at"):
             payload["expires_at"] = _iso(data["expires_at"])
         return payload
@@ -262,6 +278,17 @@ class GrantRequestForm(RequestForm):
 class RevokeRequestForm(GrantRequestForm):
     request_type = RequestType.REVOKE
     payload_fields = ("role", "database", "schema", "privileges", "tables_mode", "tables", "default_privileges")
+
+    def setup_payload_fields(self) -> None:
+        super().setup_payload_fields()
+        # The grant form's words are wrong here: in a revoke the role loses privileges.
+        self.fields["role"].help_text = self.fields["role"].help_text.replace(
+            "Who receives the privileges.", "The role that loses the privileges; its open sessions on the "
+            "instance are ended when the revoke is applied.")
+        self.fields["privileges"].help_text = "The privileges taken away. USAGE and CREATE are on the schema; " \
+            "the others on its tables."
+        self.fields["default_privileges"].label = "Also future tables (ALTER DEFAULT PRIVILEGES … REVOKE)"
+        self.fields["default_privileges"].help_text = "Tables created later no longer get these privileges."
 
 
 class DdlRequestForm(RequestForm):
@@ -284,13 +311,18 @@ class DdlRequestForm(RequestForm):
         return {"database": data["database"], "schema": data["schema"], "sql": data["sql"]}
 
 
+REPLICA_EXAMPLE = "demo_replica_1"
+
+
 class ReplicaRequestForm(RequestForm):
     request_type = RequestType.REPLICA
     payload_fields = ("name",)
 
     def setup_payload_fields(self) -> None:
-        self.fields["name"] = forms.SlugField(max_length=63, help_text="Name of the new replica instance, "
-                                              "e.g. demo-replica-1.")
+        # The plan judges a replica's name by the naming rule of roles and schemas (no hyphens): so
+        # does the form, and its example passes that rule (test_replica_example_name_is_valid).
+        self.fields["name"] = _name_field(help_text=f"Name of the new replica instance, e.g. {REPLICA_EXAMPLE}. "
+                                                    + NAME_RULE[0].upper() + NAME_RULE[1:] + ".")
 
     def payload(self) -> dict:
         return {"name": self.cleaned_data["name"]}

@@ -13,7 +13,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from portal.choices import RequestStatus, RequestType
+from portal.choices import PRIVILEGES, TABLE_PRIVILEGES, RequestStatus, RequestType
 from portal.errors import DomainError, Gone, InvalidPayload, NameConflict
 from portal.forms.requests import FORMS, TYPE_CARDS, RequestForm
 from portal.models import Team
@@ -121,8 +121,26 @@ def request_preview(request, request_type: str):
                 context["missing"].append(label)
             else:
                 context["problems"].append((label, " ".join(error.messages)))
+    # Every field's problems at once, for the fields the user has left (portal.js shows them next to
+    # each field as it loses focus): the server's verdict, the same as at submit.
+    context["field_errors"] = {name: [str(m) for m in messages] for name, messages in form.errors.items()
+                               if name in form.fields}
+    if form.is_valid() and request_type in (RequestType.GRANT, RequestType.REVOKE):
+        context["privilege_summary"] = _privilege_summary(request_type, form.cleaned_data)
     # 200 either way: htmx swaps only 2xx answers, and the problems are the content here.
     return render(request, "requests/_preview.html", context)
+
+
+def _privilege_summary(request_type: str, data: dict) -> dict:
+    """What a grant / revoke preview says in words: exactly the privileges ticked, and USAGE named
+    apart when the plan adds it (table privileges are useless without USAGE on the schema)."""
+    ticked = [p for p in PRIVILEGES if p in (data.get("privileges") or [])]
+    on_tables = any(p in TABLE_PRIVILEGES for p in ticked)
+    return {"ticked": ticked, "verb": "Grants" if request_type == RequestType.GRANT else "Revokes",
+            "adds_usage": request_type == RequestType.GRANT and on_tables and "USAGE" not in ticked,
+            "tables": data.get("tables") if data.get("tables_mode") == "list" else None,
+            "role": data.get("role"), "schema": f"{data.get('database')}.{data.get('schema')}",
+            "future": bool(data.get("default_privileges"))}
 
 
 # -- lists --------------------------------------------------------------------------------------

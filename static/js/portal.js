@@ -173,3 +173,59 @@ document.addEventListener("change", (event) => {
   const form = box.closest("form");
   if (form) form.requestSubmit ? form.requestSubmit() : form.submit();
 });
+
+// --- forms (#19): each field is judged by the server as the user leaves it; the error summary of a
+// refused submit gets focus. The preview answer carries every field's problems (#preview-field-errors,
+// the server's verdict, the same as at submit); only the fields the user has left show theirs.
+(function () {
+  "use strict";
+  const touched = new Set();
+
+  function showFieldErrors(name, messages) {
+    const box = document.getElementById("field-" + name);
+    if (!box) return;
+    const errorId = "id_" + name + "_error";
+    box.querySelectorAll(".invalid-feedback").forEach((old) => old.remove());
+    box.querySelectorAll("input:not([type=hidden]), select, textarea").forEach((input) => {
+      input.classList.toggle("is-invalid", messages.length > 0);
+      if (messages.length) input.setAttribute("aria-invalid", "true"); else input.removeAttribute("aria-invalid");
+      const described = (input.getAttribute("aria-describedby") || "").split(" ").filter((id) => id && id !== errorId);
+      if (messages.length) described.push(errorId);
+      if (described.length) input.setAttribute("aria-describedby", described.join(" "));
+      else input.removeAttribute("aria-describedby");
+    });
+    if (messages.length) {
+      const feedback = document.createElement("div");
+      feedback.className = "invalid-feedback d-block";
+      feedback.id = errorId;
+      feedback.textContent = messages.join(" ");
+      box.appendChild(feedback);
+    }
+  }
+
+  document.addEventListener("focusout", (event) => {
+    const field = event.target;
+    if (!field.name || !field.closest || !field.closest("#request-form") || field.type === "hidden") return;
+    // Moving between the boxes of one group (privileges) is not leaving it.
+    const next = event.relatedTarget;
+    if (next && next.name === field.name) return;
+    touched.add(field.name);
+    document.body.dispatchEvent(new Event("fields-refreshed"));  // ask the server now, not after the debounce
+  });
+
+  document.addEventListener("htmx:afterSwap", (event) => {
+    if (event.target.id !== "preview") return;
+    const source = document.getElementById("preview-field-errors");
+    if (!source) return;
+    const errors = JSON.parse(source.textContent) || {};
+    touched.forEach((name) => showFieldErrors(name, errors[name] || []));
+  });
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const summary = document.getElementById("form-errors");
+    if (summary) {
+      summary.setAttribute("tabindex", "-1");
+      summary.focus();
+    }
+  });
+})();
