@@ -329,11 +329,11 @@ def _revoke_request(item: AccessReviewItem, *, certifier: User | None, comment: 
         payload = revoke_payload_for(grant)
         team = grant.team
     else:
-        if item.instance_id not in inventory_ok:
-            raise TargetUnavailable(f"{instance.name}: its catalog could not be read; try again")
         team = Team.objects.filter(pk=item.owning_team_id).first()
         if team is None:
             raise Conflict(f"item #{item.pk}: no team owns this privilege; revoke it from the drift page")
+        if item.instance_id not in inventory_ok:
+            raise TargetUnavailable(f"{instance.name}: its catalog could not be read; try again")
         raw = {"role": item.role, "database": item.database, "schema": item.schema,
                "privileges": list(item.privileges),
                "tables": item.tables if item.kind in ("tables", "default") else None,
@@ -535,7 +535,8 @@ def campaigns_process_deadlines(*, now: datetime | None = None) -> list[int]:
 
 
 def campaign_process_deadline(campaign: AccessReviewCampaign, *, now: datetime) -> None:
-    pending = list(campaign.items.filter(decision="").select_related("instance", "grant", "certifier",
+    # An item escalated once is its new certifier's to decide: the deadline acts on it no more.
+    pending = list(campaign.items.filter(decision="", escalated_at__isnull=True).select_related("instance", "grant", "certifier",
                                                                       "campaign__fallback_certifier"))
     inventory_ok = (_refresh_inventories(pending) if campaign.unanswered_action == UnansweredAction.REVOKE
                     else set())
@@ -549,9 +550,15 @@ def campaign_process_deadline(campaign: AccessReviewCampaign, *, now: datetime) 
                 if item.decision:
                     continue
                 if campaign.unanswered_action == UnansweredAction.REVOKE:
-                    _apply_decision(item, decision=CertificationDecision.REVOKE, decided_by=None,
-                                    comment="unanswered at the deadline", new_expiry=None, actor_ip=None,
-                                    inventory_ok=inventory_ok, now=now)
+                    try:
+                        with transaction.atomic():
+                            _apply_decision(item, decision=CertificationDecision.REVOKE, decided_by=None,
+                                            comment="unanswered at the deadline", new_expiry=None, actor_ip=None,
+                                            inventory_ok=inventory_ok, now=now)
+                    except (Conflict, InvalidPayload) as exc:
+                        # Not revocable by a request (no team owns it, or the plan refuses it): a
+                        # person must decide, so it goes up as an escalation would.
+                        _escalate(item, now=now, reason=f"not revoked automatically: {exc.detail}")
                 else:
                     _escalate(item, now=now)
         except Exception as exc:  # noqa: BLE001 - one item must not hold back the others; retried next run
@@ -566,7 +573,7 @@ def campaign_process_deadline(campaign: AccessReviewCampaign, *, now: datetime) 
         _close_if_done(locked, now=now)
 
 
-def _escalate(item: AccessReviewItem, *, now: datetime) -> None:
+def _escalate(item: AccessReviewItem, *, now: datetime, reason: str = "unanswered at the deadline") -> None:
     previous = item.certifier
     holders = set(item.holders)
     target = lead_of(previous, exclude=holders) if previous is not None else None
@@ -583,7 +590,8 @@ def _escalate(item: AccessReviewItem, *, now: datetime) -> None:
            database=item.database, outcome="escalated" if target is not None else "failed",
            details={"campaign": item.campaign_id, "from": previous.username if previous else None,
                     "to": target.username if target else None,
-                    **({} if target is not None else {"reason": "no lead above the certifier and no fallback"})})
+                    "reason": reason if target is not None else f"{reason}; no lead above the certifier and no "
+                                                                  "fallback"})
 
 
 def _mail(recipients: list[str], subject: str, body: dict) -> list[str]:

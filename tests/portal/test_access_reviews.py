@@ -369,3 +369,25 @@ def test_the_pages_show_a_certifier_their_queue_and_decide_in_bulk(people, web_f
                                                       "unanswered_action": "revoke", "fallback_certifier": "admin",
                                                       "instances": ["plain"]})
     assert response.status_code == 400 and "must be in the future" in response.content.decode()
+
+
+def test_the_deadline_hands_an_orphan_it_cannot_revoke_to_the_fallback_and_retries_an_unreachable_one(
+        people, plain_instance):
+    campaign, item = _campaign(people, plain_instance)
+    orphan = AccessReviewItem.objects.create(
+        campaign=campaign, instance=plain_instance, database="app", schema="s", role="lost", kind="schema",
+        privileges=["USAGE"], source="outside", certifier=people["alice"], evidence={})
+    AccessReviewCampaign.objects.filter(pk=campaign.pk).update(deadline=timezone.now() - timedelta(minutes=1))
+    # the instance cannot be reached: the owned item waits for the next run; the orphan (no team,
+    # so no revoke request can carry it) goes to the fallback certifier
+    assert campaigns_process_deadlines() == [campaign.pk]
+    orphan.refresh_from_db()
+    item.refresh_from_db()
+    assert orphan.certifier == people["admin"] and orphan.certifier_reason == "escalated" and not orphan.decision
+    assert item.decision == "" and item.certifier == people["alice"]
+    event = AuditEvent.objects.get(action="review.escalated", object_id=str(orphan.pk))
+    assert event.details["reason"].startswith("not revoked automatically")
+    assert AccessReviewCampaign.objects.get(pk=campaign.pk).deadline_processed_at is None  # tried again later
+    # the next run acts on the unreachable item only: the escalated orphan is its new certifier's
+    campaigns_process_deadlines()
+    assert AuditEvent.objects.filter(action="review.escalated", object_id=str(orphan.pk)).count() == 1
