@@ -109,9 +109,8 @@ class Environment:
         return value
 
 
-def _oidc_required(env: Environment, name: str, issuer: str | None) -> str:
+def _oidc_required(value: str, name: str, issuer: str | None) -> str:
     """A setting single sign-on cannot do without: refused at start-up when the issuer is set and it is not."""
-    value = env.text(name, "")
     if issuer and not value:
         raise ImproperlyConfigured(f"{name} must be set when PORTAL_OIDC_ISSUER is (see docs/identity.md)")
     return value
@@ -250,8 +249,9 @@ class Config:
             login_failures=env.integer("PORTAL_LOGIN_FAILURES", 5, minimum=1),
             local_login=env.flag("PORTAL_LOCAL_LOGIN", True),
             oidc_issuer=oidc_issuer,
-            oidc_client_id=_oidc_required(env, "PORTAL_OIDC_CLIENT_ID", oidc_issuer),
-            oidc_client_secret=_oidc_required(env, "PORTAL_OIDC_CLIENT_SECRET", oidc_issuer),
+            oidc_client_id=_oidc_required(env.text("PORTAL_OIDC_CLIENT_ID", ""), "PORTAL_OIDC_CLIENT_ID", oidc_issuer),
+            oidc_client_secret=_oidc_required(env.text("PORTAL_OIDC_CLIENT_SECRET", ""), "PORTAL_OIDC_CLIENT_SECRET",
+                                              oidc_issuer),
             oidc_scopes=tuple(env.text("PORTAL_OIDC_SCOPES", "openid email profile").replace(",", " ").split()),
             oidc_groups_claim=env.text("PORTAL_OIDC_GROUPS_CLAIM", "groups"),
             oidc_group_map=env.path("PORTAL_OIDC_GROUP_MAP", None),

@@ -15,6 +15,7 @@ import os
 import re
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -191,6 +192,7 @@ if __name__ == "__main__":  # try single sign-on by hand: docs/identity.md
         provider.set_users({"erin": {"name": "Erin Example", "groups": ["dbportal-payments"]},
                             "rita": {"name": "Rita Reviewer", "groups": ["dbportal-reviewers"]}})
     provider.port = port
+    signal.signal(signal.SIGTERM, lambda *_: (provider.stop(), sys.exit(0)))
     issuer = provider.start()
     print(f"OpenID provider at {issuer}; users and groups in {state / 'users.json'} (read at every sign-in)\n"
           f"  PORTAL_OIDC_ISSUER={issuer} PORTAL_OIDC_CLIENT_ID={CLIENT_ID} "
