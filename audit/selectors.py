@@ -17,6 +17,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from psycopg import sql
 
 from audit.chain import TS_SQL
+from audit.chainer import ensure_chained
 from audit.models import AuditEvent
 from portal.errors import InvalidPayload
 
@@ -67,12 +68,12 @@ class AuditFilters:
         if self.request is not None:
             conditions.append(sql.SQL("{} = %s").format(col("request_id")))
             params.append(self.request)
-        if not conditions:
-            return sql.SQL("TRUE"), params
+        # Chained events only: a pending one (seq < 0, audit/chainer.py) has no final seq yet.
+        conditions.append(sql.SQL("{} > 0").format(col("seq")))
         return sql.SQL(" AND ").join(conditions), params
 
     def queryset(self):
-        qs = AuditEvent.objects.all()
+        qs = AuditEvent.objects.filter(seq__gt=0)  # chained events only (audit/chainer.py)
         if self.since is not None:
             qs = qs.filter(ts__gte=self.since)
         if self.until is not None:
@@ -164,6 +165,9 @@ def event_page(filters: AuditFilters, *, after: int | None = None, before: int |
     """One keyset page: ascending after `after`, or newest first before `before` (or from the end
     when `before` is given as 0 / None with newest=True). Returns (events, next cursor or None)."""
     limit = max(1, min(limit, MAX_PAGE))
+    # Pages follow seq: what is committed gets its final seq first, so a reader paging by seq
+    # neither skips an event that is chained later nor sees one twice.
+    ensure_chained()
     qs = filters.queryset()
     # ts ascends with seq (taken from the database clock under the head lock), so a period is
     # also a seq range: two probes of the ts index bound the keyset scan, which then stays
@@ -191,19 +195,38 @@ def event_get(seq: int) -> AuditEvent | None:
     return AuditEvent.objects.filter(seq=seq).first()
 
 
+COUNT_CAP = 10_000
+
+
+def event_count(filters: AuditFilters, *, cap: int = COUNT_CAP) -> int:
+    """How many events match, counted up to `cap` (cap + 1 means "more than cap"): the total above
+    the log stays one bounded index scan at millions of rows."""
+    return filters.queryset()[: cap + 1].count()
+
+
+def event_neighbours(seq: int) -> tuple[int | None, int | None]:
+    """The seq of the event before and after `seq` in the whole log (the drawer's previous / next);
+    one query, two probes of the primary key. Only chained events (seq > 0) are neighbours."""
+    row = AuditEvent.objects.filter(seq=seq).values("seq").annotate(
+        previous=Subquery(AuditEvent.objects.filter(seq__lt=seq, seq__gt=0).order_by("-seq").values("seq")[:1]),
+        following=Subquery(AuditEvent.objects.filter(seq__gt=seq).order_by("seq").values("seq")[:1]),
+    ).first()
+    return (row["previous"], row["following"]) if row else (None, None)
+
+
 # --- export SQL ---------------------------------------------------------------------------
 _EVENTS = sql.Identifier(AuditEvent._meta.db_table)
 _EXPORT_SELECT = sql.SQL(
     "SELECT seq, {ts} AS ts, actor, host(actor_ip) AS actor_ip, action, object_type, object_id, "
     "instance, database, statement, request_id, approvers::text AS approvers, outcome, details::text AS details, "
-    "prev_hash, hash FROM {events}"
+    "prev_hash, hash, key_id FROM {events}"
 ).format(ts=sql.SQL(TS_SQL), events=_EVENTS)
 # One JSON object per line; jsonb values embedded as JSON (not as strings).
 _JSONL_SELECT = sql.SQL(
     "SELECT json_build_object('seq', seq, 'ts', {ts}, 'actor', actor, 'actor_ip', host(actor_ip), "
     "'action', action, 'object_type', object_type, 'object_id', object_id, 'instance', instance, "
     "'database', database, 'statement', statement, 'request_id', request_id, 'approvers', approvers, "
-    "'outcome', outcome, 'details', details, 'prev_hash', prev_hash, 'hash', hash)::text FROM {events}"
+    "'outcome', outcome, 'details', details, 'prev_hash', prev_hash, 'hash', hash, 'key_id', key_id)::text FROM {events}"
 ).format(ts=sql.SQL(TS_SQL), events=_EVENTS)
 
 

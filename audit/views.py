@@ -15,7 +15,17 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods
 
 from audit.models import AuditEvent
-from audit.selectors import FILTER_FIELDS, action_names, event_get, event_page, parse_filters, parse_seq
+from audit.selectors import (
+    COUNT_CAP,
+    FILTER_FIELDS,
+    action_names,
+    event_count,
+    event_get,
+    event_neighbours,
+    event_page,
+    parse_filters,
+    parse_seq,
+)
 from audit.services import audit_access_record, audit_verify
 from portal.errors import InvalidPayload
 from portal.models import Instance
@@ -44,17 +54,21 @@ def _export_links(query: str) -> dict[str, str]:
 def audit_log(request):
     _require_auditor(request.user)
     errors: dict[str, list[str]] = {}
-    events, older = [], None
+    events, older, total = [], None, 0
     try:
         filters = parse_filters(request.GET)
         before = parse_seq(request.GET, "before")
         events, older = event_page(filters, before=before or 0, limit=PAGE)
+        total = event_count(filters)
         audit_access_record(actor=request.user, actor_ip=client_ip(request), view="log", parameters=request.GET)
     except InvalidPayload as exc:
         errors = exc.errors
     query = _filter_query(request.GET)
     context = {
         "events": events,
+        "total": total,
+        "total_capped": total > COUNT_CAP,
+        "count_cap": COUNT_CAP,
         "older_url": f"?{query + '&' if query else ''}before={older}" if older else "",
         "newest_url": f"?{query}" if request.GET.get("before") else "",
         "filters": {k: request.GET.get(k, "") for k in FILTER_FIELDS},
@@ -73,9 +87,12 @@ def audit_event_detail(request, seq: int):
     event = event_get(seq)
     if event is None:
         raise Http404("no such event")
+    # The neighbours as the log stood when the event was opened (not this very read's own event).
+    previous, following = event_neighbours(seq)
     audit_access_record(actor=request.user, actor_ip=client_ip(request), view="event", object_id=seq)
     template = "audit/_event.html" if request.htmx else "audit/event.html"
-    return render(request, template, {"event": event})
+    return render(request, template, {"event": event, "previous": previous, "following": following,
+                                      "drawer": bool(request.htmx)})
 
 
 @login_required

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
 
 from django import template
 from django.utils import timezone
@@ -11,7 +14,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
-from pygments.lexers import PostgresLexer
+from pygments.lexers import JsonLexer, PostgresLexer
 
 register = template.Library()
 
@@ -116,3 +119,19 @@ def duration(start: datetime | None, end: datetime | None) -> str:
     if seconds < 120:
         return f"{seconds:.1f} s"
     return f"{seconds / 60:.0f} min"
+
+
+@register.filter
+def pretty_json(value: Any) -> SafeString:
+    """A JSON value indented, keys sorted and highlighted by Pygments (which escapes the text)."""
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    return mark_safe(highlight(text, JsonLexer(), _FORMATTER).rstrip("\n"))
+
+
+@register.simple_tag
+def filter_url(filters: dict[str, str], name: str, value: Any) -> str:
+    """A query string: the current filters with `name` set to `value` (the page cursor dropped), so
+    a cell of a filtered table narrows the view further."""
+    query = {key: text for key, text in filters.items() if text and key != name}
+    query[name] = str(value)
+    return "?" + urlencode(query)
