@@ -32,7 +32,9 @@ from portal.services.access_reviews import (
     items_decide,
 )
 from portal.services.demo import membership_add
+from provisioning.models import RoleLastSeen
 from tests.provisioning.helpers import admin_conn, approved_request, grant_payload, role_payload, schema_payload, unique
+from tests.security.test_webhooks import Recorder
 
 pytestmark = pytest.mark.slow
 
@@ -266,11 +268,15 @@ def test_items_list_is_filtered_and_its_queries_pinned(people, api_for, plain_in
         AccessReviewItem.objects.create(campaign=campaign, instance=plain_instance, database="app", schema="s",
                                         role=f"r{n}", kind="schema", privileges=["USAGE"], source="outside",
                                         certifier=people["alice"], evidence={})
+    seen = timezone.now().replace(microsecond=0) - timedelta(hours=3)
+    RoleLastSeen.objects.create(instance=plain_instance, role="r", last_seen_at=seen, database="app", sessions=1)
     client = api_for("alice")
     with django_assert_max_num_queries(8):
         response = client.get(f"/api/v1/reviews/campaigns/{campaign.pk}/items/?decision=pending")
     assert response.status_code == 200 and response.json()["count"] == 31
-    assert response.json()["results"][0]["last_seen"] is None
+    by_role = {row["role"]: row for row in response.json()["results"]}
+    # last seen connected: from helper sampling of pg_stat_activity (RoleLastSeen), else null
+    assert by_role["r"]["last_seen"] == seen.isoformat().replace("+00:00", "Z") and by_role["r0"]["last_seen"] is None
     assert client.get(f"/api/v1/reviews/campaigns/{campaign.pk}/items/?role=r3").json()["count"] == 1
     assert client.get(f"/api/v1/reviews/campaigns/{campaign.pk}/items/?decision=x").status_code == 400
     with django_assert_max_num_queries(6):
@@ -300,12 +306,18 @@ def test_an_unanswered_item_escalates_to_the_certifiers_own_lead(people, plain_i
 
 def test_reminders_go_to_certifiers_once_a_day_before_the_deadline(people, plain_instance, mailoutbox):
     campaign, item = _campaign(people, plain_instance)
-    assert campaigns_send_reminders() == [campaign.pk]
-    assert campaigns_send_reminders() == []  # not again within a day
+    with Recorder() as receiver:  # the owning team's webhook, on loopback
+        Team.objects.filter(name="payments").update(webhook_url=receiver.url)
+        assert campaigns_send_reminders() == [campaign.pk]
+        assert campaigns_send_reminders() == []  # not again within a day
     assert [m.to for m in mailoutbox] == [["alice@example.test"]]
     assert "1 item(s) to certify" in mailoutbox[0].subject
+    assert len(receiver.received) == 1
+    body = receiver.received[0]["body"]
+    assert body["event"] == "review.reminder" and body["campaign"]["pending"] == {"alice": 1}
     event = AuditEvent.objects.get(action="review.reminder_sent", object_id=str(campaign.pk))
     assert event.details["pending"] == {"alice": 1} and event.outcome == "sent"
+    assert event.details["webhooks"] == {"payments": "204"}
     later = timezone.now() + timedelta(hours=25)
     assert campaigns_send_reminders(now=later) == [campaign.pk]
     # none after the deadline
