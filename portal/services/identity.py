@@ -29,7 +29,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from guardian.shortcuts import remove_perm
 
@@ -199,7 +199,8 @@ def mapping_bootstrap(path: Path | None = None) -> int:
         return 0
     with transaction.atomic():
         # One loader at a time: two first sign-ins at once must not load the file twice.
-        Group.objects.select_for_update().filter(name=Persona.ADMINS.value).first()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ["dbportal.identity.group_map"])
         if GroupMapping.objects.exists():
             return 0
         entries = mapping_file_entries(path)
@@ -252,7 +253,9 @@ def oidc_sign_in(*, claims: dict, issuer: str, actor_ip: str | None = None) -> S
     Runs as the portal."""
     subject = claims.get("sub")
     if not isinstance(subject, str) or not 0 < len(subject) <= 255:
-        raise SignInRefused("the ID token has no usable subject")
+        with transaction.atomic():
+            refusal = _refuse(reason="the ID token has no usable subject", actor="anonymous", ip=actor_ip, details={})
+        raise refusal
     mapping_bootstrap()
     with transaction.atomic():
         try:
