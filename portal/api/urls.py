@@ -5,8 +5,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from rest_framework.routers import DefaultRouter
 
 from audit.api.views import AuditExportView
+from portal.api.access import AccessView
 from portal.api.access_reviews import CampaignViewSet
 from portal.api.breakglass import BreakGlassViewSet
+from portal.api.change_sets import ChangeSetViewSet
 from portal.api.drift import DriftViewSet
 from portal.api.entitlements import EntitlementView
 from portal.api.identity import GroupMappingViewSet
@@ -20,6 +22,7 @@ router.register("teams", TeamViewSet, basename="team")
 router.register("instances", InstanceViewSet, basename="instance")
 router.register("requests", RequestViewSet, basename="request")
 router.register("drift", DriftViewSet, basename="drift")
+router.register("change-sets", ChangeSetViewSet, basename="change-set")
 router.register("break-glass", BreakGlassViewSet, basename="break-glass")
 router.register("identity/group-mappings", GroupMappingViewSet, basename="group-mapping")
 router.register("reviews/campaigns", CampaignViewSet, basename="access-review-campaign")
@@ -33,5 +36,6 @@ urlpatterns = [
     # drift findings, which audit does not import (the audit-without-provisioning contract).
     path("audit/export/", AuditExportView.as_view(entitlements_at=entitlements_at), name="audit-export"),
     path("entitlements/", EntitlementView.as_view(), name="entitlements"),
+    path("access/", AccessView.as_view(), name="access"),
     path("", include(router.urls)),
 ]

@@ -3,6 +3,7 @@
 from portal.models.access_review import AccessReviewCampaign, AccessReviewItem
 from portal.models.approval import Approval
 from portal.models.breakglass import BreakGlass, BreakGlassSetting
+from portal.models.change_set import ChangeSet, ChangeSetItem
 from portal.models.identity import GroupMapping, IdentityLink
 from portal.models.instance import Instance, InstanceInventory
 from portal.models.managed import Grant, ManagedRole, ManagedSchema
@@ -21,6 +22,8 @@ __all__ = [
     "BreakGlass",
     "BreakGlassSetting",
     "ChangeRequest",
+    "ChangeSet",
+    "ChangeSetItem",
     "DdlRuleSetting",
     "Execution",
     "GroupMapping",

@@ -1,0 +1,3 @@
+from dbportal_cli.main import main
+
+main()
