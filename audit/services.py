@@ -1,10 +1,10 @@
 """audit.services.record(): the only way into the audit log.
 
 Call it inside the transaction of the change it describes: the event commits if and only if
-the change does. Appends serialise on the single AuditHead row: the UPDATE that takes the next
-`seq` locks it until the caller's transaction ends, so `seq` is gap-free (a rolled-back
-append rolls back its head update too) and `ts`, read from the database clock while the lock
-is held, ascends with `seq`.
+the change does. record() inserts the event pending (a negative placeholder seq, no hash) and
+takes no lock, so concurrent writers commit in parallel; the chainer (audit/chainer.py) gives
+committed events their gap-free seq and keyed hash in batches, right after the commit in the
+writer's process, from beat every second, and before every read that needs the chain.
 """
 
 from __future__ import annotations
@@ -14,13 +14,18 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 from psycopg import sql
 
-from audit.chain import GENESIS_HASH, json_safe, link
-from audit.models import AuditEvent, AuditHead
+from audit import chainer, checkpoints, keys
+from audit.chain import json_safe
+from audit.chainer import chain_after_commit, pending_insert_sql
+from audit.models import AuditEvent, AuditHead, RecordedEvent
 from audit.verify import verify_chain
 from portal.logging import redact_text
 
@@ -29,27 +34,12 @@ SYSTEM = "system"
 # Keys whose values never enter the log, whatever a caller passes in `details`.
 _SECRET_KEYS = {"password", "admin_password", "secret", "token", "dsn", "pwd", "passwd", "new_password"}
 
-# Table names from the models' _meta, composed once (psycopg.sql; the texts never change).
-_HEAD = sql.Identifier(AuditHead._meta.db_table)
-_TAKE_SEQS = sql.SQL(
-    "UPDATE {head} SET seq = seq + %s WHERE id = 1 RETURNING seq, hash, clock_timestamp()"
-).format(head=_HEAD).as_string(None)
-_CREATE_HEAD = sql.SQL(
-    "INSERT INTO {head} (id, seq, hash) VALUES (1, 0, %s) ON CONFLICT (id) DO NOTHING"
-).format(head=_HEAD).as_string(None)
-_COLUMNS = ("seq", "ts", "actor", "actor_ip", "action", "object_type", "object_id", "instance", "database",
+_COLUMNS = ("actor", "actor_ip", "action", "object_type", "object_id", "instance", "database",
             "statement", "request_id", "approvers", "outcome", "details", "prev_hash", "hash")
 _JSON_COLUMNS = (_COLUMNS.index("approvers"), _COLUMNS.index("details"))
-# The events and the head's new hash in one round trip; every value is a parameter (arrays, one
-# element per event), so the statement's text never changes.
-_INSERT_EVENTS = sql.SQL(
-    "WITH inserted AS (INSERT INTO {events} ({columns})"
-    " SELECT * FROM unnest(%s::bigint[], %s::timestamptz[], %s::text[], %s::inet[], %s::text[], %s::text[],"
-    " %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::jsonb[], %s::text[], %s::jsonb[],"
-    " %s::text[], %s::text[]))"
-    " UPDATE {head} SET hash = %s WHERE id = 1"
-).format(events=sql.Identifier(AuditEvent._meta.db_table), head=_HEAD,
-         columns=sql.SQL(", ").join(sql.Identifier(name) for name in _COLUMNS)).as_string(None)
+# Every event of one call in one statement; every value a parameter (arrays, one element per event).
+_INSERT_PENDING = pending_insert_sql(_COLUMNS)
+_LOADED = ("seq", "ts", *_COLUMNS)
 
 def _actor_name(actor: Any) -> str:
     if actor is None:
@@ -158,40 +148,33 @@ def event(
 
 
 def record_many(events: list[AuditEvent]) -> list[AuditEvent]:
-    """Append events built by `event()` to the chain, in order, and return them.
+    """Append events built by `event()` to the log, in order, and return them as stored.
 
-    One head update takes all their seqs, one INSERT writes them, one update moves the head's
-    hash: a worker recording an apply's ten events holds the head lock for three round trips
-    instead of thirty. They share the `ts` read under the lock (ts still never decreases with seq).
+    One INSERT writes them all, pending: their seq is a negative placeholder and their hash empty
+    until the chainer runs after the commit (audit/chainer.py); reads of the log that need the
+    chain (verification, exports, the list pages) chain first. Nothing is locked, so writers in
+    separate transactions never wait for each other here.
     """
     if not events:
         return []
+    for item in events:
+        item.prev_hash = item.hash = ""
+    columns = [[getattr(item, name) for item in events] for name in _COLUMNS]
+    for index in _JSON_COLUMNS:
+        columns[index] = [json.dumps(value) for value in columns[index]]
     # savepoint=False: an append that fails dooms the caller's transaction, as it should (the
-    # change must not commit without its event), and saves two round trips.
+    # change must not commit without its event).
     with transaction.atomic(savepoint=False):
         with connection.cursor() as cursor:
-            cursor.execute(_TAKE_SEQS, [len(events)])
-            row = cursor.fetchone()
-            if row is None:
-                # First event ever on a database created without migration 0003's head row.
-                cursor.execute(_CREATE_HEAD, [GENESIS_HASH])
-                cursor.execute(_TAKE_SEQS, [len(events)])
-                row = cursor.fetchone()
-            last_seq, prev_hash, now = row
-            seq = last_seq - len(events)
-            for item in events:
-                seq += 1
-                item.seq, item.ts, item.prev_hash = seq, now, prev_hash
-                item.hash = prev_hash = link(prev_hash, event_dict(item))
-            columns = [[getattr(item, name) for item in events] for name in _COLUMNS]
-            for index in _JSON_COLUMNS:
-                columns[index] = [json.dumps(value) for value in columns[index]]
-            cursor.execute(_INSERT_EVENTS, [*columns, prev_hash])
-    # The given events now hold their seq, ts and hashes; the returned ones are the same rows as
-    # loaded models (from_db), as a read of the log would give them.
-    return [AuditEvent.from_db(connection.alias, _COLUMNS, [getattr(item, name) for name in _COLUMNS])
-            for item in events]
-
+            cursor.execute(_INSERT_PENDING, columns)
+            placed = cursor.fetchall()
+        transaction.on_commit(chain_after_commit)
+    for item, (seq, ts) in zip(events, placed, strict=True):
+        item.seq, item.ts = seq, ts
+    stored = [RecordedEvent.from_db(connection.alias, _LOADED, [getattr(item, name) for name in _LOADED])
+              for item in events]
+    chainer.note_recorded([(seq, item) for (seq, _), item in zip(placed * 2, [*events, *stored], strict=True)])
+    return stored
 
 
 def event_dict(event: AuditEvent) -> dict[str, Any]:
@@ -213,20 +196,80 @@ def event_dict(event: AuditEvent) -> dict[str, Any]:
     }
 
 
-def audit_verify(*, actor: Any, actor_ip: str | None = None) -> Any:
-    """Recompute the chain and record the verification itself (audit.verified)."""
-    result = verify_chain()
+def ensure_chained() -> int:
+    """Chain every committed pending event now (waiting for a running chainer): before a read that
+    needs final seqs and hashes."""
+    return chainer.ensure_chained()
+
+
+def audit_verify(*, actor: Any, actor_ip: str | None = None, incremental: bool = False) -> Any:
+    """Chain what is pending, check the chain against the keys and the checkpoints, and record the
+    verification itself (audit.verified). incremental: from the newest good checkpoint on."""
+    ensure_chained()
+    result = verify_chain(incremental=incremental)
     with transaction.atomic():
         record("audit.verified", actor=actor, actor_ip=actor_ip, object_type="audit_log",
                outcome="ok" if result.ok else "broken", details=result.as_dict())
     return result
 
 
+CHECKPOINTED = "audit.checkpointed"
+
+
+def checkpoint_due(now: Any = None) -> bool:
+    """A checkpoint is due when events other than checkpoint records arrived since the last one and
+    either AUDIT_CHECKPOINT_EVENTS of them did or AUDIT_CHECKPOINT_MINUTES passed. Checkpoint
+    records themselves never make one due: an idle log gets no endless series."""
+    last = checkpoints.latest()
+    last_seq = last.seq if last else 0
+    newer = AuditEvent.objects.filter(seq__gt=last_seq).exclude(action=CHECKPOINTED)
+    if not newer.exists():
+        return False
+    head = AuditHead.objects.filter(pk=1).values_list("seq", flat=True).first() or 0
+    if head - last_seq >= settings.AUDIT_CHECKPOINT_EVENTS or last is None:
+        return True
+    written = datetime.fromisoformat(last.time.replace("Z", "+00:00"))
+    return (now or timezone.now()) - written >= timedelta(minutes=settings.AUDIT_CHECKPOINT_MINUTES)
+
+
+def audit_checkpoint(*, actor: Any = SYSTEM, force: bool = False) -> checkpoints.Checkpoint | None:
+    """Write a signed checkpoint of the head when one is due (or `force`), and record it
+    (audit.checkpointed, with the file's name and digest, so a deleted newest file is found).
+    A store that fails is recorded too (audit.checkpoint_failed, outcome failed) and re-raised."""
+    ensure_chained()
+    if not force and not checkpoint_due():
+        return None
+    key = keys.current()
+    if key is None:
+        raise RuntimeError("no audit key configured (PORTAL_AUDIT_KEYS): checkpoints cannot be signed")
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_LOCK_HEAD_FOR_CHECKPOINT)
+            seq, head_hash, head_key_id = cursor.fetchone()
+            written = checkpoints.write(seq, head_hash, head_key_id, key)
+    except Exception as exc:
+        with transaction.atomic():
+            record("audit.checkpoint_failed", actor=actor, object_type="audit_checkpoint", outcome="failed",
+                   details={"reason": f"{type(exc).__name__}: {str(exc)[:300]}"})
+        raise
+    with transaction.atomic():
+        record(CHECKPOINTED, actor=actor, object_type="audit_checkpoint", object_id=written.number, outcome="ok",
+               details={"number": written.number, "seq": written.seq, "hash": written.hash,
+                        "key_id": written.next_key_id, "file": written.name, "digest": written.digest})
+    return written
+
+
 def audit_export_record(*, actor: Any, actor_ip: str | None, export_format: str, filters: dict[str, Any]) -> None:
-    """Every export is itself an event (audit.exported), committed before the first byte leaves."""
+    """Every export is itself an event (audit.exported), committed before the first byte leaves;
+    then everything committed is chained, so the export holds final seqs and hashes."""
     with transaction.atomic():
         record("audit.exported", actor=actor, actor_ip=actor_ip, object_type="audit_log", outcome="ok",
                details={"format": export_format, "filters": filters})
+    ensure_chained()
+
+
+_LOCK_HEAD_FOR_CHECKPOINT = sql.SQL("SELECT seq, hash, key_id FROM {head} WHERE id = 1 FOR UPDATE").format(
+    head=sql.Identifier(AuditHead._meta.db_table)).as_string(None)
 
 
 # What an audit data read records of its query: the filters and paging, never anything else.

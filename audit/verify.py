@@ -1,14 +1,30 @@
-"""Verification of the chain: recompute every link, streaming, and name the first broken seq.
+"""Verification of the chain: recompute every link under its key, check it against the signed
+checkpoints outside the database, and name the first broken (rewritten) seq.
 
-Rows are read with one COPY ... TO STDOUT and checked line by line, so memory stays flat at
-any size. The head row is read first and the COPY stops at its seq: every row up to the head's
-seq had committed when the head was read, so appends running meanwhile neither break nor slow
-the check.
+Rows are read with COPY ... TO STDOUT and checked line by line, so memory stays flat at any
+size. The head row is read first and the COPY stops at its seq: every row up to the head's seq
+was chained and committed when the head was read, so appends running meanwhile neither break
+nor slow the check (pending events, seq < 0, are not part of the chain yet).
 
-Speed: PostgreSQL renders each event's canonical form (a jsonb object as text, docs/audit.md)
-while Python hashes the previous line, so two cores work in parallel and Python only runs
-SHA-256 over bytes. audit.chain.canonical() renders the same text on the way in (record), and
-tests pin that both renderings agree byte for byte.
+What is checked (docs/audit.md, "Keyed chain" and "Checkpoints"):
+- seq gap-free from where the online log starts (online_start(), the retention hook) to the head;
+- each prev_hash is the previous event's hash, each hash the HMAC-SHA256 of prev_hash and the
+  canonical form under the event's key (plain SHA-256 for events from before keys, key_id "");
+- keys only move forward: an event keyed with an older key than the event before it, or unkeyed
+  after a keyed one, is a downgrade; after a checkpoint, every event is keyed with the
+  checkpoint's next_key_id or a newer key (so a log rewritten with recomputed plain SHA-256
+  hashes is found at its first rewritten event, whatever the database says);
+- every checkpoint file: signature, numbering, link to the previous file (audit/checkpoints.py);
+  the event at each checkpoint's seq still has the checkpointed hash and key; the head is not
+  behind any checkpoint; every file an `audit.checkpointed` event names is still there, unchanged.
+
+incremental=True starts after the newest valid checkpoint whose event still matches: cost
+proportional to the events since (the checkpoint files and the checkpointed events are still
+all checked: a few small reads).
+
+Speed: PostgreSQL renders each event's canonical form while Python MACs the previous line, so
+the server and Python work in parallel, and large logs are split into seq ranges read by
+several server processes at once.
 """
 
 from __future__ import annotations
@@ -16,38 +32,26 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg
 from django.db import connection
 from psycopg import sql
 
-from audit.chain import GENESIS_HASH, TS_SQL
+from audit import checkpoints, keys
+from audit.chain import CANONICAL_REST_SQL, GENESIS_HASH, TS_SQL
 from audit.models import AuditArchive, AuditEvent, AuditHead
 
-# One line per event: seq, prev_hash, hash, canonical form. The canonical form is the jsonb text
-# of the event object; its top-level keys are fixed, so their jsonb order (length, then bytes) is
-# written out here and only `details` and `approvers` go through jsonb's own output: about three
-# times cheaper for the server than jsonb_build_object(...)::text, byte for byte the same (tests).
+_EVENTS = sql.Identifier(AuditEvent._meta.db_table)
+# One line per event: seq, prev_hash, hash, key_id, canonical form (audit.chain.CANONICAL_REST_SQL).
 # CSV mode with a quote and a delimiter that jsonb text never holds raw: lines arrive as is.
-_COPY = sql.SQL("""
-COPY (
-SELECT seq, prev_hash, hash,
-       '{{"ts": "' || {ts} || '", "seq": ' || seq::text
-    || ', "actor": ' || to_json(actor)::text || ', "action": ' || to_json(action)::text
-    || ', "details": ' || details::text || ', "outcome": ' || to_json(outcome)::text
-    || ', "actor_ip": ' || coalesce(to_json(host(actor_ip))::text, 'null')
-    || ', "database": ' || to_json(database)::text || ', "instance": ' || to_json(instance)::text
-    || ', "approvers": ' || approvers::text || ', "object_id": ' || to_json(object_id)::text
-    || ', "statement": ' || to_json(statement)::text
-    || ', "request_id": ' || coalesce(request_id::text, 'null')
-    || ', "object_type": ' || to_json(object_type)::text || '}}'
-FROM {events}
-WHERE seq BETWEEN %s AND %s
-ORDER BY seq
-) TO STDOUT (FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')
-""").format(ts=sql.SQL(TS_SQL), events=sql.Identifier(AuditEvent._meta.db_table))
+_COPY = sql.Composed([
+    sql.SQL("COPY (SELECT seq, prev_hash, hash, key_id, '{\"ts\": \"' || "), sql.SQL(TS_SQL),
+    sql.SQL(" || '\", \"seq\": ' || seq::text || "), sql.SQL(CANONICAL_REST_SQL),
+    sql.SQL(" FROM {events} WHERE seq BETWEEN %s AND %s ORDER BY seq)"
+            " TO STDOUT (FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')").format(events=_EVENTS),
+])
 
 # The same text the general way, for the test that pins the two together.
 CANONICAL_SQL = sql.SQL("""
@@ -57,7 +61,13 @@ SELECT jsonb_build_object(
     'statement', statement, 'request_id', request_id, 'approvers', approvers, 'outcome', outcome,
     'details', details)::text
 FROM {events} WHERE seq = %s
-""").format(ts=sql.SQL(TS_SQL), events=sql.Identifier(AuditEvent._meta.db_table))
+""").format(ts=sql.SQL(TS_SQL), events=_EVENTS)
+
+_AT_SEQS = sql.SQL("SELECT seq, hash, key_id FROM {events} WHERE seq = ANY(%s)").format(events=_EVENTS)
+_CHECKPOINTED = sql.SQL(
+    "SELECT seq, details FROM {events} WHERE action = 'audit.checkpointed' AND seq BETWEEN %s AND %s ORDER BY seq"
+).format(events=_EVENTS)
+_PENDING_COUNT = sql.SQL("SELECT count(*) FROM {events} WHERE seq < 0").format(events=_EVENTS)
 
 
 @dataclass
@@ -68,19 +78,23 @@ class Verification:
     head_hash: str
     first_broken_seq: int | None
     problem: str
+    start_seq: int = 1  # the first seq checked (after the newest good checkpoint when incremental)
+    checkpoints: int = 0  # valid checkpoint files
+    checkpoint_problems: list[str] = field(default_factory=list)  # files edited, deleted, unsigned
+    pending: int = 0  # recorded events not chained yet (the chainer is behind or stopped)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-_READ_HEAD = sql.SQL("SELECT seq, hash FROM {head} WHERE id = 1").format(
+_READ_HEAD = sql.SQL("SELECT seq, hash, key_id FROM {head} WHERE id = 1").format(
     head=sql.Identifier(AuditHead._meta.db_table)).as_string(None)
 
 
-def _read_head(cursor) -> tuple[int, str]:
+def _read_head(cursor) -> tuple[int, str, str]:
     cursor.execute(_READ_HEAD)
     row = cursor.fetchone()
-    return (row[0], row[1]) if row else (0, GENESIS_HASH)
+    return (row[0], row[1], row[2]) if row else (0, GENESIS_HASH, keys.UNKEYED)
 
 
 def _lines(copy) -> Any:
@@ -105,49 +119,102 @@ class _Range:
     lo: int
     events: int = 0
     first_prev: bytes = b""
+    first_rank: int | None = None
     last_hash: bytes = b""
     last_seq: int = 0
+    last_rank: int | None = None
     broken: int | None = None
     problem: str = ""
 
 
-def _check(lines: Any, lo: int, prev_hash: bytes | None) -> _Range:
-    """Check seq continuity, links and hashes of consecutive lines starting at seq `lo`.
+_NO_FLOOR = 1 << 62
 
-    With prev_hash None the first line's own prev_hash is trusted here and checked by the caller.
+
+def _check(lines: Any, lo: int, prev_hash: bytes | None, floors: list[tuple[int, int, str]],
+           prev_rank: int | None = None) -> _Range:
+    """Check seq continuity, links, keys and MACs of consecutive lines starting at seq `lo`.
+
+    With prev_hash None the first line's own prev_hash is trusted here and checked by the caller
+    (likewise its key against the event before it). `floors`: (seq, rank, label) from the
+    checkpoints, ascending: every event after seq must be keyed at that rank or newer.
     """
-    sha256 = hashlib.sha256
     found = _Range(lo=lo)
     expected_seq = lo
+    floor_index = 0
+    while floor_index < len(floors) and floors[floor_index][0] < lo:
+        floor_index += 1
+    max_rank = min((rank for _, rank, _ in floors[:floor_index]), default=_NO_FLOOR)
+    floor_label = floors[floor_index - 1][2] if floor_index else ""
+    next_floor = floors[floor_index][0] if floor_index < len(floors) else _NO_FLOOR
+    current_kid: bytes | None = None
+    current_rank = prev_rank
+    inner = outer = None
+    _sha256 = hashlib.sha256
     for line in lines:
         found.events += 1
         if found.broken is not None:
             continue  # drain the COPY; the count still tells how many events there are
-        seq_text, stored_prev, stored_hash, text = line.split(b"\x02")
+        seq_text, stored_prev, stored_hash, kid, text = line.split(b"\x02")
         seq = int(seq_text)
         if seq != expected_seq:
             found.broken, found.problem = expected_seq, f"gap: seq {expected_seq} is missing (next is {seq})"
             continue
+        if seq > next_floor:
+            while floor_index < len(floors) and floors[floor_index][0] < seq:
+                if floors[floor_index][1] < max_rank:
+                    max_rank, floor_label = floors[floor_index][1], floors[floor_index][2]
+                floor_index += 1
+            next_floor = floors[floor_index][0] if floor_index < len(floors) else _NO_FLOOR
+            current_kid = None  # re-check the key against the new floor
+        if kid != current_kid:
+            key_id = kid.decode()
+            rank = keys.rank(key_id)
+            if rank is None:
+                found.broken, found.problem = seq, f"seq {seq}: keyed with {key_id!r}, a key not configured here"
+                continue
+            if current_rank is not None and rank > current_rank:
+                found.broken, found.problem = seq, (
+                    f"seq {seq}: keyed with {key_id or 'no key'!r} after a newer key (downgraded: rewritten)")
+                continue
+            if rank > max_rank:
+                found.broken, found.problem = seq, (
+                    f"seq {seq}: keyed with {key_id or 'no key'!r} but {floor_label} (rewritten)")
+                continue
+            if found.first_rank is None:
+                found.first_rank = rank
+            key = keys.by_id(key_id)
+            inner, outer = key.pads if key else (None, None)  # the MAC, written out in the hot loop
+            current_kid, current_rank = kid, rank
         if prev_hash is None:
             found.first_prev = prev_hash = stored_prev
         elif stored_prev != prev_hash:
             found.broken, found.problem = seq, f"seq {seq}: prev_hash does not match the hash of seq {seq - 1}"
             continue
-        if sha256(prev_hash + b"\n" + text).hexdigest().encode() != stored_hash:
+        if inner is None:
+            h = _sha256(prev_hash + b"\n" + text)
+        else:
+            h = inner.copy()
+            h.update(prev_hash + b"\n" + text)
+            o = outer.copy()
+            o.update(h.digest())
+            h = o
+        if h.hexdigest().encode() != stored_hash:
             found.broken, found.problem = seq, f"seq {seq}: the event's content does not match its hash (altered)"
             continue
         prev_hash = stored_hash
         found.last_hash, found.last_seq = stored_hash, seq
         expected_seq = seq + 1
+    found.last_rank = current_rank
     return found
 
 
-def _copy_range(cursor, lo: int, hi: int, prev_hash: bytes | None) -> _Range:
+def _copy_range(cursor, lo: int, hi: int, prev_hash: bytes | None, floors: list, prev_rank: int | None) -> _Range:
     with cursor.copy(_COPY, (lo, hi)) as copy:
-        return _check(_lines(copy), lo, prev_hash)
+        return _check(_lines(copy), lo, prev_hash, floors, prev_rank)
 
 
-def _parallel(first_seq: int, head_seq: int, workers: int, first_prev: bytes) -> list[_Range]:
+def _parallel(first_seq: int, head_seq: int, workers: int, first_prev: bytes, floors: list,
+              prev_rank: int | None) -> list[_Range]:
     """Split first_seq..head_seq into `workers` ranges, each read by its own connection and server process."""
     params = dict(connection.get_connection_params())
     params.pop("cursor_factory", None)
@@ -159,7 +226,9 @@ def _parallel(first_seq: int, head_seq: int, workers: int, first_prev: bytes) ->
     def run(index: int, lo: int, hi: int) -> None:
         try:
             with psycopg.connect(**params) as conn, conn.cursor() as cursor:
-                results[index] = _copy_range(cursor, lo, hi, first_prev if lo == first_seq else None)
+                first = lo == first_seq
+                results[index] = _copy_range(cursor, lo, hi, first_prev if first else None, floors,
+                                             prev_rank if first else None)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             results[index] = exc
 
@@ -188,30 +257,69 @@ def online_start() -> tuple[int, str]:
 # --- end of the retention hook ------------------------------------------------------------------
 
 
-def verify_chain(*, workers: int | None = None, parallel_min: int = PARALLEL_MIN_EVENTS) -> Verification:
-    """Recompute the whole chain. Records nothing itself (see audit.services.audit_verify).
+def _floors(valid: list[checkpoints.Checkpoint]) -> list[tuple[int, int, str]]:
+    floors = []
+    for checkpoint in valid:
+        rank = keys.rank(checkpoint.next_key_id)
+        if rank is not None:
+            floors.append((checkpoint.seq, rank, f"checkpoint {checkpoint.number} says every event after seq "
+                                                  f"{checkpoint.seq} is keyed with {checkpoint.next_key_id!r} or newer"))
+    return floors
 
-    Large logs are checked by `workers` server processes at once (default: one per CPU, at most
+
+def _rows_at(cursor, seqs: list[int]) -> dict[int, tuple[str, str]]:
+    if not seqs:
+        return {}
+    cursor.execute(_AT_SEQS, [seqs])
+    return {seq: (hash_, key_id) for seq, hash_, key_id in cursor.fetchall()}
+
+
+def verify_chain(*, workers: int | None = None, parallel_min: int = PARALLEL_MIN_EVENTS,
+                 incremental: bool = False) -> Verification:
+    """Check the chain (see the module's docstring). Records nothing itself (see
+    audit.services.audit_verify, which also chains pending events first).
+
+    Large ranges are checked by `workers` server processes at once (default: one per CPU, at most
     4), each over its own range of seq, unless the caller is inside a transaction (whose own
     uncommitted events other connections could not see).
     """
     workers = workers or max(1, min(4, os.cpu_count() or 1))
+    loaded = checkpoints.load()
+    floors = _floors(loaded.valid)
     with connection.cursor() as django_cursor:
-        head_seq, head_hash = _read_head(django_cursor)
+        cursor = django_cursor.cursor
+        head_seq, head_hash, _ = _read_head(cursor)
         first_seq, first_prev = online_start()
-        online = head_seq - first_seq + 1
+        # What the database holds at each checkpoint's seq (one indexed read).
+        at = _rows_at(cursor, [c.seq for c in loaded.valid if first_seq <= c.seq <= head_seq])
+        start_seq, start_prev, start_rank = first_seq, first_prev, None
+        if incremental:
+            for checkpoint in reversed(loaded.valid):
+                if first_seq - 1 <= checkpoint.seq <= head_seq and _matches(checkpoint, at, first_seq, first_prev):
+                    start_seq, start_prev = checkpoint.seq + 1, checkpoint.hash
+                    start_rank = keys.rank(checkpoint.key_id)
+                    break
+        online = head_seq - start_seq + 1
         if workers > 1 and online >= max(parallel_min, workers) and not connection.in_atomic_block:
-            ranges = _parallel(first_seq, head_seq, workers, first_prev.encode())
+            ranges = _parallel(start_seq, head_seq, workers, start_prev.encode(), floors, start_rank)
         else:
-            ranges = [_copy_range(django_cursor.cursor, first_seq, head_seq, first_prev.encode())]
+            ranges = [_copy_range(cursor, start_seq, head_seq, start_prev.encode(), floors, start_rank)]
+        cursor.execute(_CHECKPOINTED, [first_seq, head_seq])
+        checkpointed = cursor.fetchall()
+        cursor.execute(_PENDING_COUNT)
+        pending = cursor.fetchone()[0]
     events = sum(r.events for r in ranges)
     broken: int | None = None
     problem = ""
-    prev_hash = first_prev.encode()
-    last_seq = first_seq - 1
+    prev_hash = start_prev.encode()
+    prev_rank = start_rank
+    last_seq = start_seq - 1
     for found in ranges:
         if found.first_prev and found.first_prev != prev_hash:
             broken, problem = found.lo, f"seq {found.lo}: prev_hash does not match the hash of seq {found.lo - 1}"
+            break
+        if found.first_rank is not None and prev_rank is not None and found.first_rank > prev_rank:
+            broken, problem = found.lo, f"seq {found.lo}: keyed with an older key than seq {found.lo - 1} (downgraded)"
             break
         if found.broken is not None:
             broken, problem = found.broken, found.problem
@@ -219,13 +327,52 @@ def verify_chain(*, workers: int | None = None, parallel_min: int = PARALLEL_MIN
         if found.events == 0:
             break  # nothing from here on: the head check below names the first missing seq
         prev_hash, last_seq = found.last_hash, found.last_seq
+        prev_rank = found.last_rank if found.last_rank is not None else prev_rank
     if broken is None:
         if last_seq != head_seq:
             broken, problem = last_seq + 1, f"head says seq {head_seq} but the log ends at seq {last_seq}"
         elif prev_hash.decode() != head_hash:
             broken, problem = head_seq, f"head hash does not match the hash of seq {head_seq}"
-    return Verification(ok=broken is None, events=events, head_seq=head_seq, head_hash=head_hash,
-                        first_broken_seq=broken, problem=problem)
+    # The checkpoints: a rewrite with the key itself (no MAC or key rule can see it) or a removed
+    # tail still shows here; the earliest finding wins.
+    previous_good = first_seq - 1
+    for checkpoint in loaded.valid:
+        if checkpoint.seq < first_seq - 1:
+            continue
+        if checkpoint.seq > head_seq:
+            candidate = head_seq + 1
+            text = (f"checkpoint {checkpoint.number} holds seq {checkpoint.seq} but the log ends at seq {head_seq} "
+                    "(events removed)")
+        elif not _matches(checkpoint, at, first_seq, first_prev):
+            candidate = checkpoint.seq
+            text = (f"seq {checkpoint.seq} does not match checkpoint {checkpoint.number}: the log was rewritten "
+                    f"after seq {previous_good} and at or before seq {checkpoint.seq}")
+        else:
+            previous_good = checkpoint.seq
+            continue
+        if broken is None or candidate < broken:
+            broken, problem = candidate, text
+        break
+    file_problems = list(loaded.problems)
+    for seq, details in checkpointed:
+        name = str((details or {}).get("file", ""))
+        if name not in loaded.digests:
+            file_problems.append(f"checkpoint file {name} (recorded at seq {seq}) is missing (deleted)")
+        elif loaded.digests[name] != (details or {}).get("digest"):
+            file_problems.append(f"checkpoint file {name} (recorded at seq {seq}) was changed")
+    ok = broken is None and not file_problems
+    if broken is None and file_problems:
+        problem = file_problems[0]
+    return Verification(ok=ok, events=events, head_seq=head_seq, head_hash=head_hash, first_broken_seq=broken,
+                        problem=problem, start_seq=start_seq, checkpoints=len(loaded.valid),
+                        checkpoint_problems=file_problems, pending=pending)
+
+
+def _matches(checkpoint: checkpoints.Checkpoint, at: dict[int, tuple[str, str]], first_seq: int,
+             first_prev: str) -> bool:
+    if checkpoint.seq == first_seq - 1:
+        return checkpoint.hash == first_prev  # the start: genesis, or the last archived hash
+    return at.get(checkpoint.seq) == (checkpoint.hash, checkpoint.key_id)
 
 
 def canonical_in_database(seq: int) -> str | None:
@@ -234,7 +381,7 @@ def canonical_in_database(seq: int) -> str | None:
         found = None
         with django_cursor.cursor.copy(_COPY, (seq, seq)) as copy:
             for line in _lines(copy):
-                seq_text, _, _, text = line.split(b"\x02")
+                seq_text, _, _, _, text = line.split(b"\x02")
                 if int(seq_text) == seq:
                     found = text.decode("utf-8")
     return found

@@ -198,6 +198,11 @@ class Config:
     audit_online_months: int  # whole months kept online before the current one (>= 3, PCI DSS 10.5.1)
     audit_retention_months: int  # an archive is kept this long after its month ends (>= 12, PCI DSS 10.5.1)
     audit_archive_dir: Path
+    # --- audit chain keys and checkpoints (audit/keys.py, audit/checkpoints.py) ----------------
+    audit_keys: tuple[str, ...]  # newest first; empty: generated once into var/audit.key
+    audit_checkpoint_dir: Path  # signed checkpoints, write-once files outside the database
+    audit_checkpoint_events: int  # a checkpoint at least every this many events
+    audit_checkpoint_minutes: float  # ... and at least this often while events arrive
     # --- `manage.py run` (make run) --------------------------------------------------------
     demo_password: str | None  # None: generated once into var/demo-password
     port: int
@@ -296,6 +301,10 @@ class Config:
             audit_online_months=env.integer("PORTAL_AUDIT_ONLINE_MONTHS", 3, minimum=3),
             audit_retention_months=env.integer("PORTAL_AUDIT_RETENTION_MONTHS", 12, minimum=12),
             audit_archive_dir=env.path("PORTAL_AUDIT_ARCHIVE_DIR", var_dir / "audit-archive"),
+            audit_keys=env.items("PORTAL_AUDIT_KEYS", ""),
+            audit_checkpoint_dir=env.path("PORTAL_AUDIT_CHECKPOINT_DIR", var_dir / "audit-checkpoints"),
+            audit_checkpoint_events=env.integer("PORTAL_AUDIT_CHECKPOINT_EVENTS", 10_000, minimum=1),
+            audit_checkpoint_minutes=env.number("PORTAL_AUDIT_CHECKPOINT_MINUTES", 5.0, minimum=0.1),
             demo_password=env.text("PORTAL_DEMO_PASSWORD", None),
             port=env.integer("PORT", 8000, minimum=1),
             bind=env.text("PORTAL_BIND", "127.0.0.1"),

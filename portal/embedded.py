@@ -154,6 +154,7 @@ def stop_redis(var_dir: Path, timeout: float = 10) -> None:
 # --- generated keys ---------------------------------------------------------------------------
 SECRET_KEY_FILE = "secret.key"
 FERNET_KEY_FILE = "fernet.key"
+AUDIT_KEY_FILE = "audit.key"  # the audit chain's keys (audit/keys.py), newest first
 
 
 def read_generated_key(var_dir: Path, name: str) -> str:
@@ -175,6 +176,7 @@ def ensure_keys(config: Config | None = None) -> None:
     wanted = {
         SECRET_KEY_FILE: None if config.secret_key else lambda: secrets.token_urlsafe(50),
         FERNET_KEY_FILE: None if config.fernet_keys else lambda: Fernet.generate_key().decode(),
+        AUDIT_KEY_FILE: None if config.audit_keys else lambda: Fernet.generate_key().decode(),
     }
     for name, make in wanted.items():
         path = config.var_dir / name

@@ -1,5 +1,7 @@
 """Shared test setup: fixtures live in tests/fixtures/ and are loaded here."""
 
+import pytest
+
 pytest_plugins = [
     "tests.fixtures.embedded",  # first: the servers the test settings point at
     "tests.fixtures.people",
@@ -22,10 +24,15 @@ def pytest_collection_modifyitems(config, items):
     marker; pytest-django refuses database access to any test without the django_db mark, so
     a test wrongly sorted here fails instead of quietly using the database.
     """
-    import pytest
-
     for item in items:
         if any(item.get_closest_marker(name) for name in ("django_db", "e2e", "slow")):
             continue
         if _SERVER_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(autouse=True)
+def _audit_checkpoints_per_test(tmp_path_factory, settings):
+    """Each test writes audit checkpoints (files outside the database, audit/checkpoints.py) to its
+    own folder: a test's rolled-back events must not meet another test's checkpoints."""
+    settings.AUDIT_CHECKPOINT_DIR = tmp_path_factory.mktemp("audit-checkpoints")

@@ -13,6 +13,7 @@ import structlog
 
 from portal.conf import BASE_DIR, Config
 from portal.embedded import (
+    AUDIT_KEY_FILE,
     FERNET_KEY_FILE,
     SECRET_KEY_FILE,
     database_url,
@@ -382,6 +383,12 @@ EXECUTOR_LOGIN_ROTATE_DAYS = config.executor_login_rotate_days
 AUDIT_ONLINE_MONTHS = config.audit_online_months
 AUDIT_RETENTION_MONTHS = config.audit_retention_months
 AUDIT_ARCHIVE_DIR = config.audit_archive_dir
+# --- audit chain keys and checkpoints (audit/keys.py, docs/audit.md "Keyed chain") -------------
+# Newest first: the first key chains new events and signs checkpoints; every key still verifies.
+AUDIT_KEYS = list(config.audit_keys) or [k for k in read_generated_key(VAR_DIR, AUDIT_KEY_FILE).split(",") if k]
+AUDIT_CHECKPOINT_DIR = config.audit_checkpoint_dir
+AUDIT_CHECKPOINT_EVENTS = config.audit_checkpoint_events
+AUDIT_CHECKPOINT_MINUTES = config.audit_checkpoint_minutes
 
 # --- `manage.py run` (make run): the one-machine runner and its children ----------------------
 DEMO_PASSWORD = config.demo_password  # None: generated once into var/demo-password

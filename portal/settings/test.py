@@ -13,6 +13,8 @@ os.environ.setdefault("PORTAL_VAR_DIR", str(Path(__file__).resolve().parent.pare
 os.environ.setdefault("PORTAL_SECRET_KEY", "test-secret-key-not-for-production-" + "x" * 20)
 # A fixed key (urlsafe base64 of 32 bytes): the suite never depends on a generated key file.
 os.environ.setdefault("PORTAL_FERNET_KEYS", "ZGJwb3J0YWwtdGVzdC1mZXJuZXQta2V5LTMyYnl0ZXM=")
+# The audit chain's key, fixed likewise (32 bytes, urlsafe base64; audit/keys.py).
+os.environ.setdefault("PORTAL_AUDIT_KEYS", "ZGJwb3J0YWwtdGVzdC1hdWRpdC1rZXktMzJieXRlcyE=")
 
 from portal.settings.base import *  # noqa: F403
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
+from audit import keys
 from audit.chain import canonical, json_safe
+from audit.chainer import ensure_chained
 from audit.models import AuditEvent
 from audit.services import event_dict, record
 from audit.verify import CANONICAL_SQL, canonical_in_database, verify_chain
@@ -25,8 +27,11 @@ TRICKY = [
 def test_database_and_python_render_the_same_canonical_form(db, details):
     event = record("test.canonical", actor="tëster \"q\"", actor_ip="2001:db8::1", object_id="x\ny",
                    statement="SELECT '\\n' -- é", approvers=['bob "the" reviewer', "carol"], details=details)
+    ensure_chained()  # the event gets its final seq (and the object record() returned with it)
     stored = AuditEvent.objects.get(seq=event.seq)
     python = canonical(event_dict(stored))
+    # the chainer MACed the same text verification renders
+    assert keys.link(keys.by_id(stored.key_id), stored.prev_hash, python) == stored.hash
     assert canonical_in_database(event.seq) == python
     with connection.cursor() as cursor:
         cursor.cursor.execute(CANONICAL_SQL, [event.seq])

@@ -1,5 +1,9 @@
 """The chain: append-only in the database, verification that names the first broken seq,
-and record() correct under concurrent writers."""
+and record() + the chainer correct under concurrent writers.
+
+record() inserts events pending (seq < 0, no hash); the chainer (audit/chainer.py) gives them
+their final seq and keyed hash. Inside a test's transaction on_commit never fires, so these
+tests chain explicitly (ensure_chained) where a real reader would."""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, connections, transaction
 
-from audit.chain import GENESIS_HASH, link
+from audit import keys
+from audit.chain import GENESIS_HASH, canonical
+from audit.chainer import PENDING_BASE, ensure_chained
 from audit.models import AuditEvent, AuditHead
 from audit.services import batched, event_dict, record
 from audit.verify import verify_chain
@@ -29,8 +35,34 @@ def _tamper(statement: str, params=None) -> None:
 
 
 def _events(n: int, tag: str) -> list[AuditEvent]:
-    return [record("test.event", actor="tester", details={"tag": tag, "i": i, "ratio": 0.5, "big": 1e16},
-                   actor_ip="::ffff:10.0.0.1", statement="ALTER ROLE x PASSWORD 'hunter2-secret'") for i in range(n)]
+    """n events, chained, as stored."""
+    for i in range(n):
+        record("test.event", actor="tester", details={"tag": tag, "i": i, "ratio": 0.5, "big": 1e16},
+               actor_ip="::ffff:10.0.0.1", statement="ALTER ROLE x PASSWORD 'hunter2-secret'")
+    ensure_chained()
+    return list(AuditEvent.objects.filter(details__tag=tag).order_by("seq"))
+
+
+def _link(event: AuditEvent) -> str:
+    return keys.link(keys.by_id(event.key_id), event.prev_hash, canonical(event_dict(event)))
+
+
+def test_record_inserts_pending_and_the_chainer_assigns_seq_and_keyed_hash(db):
+    head = AuditHead.objects.get(pk=1).seq
+    pending = record("test.event", actor="tester")
+    # recorded: in the table at once, with a negative placeholder seq and no hash yet
+    placeholder = vars(pending)["seq"]  # as stored (reading .seq would chain: "assigned lazily")
+    assert PENDING_BASE < placeholder < 0 and pending.hash == "" and pending.prev_hash == ""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT actor, hash FROM audit_auditevent WHERE seq = %s", [placeholder])
+        assert cursor.fetchone() == ("tester", "")
+    # a read through the model chains first: the next seq, under the current key; and the object
+    # record() returned now holds its final seq and hash ("seq assigned lazily")
+    stored = AuditEvent.objects.get(seq=head + 1)
+    assert stored.action == "test.event" and stored.key_id == keys.current().id
+    assert stored.hash == _link(stored) and len(stored.hash) == 64
+    assert (pending.seq, pending.hash) == (stored.seq, stored.hash)
+    assert not AuditEvent.objects.filter(seq=placeholder).exists()
 
 
 def test_events_link_and_verify(db):
@@ -43,7 +75,7 @@ def test_events_link_and_verify(db):
     assert (head.seq, head.hash) == (events[-1].seq, events[-1].hash)
     # and what reads back from the database hashes to the same value
     stored = AuditEvent.objects.get(seq=events[0].seq)
-    assert link(stored.prev_hash, event_dict(stored)) == stored.hash
+    assert _link(stored) == stored.hash
     assert "hunter2-secret" not in stored.statement
     result = verify_chain()
     assert result.ok, result.problem
@@ -51,7 +83,9 @@ def test_events_link_and_verify(db):
 
 
 def test_first_event_links_to_genesis(db):
-    first = AuditEvent.objects.order_by("seq").first() or record("test.event")
+    record("test.event")
+    ensure_chained()
+    first = AuditEvent.objects.filter(seq__gt=0).order_by("seq").first()
     assert first.seq == 1 and first.prev_hash == GENESIS_HASH
 
 
@@ -61,11 +95,40 @@ def test_first_event_links_to_genesis(db):
     "TRUNCATE audit_auditevent",
 ])
 def test_update_delete_truncate_are_refused_by_the_database(db, statement):
-    event = record("test.event", actor="tester")
-    with pytest.raises(Exception) as excinfo, transaction.atomic():
-        _raw(statement, [event.seq] if "%s" in statement else None)
-    assert "append-only" in str(excinfo.value)
-    assert AuditEvent.objects.get(seq=event.seq).actor == "tester"
+    chained = _events(1, "refused-chained")[0]
+    pending = record("test.event", actor="tester", details={"tag": "refused"})
+    for seq in (vars(pending)["seq"], chained.seq):  # pending or chained alike
+        with pytest.raises(Exception) as excinfo, transaction.atomic():
+            _raw(statement, [seq] if "%s" in statement else None)
+        assert "append-only" in str(excinfo.value)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT actor FROM audit_auditevent WHERE seq = %s", [seq])
+            assert cursor.fetchone() == ("tester",)
+
+
+ASSIGN = {"seq": "999999999", "prev_hash": "repeat('a', 64)", "hash": "repeat('b', 64)", "key_id": "'x'"}
+
+
+@pytest.mark.parametrize("change", [
+    {"actor": "'mallory'"},  # content changed along with the assignment
+    {"ts": "ts - interval '1 second'"},  # ts moved back
+    {"hash": "''"},  # no hash
+    {"prev_hash": "'short'"},
+    {"seq": "-5"},  # a placeholder moved, not assigned
+])
+def test_the_update_guard_lets_only_the_chainers_one_time_assignment_through(db, change):
+    placeholder = vars(record("test.event", actor="tester"))["seq"]
+
+    def update(assignments: dict[str, str]) -> None:
+        columns = ", ".join(f"{name} = {value}" for name, value in assignments.items())
+        _raw(f"UPDATE audit_auditevent SET {columns} WHERE seq = %s", [placeholder])
+
+    with pytest.raises(Exception, match="append-only"), transaction.atomic():
+        update({**ASSIGN, **change})
+    # the assignment alone passes (once): a chained row can never be assigned again
+    update(ASSIGN)
+    with pytest.raises(Exception, match="append-only"), transaction.atomic():
+        _raw("UPDATE audit_auditevent SET seq = 999999998, hash = repeat('c', 64) WHERE seq = 999999999")
 
 
 def test_an_altered_event_is_found_at_its_exact_seq(db):
@@ -88,9 +151,9 @@ def test_an_altered_details_value_is_found(db):
 
 def test_a_rehashed_event_breaks_the_next_link(db):
     events = _events(3, "rehash")
-    forged = dict(event_dict(events[0]), actor="mallory")
+    forged = dict(event_dict(events[0]), actor="mallory")  # re-MACed with the key itself
     _tamper("UPDATE audit_auditevent SET actor = 'mallory', hash = %s WHERE seq = %s",
-            [link(events[0].prev_hash, forged), events[0].seq])
+            [keys.link(keys.current(), events[0].prev_hash, canonical(forged)), events[0].seq])
     result = verify_chain()
     assert result.first_broken_seq == events[1].seq and "prev_hash" in result.problem
 
@@ -117,6 +180,7 @@ def test_audit_verify_command_reports_and_is_audited(db, capsys):
     call_command("audit_verify")
     out = capsys.readouterr().out
     assert '"ok": true' in out
+    ensure_chained()
     verified = AuditEvent.objects.filter(action="audit.verified").order_by("-seq").first()
     assert verified.actor == "system" and verified.details["ok"] is True
     events = _events(2, "command")
@@ -130,9 +194,10 @@ def test_rolled_back_change_leaves_no_event_and_no_gap(db):
     with pytest.raises(RuntimeError), transaction.atomic():
         record("test.event", actor="tester")
         raise RuntimeError("the change failed")
-    assert AuditHead.objects.get(pk=1).seq == before
-    after = record("test.event", actor="tester")
-    assert after.seq == before + 1
+    assert ensure_chained() == 0 and AuditHead.objects.get(pk=1).seq == before
+    record("test.event", actor="tester")
+    ensure_chained()
+    assert AuditEvent.objects.get(seq=before + 1).action == "test.event"
 
 
 
@@ -146,8 +211,11 @@ def test_a_batched_block_appends_its_events_once_in_order(db, django_assert_num_
                     second = record("test.batched", actor="tester", details={"n": 2})
                 third = record("test.batched", actor="tester", details={"n": 3})
             assert first.seq is None
-        assert [e.seq for e in (first, second, third)] == [before + 1, before + 2, before + 3]
+        assert [e.seq for e in (first, second, third)] == [first.seq, first.seq + 1, first.seq + 2]
+        assert first.seq < 0  # pending until chained
+    ensure_chained()
     stored = list(AuditEvent.objects.filter(seq__gt=before).order_by("seq"))
+    assert [e.seq for e in stored] == [before + 1, before + 2, before + 3]
     assert [e.details["n"] for e in stored] == [1, 2, 3]
     assert stored[1].prev_hash == stored[0].hash and AuditHead.objects.get(pk=1).hash == stored[2].hash
     assert verify_chain().ok
@@ -158,8 +226,9 @@ def test_a_batched_block_that_raises_appends_nothing(db):
     with pytest.raises(RuntimeError), transaction.atomic(), batched():
         record("test.batched", actor="tester")
         raise RuntimeError("the change failed")
-    assert AuditHead.objects.get(pk=1).seq == before
-    assert record("test.event", actor="tester").seq == before + 1  # later records append at once again
+    assert ensure_chained() == 0 and AuditHead.objects.get(pk=1).seq == before
+    record("test.event", actor="tester")  # later records append at once again
+    assert ensure_chained() == 1 and AuditHead.objects.get(pk=1).seq == before + 1
 
 
 WRITERS = 8
@@ -189,8 +258,11 @@ def test_concurrent_writers_keep_seq_gap_free_and_the_chain_valid():
         thread.start()
     for thread in threads:
         thread.join()
-    # then no writer failed, every seq after the start is taken exactly once, in time order
+    # then no writer failed, every seq after the start is taken exactly once, in time order (the
+    # writers' own after-commit chainers did it; one may have left the last few to the next reader)
     assert not errors
+    ensure_chained()
+    assert not AuditEvent.objects.filter(seq__lt=0, action="test.concurrent").exists()
     seqs = list(AuditEvent.objects.filter(seq__gt=start).order_by("seq").values_list("seq", "ts", "action"))
     mine = [s for s in seqs if s[2] == "test.concurrent"]
     assert len(mine) == WRITERS * PER_WRITER
@@ -200,20 +272,25 @@ def test_concurrent_writers_keep_seq_gap_free_and_the_chain_valid():
     assert result.ok, result.problem
 
 
-def test_the_application_role_can_append_but_not_change_or_unguard(db):
-    """The role setup in docs/audit.md: INSERT on events and UPDATE on the head row, owning nothing."""
+def test_the_application_role_can_append_and_chain_but_not_change_or_unguard(db):
+    """The role setup in docs/audit.md: INSERT and UPDATE on events (the guard lets only the
+    chainer's assignment through), the placeholder sequence, UPDATE on the head row, owning nothing."""
     _raw("CREATE ROLE audit_app_probe NOLOGIN")
     _raw("GRANT USAGE ON SCHEMA public TO audit_app_probe")
-    _raw("GRANT SELECT, INSERT ON audit_auditevent TO audit_app_probe")
+    _raw("GRANT SELECT, INSERT, UPDATE ON audit_auditevent TO audit_app_probe")
+    _raw("GRANT USAGE ON SEQUENCE audit_pending_seq TO audit_app_probe")
     _raw("GRANT SELECT, UPDATE ON audit_audithead TO audit_app_probe")
     _raw("SET ROLE audit_app_probe")
     try:
-        event = record("test.event", actor="app-role")  # appends work
-        for statement in ("UPDATE audit_auditevent SET actor = 'x' WHERE seq = %s",
-                          "DELETE FROM audit_auditevent WHERE seq = %s",
-                          "ALTER TABLE audit_auditevent DISABLE TRIGGER USER",
-                          "TRUNCATE audit_auditevent"):
-            with pytest.raises(Exception, match="permission denied|must be owner"), transaction.atomic():
+        record("test.event", actor="app-role", details={"tag": "app-role"})  # appends work
+        ensure_chained()  # and so does chaining
+        event = AuditEvent.objects.get(details__tag="app-role")
+        assert event.seq > 0
+        for statement, refusal in (("UPDATE audit_auditevent SET actor = 'x' WHERE seq = %s", "append-only"),
+                                   ("DELETE FROM audit_auditevent WHERE seq = %s", "permission denied"),
+                                   ("ALTER TABLE audit_auditevent DISABLE TRIGGER USER", "must be owner"),
+                                   ("TRUNCATE audit_auditevent", "permission denied")):
+            with pytest.raises(Exception, match=refusal), transaction.atomic():
                 _raw(statement, [event.seq] if "%s" in statement else None)
     finally:
         _raw("RESET ROLE")
@@ -223,7 +300,10 @@ def test_the_application_role_can_append_but_not_change_or_unguard(db):
 @pytest.mark.django_db(transaction=True)
 def test_parallel_verification_finds_what_the_single_pass_finds():
     """Large logs are verified by several server processes over seq ranges; the result is the same."""
-    events = [record("test.parallel", actor="tester", details={"i": i}) for i in range(12)]
+    for i in range(12):
+        record("test.parallel", actor="tester", details={"i": i})
+    ensure_chained()
+    events = list(AuditEvent.objects.filter(action="test.parallel").order_by("-seq")[:12])[::-1]
     single = verify_chain(workers=1)
     parallel = verify_chain(workers=3, parallel_min=0)
     assert single.ok and parallel.ok

@@ -1,0 +1,251 @@
+"""The chainer: gives committed pending events their final seq and keyed hash, in batches.
+
+record() (audit/services.py) inserts an event inside the business transaction with a negative
+placeholder seq (PENDING_BASE + a sequence number, so pending events sort after each other in
+the order they were recorded) and no hash, and takes no lock: eight writers commit in parallel
+and share fsyncs. The chainer then, in its own short transaction:
+
+1. locks the head row (SELECT ... FOR UPDATE, or SKIP LOCKED when another chainer is at work:
+   the call returns and that chainer, or the next, takes the events);
+2. reads up to BATCH committed pending events, oldest placeholder first;
+3. assigns head.seq + 1, + 2, ... (gap-free: a rolled-back chainer rolls back every assignment),
+   ts = max(its recorded ts, the previous event's ts) (ts never decreases with seq), prev_hash, and
+   hash = HMAC-SHA256 under the current key (audit/keys.py) in one UPDATE; moves the head; commits.
+
+The database lets exactly this UPDATE through (migration 0006): a pending row may receive its
+seq, prev_hash, hash, key id and a ts no earlier than its own, once; anything else is refused.
+
+A seq-ordered reader (`seq > cursor`) only ever sees chained events: pending seqs are negative,
+and one chainer transaction makes a whole batch visible at once, after every earlier batch.
+
+Who runs it: record()'s on_commit callback in the writer's own process (non-blocking: skipped
+when this process or another is already chaining), the beat task `audit.chain` every second,
+and every read that needs the chain (verification, exports, the log's list pages, checkpoints)
+with wait=True.
+
+Keys: the chainer uses the first configured key. Before it first chains with a key other than the
+head event's (an upgrade from the unkeyed chain, or a rotation), it writes a checkpoint of the
+head naming the new key (audit/checkpoints.py): from there on verification refuses events
+keyed with an older key or none. A process whose configuration does not know the head's key (an
+old process after a rotation) chains nothing and logs why.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+import structlog
+from django.db import connection, transaction
+from psycopg import sql
+
+from audit import checkpoints, keys
+from audit import models as audit_models
+from audit.chain import CANONICAL_REST_SQL, GENESIS_HASH, canonical_head, format_ts
+from audit.models import AuditEvent, AuditHead
+
+log = structlog.get_logger(__name__)
+
+PENDING_BASE = -(2**62)  # pending seq = PENDING_BASE + nextval('audit_pending_seq'): negative, ascending
+PENDING_SEQUENCE = "audit_pending_seq"
+BATCH = 5_000
+
+_EVENTS = sql.Identifier(AuditEvent._meta.db_table)
+_HEAD = sql.Identifier(AuditHead._meta.db_table)
+_LOCK_HEAD = sql.SQL(
+    "SELECT h.seq, h.hash, h.key_id, (SELECT e.ts FROM {events} e WHERE e.seq = h.seq)"
+    " FROM {head} h WHERE h.id = 1 FOR UPDATE"
+).format(events=_EVENTS, head=_HEAD)
+_TRY_LOCK_HEAD = sql.Composed([_LOCK_HEAD, sql.SQL(" SKIP LOCKED")])
+_CREATE_HEAD = sql.SQL(
+    "INSERT INTO {head} (id, seq, hash, key_id) VALUES (1, 0, %s, '') ON CONFLICT (id) DO NOTHING"
+).format(head=_HEAD)
+# (Composed: the canonical text holds braces that format() would read.)
+_PENDING = sql.Composed([sql.SQL("SELECT seq, ts, "), sql.SQL(CANONICAL_REST_SQL),
+                         sql.SQL(" FROM {events} WHERE seq < 0 ORDER BY seq LIMIT %s").format(events=_EVENTS)])
+# The assignment and the head's move in one statement; it returns how many events it assigned, which
+# must be all of them (anything else rolls the batch back).
+_ASSIGN = sql.SQL(
+    "WITH assigned AS (UPDATE {events} AS e SET seq = v.seq, ts = v.ts, prev_hash = v.prev, hash = v.hash,"
+    " key_id = v.kid"
+    " FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::text[], %s::text[], %s::text[])"
+    " AS v(old, seq, ts, prev, hash, kid) WHERE e.seq = v.old RETURNING 1)"
+    " UPDATE {head} SET seq = %s, hash = %s, key_id = %s WHERE id = 1 RETURNING (SELECT count(*) FROM assigned)"
+).format(events=_EVENTS, head=_HEAD)
+_HAS_PENDING = sql.SQL("SELECT EXISTS (SELECT 1 FROM {events} WHERE seq < 0)").format(events=_EVENTS)
+
+# One chainer at a time in this process (the on_commit callbacks of many threads): the others
+# return at once instead of queueing for the head row.
+_process_lock = threading.Lock()
+
+
+# Events this process recorded, by placeholder seq: the chainer gives the in-memory objects record()
+# returned their final seq and hash when it chains them here ("seq assigned lazily"). Weak: an
+# object nobody holds any more is not kept alive; dead entries are swept when the map grows.
+_recorded: dict[int, list[weakref.ref]] = {}
+_recorded_lock = threading.Lock()
+# Events recorded through this thread's connection since its last chainer run (a connection sees
+# its own uncommitted events; other threads' committed ones are chained by their own on_commit).
+_here = threading.local()
+
+
+def note_recorded(placed: list[tuple[int, AuditEvent]]) -> None:
+    """record_many's events, by their placeholder seq (read before: a RecordedEvent's .seq chains)."""
+    _here.unchained = getattr(_here, "unchained", 0) + len(placed)
+    with _recorded_lock:
+        for placeholder, item in placed:
+            _recorded.setdefault(placeholder, []).append(weakref.ref(item))
+        if len(_recorded) > 10_000:
+            for seq in [seq for seq, refs in _recorded.items() if all(ref() is None for ref in refs)]:
+                del _recorded[seq]
+
+
+def _settle(assigned: list[tuple[int, int, Any, str, str, str]]) -> None:
+    with _recorded_lock:
+        for old, seq, ts, prev, digest, key_id in assigned:
+            for ref in _recorded.pop(old, ()):
+                item = ref()
+                if item is not None:
+                    item.seq, item.ts, item.prev_hash, item.hash, item.key_id = seq, ts, prev, digest, key_id
+
+
+def chain_recorded_here() -> None:
+    """AuditEvent.objects' read hook: chain when this process recorded events not chained yet."""
+    if getattr(_here, "unchained", 0):
+        chain_pending(wait=True)
+
+
+audit_models.before_read = chain_recorded_here
+
+
+class StaleKeyring(RuntimeError):
+    """This process does not know the head's key: chaining would go back to an older key."""
+
+
+def _lock_head(cursor: Any, wait: bool) -> tuple | None:
+    cursor.execute(_LOCK_HEAD if wait else _TRY_LOCK_HEAD)
+    row = cursor.fetchone()
+    if row is None and wait:
+        cursor.execute(_CREATE_HEAD, [GENESIS_HASH])  # a database created without migration 0003's row
+        cursor.execute(_LOCK_HEAD)
+        row = cursor.fetchone()
+    return row
+
+
+def _key_for(head_key_id: str) -> keys.AuditKey | None:
+    key = keys.current()
+    head_rank = keys.rank(head_key_id)
+    if key is None and head_key_id != keys.UNKEYED:
+        raise StaleKeyring(f"no audit key configured here but the chain is keyed with {head_key_id!r}")
+    if head_rank is None:
+        raise StaleKeyring(f"the chain's head is keyed with {head_key_id!r}, which this process does not know "
+                           "(update PORTAL_AUDIT_KEYS here: new key first, old keys after it)")
+    return key
+
+
+def chain_batch(*, wait: bool = True, limit: int = BATCH) -> int | None:
+    """Chain up to `limit` committed pending events in one transaction. Returns how many, or None
+    when another chainer holds the head (wait=False)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        row = _lock_head(cursor, wait)
+        if row is None:
+            return None
+        head_seq, prev_hash, head_key_id, prev_ts = row
+        key = _key_for(head_key_id)
+        cursor.execute(_PENDING, [limit])
+        pending = cursor.fetchall()
+        if not pending:
+            return 0
+        key_id = key.id if key else keys.UNKEYED
+        if key is not None and key_id != head_key_id:
+            # The key boundary: from here on verification wants this key (or a newer one). The file
+            # is written before any event is chained with the key; if it cannot be, nothing is.
+            written = checkpoints.write(head_seq, prev_hash, head_key_id, key)
+            log.info("audit.key_boundary_checkpoint", seq=head_seq, key_id=key_id, checkpoint=written.number)
+        olds, seqs, stamps, prevs, hashes = [], [], [], [], []
+        seq = head_seq
+        mac = key.mac if key else None
+        for old, ts, rest in pending:
+            seq += 1
+            if prev_ts is not None and ts < prev_ts:
+                ts = prev_ts
+            text = (canonical_head(format_ts(ts), seq) + rest).encode("utf-8")
+            message = prev_hash.encode() + b"\n" + text
+            digest = mac(message) if mac else keys.link(None, prev_hash, text)
+            olds.append(old)
+            seqs.append(seq)
+            stamps.append(ts)
+            prevs.append(prev_hash)
+            hashes.append(digest)
+            prev_hash, prev_ts = digest, ts
+        cursor.execute(_ASSIGN, [olds, seqs, stamps, prevs, hashes, [key_id] * len(olds), seq, prev_hash, key_id])
+        assigned = cursor.fetchone()[0]
+        if assigned != len(olds):  # cannot happen under the head lock; never move the head past a gap
+            raise RuntimeError(f"audit chainer: assigned {assigned} of {len(olds)} events; batch rolled back")
+    _settle(list(zip(olds, seqs, stamps, prevs, hashes, [key_id] * len(olds), strict=True)))
+    return len(pending)
+
+
+def chain_pending(*, wait: bool = True) -> int:
+    """Chain every committed pending event, batch after batch. wait=False returns at once when
+    another chainer (in this process or another) is at work. Returns how many it chained."""
+    if not _process_lock.acquire(blocking=wait):
+        return 0
+    try:
+        _here.unchained = 0  # before reading: what is recorded from now on counts again
+        total = 0
+        while True:
+            done = chain_batch(wait=wait)
+            if not done:
+                return total
+            total += done
+            if done < BATCH:
+                return total
+    finally:
+        _process_lock.release()
+
+
+def chain_after_commit() -> None:
+    """record()'s on_commit callback: chain now if nobody else is; never fail the caller, whose
+    transaction has committed (the beat task and the next read chain what is left)."""
+    try:
+        chain_pending(wait=False)
+    except Exception as exc:  # noqa: BLE001 - logged; the events stay pending, never lost
+        log.warning("audit.chain_deferred", error=type(exc).__name__, reason=str(exc)[:300])
+
+
+def ensure_chained() -> int:
+    """Before a read that needs the chain (pages by seq, exports, verification, checkpoints): chain
+    every committed pending event, waiting for a running chainer. One indexed probe when nothing
+    is pending."""
+    return chain_pending(wait=True) if has_pending() else 0
+
+
+def has_pending() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(_HAS_PENDING)
+        return bool(cursor.fetchone()[0])
+
+
+def pending_insert_sql(columns: tuple[str, ...]) -> str:
+    """The INSERT record() runs: every event of a call in one statement, each with its placeholder
+    seq and the database clock's ts; the other columns as parameter arrays."""
+    return sql.SQL(
+        "INSERT INTO {events} (seq, ts, {columns})"
+        " SELECT nextval({sequence}) + {base}, clock_timestamp(), {values}"
+        " FROM unnest({arrays}) WITH ORDINALITY AS u({columns}, ord) ORDER BY ord"
+        " RETURNING seq, ts"
+    ).format(
+        events=_EVENTS, columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        values=sql.SQL(", ").join(sql.Identifier("u", c) for c in columns),
+        sequence=sql.Literal(PENDING_SEQUENCE), base=sql.Literal(PENDING_BASE),
+        arrays=sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(_ARRAY_TYPES[c])) for c in columns),
+    ).as_string(None)
+
+
+_ARRAY_TYPES = {
+    "actor": "text", "actor_ip": "inet", "action": "text", "object_type": "text", "object_id": "text",
+    "instance": "text", "database": "text", "statement": "text", "request_id": "bigint", "approvers": "jsonb",
+    "outcome": "text", "details": "jsonb", "prev_hash": "text", "hash": "text",
+}
