@@ -8,6 +8,8 @@ the catalog again and records whether the privileges are really gone.
   between apply and check, a revoke that silently matched nothing): one DriftFinding
   (unexpected_privilege) per privilege left, each with `drift.detected`, and
   `grant.revocation_verified` with outcome `failed` naming them (details.reason, .remaining).
+- An offboarding's `disable` request (ALTER ROLE … NOLOGIN): the role must no longer have
+  LOGIN; if it has, a drift finding (dangerous_attribute, LOGIN) and the same event `failed`.
 - A role the portal made that the revoke left with nothing (no active portal grant, no privilege
   or ownership anywhere on the cluster, member of nothing and nobody's group) is proposed for
   removal: a `drop_role` system request, submitted for review under the `drop_role` approval
@@ -201,12 +203,60 @@ def propose_removal_if_unused(request: ChangeRequest) -> ChangeRequest | None:
     return proposal
 
 
+# An offboarded login role (a `disable` request: ALTER ROLE … NOLOGIN) must no longer log in.
+CAN_LOGIN_SQL = "SELECT rolcanlogin FROM pg_catalog.pg_roles WHERE rolname = %(role)s"
+
+
+def verify_disabled(request: ChangeRequest) -> dict:
+    """Check that the role of an applied `disable` request can no longer log in; a role that still
+    can (ALTER ROLE … LOGIN typed since) opens a drift finding (dangerous_attribute, LOGIN)."""
+    role = request.payload.get("role", "")
+    base = {"role": role, "what": "login"}
+    try:
+        with connect(request.instance, autocommit=True) as conn:
+            row = conn.execute(CAN_LOGIN_SQL, {"role": role}).fetchone()
+    except psycopg.Error as exc:
+        log.warning("verification.read_failed", request=request.pk, error=describe_error(exc))
+        record("grant.revocation_verified", object_type="request", object_id=request.pk, instance=request.instance,
+               request_id=request.pk, outcome="failed",
+               details={**base, "reason": f"could not read the catalog: {describe_error(exc)}"})
+        return {"verified": False}
+    still = bool(row and row[0])
+    with transaction.atomic():
+        findings: list[int] = []
+        if still:
+            key = {"instance": request.instance, "database": "", "kind": DriftKind.DANGEROUS, "role": role,
+                   "object_type": "role", "object_name": role, "privilege": "LOGIN"}
+            finding = DriftFinding.objects.filter(status__in=[DriftStatus.OPEN, DriftStatus.ACKNOWLEDGED],
+                                                  **key).first()
+            if finding is None:
+                detail = f"{role} can still log in after disable request #{request.pk} applied"
+                finding = DriftFinding.objects.create(detail=detail, **key)
+                record("drift.detected", object_type="drift", object_id=finding.pk, instance=request.instance,
+                       request_id=request.pk, outcome=DriftKind.DANGEROUS,
+                       details={"role": role, "object": role, "privilege": "LOGIN", "detail": detail,
+                                "source": "revocation_verification"})
+            findings.append(finding.pk)
+        record("grant.revocation_verified", object_type="request", object_id=request.pk, instance=request.instance,
+               request_id=request.pk, outcome="failed" if still else "verified",
+               details={**base, "checked_at": timezone.now().isoformat(),
+                        **({"reason": "the role can still log in", "drift_findings": findings} if still else {})})
+    return {"verified": not still}
+
+
+# What each kind of request takes away, and how it is checked again (`disable` exists once
+# offboarding is installed: looked up by value so this module does not depend on it).
+VERIFIERS = {RequestType.REVOKE.value: verify_revocation, "disable": verify_disabled}
+
+
 def verify_applied(requests: list[ChangeRequest]) -> None:
-    """The engine's hook after a batch is recorded: verify every applied revoke; never raises."""
+    """The engine's hook after a batch is recorded: verify every applied revoke and offboarding
+    (disable); never raises."""
     for request in requests:
-        if request.type != RequestType.REVOKE or request.status != RequestStatus.APPLIED:
+        verifier = VERIFIERS.get(request.type)
+        if verifier is None or request.status != RequestStatus.APPLIED:
             continue
         try:
-            verify_revocation(request)
+            verifier(request)
         except Exception:
             log.exception("verification.crashed", request=request.pk)

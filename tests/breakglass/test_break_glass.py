@@ -11,15 +11,24 @@ from django.test import override_settings
 from django.utils import timezone
 from psycopg import sql
 
+from audit.chainer import chain_pending
 from audit.models import AuditEvent
 from portal.choices import Environment, RequestStatus
 from portal.models import BreakGlass, ChangeRequest, Grant
 from portal.services.notifications import notify_send
 from provisioning.expiry import expire_grants
 from provisioning.secrets import secret_reveal
+from tests.fixtures.celery import wait_until
 from tests.provisioning.helpers import admin_conn, approved_request, role_payload, schema_payload, unique
 
 pytestmark = pytest.mark.slow
+
+
+def verification_of(request_id: int) -> AuditEvent:
+    """The worker records the verification right after it records the apply: wait for it."""
+    return wait_until(lambda: AuditEvent.objects.filter(request_id=request_id,
+                                                        action="grant.revocation_verified").first(),
+                      timeout=30, message=f"the revocation of request {request_id} to be verified")
 
 
 def _filed(body: dict, **changes) -> dict:
@@ -69,6 +78,7 @@ def test_break_glass_applies_at_once_expires_with_its_sessions_and_waits_for_pos
     assert request.status == RequestStatus.APPLIED, request.status_detail
     assert not request.approvals.exists()
     assert _can_select(managed_cluster, role, schema)
+    chain_pending(wait=True)  # every event chained: seq is then the order they were recorded in
     actions = list(AuditEvent.objects.filter(request_id=request.pk).order_by("seq").values_list("action", flat=True))
     assert actions[:4] == ["request.submitted", "request.break_glass", "policy.bypassed", "request.queued"]
     assert {"sql.executed", "request.applied"} <= set(actions)
@@ -103,7 +113,7 @@ def test_break_glass_applies_at_once_expires_with_its_sessions_and_waits_for_pos
         session.execute("SELECT 1")
     session.close()
     assert AuditEvent.objects.filter(request_id=revoke.pk, action="session.terminated", outcome="terminated").exists()
-    verified = AuditEvent.objects.get(request_id=revoke.pk, action="grant.revocation_verified")
+    verified = verification_of(revoke.pk)
     assert verified.outcome == "verified" and verified.details["role"] == role
 
     # and the post-hoc review is still owed: the requester and an auditor may not close it

@@ -11,9 +11,17 @@ from audit.models import AuditEvent
 from portal.choices import DriftKind, DriftStatus, RequestStatus
 from portal.models import ChangeRequest, ManagedRole
 from provisioning.models import DriftFinding
+from tests.fixtures.celery import wait_until
 from tests.provisioning.helpers import admin_conn, approved_request, grant_payload, role_payload, schema_payload, unique
 
 pytestmark = pytest.mark.slow
+
+
+def verification_of(request_id: int) -> AuditEvent:
+    """The worker records the verification right after it records the apply: wait for it."""
+    return wait_until(lambda: AuditEvent.objects.filter(request_id=request_id,
+                                                        action="grant.revocation_verified").first(),
+                      timeout=30, message=f"the revocation of request {request_id} to be verified")
 
 
 @pytest.fixture
@@ -52,13 +60,14 @@ def test_a_revoke_is_verified_on_the_catalog_and_the_emptied_role_is_proposed_fo
     revoke = _revoke(managed_instance, schema, reader, people, wait_for_status)
     # then the worker recorded, after the apply, that the privileges are gone from the catalog
     assert not _has_select(managed_cluster, reader, schema)
-    verified = AuditEvent.objects.get(request_id=revoke.pk, action="grant.revocation_verified")
+    verified = verification_of(revoke.pk)
     assert verified.outcome == "verified"
     applied = AuditEvent.objects.get(request_id=revoke.pk, action="request.applied")
-    assert verified.seq > applied.seq
+    assert verified.ts >= applied.ts  # recorded after the apply (seq may still be pending: audit/chainer.py)
     assert not DriftFinding.objects.filter(role=reader).exists()
     # and the role, which now holds nothing, is proposed for removal: a request waiting for review
-    proposal = ChangeRequest.objects.get(type="drop_role", payload__name=reader)
+    proposal = wait_until(lambda: ChangeRequest.objects.filter(type="drop_role", payload__name=reader).first(),
+                          timeout=30, message="the removal proposal")
     assert proposal.status == RequestStatus.SUBMITTED and proposal.requester_id is None
     assert proposal.plan[1:] == [f'GRANT "{reader}" TO CURRENT_USER', f'REASSIGN OWNED BY "{reader}" TO CURRENT_USER',
                                  f'DROP OWNED BY "{reader}"', f'DROP ROLE "{reader}"']
@@ -96,7 +105,7 @@ def test_a_revoke_that_did_not_take_opens_a_drift_finding(
     revoke = _revoke(managed_instance, schema, reader, people, wait_for_status)
     # then the reader still can read, and the worker says so: not verified, and a drift finding
     assert _has_select(managed_cluster, reader, schema)
-    event = AuditEvent.objects.get(request_id=revoke.pk, action="grant.revocation_verified")
+    event = verification_of(revoke.pk)
     assert event.outcome == "failed"
     assert event.details["reason"] == "privileges still held after the revoke"
     assert event.details["remaining"] == [f"SELECT on table {schema}.t"]
@@ -111,3 +120,35 @@ def test_a_revoke_that_did_not_take_opens_a_drift_finding(
         conn.execute(sql.SQL("REVOKE ALL ON {}.t FROM {} CASCADE").format(sql.Identifier(schema),
                                                                           sql.Identifier(delegate)))
         conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM {}").format(sql.Identifier(schema), sql.Identifier(delegate)))
+
+
+def test_an_offboarding_is_verified_on_the_catalog(
+    transactional_db, people, managed_cluster, managed_instance, celery_worker, wait_for_status
+):
+    from portal.services.offboarding import offboard
+
+    # given alice's login role with SELECT on a payments table
+    schema, login = unique("rvoff"), unique("rvofflogin")
+    for request in (approved_request(managed_instance, "schema", schema_payload(schema), requester=people["alice"]),
+                    approved_request(managed_instance, "role", role_payload(login, login=True),
+                                     requester=people["alice"])):
+        assert wait_for_status(request.pk, {"applied", "failed"}).status == RequestStatus.APPLIED
+    with admin_conn(managed_cluster) as conn:
+        conn.execute(sql.SQL("CREATE TABLE {}.t (id int)").format(sql.Identifier(schema)))
+    grant = approved_request(managed_instance, "grant", grant_payload(login, schema, ["SELECT"]),
+                             requester=people["alice"])
+    assert wait_for_status(grant.pk, {"applied", "failed"}).status == RequestStatus.APPLIED
+    # when an admin offboards alice
+    result = offboard(people["alice"], actor=people["admin"], reason="left the company")
+    filed = result.disable_requests + result.revoke_requests
+    assert result.disable_requests and result.revoke_requests
+    for request_id in filed:
+        assert wait_for_status(request_id, {"applied", "failed"}).status == RequestStatus.APPLIED
+    # then each removal was checked on the catalog after it applied, and held
+    for request_id in filed:
+        event = verification_of(request_id)
+        assert event.outcome == "verified", event.details
+    disabled = verification_of(result.disable_requests[0])
+    assert disabled.details["what"] == "login" and disabled.details["role"] == login
+    with admin_conn(managed_cluster, "postgres") as conn:
+        assert conn.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (login,)).fetchone()[0] is False
