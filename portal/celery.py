@@ -33,6 +33,9 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
         "provisioning.outbox_sweep": {"task": "provisioning.outbox_sweep", "schedule": settings.OUTBOX_SWEEP_SECONDS},
         "provisioning.expire_grants": {"task": "provisioning.expire_grants", "schedule": 30.0},
         "portal.offboard_sweep": {"task": "portal.offboard_sweep", "schedule": 3600.0},
+        # single sign-on: the provider asked about every linked user (a no-op while off)
+        "portal.identity_check": {"task": "portal.identity_check",
+                                  "schedule": 60.0 * (settings.OIDC_CHECK_MINUTES or 60)},
         "provisioning.drift_scan": {"task": "provisioning.drift_scan", "schedule": 600.0},
         "provisioning.secret_wipe": {"task": "provisioning.secret_wipe", "schedule": 300.0},
         "provisioning.rotate_executor_logins": {"task": "provisioning.rotate_executor_logins", "schedule": 3600.0},

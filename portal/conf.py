@@ -154,6 +154,7 @@ class Config:
     oidc_group_map: Path | None  # a JSON file of group mappings loaded into an empty table
     oidc_name: str  # the button reads "Sign in with <name>"
     oidc_leeway_seconds: int  # clock skew allowed on the ID token's times
+    oidc_check_minutes: int  # 0: off; else refresh each linked user's groups this often
     # --- API tokens and MFA (portal/services/tokens.py, portal/services/mfa.py) -----------------
     api_token_days: int  # a new token's lifetime when none is asked for
     api_token_max_days: int  # the longest lifetime a token may be given
@@ -262,6 +263,7 @@ class Config:
             oidc_group_map=env.path("PORTAL_OIDC_GROUP_MAP", None),
             oidc_name=env.text("PORTAL_OIDC_NAME", "single sign-on"),
             oidc_leeway_seconds=env.integer("PORTAL_OIDC_LEEWAY_SECONDS", 60, minimum=0),
+            oidc_check_minutes=env.integer("PORTAL_OIDC_CHECK_MINUTES", 0, minimum=0),
             api_token_days=env.integer("PORTAL_API_TOKEN_DAYS", 30, minimum=1),
             api_token_max_days=env.integer("PORTAL_API_TOKEN_MAX_DAYS", 365, minimum=1),
             mfa_required_for_admins=env.flag("PORTAL_MFA_REQUIRED_FOR_ADMINS", not demo),

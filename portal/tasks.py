@@ -5,6 +5,7 @@ from celery import shared_task
 from portal.models import Instance
 from portal.services.access_reviews import campaigns_process_deadlines, campaigns_send_reminders
 from portal.services.breakglass import break_glass_overdue
+from portal.services.identity import identity_check
 from portal.services.instances import instance_refresh_status
 from portal.services.notifications import notify_send, notify_send_many
 from portal.services.offboarding import offboard_sweep
@@ -20,6 +21,12 @@ def refresh_instance_status() -> int:
         instance_refresh_status(instance)
         count += 1
     return count
+
+
+@shared_task(name="portal.identity_check", ignore_result=True)
+def identity_check_task() -> dict:
+    """Beat job: ask the identity provider about every linked user (PORTAL_OIDC_CHECK_MINUTES; off: nothing)."""
+    return identity_check()
 
 
 @shared_task(name="portal.offboard_sweep", ignore_result=True)

@@ -51,6 +51,10 @@ class IdentityLink(models.Model):
     subject = models.CharField(max_length=255)
     groups = models.JSONField(default=list, blank=True)
     last_sign_in = models.DateTimeField(null=True, blank=True)
+    # The periodic check (PORTAL_OIDC_CHECK_MINUTES): the provider's refresh token, encrypted at rest
+    # (portal.crypto, PORTAL_FERNET_KEYS), and when the provider last answered for this user.
+    refresh_token_encrypted = models.TextField(blank=True, default="")
+    checked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -30,14 +30,17 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 from guardian.shortcuts import remove_perm
 
 from audit.services import record
 from portal.choices import MembershipRole, Persona
+from portal.crypto import decrypt, encrypt
 from portal.errors import InvalidPayload, PolicyViolation
 from portal.models import GroupMapping, IdentityLink, Membership, Team
 from portal.personas import is_admin
+from portal.services import oidc
 from portal.services.demo import membership_add
 from portal.services.offboarding import offboard
 
@@ -247,7 +250,7 @@ def _refuse(*, reason: str, actor: Any, ip: str | None, details: dict, user: Any
     return SignInRefused(reason)
 
 
-def oidc_sign_in(*, claims: dict, issuer: str, actor_ip: str | None = None) -> SignInResult:
+def oidc_sign_in(*, claims: dict, issuer: str, actor_ip: str | None = None, refresh_token: str = "") -> SignInResult:
     """The portal user for verified ID-token `claims`, their teams and personas set from their
     groups; raises SignInRefused (audited, committed with what it caused) when they may not sign in.
     Runs as the portal."""
@@ -259,7 +262,8 @@ def oidc_sign_in(*, claims: dict, issuer: str, actor_ip: str | None = None) -> S
     mapping_bootstrap()
     with transaction.atomic():
         try:
-            outcome = _sign_in(claims=claims, issuer=issuer, subject=subject, ip=actor_ip)
+            outcome = _sign_in(claims=claims, issuer=issuer, subject=subject, ip=actor_ip,
+                               refresh_token=refresh_token)
         except SignInRefused as exc:  # a claim the portal cannot use: refused before any change
             outcome = _refuse(reason=exc.reason, actor=subject[:150], ip=actor_ip, details={"subject": subject})
     if isinstance(outcome, SignInRefused):
@@ -267,7 +271,8 @@ def oidc_sign_in(*, claims: dict, issuer: str, actor_ip: str | None = None) -> S
     return outcome
 
 
-def _sign_in(*, claims: dict, issuer: str, subject: str, ip: str | None) -> SignInResult | SignInRefused:
+def _sign_in(*, claims: dict, issuer: str, subject: str, ip: str | None,
+             refresh_token: str) -> SignInResult | SignInRefused:
     groups = _claim_groups(claims)
     link = (IdentityLink.objects.select_for_update().select_related("user")
             .filter(issuer=issuer, subject=subject).first())
@@ -292,8 +297,10 @@ def _sign_in(*, claims: dict, issuer: str, subject: str, ip: str | None) -> Sign
         return _refuse(reason=reason, actor=user.username, ip=ip, details=seen, user=user)
     changes = _apply_mappings(user=user, mappings=mappings, ip=ip, groups=mapped_groups)
     link.groups = groups
-    link.last_sign_in = timezone.now()
-    link.save(update_fields=["groups", "last_sign_in"])
+    link.last_sign_in = link.checked_at = timezone.now()
+    # Kept only for the periodic check, encrypted; without it a stale one is dropped.
+    link.refresh_token_encrypted = encrypt(refresh_token) if refresh_token and settings.OIDC_CHECK_MINUTES else ""
+    link.save(update_fields=["groups", "last_sign_in", "checked_at", "refresh_token_encrypted"])
     _profile_update(user, claims)
     record("auth.login", actor=user, actor_ip=ip, object_type="user", object_id=user.pk, outcome="ok",
            details={"channel": "oidc", "issuer": issuer, "subject": subject, "mapped_groups": mapped_groups})
@@ -336,10 +343,11 @@ def _profile_update(user: Any, claims: dict) -> None:
         user.save(update_fields=["email", "first_name", "last_name"])
 
 
-def _apply_mappings(*, user: Any, mappings: list[GroupMapping], ip: str | None, groups: list[str]) -> list[str]:
+def _apply_mappings(*, user: Any, mappings: list[GroupMapping], ip: str | None, groups: list[str],
+                    source: str = "oidc") -> list[str]:
     """Memberships of the mapped teams and the mapped personas set to what `mappings` give."""
     changes: list[str] = []
-    via = {"via": "oidc", "groups": groups}
+    via = {"via": source, "groups": groups}
     managed_teams = set(GroupMapping.objects.exclude(team=None).values_list("team_id", flat=True))
     managed_personas = set(GroupMapping.objects.exclude(persona="").values_list("persona", flat=True))
     wanted_teams: dict[int, tuple[Team, str]] = {}
@@ -398,3 +406,77 @@ def sign_in_failure_record(*, reason: str, actor_ip: str | None) -> None:
     with transaction.atomic():
         record("auth.login_failed", actor="anonymous", actor_ip=actor_ip, object_type="user", outcome="failed",
                details={"channel": "oidc", "reason": reason[:300]})
+
+
+# --- the periodic check (PORTAL_OIDC_CHECK_MINUTES) ---------------------------------------------------
+
+CHECK_BATCH = 200
+
+
+def identity_check(*, limit: int = CHECK_BATCH) -> dict:
+    """Ask the provider about every active linked user with a stored refresh token, least recently
+    checked first (at most `limit`), as the portal: their groups are applied as at a sign-in
+    (`details.via: "oidc-check"`), and a user in no mapped group, or whose refresh token the
+    provider refuses (disabled, deleted, signed out everywhere there), is offboarded. A provider
+    that cannot be reached changes nothing (an outage must not offboard everyone): the run stops
+    and `identity.check_failed` is recorded once. Returns counts. Off (nothing done) while
+    PORTAL_OIDC_CHECK_MINUTES is 0 or no issuer is set."""
+    counts = {"checked": 0, "changed": 0, "offboarded": 0, "failed": 0}
+    if not settings.OIDC_CHECK_MINUTES or not oidc.enabled():
+        return counts
+    links = list(IdentityLink.objects.filter(issuer=settings.OIDC_ISSUER, user__is_active=True)
+                 .exclude(refresh_token_encrypted="").order_by(F("checked_at").asc(nulls_first=True), "pk")
+                 .values_list("pk", flat=True)[:limit])
+    for pk in links:
+        outcome = _check_one(pk)
+        counts[outcome] = counts.get(outcome, 0) + 1
+        if outcome == "unavailable":
+            break
+    return counts
+
+
+def _check_one(link_pk: int) -> str:
+    link = IdentityLink.objects.select_related("user").get(pk=link_pk)
+    try:
+        claims, refresh_token = oidc.refresh(decrypt(link.refresh_token_encrypted), link.subject)
+    except oidc.GrantRefused as exc:
+        reason = f"the identity provider no longer vouches for the user: {exc.reason}"
+        with transaction.atomic():
+            offboard(link.user, actor=None, reason=reason)
+            IdentityLink.objects.filter(pk=link.pk).update(refresh_token_encrypted="", checked_at=timezone.now())
+        return "offboarded"
+    except oidc.ProviderUnavailable as exc:
+        with transaction.atomic():
+            record("identity.check_failed", actor=None, object_type="identity_provider", object_id=link.issuer[:200],
+                   outcome="failed", details={"reason": exc.reason})
+        return "unavailable"
+    except oidc.SignInFailed as exc:
+        with transaction.atomic():
+            record("identity.check_failed", actor=None, object_type="user", object_id=link.user_id, outcome="failed",
+                   details={"reason": exc.reason, "user": link.user.username})
+        return "failed"
+    with transaction.atomic():
+        locked = IdentityLink.objects.select_for_update().select_related("user").get(pk=link.pk)
+        user = locked.user
+        if not user.is_active:
+            return "checked"
+        try:
+            groups = _claim_groups(claims)
+        except SignInRefused as exc:
+            record("identity.check_failed", actor=None, object_type="user", object_id=user.pk, outcome="failed",
+                   details={"reason": exc.reason, "user": user.username})
+            return "failed"
+        mappings = list(GroupMapping.objects.select_related("team").filter(group__in=groups))
+        locked.groups = groups
+        locked.checked_at = timezone.now()
+        if not mappings:
+            offboard(user, actor=None, reason="the identity provider no longer lists the user in any mapped group "
+                                              "(periodic check)")
+            locked.refresh_token_encrypted = ""
+            locked.save(update_fields=["groups", "checked_at", "refresh_token_encrypted"])
+            return "offboarded"
+        changes = _apply_mappings(user=user, mappings=mappings, ip=None,
+                                  groups=sorted({m.group for m in mappings}), source="oidc-check")
+        locked.refresh_token_encrypted = encrypt(refresh_token)
+        locked.save(update_fields=["groups", "checked_at", "refresh_token_encrypted"])
+    return "changed" if changes else "checked"

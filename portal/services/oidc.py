@@ -42,14 +42,27 @@ class ProviderUnavailable(SignInFailed):
     """The provider could not be reached or answered with an error of its own."""
 
 
+class GrantRefused(SignInFailed):
+    """The provider refused a stored refresh token (invalid_grant): the user was disabled, deleted
+    or signed out everywhere there, or the grant expired."""
+
+
 def enabled() -> bool:
     return bool(settings.OIDC_ISSUER)
+
+
+def scopes() -> list[str]:
+    """The configured scopes, plus offline_access when the periodic check needs a refresh token."""
+    wanted = list(settings.OIDC_SCOPES)
+    if settings.OIDC_CHECK_MINUTES and "offline_access" not in wanted:
+        wanted.append("offline_access")
+    return wanted
 
 
 def _client() -> Any:
     """The Authlib client of the configured provider, one per configuration (it caches the
     discovery document and the JWKS between sign-ins)."""
-    key = (settings.OIDC_ISSUER, settings.OIDC_CLIENT_ID, settings.OIDC_CLIENT_SECRET, tuple(settings.OIDC_SCOPES))
+    key = (settings.OIDC_ISSUER, settings.OIDC_CLIENT_ID, settings.OIDC_CLIENT_SECRET, tuple(scopes()))
     client = _clients.get(key)
     if client is None:
         oauth = OAuth()
@@ -58,7 +71,7 @@ def _client() -> Any:
             server_metadata_url=settings.OIDC_ISSUER.rstrip("/") + "/.well-known/openid-configuration",
             client_id=settings.OIDC_CLIENT_ID,
             client_secret=settings.OIDC_CLIENT_SECRET,
-            client_kwargs={"scope": " ".join(settings.OIDC_SCOPES), "code_challenge_method": "S256",
+            client_kwargs={"scope": " ".join(scopes()), "code_challenge_method": "S256",
                            "default_timeout": PROVIDER_TIMEOUT_SECONDS},
         )
         _clients[key] = client
@@ -89,9 +102,10 @@ def authorization_redirect(request: Any, redirect_uri: str) -> Any:
         raise ProviderUnavailable(f"provider unreachable: {type(exc).__name__}") from None
 
 
-def authorization_complete(request: Any) -> dict:
+def authorization_complete(request: Any) -> tuple[dict, str]:
     """The verified claims of the user the provider sent back (ID token, plus userinfo when the
-    groups claim is not in the ID token). Raises SignInFailed / ProviderUnavailable."""
+    groups claim is not in the ID token), and the refresh token if the provider gave one ("" if
+    not). Raises SignInFailed / ProviderUnavailable."""
     client = _client()
     metadata = _metadata(client)
     if "iss" in request.GET and request.GET["iss"] != metadata["issuer"]:
@@ -120,7 +134,40 @@ def authorization_complete(request: Any) -> dict:
     claims = dict(claims)
     if settings.OIDC_GROUPS_CLAIM not in claims and metadata.get("userinfo_endpoint"):
         claims.update(_userinfo(client, token, claims["sub"]))
-    return claims
+    return claims, str(token.get("refresh_token") or "")
+
+
+def refresh(refresh_token: str, subject: str) -> tuple[dict, str]:
+    """The periodic check for one user: redeem `refresh_token` at the token endpoint and return the
+    new ID token's verified claims (signature, issuer, audience, times; `sub` must be `subject`;
+    groups from userinfo when absent) and the refresh token to keep (the new one, or the same).
+    Raises GrantRefused (invalid_grant), ProviderUnavailable, or SignInFailed."""
+    client = _client()
+    metadata = _metadata(client)
+    try:
+        with client._get_oauth_client() as session:  # Authlib's own session: client auth, timeouts
+            # No scope: the grant's own (RFC 6749 §6); asking again for offline_access can be refused.
+            token = session.refresh_token(metadata["token_endpoint"], refresh_token=refresh_token, scope=None)
+    except OAuthError as exc:
+        if exc.error == "invalid_grant":
+            raise GrantRefused("the provider refused the refresh token (invalid_grant)") from None
+        raise SignInFailed(f"the provider refused: {exc.error or 'error'}") from None
+    except requests.RequestException as exc:
+        raise ProviderUnavailable(f"provider unreachable: {type(exc).__name__}") from None
+    try:
+        claims = dict(client.parse_id_token(token, nonce=None, leeway=settings.OIDC_LEEWAY_SECONDS) or {})
+    except JoseError as exc:
+        raise SignInFailed(f"ID token refused: {exc.error}: {exc.description or ''}".strip(": ")) from None
+    except (AuthlibBaseError, KeyError, ValueError) as exc:
+        raise SignInFailed(f"ID token refused: {type(exc).__name__}") from None
+    if not claims and metadata.get("userinfo_endpoint"):
+        # No new ID token (allowed on refresh, OpenID Connect Core §12.2): userinfo answers.
+        claims = {"sub": subject, **_userinfo(client, token, subject)}
+    if claims.get("sub") != subject:
+        raise SignInFailed("the refreshed ID token names another subject")
+    if settings.OIDC_GROUPS_CLAIM not in claims and metadata.get("userinfo_endpoint"):
+        claims.update(_userinfo(client, token, subject))
+    return claims, str(token.get("refresh_token") or refresh_token)
 
 
 def _userinfo(client: Any, token: dict, subject: str) -> dict:

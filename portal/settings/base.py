@@ -236,6 +236,9 @@ OIDC_GROUPS_CLAIM = config.oidc_groups_claim
 OIDC_GROUP_MAP = config.oidc_group_map
 OIDC_NAME = config.oidc_name
 OIDC_LEEWAY_SECONDS = config.oidc_leeway_seconds
+# The periodic check (docs/identity.md): 0 = off; else offline_access is asked for and beat asks the
+# provider about every linked user this often (portal.identity_check).
+OIDC_CHECK_MINUTES = config.oidc_check_minutes
 
 # Content-Security-Policy (django-csp): no inline script, no CDN, nothing from elsewhere.
 from csp.constants import NONE, SELF  # noqa: E402

@@ -79,11 +79,12 @@ def oidc_callback(request):
     if not oidc.enabled():
         raise Http404
     try:
-        claims = oidc.authorization_complete(request)
+        claims, refresh_token = oidc.authorization_complete(request)
     except oidc.SignInFailed as exc:
         return _failure_page(request, exc)
     try:
-        result = oidc_sign_in(claims=claims, issuer=settings.OIDC_ISSUER, actor_ip=client_ip(request))
+        result = oidc_sign_in(claims=claims, issuer=settings.OIDC_ISSUER, actor_ip=client_ip(request),
+                              refresh_token=refresh_token)
     except SignInRefused as exc:
         request.refusal_audited = True  # audited as auth.login_failed by the service
         return render(request, "auth/oidc_problem.html",

@@ -282,3 +282,72 @@ def test_sso_pages_are_404_without_an_issuer(client, settings):
     assert client.get("/login/oidc/callback/?code=a&state=b").status_code == 404
     assert "Sign in with" not in client.get("/login/").content.decode()
 
+
+
+# --- the periodic check: the provider asked about users who do not sign in ----------------------
+
+@pytest.fixture
+def checking(settings):
+    settings.OIDC_CHECK_MINUTES = 15
+
+
+def test_the_periodic_check_applies_group_changes_and_offboards_a_user_dropped_at_the_provider(
+        client, oidc_provider, mapped, checking):
+    from portal.services.identity import identity_check
+
+    oidc_provider.set_users({"erin": {"groups": ["db-payments"]}})
+    assert "offline_access" in query_of(start(client))["scope"].split()
+    assert sign_in(client, oidc_provider, "erin").status_code == 302
+    erin = User.objects.get(username="erin")
+    link = IdentityLink.objects.get(user=erin)
+    assert link.refresh_token_encrypted and "erin" not in link.refresh_token_encrypted  # encrypted at rest
+    # the provider makes her a lead: the check applies it without her signing in
+    oidc_provider.set_groups("erin", ["db-payments-leads"])
+    assert identity_check() == {"checked": 0, "changed": 1, "offboarded": 0, "failed": 0}
+    assert Membership.objects.get(user=erin, team=mapped).role == MembershipRole.LEAD
+    assert events("team.member_changed")[-1].details["via"] == "oidc-check"
+    # nothing new: nothing recorded
+    before = AuditEvent.objects.count()
+    assert identity_check()["checked"] == 1 and AuditEvent.objects.count() == before
+    # dropped from every mapped group: offboarded by the portal, her session no longer works
+    oidc_provider.set_groups("erin", ["all-staff"])
+    assert identity_check()["offboarded"] == 1
+    erin.refresh_from_db()
+    assert not erin.is_active
+    assert "periodic check" in events("user.offboarded", object_id=str(erin.pk))[-1].details["reason"]
+    assert client.get("/").status_code == 302  # signed out: an inactive user's session ends
+
+
+def test_the_periodic_check_offboards_a_user_deleted_at_the_provider(client, oidc_provider, mapped, checking):
+    from portal.services.identity import identity_check
+
+    oidc_provider.set_users({"erin": {"groups": ["db-payments"]}})
+    assert sign_in(client, oidc_provider, "erin").status_code == 302
+    oidc_provider.set_users({})  # deleted at the provider: it refuses her refresh token
+    assert identity_check()["offboarded"] == 1
+    erin = User.objects.get(username="erin")
+    assert not erin.is_active
+    assert "invalid_grant" in events("user.offboarded", object_id=str(erin.pk))[-1].details["reason"]
+
+
+def test_the_periodic_check_changes_nothing_while_the_provider_is_down(client, oidc_provider, mapped, checking):
+    from portal.services.identity import identity_check
+
+    oidc_provider.set_users({"erin": {"groups": ["db-payments"]}})
+    assert sign_in(client, oidc_provider, "erin").status_code == 302
+    oidc_provider.stop()
+    assert identity_check()["unavailable"] == 1
+    assert User.objects.get(username="erin").is_active
+    assert events("identity.check_failed")[-1].outcome == "failed"
+
+
+def test_the_periodic_check_is_off_by_default(client, oidc_provider, mapped):
+    from portal.services.identity import identity_check
+
+    oidc_provider.set_users({"erin": {"groups": ["db-payments"]}})
+    assert "offline_access" not in query_of(start(client))["scope"].split()
+    assert sign_in(client, oidc_provider, "erin").status_code == 302
+    assert IdentityLink.objects.get(subject="erin").refresh_token_encrypted == ""
+    oidc_provider.set_groups("erin", [])
+    assert identity_check() == {"checked": 0, "changed": 0, "offboarded": 0, "failed": 0}
+    assert User.objects.get(username="erin").is_active

@@ -71,14 +71,19 @@ server.listen(wantedPort, '127.0.0.1', () => {
       client_id: config.client_id,
       client_secret: config.client_secret,
       redirect_uris: config.redirect_uris,
-      grant_types: ['authorization_code'],
+      grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
     }],
     jwks: signingKeys(),
     cookies: { keys: [crypto.randomBytes(16).toString('hex')] },
     claims: { openid: ['sub'], email: ['email'], profile: ['name', 'preferred_username'], groups: [GROUPS_CLAIM] },
-    scopes: ['openid', 'email', 'profile', 'groups'],
+    scopes: ['openid', 'email', 'profile', 'groups', 'offline_access'],
+    // Refresh tokens for the portal's periodic check. The provider drops offline_access unless
+    // prompt=consent (OpenID Connect Core 11); Okta and Entra ID do not ask for it: neither do we.
+    async issueRefreshToken(ctx, client) {
+      return client.grantTypeAllowed('refresh_token');
+    },
     // The groups in the ID token itself, as Keycloak, Okta and Entra ID can be set up to do.
     conformIdTokenClaims: false,
     pkce: { required: () => true },
