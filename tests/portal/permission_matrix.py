@@ -101,6 +101,9 @@ ROWS: list[Row] = [
     # secret: 404 for alice); the password itself is covered by the provisioning and security tests.
     Row("request-reveal", "POST", "/requests/{request}/reveal/", "302 404 404 200 200 200"),
     Row("review-queue", "GET", "/reviews/", "302 403 403 200 403 200"),
+    Row("change-set-list", "GET", "/change-sets/", "302 200 200 200 200 200"),
+    Row("change-set-detail", "GET", "/change-sets/{change_set}/", "302 200 404 200 200 200"),
+    Row("change-set-decide", "POST", "/change-sets/{change_set}/approve/", "302 403 403 302 403 302"),
     # Break-glass (#18): the form is everyone's, the service refuses all but requesters of the owning
     # team (here: a schema that does not exist, 400 for alice; a 403 in the form is a 400 page for the
     # others, whose team field has no team of theirs); {request} is no break-glass request (404).
@@ -236,4 +239,18 @@ ROWS: list[Row] = [
         data={"reason": "matrix"}),
     Row("api:audit-siem-resume", "POST", "/api/v1/audit/siem/https/resume/", "401 403 403 403 403 200"),
     Row("api:entitlements", "GET", "/api/v1/entitlements/", "401 403 403 200 200 200"),
+    # --- access as code (#22): {change_set} holds {request} (alice's). Anyone sees their own
+    # teams' access; a set is seen by whoever sees its requests; a document naming a team that is
+    # not the caller's is a 400 (team); only reviewers decide a set, never on their own requests.
+    Row("api:access", "GET", "/api/v1/access/", "401 200 200 200 200 200"),
+    Row("api:change-set-list", "GET", "/api/v1/change-sets/", "401 200 200 200 200 200"),
+    Row("api:change-set-list", "POST", "/api/v1/change-sets/", "401 201 400 400 400 400",
+        data={"document": {"instance": "demo", "team": "payments", "roles": [{"name": "matrix_role"}]},
+              "justification": "permission matrix"}),
+    Row("api:change-set-plan", "POST", "/api/v1/change-sets/plan/", "401 200 400 400 400 400",
+        data={"document": {"instance": "demo", "team": "payments"}}),
+    Row("api:change-set-detail", "GET", "/api/v1/change-sets/{change_set}/", "401 200 404 200 200 200"),
+    Row("api:change-set-approve", "POST", "/api/v1/change-sets/{change_set}/approve/", "401 403 404 200 403 200"),
+    Row("api:change-set-reject", "POST", "/api/v1/change-sets/{change_set}/reject/", "401 403 404 200 403 200",
+        data={"comment": "no"}),
 ]

@@ -17,7 +17,15 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
-from portal.models import AccessReviewCampaign, AccessReviewItem, ApprovalPolicy, GroupMapping, Team
+from portal.models import (
+    AccessReviewCampaign,
+    AccessReviewItem,
+    ApprovalPolicy,
+    ChangeSet,
+    ChangeSetItem,
+    GroupMapping,
+    Team,
+)
 from portal.services.requests import request_submit
 from provisioning.models import DriftFinding
 from tests.fixtures.people import token_for
@@ -66,8 +74,17 @@ def world(people, managed_instance):
         "mapping": GroupMapping.objects.create(group="matrix", persona="requesters").pk,
         "seq": AuditEvent.objects.order_by("seq").values_list("seq", flat=True).first(),
         "policy": ApprovalPolicy.objects.order_by("pk").values_list("pk", flat=True).first(),
-        "drift": drift.pk, **_access_review(people, managed_instance, payments),
+        "drift": drift.pk, "change_set": _change_set(people, managed_instance, payments, request),
+        **_access_review(people, managed_instance, payments),
     }
+
+
+def _change_set(people, instance, team, request) -> int:
+    """A change set (access as code) holding alice's request."""
+    change_set = ChangeSet.objects.create(team=team, instance=instance, created_by=people["alice"],
+                                          justification="matrix", document_sha256="0" * 64)
+    ChangeSetItem.objects.create(change_set=change_set, request=request, position=0, op="add")
+    return change_set.pk
 
 
 def _access_review(people, instance, team) -> dict:
