@@ -165,3 +165,20 @@ def test_local_login_off_refuses_passwords_on_the_page_and_the_api(client, peopl
 def test_local_login_on_by_default_keeps_the_password_form(client, people):
     assert 'name="password"' in client.get("/login/").content.decode()
     assert client.post("/login/", {"username": "alice", "password": PASSWORD}).status_code == 302
+
+
+def test_key_rotation_re_encrypts_the_stored_refresh_tokens(people, settings):
+    from cryptography.fernet import Fernet
+
+    from portal.crypto import decrypt, encrypt
+    from portal.models import IdentityLink
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.FERNET_KEYS = [old]
+    link = IdentityLink.objects.create(user=people["dave"], issuer="https://idp.test", subject="dave",
+                                       refresh_token_encrypted=encrypt("refresh-token-of-dave"))
+    settings.FERNET_KEYS = [new, old]
+    call_command("rotate_fernet_keys")
+    settings.FERNET_KEYS = [new]  # the old key retired: the token still decrypts
+    link.refresh_from_db()
+    assert decrypt(link.refresh_token_encrypted) == "refresh-token-of-dave"

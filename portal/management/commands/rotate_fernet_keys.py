@@ -3,7 +3,7 @@ from django.db import transaction
 
 from audit.services import record
 from portal.crypto import rotate
-from portal.models import Instance
+from portal.models import IdentityLink, Instance
 from provisioning.models import ExecutorLogin, ReplicationCredential, RequestSecret
 
 
@@ -26,6 +26,11 @@ class Command(BaseCommand):
             for secret in RequestSecret.objects.select_for_update().exclude(encrypted=""):
                 secret.encrypted = rotate(secret.encrypted)
                 secret.save(update_fields=["encrypted"])
+                count += 1
+            # Refresh tokens of single sign-on's periodic check (docs/identity.md).
+            for link in IdentityLink.objects.select_for_update().exclude(refresh_token_encrypted=""):
+                link.refresh_token_encrypted = rotate(link.refresh_token_encrypted)
+                link.save(update_fields=["refresh_token_encrypted"])
                 count += 1
             record("keys.rotated", actor="system", object_type="fernet", outcome="ok", details={"tokens": count})
         self.stdout.write(f"re-encrypted {count} credentials with the newest key")
