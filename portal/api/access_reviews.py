@@ -22,6 +22,7 @@ from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
 
 from audit.api.views import IgnoreFormatNegotiation
+from portal.api.filters import NUL_FREE
 from portal.api.pagination import Pagination
 from portal.api.schema import error_responses
 from portal.choices import CertificationDecision, UnansweredAction
@@ -150,8 +151,9 @@ class ReassignInput(serializers.Serializer):
 
 ITEM_PARAMETERS = [
     OpenApiParameter("decision", str, enum=[PENDING, *CertificationDecision.values]),
-    OpenApiParameter("instance", str), OpenApiParameter("role", str), OpenApiParameter("schema", str),
-    OpenApiParameter("team", str), OpenApiParameter("certifier", str, description="a username"),
+    *[OpenApiParameter(name, NUL_FREE, description=description) for name, description in (
+        ("instance", "instance name"), ("role", "role name"), ("schema", "schema name"),
+        ("team", "owning team name"), ("certifier", "a username"))],
     OpenApiParameter("source", str, enum=["grant", "outside"]),
 ]
 
