@@ -7,6 +7,7 @@ plan validator's call (it answers with an error naming the field).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django import forms
@@ -22,11 +23,27 @@ BLANK = ("", "— choose —")
 SYSTEM_SCHEMAS = {"information_schema", "dbportal_meta"}
 
 
-def _options(values: list[str], current: Any, *, blank: bool = True) -> list[tuple[str, str]]:
+def natural_key(name: str) -> list[Any]:
+    """Sort key putting p2 before p10: runs of digits compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _options(values: list[str], current: Any, *, blank: bool = True, own: list[str] | None = None,
+             own_label: str = "") -> list[Any]:
+    """Choices in natural order; with `own`, the team's own first in a group of their own (#19)."""
     values = list(values)
-    if current and current not in values:
+    if current and not isinstance(current, list) and current not in values:
         values.append(str(current))
-    return ([BLANK] if blank else []) + [(v, v) for v in values]
+    values = sorted(set(values), key=natural_key)
+    head = [BLANK] if blank else []
+    mine = [v for v in values if own and v in own]
+    if not mine:
+        return head + [(v, v) for v in values]
+    others = [v for v in values if v not in mine]
+    groups: list[Any] = [(own_label, [(v, v) for v in mine])]
+    if others:
+        groups.append(("Other", [(v, v) for v in others]))
+    return head + groups
 
 
 class RequestForm(PortalForm):
@@ -43,6 +60,9 @@ class RequestForm(PortalForm):
                                   help_text="The team that will own what is created.")
     justification = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000,
                                     help_text="Why it is needed; reviewers read this first.")
+    # "Edit and resubmit" (#19): the failed or rejected request this one is filed again from.
+    resubmit_of = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1, widget=forms.HiddenInput,
+                                     label="Resubmission of")
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -123,13 +143,29 @@ class RequestForm(PortalForm):
         return sorted(name for name, attrs in roles.items()
                       if not name.startswith("pg_") and (login is None or bool(attrs.get("login")) == login))
 
+    def team_roles(self) -> list[str]:
+        """The chosen team's live roles on the chosen instance (listed first in the pickers)."""
+        instance, team = self.selected_instance(), self.value_of("team")
+        if instance is None or not team or not str(team).isdigit():
+            return []
+        return list(ManagedRole.objects.filter(instance=instance, team_id=int(team), dropped_at__isnull=True)
+                    .values_list("name", flat=True))
+
+    def team_label(self) -> str:
+        team = self.value_of("team")
+        name = next((t.name for t in self.fields["team"].queryset if str(t.pk) == str(team)), "") if team else ""
+        return f"Team {name}" if name else "Your team"
+
     def pick(self, name: str, values: list[str], *, required: bool = True, help_text: str = "",
-             label: str | None = None) -> None:
-        """A drop-down of inventory values, or a text box when the inventory lists none."""
+             label: str | None = None, own: list[str] | None = None) -> None:
+        """A drop-down of inventory values (the team's own first, natural order, filterable as you
+        type), or a text box when the inventory lists none."""
         current = self.value_of(name)
         attrs = {"class": "form-select" if values else "form-control"}
         if values:
-            widget = forms.Select(choices=_options(values, current), attrs=attrs)
+            attrs["data-searchable"] = ""
+            widget = forms.Select(choices=_options(values, current, own=own, own_label=self.team_label()),
+                                  attrs=attrs)
         else:
             widget = forms.TextInput(attrs=attrs)
             note = ("(Choose an instance first to pick from its inventory.)" if self.selected_instance() is None
@@ -163,6 +199,23 @@ def _name_field(*, role: bool = False, help_text: str) -> forms.CharField:
     # strip=False: the rule judges the whole string, as it does for the API, instead of the form
     # quietly changing what was typed.
     return forms.CharField(max_length=63, strip=False, validators=[check], help_text=help_text)
+
+
+def resubmit_initial(original: Any) -> dict[str, Any]:
+    """The form's initial values from a failed or rejected request: what was asked, to edit."""
+    payload = dict(original.payload or {})
+    initial: dict[str, Any] = {"instance": original.instance_id, "team": original.team_id,
+                               "justification": original.justification, "resubmit_of": original.pk}
+    form_class = FORMS[original.type]
+    for name in form_class.payload_fields:
+        if name in payload and name not in ("tables", "expires_at", "valid_until"):  # a past time is no default
+            initial[name] = payload[name]
+    tables = payload.get("tables")
+    if isinstance(tables, list):
+        initial["tables_mode"], initial["tables"] = "list", tables
+    elif "tables_mode" in form_class.payload_fields:
+        initial["tables_mode"] = "all"
+    return initial
 
 
 def _iso(value) -> str | None:
@@ -201,8 +254,10 @@ class RoleRequestForm(RequestForm):
         groups = self.roles(login=False)
         current = self.value_of("member_of") or []
         self.fields["member_of"] = forms.MultipleChoiceField(
-            required=False, label="Member of", choices=[(r, r) for r in sorted(set(groups) | set(current))],
-            widget=forms.SelectMultiple(attrs={"size": min(6, max(2, len(groups)))}),
+            required=False, label="Member of",
+            choices=_options(list(set(groups) | set(current)), None, blank=False, own=self.team_roles(),
+                             own_label=self.team_label()),
+            widget=forms.CheckboxSelectMultiple(attrs={"data-searchable": ""}),
             help_text="Group roles it inherits privileges from (IN ROLE).")
         self.fields["connection_limit"] = forms.IntegerField(required=False, min_value=-1, max_value=1000,
                                                              label="Connection limit", help_text="-1 or empty: no limit.")
@@ -228,10 +283,11 @@ class GrantRequestForm(RequestForm):
     refresh_fields = ("instance", "database", "schema")
 
     def setup_payload_fields(self) -> None:
-        self.pick("role", self.roles(), help_text="Who receives the privileges.")
+        self.pick("role", self.roles(), help_text="Who receives the privileges.", own=self.team_roles())
         self.pick("database", self.databases())
         database = self.value_of("database")
-        self.pick("schema", self.schemas(database) if database else [])
+        self.pick("schema", self.schemas(database) if database else [],
+                  own=self.team_schemas(database) if database else [])
         self.fields["privileges"] = forms.MultipleChoiceField(
             choices=[(p, p) for p in PRIVILEGES], widget=forms.CheckboxSelectMultiple,
             help_text="USAGE and CREATE apply to the schema; the others to its tables.")
@@ -241,8 +297,9 @@ class GrantRequestForm(RequestForm):
         tables = self.tables(database, self.value_of("schema")) if database else []
         current = self.value_of("tables") or []
         self.fields["tables"] = forms.MultipleChoiceField(
-            required=False, label="Only these tables", choices=[(t, t) for t in sorted(set(tables) | set(current))],
-            widget=forms.SelectMultiple(attrs={"size": min(8, max(3, len(tables)))}),
+            required=False, label="Only these tables",
+            choices=[(t, t) for t in sorted(set(tables) | set(current), key=natural_key)],
+            widget=forms.CheckboxSelectMultiple(attrs={"data-searchable": ""}),
             help_text="From the inventory of the chosen schema." if tables else "No tables known in this schema.")
         self.fields["default_privileges"] = forms.BooleanField(
             required=False, label="Also future tables (ALTER DEFAULT PRIVILEGES)",

@@ -62,6 +62,9 @@ class ChangeRequest(models.Model):
     # and the post-hoc review are its BreakGlass row. On the row itself so lists show the badge
     # without a join.
     break_glass = models.BooleanField(default=False)
+    # "Edit and resubmit" (#19): the failed or rejected request this one was filed again from.
+    resubmit_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="resubmissions")
 
     objects = ChangeRequestQuerySet.as_manager()
     restrict_policy = ChangeRequestQuerySet._team_policy

@@ -148,3 +148,8 @@ def my_access(user: Any) -> dict[str, QuerySet]:
     roles = (ManagedRole.objects.filter(team__in=teams, dropped_at__isnull=True)
              .select_related("instance", "team").order_by("instance__name", "name"))
     return {"grants": grants, "roles": roles}
+
+
+def resubmissions_of(request: ChangeRequest) -> list[int]:
+    """The ids of the requests filed again from this one ("edit and resubmit", #19), oldest first."""
+    return list(request.resubmissions.order_by("pk").values_list("pk", flat=True))

@@ -157,13 +157,40 @@ def plan_review(module: PlanModule, validated: dict, ctx: PlanContext, instance:
     return review(validated, ctx, facts=facts, facts_error=facts_error)["findings"]
 
 
+RESUBMITTABLE = (RequestStatus.FAILED, RequestStatus.REJECTED)
+
+
+def resubmit_check(*, user: Any, original: ChangeRequest, type: str | None = None) -> None:
+    """A failed or rejected request may be filed again ("edit and resubmit", #19) by its requester
+    or a member of its team, as a new request of the same type; anything else is a 400 naming
+    resubmit_of. The caller has loaded `original` through request_get_for (out of scope: 404)."""
+    if original.status not in RESUBMITTABLE:
+        raise InvalidPayload.field("resubmit_of", f"request #{original.pk} is {original.status}; only a failed "
+                                                  "or rejected request can be edited and resubmitted")
+    if type is not None and type != original.type:
+        raise InvalidPayload.field("resubmit_of", f"request #{original.pk} is a {original.type} request, not {type}")
+    if original.requester_id != user.pk and not user.memberships.filter(team_id=original.team_id).exists():
+        raise InvalidPayload.field("resubmit_of", f"request #{original.pk} is not yours or your team's")
+
+
+def resubmit_allowed(user: Any, original: ChangeRequest) -> bool:
+    """Whether the request page offers "Edit and resubmit" to this user."""
+    try:
+        resubmit_check(user=user, original=original)
+    except InvalidPayload:
+        return False
+    return True
+
+
 def request_submit(*, user: Any, actor_ip: str | None, type: str, instance: Instance, team: Team,
-                   justification: str, payload: Any) -> ChangeRequest:
+                   justification: str, payload: Any, resubmit_of: ChangeRequest | None = None) -> ChangeRequest:
     justification = (justification or "").strip() if isinstance(justification, str) else ""
     if not justification:
         raise InvalidPayload.field("justification", "say why this change is needed")
     if len(justification) > MAX_JUSTIFICATION:
         raise InvalidPayload.field("justification", f"at most {MAX_JUSTIFICATION} characters")
+    if resubmit_of is not None:
+        resubmit_check(user=user, original=resubmit_of, type=type)
     preview = request_preview(user=user, type=type, instance=instance, team=team, payload=payload,
                               check_names=False)
     validated = preview["payload"]
@@ -180,7 +207,7 @@ def request_submit(*, user: Any, actor_ip: str | None, type: str, instance: Inst
             type=type, instance=instance, team=team, requester=user, justification=justification,
             payload=validated, plan=preview["plan"], plan_hash=preview["plan_hash"], risk=preview["risk"],
             risk_reasons=preview["risk_reasons"], findings=preview["findings"], dry_run=dry_run, expires_at=expires_at,
-            submitted_ip=actor_ip or None, owner_team=preview["owner_team_row"],
+            submitted_ip=actor_ip or None, owner_team=preview["owner_team_row"], resubmit_of=resubmit_of,
         )
         requirement_keep(request, preview["requirement"])
         names_reserve(request)  # a unique violation here is the 409 of a submit racing this one
@@ -193,7 +220,8 @@ def request_submit(*, user: Any, actor_ip: str | None, type: str, instance: Inst
                             "ms": dry_run.get("ms")})
         _audit(request, "request.submitted", actor=user, actor_ip=actor_ip, outcome=RequestStatus.SUBMITTED,
                details={"type": type, "team": team.name, "risk": request.risk, "plan_hash": request.plan_hash,
-                        "plan": request.plan})
+                        "plan": request.plan,
+                        **({"resubmit_of": resubmit_of.pk} if resubmit_of is not None else {})})
         _notify_on_commit(request, "submitted")
         if preview["auto_approve"]:
             # Policy allows it (low-risk dev only): the portal approves as `system`.

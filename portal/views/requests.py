@@ -15,17 +15,18 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from portal.choices import PRIVILEGES, TABLE_PRIVILEGES, RequestStatus, RequestType
 from portal.errors import DomainError, Gone, InvalidPayload, NameConflict
-from portal.forms.requests import FORMS, TYPE_CARDS, RequestForm
+from portal.forms.requests import FORMS, TYPE_CARDS, RequestForm, resubmit_initial
 from portal.models import Team
 from portal.personas import is_reviewer
 from portal.selectors import requests as request_selectors
 from portal.selectors.approvals import approvals_of
 from portal.selectors.instances import instance_list_for
 from portal.selectors.search import request_search
+from portal.selectors.verification import revocation_verification_of
 from portal.services import requests as request_services
 from portal.services.auth import client_ip
+from portal.services.requests import RESUBMITTABLE, request_submit, resubmit_allowed, resubmit_check
 from portal.services.requests import request_preview as preview_service
-from portal.services.requests import request_submit
 from provisioning.models import RequestSecret
 from provisioning.secrets import secret_reveal
 
@@ -66,8 +67,13 @@ def request_new_form(request, request_type: str):
         status = 400
         if form.is_valid():
             try:
+                original = None
+                if form.cleaned_data.get("resubmit_of"):
+                    # out of the user's scope: 404, as for the request page itself
+                    original = request_selectors.request_get_for(request.user, form.cleaned_data["resubmit_of"],
+                                                                 history=False)
                 change = request_submit(user=request.user, actor_ip=client_ip(request), payload=form.payload(),
-                                        **form.common())
+                                        resubmit_of=original, **form.common())
             except DomainError as exc:
                 form.add_domain_error(exc)
                 if isinstance(exc, NameConflict):
@@ -75,6 +81,16 @@ def request_new_form(request, request_type: str):
             else:
                 messages.success(request, f"Request #{change.pk} submitted.")
                 return redirect("request-detail", pk=change.pk)
+    elif request.GET.get("from"):
+        # "Edit and resubmit" (#19): a new request pre-filled from a failed or rejected one.
+        original = request_selectors.request_get_for(request.user, request.GET["from"], history=False)
+        try:
+            resubmit_check(user=request.user, original=original, type=request_type)
+        except InvalidPayload as exc:
+            messages.error(request, exc.errors["resubmit_of"][0])
+            return redirect("request-detail", pk=original.pk)
+        form = form_class(initial=resubmit_initial(original), user=request.user)
+        status = 200
     else:
         initial = {k: (request.GET.getlist(k) if k in ("privileges", "tables", "member_of") else v)
                    for k, v in request.GET.items()}
@@ -170,6 +186,9 @@ def request_list(request):
 def request_search_view(request):
     query = request.GET.get("q", "").strip()
     results = request_search(request.user, query) if query else []
+    if request.GET.get("suggest"):
+        # The top bar's search suggests as you type (#19): a few matches as <option>s for its datalist.
+        return render(request, "requests/_suggest.html", {"results": results[:8]})
     if query and len(results) == 1 and query.lstrip("#").isdigit():
         return redirect("request-detail", pk=results[0].pk)
     return render(request, "requests/search.html", {"query": query, "results": results})
@@ -193,7 +212,13 @@ def _detail_context(request, change) -> dict[str, Any]:
         # Waiting for a reviewer takes minutes, a worker seconds: poll accordingly.
         "poll_every": "5s" if change.status == RequestStatus.SUBMITTED else "1500ms",
         "is_requester": change.requester_id == user.pk,
+        # "Edit and resubmit" (#19): a failed or rejected request, for its requester or team; the
+        # membership query runs only on such a request's page.
+        "can_resubmit": change.status in RESUBMITTABLE and resubmit_allowed(user, change),
+        "resubmissions": request_selectors.resubmissions_of(change) if change.status in RESUBMITTABLE else [],
         "secret": _secret_of(change),
+        # Revocation verified (#18): the catalog read after an applied revoke or disable.
+        "verification": revocation_verification_of(change),
     }
 
 

@@ -113,10 +113,9 @@
 
   // The tables list only matters when "Only these tables" is chosen.
   function syncTables() {
-    const list = document.querySelector("#request-form select[name=tables]");
-    if (!list) return;
+    const boxes = document.querySelectorAll("#request-form [name=tables]");
     const mode = document.querySelector("#request-form input[name=tables_mode]:checked");
-    list.disabled = !mode || mode.value !== "list";
+    boxes.forEach((box) => { box.disabled = !mode || mode.value !== "list"; });
   }
   document.addEventListener("change", (event) => {
     if (event.target.name === "tables_mode") syncTables();
@@ -227,5 +226,78 @@ document.addEventListener("change", (event) => {
       summary.setAttribute("tabindex", "-1");
       summary.focus();
     }
+  });
+})();
+
+// --- pickers (#19): a filter box above each long list of roles, schemas or tables; the team's own
+// come first (grouped on the server, natural order). Multi-select lists are checkboxes: no Ctrl-click.
+(function () {
+  "use strict";
+  function matches(text, term) { return text.toLowerCase().includes(term); }
+
+  function addFilter(target, label, onInput) {
+    const box = document.createElement("input");
+    box.type = "search";
+    box.className = "form-control form-control-sm mb-1 picker-filter";
+    box.placeholder = "Type to filter";
+    box.setAttribute("aria-label", "Filter " + label);
+    box.setAttribute("aria-controls", target.id);
+    box.autocomplete = "off";
+    box.addEventListener("input", () => onInput(box.value.trim().toLowerCase()));
+    // Enter in the filter must not submit the request form.
+    box.addEventListener("keydown", (event) => { if (event.key === "Enter") event.preventDefault(); });
+    target.parentNode.insertBefore(box, target);
+  }
+
+  function enhance() {
+    document.querySelectorAll("select[data-searchable]:not([data-enhanced])").forEach((select) => {
+      select.dataset.enhanced = "1";
+      if (select.options.length < 8) return;  // a short list is quicker to read than to filter
+      const label = select.labels && select.labels[0] ? select.labels[0].innerText.replace("*", "").trim() : select.name;
+      addFilter(select, label, (term) => {
+        Array.from(select.options).forEach((option) => {
+          option.hidden = option.value !== "" && !option.selected && !matches(option.text, term);
+        });
+        select.querySelectorAll("optgroup").forEach((group) => {
+          group.hidden = Array.from(group.children).every((option) => option.hidden);
+        });
+      });
+    });
+    document.querySelectorAll("[data-picker]:not([data-enhanced])").forEach((list) => {
+      list.dataset.enhanced = "1";
+      if (list.querySelectorAll(".form-check").length < 8) return;
+      addFilter(list, list.dataset.picker, (term) => {
+        list.querySelectorAll(".form-check").forEach((item) => {
+          const input = item.querySelector("input");
+          item.hidden = !matches(item.innerText, term) && !(input && input.checked);
+        });
+      });
+    });
+  }
+  document.addEventListener("DOMContentLoaded", enhance);
+  document.addEventListener("htmx:afterSettle", enhance);
+
+  // The top bar's search suggests requests as you type (a datalist the server fills).
+  document.addEventListener("DOMContentLoaded", () => {
+    const search = document.getElementById("global-search");
+    if (!search || !search.form) return;
+    const list = document.createElement("datalist");
+    list.id = "global-search-suggestions";
+    search.after(list);
+    search.setAttribute("list", list.id);
+    let timer = null;
+    let last = "";
+    search.addEventListener("input", () => {
+      clearTimeout(timer);
+      const term = search.value.trim();
+      if (term.length < 2 || term === last || term.startsWith("#") && list.querySelector(`option[value="${CSS.escape(term)}"]`)) return;
+      timer = setTimeout(() => {
+        last = term;
+        const url = search.form.action + "?" + new URLSearchParams({ q: term, suggest: "1" });
+        fetch(url, { headers: { "HX-Request": "true" }, credentials: "same-origin" })
+          .then((answer) => (answer.ok ? answer.text() : ""))
+          .then((html) => { list.innerHTML = html; });
+      }, 250);
+    });
   });
 })();

@@ -127,3 +127,42 @@ def test_revoke_preview_says_revokes(web_for, inventory, alice_team):
         assert 'id="preview-usage-note"' not in html
     else:
         assert 'id="preview-problems"' in html
+
+
+def test_pickers_list_the_teams_own_first_in_natural_order(web_for, people, managed_instance, alice_team):
+    from portal.models import ManagedRole
+
+    # given roles p1, p2, p10 of payments and a1, b10, b9 of nobody in the inventory
+    roles = ["p10", "a1", "p2", "b10", "p1", "b9"]
+    for name in ("p1", "p2", "p10"):
+        ManagedRole.objects.create(instance=managed_instance, name=name, login=False, team=alice_team)
+    InstanceInventory.objects.update_or_create(instance=managed_instance, defaults={"snapshot": {
+        "databases": {"app": {"schemas": {"s1": {"owner": "x", "tables": ["t10", "t2", "t1"]}}}},
+        "roles": {name: {"login": False} for name in roles}}})
+    html = web_for("alice").post(reverse("request-form-fields", args=["grant"]), {
+        "instance": managed_instance.pk, "team": alice_team.pk, "database": "app", "schema": "s1"},
+        HTTP_HX_REQUEST="true").content.decode()
+    role_select = html[html.index('name="role"'):html.index("</select>", html.index('name="role"'))]
+    # then the team's roles come first, in their own group, in natural order; then the others
+    assert 'data-searchable' in html[html.index('<select name="role"'):html.index('name="role"') + 200]
+    assert re.findall(r'<option value="([a-z0-9]+)"', role_select) == ["p1", "p2", "p10", "a1", "b9", "b10"]
+    assert '<optgroup label="Team payments">' in role_select and '<optgroup label="Other">' in role_select
+    # and tables are checkboxes in natural order, in a list that can be filtered
+    assert re.findall(r'name="tables" value="([a-z0-9]+)"', html) == ["t1", "t2", "t10"]
+    assert 'data-picker="Only these tables"' in html
+    # and a role's groups (member_of) are checkboxes too
+    role_form = web_for("alice").post(reverse("request-form-fields", args=["role"]), {
+        "instance": managed_instance.pk, "team": alice_team.pk}, HTTP_HX_REQUEST="true").content.decode()
+    assert re.findall(r'name="member_of" value="([a-z0-9]+)"', role_form) == ["p1", "p2", "p10", "a1", "b9", "b10"]
+
+
+def test_the_top_bar_search_suggests_requests(web_for, people, managed_instance, alice_team):
+    from tests.portal.ui_helpers import given_request
+
+    mine = given_request(requester=people["alice"], instance=managed_instance, team=alice_team, type="schema",
+                         payload={"database": "app", "name": "ledger_suggest"}, plan=['CREATE SCHEMA "x"'])
+    body = web_for("alice").get(reverse("request-search"), {"q": "ledger_sug", "suggest": "1"}).content.decode()
+    assert f'<option value="#{mine.pk}"' in body and "ledger_suggest" in body and "<html" not in body
+    # another team's developer is suggested nothing of payments'
+    assert "option" not in web_for("dave").get(reverse("request-search"), {"q": "ledger_sug", "suggest": "1"}
+                                               ).content.decode()

@@ -62,7 +62,8 @@ def test_instance_change_refreshes_the_dropdowns_from_the_inventory(web_for, man
                                       "justification": "kept"}, HTTP_HX_REQUEST="true")
     html = response.content.decode()
     assert '<option value="sales" selected>' in html
-    assert '<option value="orders">' in html and '<option value="reporting">' in html
+    # tables are checkboxes (#19: multi-select without Ctrl-click), roles a drop-down
+    assert 'type="checkbox" name="tables" value="orders"' in html and '<option value="reporting">' in html
     assert "kept" in html  # nothing typed so far is lost
     assert "invalid-feedback" not in html  # refreshing is not submitting: no errors yet
 
