@@ -29,7 +29,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from guardian.shortcuts import remove_perm
@@ -260,12 +260,21 @@ def oidc_sign_in(*, claims: dict, issuer: str, actor_ip: str | None = None, refr
             refusal = _refuse(reason="the ID token has no usable subject", actor="anonymous", ip=actor_ip, details={})
         raise refusal
     mapping_bootstrap()
-    with transaction.atomic():
+    for attempt in (1, 2):
         try:
-            outcome = _sign_in(claims=claims, issuer=issuer, subject=subject, ip=actor_ip,
-                               refresh_token=refresh_token)
-        except SignInRefused as exc:  # a claim the portal cannot use: refused before any change
-            outcome = _refuse(reason=exc.reason, actor=subject[:150], ip=actor_ip, details={"subject": subject})
+            with transaction.atomic():
+                try:
+                    outcome = _sign_in(claims=claims, issuer=issuer, subject=subject, ip=actor_ip,
+                                       refresh_token=refresh_token)
+                except SignInRefused as exc:  # a claim the portal cannot use: refused before any change
+                    outcome = _refuse(reason=exc.reason, actor=subject[:150], ip=actor_ip,
+                                      details={"subject": subject})
+            break
+        except IntegrityError:
+            # Two first sign-ins of one person at once (two tabs): the other created the user and
+            # its link; the second attempt finds them.
+            if attempt == 2:
+                raise
     if isinstance(outcome, SignInRefused):
         raise outcome
     return outcome
@@ -313,8 +322,9 @@ def _user_create(*, claims: dict, issuer: str, subject: str, ip: str | None, see
     username = _username_for(claims)
     existing = user_model.objects.select_for_update().filter(username=username).first()
     if existing is not None:
-        # Never take over a local account (the break-glass admin, a demo persona) by its name.
-        return None, _refuse(reason=f"the name {username!r} belongs to a local account", actor=username,
+        # Never take over another account by its name: a local one (the break-glass admin, a demo
+        # persona) or another subject's (a name reused at the provider).
+        return None, _refuse(reason=f"the name {username!r} belongs to another account", actor=username,
                              ip=ip, details=seen, user=existing)
     user = user_model(username=username)
     user.set_unusable_password()

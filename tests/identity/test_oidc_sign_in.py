@@ -146,7 +146,7 @@ def test_a_user_the_provider_drops_from_every_mapped_group_is_deactivated_and_of
 def test_a_provider_name_that_is_a_local_account_is_never_taken_over(client, oidc_provider, mapped, people):
     oidc_provider.set_users({"admin": {"groups": ["db-payments"]}})
     response = sign_in(client, oidc_provider, "admin")
-    assert response.status_code == 403 and b"belongs to a local account" in response.content
+    assert response.status_code == 403 and b"belongs to another account" in response.content
     assert not IdentityLink.objects.exists()
     assert "_auth_user_id" not in client.session
 
@@ -351,3 +351,17 @@ def test_the_periodic_check_is_off_by_default(client, oidc_provider, mapped):
     oidc_provider.set_groups("erin", [])
     assert identity_check() == {"checked": 0, "changed": 0, "offboarded": 0, "failed": 0}
     assert User.objects.get(username="erin").is_active
+
+
+def test_a_name_reused_at_the_provider_for_another_subject_does_not_open_the_first_account(
+        client, oidc_provider, mapped):
+    from django.test import Client
+
+    oidc_provider.set_users({"erin": {"groups": ["db-payments"]},
+                             "erin-2": {"preferred_username": "erin", "groups": ["db-payments"]}})
+    assert sign_in(client, oidc_provider, "erin").status_code == 302
+    other = Client()
+    response = sign_in(other, oidc_provider, "erin-2")
+    assert response.status_code == 403 and b"belongs to another account" in response.content
+    assert "_auth_user_id" not in other.session
+    assert list(IdentityLink.objects.values_list("subject", flat=True)) == ["erin"]

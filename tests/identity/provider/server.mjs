@@ -55,7 +55,7 @@ async function findAccount(ctx, sub) {
         sub,
         email: user.email || `${sub}@example.test`,
         name: user.name || sub,
-        preferred_username: sub,
+        preferred_username: user.preferred_username || sub,
         [GROUPS_CLAIM]: user.groups || [],
       };
     },
