@@ -144,6 +144,18 @@ def _key_for(head_key_id: str) -> keys.AuditKey | None:
     return key
 
 
+def write_boundary(head_seq: int, head_hash: str, head_key_id: str, key: keys.AuditKey) -> checkpoints.Checkpoint:
+    """The key boundary (call with the head locked): from here on verification wants `key` (or a
+    newer one). Written before any event is chained with the key; if it cannot be, nothing is.
+    Not written twice for the same head and key (rotate_audit_key may have written it already)."""
+    last = checkpoints.latest()
+    if last is not None and (last.seq, last.hash, last.next_key_id) == (head_seq, head_hash, key.id):
+        return last
+    written = checkpoints.write(head_seq, head_hash, head_key_id, key)
+    log.info("audit.key_boundary_checkpoint", seq=head_seq, key_id=key.id, checkpoint=written.number)
+    return written
+
+
 def chain_batch(*, wait: bool = True, limit: int = BATCH) -> int | None:
     """Chain up to `limit` committed pending events in one transaction. Returns how many, or None
     when another chainer holds the head (wait=False)."""
@@ -159,10 +171,7 @@ def chain_batch(*, wait: bool = True, limit: int = BATCH) -> int | None:
             return 0
         key_id = key.id if key else keys.UNKEYED
         if key is not None and key_id != head_key_id:
-            # The key boundary: from here on verification wants this key (or a newer one). The file
-            # is written before any event is chained with the key; if it cannot be, nothing is.
-            written = checkpoints.write(head_seq, prev_hash, head_key_id, key)
-            log.info("audit.key_boundary_checkpoint", seq=head_seq, key_id=key_id, checkpoint=written.number)
+            write_boundary(head_seq, prev_hash, head_key_id, key)
         olds, seqs, stamps, prevs, hashes = [], [], [], [], []
         seq = head_seq
         mac = key.mac if key else None

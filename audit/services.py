@@ -225,8 +225,8 @@ def checkpoint_due(now: Any = None) -> bool:
     newer = AuditEvent.objects.filter(seq__gt=last_seq).exclude(action=CHECKPOINTED)
     if not newer.exists():
         return False
-    head = AuditHead.objects.filter(pk=1).values_list("seq", flat=True).first() or 0
-    if head - last_seq >= settings.AUDIT_CHECKPOINT_EVENTS or last is None:
+    wanted = settings.AUDIT_CHECKPOINT_EVENTS
+    if last is None or newer[:wanted].count() >= wanted:  # bounded: at most `wanted` index entries
         return True
     written = datetime.fromisoformat(last.time.replace("Z", "+00:00"))
     return (now or timezone.now()) - written >= timedelta(minutes=settings.AUDIT_CHECKPOINT_MINUTES)
@@ -266,6 +266,33 @@ def audit_export_record(*, actor: Any, actor_ip: str | None, export_format: str,
         record("audit.exported", actor=actor, actor_ip=actor_ip, object_type="audit_log", outcome="ok",
                details={"format": export_format, "filters": filters})
     ensure_chained()
+
+
+def audit_key_rotate(*, actor: Any = SYSTEM) -> dict[str, Any]:
+    """Put the first key of PORTAL_AUDIT_KEYS in force now (manage.py rotate_audit_key): chain what
+    is pending, then write the key boundary checkpoint at the head, so every later event must be
+    keyed with the new key (or a newer one). Recorded as audit.key_rotated (outcome ok, or
+    unchanged when the head is already under this key). Run it where the new key list is set,
+    after every process has it (a process without the new key refuses to chain, never downgrades)."""
+    key = keys.current()
+    if key is None:
+        raise RuntimeError("no audit key configured (PORTAL_AUDIT_KEYS)")
+    ensure_chained()
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(_LOCK_HEAD_FOR_CHECKPOINT)
+            seq, head_hash, head_key_id = cursor.fetchone()
+        if head_key_id == key.id:
+            details: dict[str, Any] = {"key_id": key.id, "seq": seq}
+            outcome = "unchanged"
+        else:
+            written = chainer.write_boundary(seq, head_hash, head_key_id, key)
+            details = {"from_key_id": head_key_id, "key_id": key.id, "seq": seq, "checkpoint": written.number,
+                       "file": written.name}
+            outcome = "ok"
+        record("audit.key_rotated", actor=actor, object_type="audit_key", object_id=key.id, outcome=outcome,
+               details=details)
+    return {"outcome": outcome, **details}
 
 
 _LOCK_HEAD_FOR_CHECKPOINT = sql.SQL("SELECT seq, hash, key_id FROM {head} WHERE id = 1 FOR UPDATE").format(

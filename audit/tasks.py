@@ -3,7 +3,8 @@
 from celery import shared_task
 
 from audit.archive import run
-from audit.services import SYSTEM
+from audit.chainer import chain_pending
+from audit.services import SYSTEM, audit_checkpoint
 from audit.siem import forward_all
 
 
@@ -22,3 +23,16 @@ def archive_run() -> dict[str, object]:
     first-of-month tick costs a day, not a month; a run that finds nothing due does two queries, and
     an advisory lock keeps two runs from overlapping."""
     return run(actor=SYSTEM).as_dict()
+
+
+@shared_task(name="audit.chain", ignore_result=True)
+def chain() -> int:
+    """Chain what writers' own after-commit chainers left (audit/chainer.py); every second."""
+    return chain_pending(wait=False)
+
+
+@shared_task(name="audit.checkpoint", ignore_result=True)
+def checkpoint() -> int | None:
+    """Write a signed checkpoint when one is due (PORTAL_AUDIT_CHECKPOINT_EVENTS / _MINUTES)."""
+    written = audit_checkpoint()
+    return written.number if written else None

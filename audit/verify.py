@@ -44,10 +44,11 @@ from audit.chain import CANONICAL_REST_SQL, GENESIS_HASH, TS_SQL
 from audit.models import AuditArchive, AuditEvent, AuditHead
 
 _EVENTS = sql.Identifier(AuditEvent._meta.db_table)
-# One line per event: seq, prev_hash, hash, key_id, canonical form (audit.chain.CANONICAL_REST_SQL).
+# One line per event: seq, prev_hash, hash, "k" + key_id (CSV would quote an empty one), canonical
+# form (audit.chain.CANONICAL_REST_SQL).
 # CSV mode with a quote and a delimiter that jsonb text never holds raw: lines arrive as is.
 _COPY = sql.Composed([
-    sql.SQL("COPY (SELECT seq, prev_hash, hash, key_id, '{\"ts\": \"' || "), sql.SQL(TS_SQL),
+    sql.SQL("COPY (SELECT seq, prev_hash, hash, 'k' || key_id, '{\"ts\": \"' || "), sql.SQL(TS_SQL),
     sql.SQL(" || '\", \"seq\": ' || seq::text || "), sql.SQL(CANONICAL_REST_SQL),
     sql.SQL(" FROM {events} WHERE seq BETWEEN %s AND %s ORDER BY seq)"
             " TO STDOUT (FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')").format(events=_EVENTS),
@@ -65,7 +66,7 @@ FROM {events} WHERE seq = %s
 
 _AT_SEQS = sql.SQL("SELECT seq, hash, key_id FROM {events} WHERE seq = ANY(%s)").format(events=_EVENTS)
 _CHECKPOINTED = sql.SQL(
-    "SELECT seq, details FROM {events} WHERE action = 'audit.checkpointed' AND seq BETWEEN %s AND %s ORDER BY seq"
+    "SELECT seq, details->>'file', details->>'digest' FROM {events} WHERE action = 'audit.checkpointed' AND seq BETWEEN %s AND %s ORDER BY seq"
 ).format(events=_EVENTS)
 _PENDING_COUNT = sql.SQL("SELECT count(*) FROM {events} WHERE seq < 0").format(events=_EVENTS)
 
@@ -167,7 +168,7 @@ def _check(lines: Any, lo: int, prev_hash: bytes | None, floors: list[tuple[int,
             next_floor = floors[floor_index][0] if floor_index < len(floors) else _NO_FLOOR
             current_kid = None  # re-check the key against the new floor
         if kid != current_kid:
-            key_id = kid.decode()
+            key_id = kid[1:].decode()
             rank = keys.rank(key_id)
             if rank is None:
                 found.broken, found.problem = seq, f"seq {seq}: keyed with {key_id!r}, a key not configured here"
@@ -354,11 +355,10 @@ def verify_chain(*, workers: int | None = None, parallel_min: int = PARALLEL_MIN
             broken, problem = candidate, text
         break
     file_problems = list(loaded.problems)
-    for seq, details in checkpointed:
-        name = str((details or {}).get("file", ""))
+    for seq, name, digest in checkpointed:
         if name not in loaded.digests:
             file_problems.append(f"checkpoint file {name} (recorded at seq {seq}) is missing (deleted)")
-        elif loaded.digests[name] != (details or {}).get("digest"):
+        elif loaded.digests[name] != digest:
             file_problems.append(f"checkpoint file {name} (recorded at seq {seq}) was changed")
     ok = broken is None and not file_problems
     if broken is None and file_problems:

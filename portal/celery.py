@@ -53,6 +53,10 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
         # audit retention (audit/archive.py): archives whole months past the online window, so most
         # runs find nothing due (two queries); often enough that a month is archived on its first day
         "audit.archive_run": {"task": "audit.archive_run", "schedule": 6 * 3600.0},
+        # audit chain (audit/chainer.py): what the writers' own after-commit chainers left, every
+        # second; a signed checkpoint when one is due (PORTAL_AUDIT_CHECKPOINT_EVENTS / _MINUTES)
+        "audit.chain": {"task": "audit.chain", "schedule": 1.0},
+        "audit.checkpoint": {"task": "audit.checkpoint", "schedule": 30.0},
     }
 
 
