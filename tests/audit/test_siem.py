@@ -13,6 +13,7 @@ import json
 import pytest
 from django.db import transaction
 
+from audit.chainer import chain_pending
 from audit.models import AuditEvent, AuditHead, SiemCursor
 from audit.services import record
 from audit.siem import (
@@ -37,6 +38,9 @@ def _record(count: int, tag: str) -> None:
         for index in range(count):
             record("test.siem", actor="alice", actor_ip="10.0.0.1", object_type="thing", object_id=index,
                    outcome="ok", details={"tag": tag, "index": index, "text": 'quote " bracket ] slash \\ é'})
+    # Events get their seq from the chainer (audit/chainer.py); inside a test's transaction no
+    # on_commit runs it, so chain here, as the beat task would.
+    chain_pending()
 
 
 def _head() -> int:
@@ -127,6 +131,12 @@ def test_tls_syslog_delivers_in_order_and_a_wrong_ca_is_refused(db, settings, tm
     assert all(r["sd"]["audit@32473"]["hash"] == hashes[r["msg"]["seq"]] for r in received)
     started = AuditEvent.objects.filter(action="audit.forwarding_started", object_id="syslog").last()
     assert started.outcome == "ok" and started.details["destination"] == settings.SIEM_SYSLOG
+    # and forwarding its own events makes no new work: caught up, further runs record and send nothing
+    assert cursor.last_seq == head
+    forward_all(budget_seconds=10)
+    forward_all(budget_seconds=10)
+    chain_pending()
+    assert _head() == head and len(listener.received()) == len(received)
 
     # when the collector's certificate chains to another CA
     other = make_ca(tmp_path / "other", name="other")
@@ -156,6 +166,7 @@ def test_a_collector_outside_the_allowed_targets_is_never_dialled(db, settings):
         cursor = SiemCursor.objects.get(name="https")
         assert cursor.state == "failing" and cursor.last_error.startswith("refused:"), cursor.last_error
         assert cursor.last_seq == 0
+        chain_pending()
         event = AuditEvent.objects.filter(action="audit.forwarding_failed", object_id="https").last()
         assert event.details["reason"] == cursor.last_error
 
@@ -208,6 +219,7 @@ def test_pause_and_resume_are_audited_and_hold_the_cursor(db, settings, people, 
     siem_resume(name="syslog", actor=people["admin"], actor_ip="10.1.1.1")
     forward_all(budget_seconds=30)
     assert SiemCursor.objects.get(name="syslog").last_seq >= _head() - 1
+    chain_pending()
     paused = AuditEvent.objects.filter(action="audit.forwarding_paused").last()
     resumed = AuditEvent.objects.filter(action="audit.forwarding_resumed").last()
     assert (paused.actor, paused.outcome, paused.actor_ip) == ("admin", "ok", "10.1.1.1")
@@ -285,3 +297,85 @@ def test_worker_forwards_through_a_collector_outage_without_loss(transactional_d
         data = frame["sd"]["audit@32473"]
         assert data["hash"] == hashes.get(int(data["seq"]), data["hash"])
         assert json.dumps(frame["msg"]["seq"]) == data["seq"]
+
+
+# --- the backlog on /healthz, /metrics, the API; the lag alert -------------------------------------
+
+def test_a_collector_down_shows_its_lag_and_raises_the_alert_once(db, client, settings, people, mailoutbox,
+                                                                  django_capture_on_commit_callbacks,
+                                                                  django_assert_max_num_queries):
+    # given a syslog collector nobody listens on (port 1 of loopback refuses) and a low alert threshold
+    settings.SIEM_SYSLOG = "tcp://127.0.0.1:1"
+    settings.SIEM_HTTPS_URL = None
+    settings.SIEM_LAG_ALERT = 2
+    people["admin"].email = "admin@example.com"
+    people["admin"].save()
+    _record(5, "down")
+    # when the forwarder tries twice (the second time after the backoff)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert forward_one_batch(SyslogCollector.from_url(settings.SIEM_SYSLOG, None)) == "waiting"  # no cursor yet
+        forward_all(budget_seconds=5)
+        SiemCursor.objects.filter(name="syslog").update(next_attempt_at=None)
+        forward_all(budget_seconds=5)
+    cursor = SiemCursor.objects.get(name="syslog")
+    lag = _head() - cursor.last_seq
+    assert cursor.state == "failing" and cursor.failures == 2 and "could not connect" in cursor.last_error
+    # then the lag alert was raised once, and the platform admins mailed
+    lagging = AuditEvent.objects.filter(action="audit.forwarding_lagging", object_id="syslog")
+    assert lagging.count() == 1 and lagging.get().outcome == "lagging"
+    assert AuditEvent.objects.filter(action="audit.forwarding_failed", object_id="syslog").count() == 1
+    assert [m.to for m in mailoutbox] == [["admin@example.com"]] and "behind" in mailoutbox[0].subject
+    # and /healthz shows the backlog without turning unhealthy or naming the destination
+    health = client.get("/healthz")
+    assert health.status_code in (200, 503) and health.json()["siem"]["syslog"]["state"] == "failing"
+    assert health.json()["siem"]["syslog"]["lag"] >= lag and "127.0.0.1:1" not in health.content.decode()
+    assert "siem" not in health.json()["down"]
+    # and /metrics has the gauges
+    metrics = client.get("/metrics").content.decode()
+    assert 'dbportal_siem_failing{collector="syslog"} 1.0' in metrics
+    assert f'dbportal_siem_lag_events{{collector="syslog"}} {float(_head() - cursor.last_seq)}' in metrics
+    # and the API shows it to a platform admin only, in a bounded number of queries
+    client.force_login(people["carol"])
+    assert client.get("/api/v1/audit/siem/").status_code == 403
+    assert client.post("/api/v1/audit/siem/syslog/pause/").status_code == 403
+    client.force_login(people["admin"])
+    chain_pending()  # the refusals above were recorded (access.denied); chaining them is not the list's cost
+    # session, user, head, cursors (whatever the number of collectors), the session's save (3 with its savepoint)
+    with django_assert_max_num_queries(7):
+        body = client.get("/api/v1/audit/siem/").json()
+    (syslog,) = [c for c in body["results"] if c["name"] == "syslog"]
+    assert syslog["state"] == "failing" and syslog["lag"] >= lag and syslog["destination"] == "tcp://127.0.0.1:1"
+    assert client.post("/api/v1/audit/siem/nosuch/pause/").status_code == 404
+    assert client.post("/api/v1/audit/siem/syslog/pause/", {"reason": "x" * 501},
+                       content_type="application/json").status_code == 400
+    assert AuditEvent.objects.filter(action="audit.forwarding_paused").count() == 0
+
+
+def test_the_forwarding_page_shows_the_cursor_and_pauses_for_admins_only(db, client, settings, people):
+    # given a configured collector that is behind (nobody listens on port 1)
+    settings.SIEM_SYSLOG = "tcp://127.0.0.1:1"
+    settings.SIEM_HTTPS_URL = None
+    _record(2, "page")
+    forward_all(budget_seconds=5)
+    # when a developer or an auditor tries the page or the pause
+    for name in ("alice", "carol"):
+        client.force_login(people[name])
+        assert client.get("/audit/forwarding/").status_code == 403
+        assert client.post("/audit/forwarding/syslog/pause/", {"reason": "no"}).status_code == 403
+    # then nothing was paused
+    assert not SiemCursor.objects.get(name="syslog").paused
+    # when the platform admin opens it and pauses the collector
+    client.force_login(people["admin"])
+    page = client.get("/audit/forwarding/")
+    assert page.status_code == 200 and b"tcp://127.0.0.1:1" in page.content and b"failing" in page.content
+    response = client.post("/audit/forwarding/syslog/pause/", {"reason": "collector moved"})
+    # then it is paused, by them, audited with the reason, and the page offers resume
+    assert response.status_code == 302
+    cursor = SiemCursor.objects.get(name="syslog")
+    assert cursor.paused and cursor.paused_by == "admin"
+    assert b"Resume" in client.get("/audit/forwarding/").content
+    assert client.post("/audit/forwarding/other/pause/").status_code == 404
+    chain_pending()
+    events = list(AuditEvent.objects.filter(action="audit.forwarding_paused").values("actor", "outcome", "details"))
+    assert events == [{"actor": "admin", "outcome": "ok",
+                       "details": {"collector": "syslog", "cursor": cursor.last_seq, "reason": "collector moved"}}]
