@@ -14,6 +14,7 @@ NAV = {
     Persona.REQUESTERS.value: [
         ("Home", "home", "house"),
         ("New request", "request-new", "plus-circle"),
+        ("Break-glass", "break-glass-new", "exclamation-octagon"),  # emergency access, reviewed after
         ("My requests", "request-list", "list-task"),
         ("My access", "my-access", "key"),
         ("Access reviews", "access-review-list", "clipboard-check"),  # team leads certify
@@ -40,6 +41,7 @@ NAV = {
         ("Sign-in groups", "group-mapping-list", "diagram-3"),
         ("Policies", "policy-list", "sliders"),
         ("Review rules", "review-rules", "rulers"),
+        ("Break-glass", "break-glass-settings", "exclamation-octagon"),  # on / off per environment
         ("SIEM forwarding", "audit-siem", "broadcast"),
         ("Review queue", "review-queue", "check2-square"),
         ("All requests", "request-list", "list-task"),

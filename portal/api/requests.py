@@ -30,6 +30,7 @@ from portal.selectors.requests import (
     request_history_load,
     request_page_for,
 )
+from portal.selectors.verification import revocation_verification_of
 from portal.services.auth import client_ip
 from portal.services.requests import (
     request_approve,
@@ -174,6 +175,15 @@ class ReviewStateOutput(serializers.Serializer):
     reason = serializers.CharField(help_text="why not, when can_decide is false")
 
 
+class RevocationVerifiedOutput(serializers.Serializer):
+    outcome = serializers.ChoiceField(choices=["verified", "failed", "pending"],
+                                      help_text="pending: the worker has not read the catalog yet")
+    checked_at = serializers.DateTimeField(allow_null=True)
+    reason = serializers.CharField(allow_blank=True)
+    remaining = serializers.ListField(child=serializers.CharField(), help_text="privileges still held")
+    drift_findings = serializers.ListField(child=serializers.IntegerField(), help_text="findings opened")
+
+
 class BreakGlassReviewOutput(serializers.ModelSerializer):
     """A break-glass request's incident, time box and post-hoc review."""
 
@@ -195,9 +205,10 @@ class RequestDetailOutput(RequestOutput):
     executions = ExecutionOutput(many=True, read_only=True)
     review = serializers.SerializerMethodField()
     break_glass_review = serializers.SerializerMethodField()
+    revocation_verified = serializers.SerializerMethodField()
 
     class Meta(RequestOutput.Meta):
-        fields = [*RequestOutput.Meta.fields, "approvals", "executions", "review", "break_glass_review"]
+        fields = [*RequestOutput.Meta.fields, "approvals", "executions", "review", "break_glass_review", "revocation_verified"]
         read_only_fields = fields
 
     def to_representation(self, obj) -> dict:
@@ -207,6 +218,7 @@ class RequestDetailOutput(RequestOutput):
         data["executions"] = fields["executions"].to_representation(obj.executions.all())
         data["review"] = self.get_review(obj)
         data["break_glass_review"] = self.get_break_glass_review(obj)
+        data["revocation_verified"] = self.get_revocation_verified(obj)
         return data
 
     @extend_schema_field(ReviewStateOutput)
@@ -223,6 +235,12 @@ class RequestDetailOutput(RequestOutput):
         """The incident, the time box and the post-hoc review of a break-glass request (else null)."""
         record = break_glass_for(obj)
         return BreakGlassReviewOutput(record).data if record is not None else None
+
+    @extend_schema_field(RevocationVerifiedOutput(allow_null=True))
+    def get_revocation_verified(self, obj) -> dict | None:
+        """An applied revoke or disable: whether the worker found the access gone on the catalog."""
+        found = revocation_verification_of(obj)
+        return RevocationVerifiedOutput(found).data if found is not None else None
 
 
 class SecretOutput(serializers.Serializer):

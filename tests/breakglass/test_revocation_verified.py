@@ -53,7 +53,7 @@ def _has_select(cluster, role, schema) -> bool:
 
 
 def test_a_revoke_is_verified_on_the_catalog_and_the_emptied_role_is_proposed_for_removal(
-    granted, people, api_for, managed_cluster, managed_instance, wait_for_status
+    granted, people, api_for, web_for, managed_cluster, managed_instance, wait_for_status
 ):
     schema, reader = granted
     # when the portal revokes everything the role had
@@ -65,6 +65,10 @@ def test_a_revoke_is_verified_on_the_catalog_and_the_emptied_role_is_proposed_fo
     applied = AuditEvent.objects.get(request_id=revoke.pk, action="request.applied")
     assert verified.ts >= applied.ts  # recorded after the apply (seq may still be pending: audit/chainer.py)
     assert not DriftFinding.objects.filter(role=reader).exists()
+    # and the request says so, in the API and on its page
+    detail = api_for("alice").get(f"/api/v1/requests/{revoke.pk}/").json()
+    assert detail["revocation_verified"]["outcome"] == "verified"
+    assert "Verified:" in web_for("alice").get(f"/requests/{revoke.pk}/").content.decode()
     # and the role, which now holds nothing, is proposed for removal: a request waiting for review
     proposal = wait_until(lambda: ChangeRequest.objects.filter(type="drop_role", payload__name=reader).first(),
                           timeout=30, message="the removal proposal")
@@ -86,7 +90,7 @@ def test_a_revoke_is_verified_on_the_catalog_and_the_emptied_role_is_proposed_fo
 
 
 def test_a_revoke_that_did_not_take_opens_a_drift_finding(
-    granted, people, managed_cluster, managed_instance, wait_for_status
+    granted, people, api_for, managed_cluster, managed_instance, wait_for_status
 ):
     schema, reader = granted
     # given a second grantor: a role holding SELECT WITH GRANT OPTION that grants it to the reader
@@ -113,6 +117,8 @@ def test_a_revoke_that_did_not_take_opens_a_drift_finding(
     assert (finding.kind, finding.object_type, finding.object_name, finding.privilege, finding.status) == (
         DriftKind.UNEXPECTED, "table", f"{schema}.t", "SELECT", DriftStatus.OPEN)
     assert finding.pk in event.details["drift_findings"]
+    shown = api_for("bob").get(f"/api/v1/requests/{revoke.pk}/").json()["revocation_verified"]
+    assert shown["outcome"] == "failed" and shown["drift_findings"] == [finding.pk]
     assert AuditEvent.objects.filter(action="drift.detected", object_id=str(finding.pk)).exists()
     # and a role that still holds something is not proposed for removal
     assert not ChangeRequest.objects.filter(type="drop_role", payload__name=reader).exists()
