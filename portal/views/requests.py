@@ -23,7 +23,6 @@ from portal.selectors.approvals import approvals_of
 from portal.selectors.instances import instance_list_for
 from portal.selectors.search import request_search
 from portal.selectors.verification import revocation_verification_of
-from portal.selectors.verification import revocation_verification_of
 from portal.services import requests as request_services
 from portal.services.auth import client_ip
 from portal.services.requests import RESUBMITTABLE, request_submit, resubmit_allowed, resubmit_check
@@ -218,8 +217,6 @@ def _detail_context(request, change) -> dict[str, Any]:
         "can_resubmit": change.status in RESUBMITTABLE and resubmit_allowed(user, change),
         "resubmissions": request_selectors.resubmissions_of(change) if change.status in RESUBMITTABLE else [],
         "secret": _secret_of(change),
-        # Revocation verified (#18): the catalog read after an applied revoke or disable.
-        "verification": revocation_verification_of(change),
         # Revocation verified (#18): the catalog read after an applied revoke or disable.
         "verification": revocation_verification_of(change),
     }
