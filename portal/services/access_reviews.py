@@ -216,7 +216,9 @@ def _request_evidence(request: ChangeRequest | None) -> dict[str, Any]:
 def _items_of_instance(instance: Instance, rows: list[Entitlement]) -> list[dict[str, Any]]:
     """The items of one instance: one per active portal grant with a privilege live on the
     cluster, one per privilege found on the cluster that the portal did not grant."""
-    grants = {g.request_id: g for g in Grant.objects.filter(instance=instance, revoked_at__isnull=True)
+    # A live row explained by a grant names the grant's request (entitlements' _explain): the key.
+    grants = {(g.request_id, g.role, g.database, g.schema): g
+              for g in Grant.objects.filter(instance=instance, revoked_at__isnull=True, request__isnull=False)
               .select_related("team", "request__requester").prefetch_related("request__approvals__reviewer")}
     roles = {r.name: r for r in ManagedRole.objects.filter(instance=instance, dropped_at__isnull=True)
              .select_related("request__requester")}
@@ -229,7 +231,7 @@ def _items_of_instance(instance: Instance, rows: list[Entitlement]) -> list[dict
             continue
         if row.role == instance.admin_user:
             continue
-        grant = grants.get(row.request_id) if row.source == "grant" else None
+        grant = grants.get((row.request_id, row.role, row.database, row.schema)) if row.source == "grant" else None
         if row.source == "grant" and grant is not None:
             if grant.pk in seen_grants:
                 continue  # the grant's other rows (USAGE, future tables): one item per grant
@@ -410,6 +412,9 @@ def items_decide(*, campaign: AccessReviewCampaign, user: Any, item_ids: Any, de
     ids = sorted(set(item_ids))
     now = timezone.now()
     preview = list(AccessReviewItem.objects.filter(campaign=campaign, pk__in=ids).select_related("instance"))
+    if any(item.certifier_id != user.pk for item in preview):
+        # Refused before the revoke's inventory read dials a cluster (checked again under the lock).
+        raise PolicyViolation("an item listed is assigned to another certifier")
     inventory_ok = _refresh_inventories(preview) if decision == CertificationDecision.REVOKE else set()
     with transaction.atomic(), audit_batched():
         locked = AccessReviewCampaign.objects.select_for_update().get(pk=campaign.pk)
