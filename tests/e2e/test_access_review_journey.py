@@ -33,6 +33,8 @@ def test_open_a_campaign_decide_it_let_the_deadline_act_and_download_the_report(
     login(page, "bob", PASSWORD)
     page.goto(live_server.url + "/access-reviews/")
     page.locator("#open-campaign").click()
+    page.wait_for_url("**/access-reviews/new/")
+    assert axe_violations(page) == []
     page.get_by_label("Name").fill("Browser recertification")
     page.locator("#field-instances").get_by_label("demo").check()
     deadline = (timezone.now() + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M")
