@@ -50,10 +50,12 @@ from django.db import connection, transaction
 from django.utils import timezone
 from psycopg import sql
 
-from audit.chain import GENESIS_HASH, TS_SQL, link
+from audit import checkpoints, keys
+from audit.chain import GENESIS_HASH, TS_SQL, canonical
 from audit.models import AuditArchive, AuditEvent
 from audit.selectors import MAX_PAGE, AuditFilters
 from audit.services import SYSTEM, record
+from audit.siem import forwarded_up_to
 from audit.verify import Verification, verify_chain
 from portal.errors import Conflict, DomainError, Gone, InvalidPayload, PolicyViolation
 from portal.personas import is_admin
@@ -71,7 +73,7 @@ _COPY_MONTH = sql.SQL(
     "COPY (SELECT json_build_object('seq', seq, 'ts', {ts}, 'actor', actor, 'actor_ip', host(actor_ip), "
     "'action', action, 'object_type', object_type, 'object_id', object_id, 'instance', instance, "
     "'database', database, 'statement', statement, 'request_id', request_id, 'approvers', approvers, "
-    "'outcome', outcome, 'details', details, 'prev_hash', prev_hash, 'hash', hash)::text "
+    "'outcome', outcome, 'details', details, 'prev_hash', prev_hash, 'hash', hash, 'key_id', key_id)::text "
     "FROM {events} WHERE seq BETWEEN %s AND %s ORDER BY seq) "
     "TO STDOUT (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')"
 ).format(ts=sql.SQL(TS_SQL), events=_EVENTS)
@@ -87,6 +89,7 @@ _DETACH = sql.SQL("DELETE FROM {events} WHERE seq BETWEEN %s AND %s").format(eve
 
 CSV_COLUMNS = ("seq", "ts", "actor", "actor_ip", "action", "object_type", "object_id", "instance", "database",
                "statement", "request_id", "approvers", "outcome", "details", "prev_hash", "hash")
+MODEL_FIELDS = (*CSV_COLUMNS, "key_id")
 
 
 class ArchiveError(Exception):
@@ -195,9 +198,14 @@ def _temp(directory: Path, name: str) -> Path:
     return directory / f".{name}.{uuid.uuid4().hex}.tmp"
 
 
+def _create(path: Path) -> Any:
+    """A new file, read-only once closed (0440: an archive is written once, never edited in place)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o440), "wb")
+
+
 def _write_bytes(directory: Path, name: str, data: bytes) -> None:
     tmp = _temp(directory, name)
-    with tmp.open("xb") as handle:
+    with _create(tmp) as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
@@ -208,8 +216,8 @@ def _export_month(directory: Path, name: str, lo: int, hi: int) -> None:
     """COPY the seq range straight into a gzip file (mtime 0, no file name in the header: the same
     events always give the same bytes, which is what lets a re-run adopt an earlier file)."""
     tmp = _temp(directory, name)
-    with tmp.open("xb") as raw:
-        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+    with _create(tmp) as raw:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as packed:
             with connection.cursor() as cursor, cursor.cursor.copy(_COPY_MONTH, (lo, hi)) as copy:
                 for data in copy:
                     packed.write(bytes(data))
@@ -266,16 +274,17 @@ class ArchiveCheck:
 
 
 def check_file(path: Path, *, period: str, first_seq: int, last_seq: int, count: int, prev_hash: str,
-               last_hash: str, sha256: str | None) -> ArchiveCheck:
+               last_hash: str, sha256: str | None, anchors: dict[int, tuple[str, str]] | None = None) -> ArchiveCheck:
     """Re-read an archive file: its checksum (when given), then every event's seq, link and hash from
-    `prev_hash` to `last_hash`, naming the first event that fails."""
+    `prev_hash` to `last_hash`, and at each signed checkpoint's seq (`anchors`: seq -> hash, key id)
+    the checkpoint's hash, naming the first event that fails."""
     found = ArchiveCheck(period=period)
     if not path.is_file():
         found.fail(f"{path.name} is missing", first_seq)
         return found
     if sha256 is not None and _sha256_file(path) != sha256:
         found.fail(f"{path.name}: SHA-256 does not match the manifest's")
-    expected_seq, previous = first_seq, prev_hash
+    expected_seq, previous, previous_rank = first_seq, prev_hash, None
     try:
         for event in _file_events(path):
             found.events += 1
@@ -286,10 +295,24 @@ def check_file(path: Path, *, period: str, first_seq: int, last_seq: int, count:
             if event.get("prev_hash") != previous:
                 found.fail(f"seq {seq}: prev_hash does not match the hash of seq {seq - 1}", seq)
                 return found
-            if link(previous, event) != event.get("hash"):
+            # The event's key, by the rules verify_chain applies online (audit/keys.py): a known key,
+            # never an older one (or none) after a newer one, HMAC under it (plain SHA-256 unkeyed).
+            key_id = event.get("key_id") or keys.UNKEYED
+            rank = keys.rank(key_id)
+            if rank is None:
+                found.fail(f"seq {seq}: keyed with {key_id!r}, a key not configured here", seq)
+                return found
+            if previous_rank is not None and rank > previous_rank:
+                found.fail(f"seq {seq}: keyed with an older key than seq {seq - 1} (downgraded)", seq)
+                return found
+            if keys.link(keys.by_id(key_id) if key_id else None, previous, canonical(event)) != event.get("hash"):
                 found.fail(f"seq {seq}: the event's content does not match its hash (altered)", seq)
                 return found
-            previous, expected_seq = event["hash"], seq + 1
+            anchor = (anchors or {}).get(seq)
+            if anchor is not None and anchor != (event.get("hash"), event.get("key_id") or keys.UNKEYED):
+                found.fail(f"seq {seq} does not match its signed checkpoint (the archive was rewritten)", seq)
+                return found
+            previous, previous_rank, expected_seq = event["hash"], rank, seq + 1
     except (OSError, EOFError, ValueError) as exc:  # gzip, zlib and JSON errors: a damaged file
         found.fail(f"{path.name} is unreadable after seq {expected_seq - 1}: {type(exc).__name__}", expected_seq)
         return found
@@ -312,12 +335,18 @@ def _manifest_fields(archive: AuditArchive) -> dict[str, Any]:
     }
 
 
-def check_archive(archive: AuditArchive) -> ArchiveCheck:
-    """A recorded archive: its file against the manifest row, and the manifest and checksum files."""
+def checkpoint_anchors() -> dict[int, tuple[str, str]]:
+    """seq -> (hash, key id) of every valid signed checkpoint kept outside the database."""
+    return {c.seq: (c.hash, c.key_id) for c in checkpoints.load().valid if c.seq > 0}
+
+
+def check_archive(archive: AuditArchive, anchors: dict[int, tuple[str, str]] | None = None) -> ArchiveCheck:
+    """A recorded archive: its file against the manifest row (and the signed checkpoints in its range,
+    when given), and the manifest and checksum files."""
     directory = archive_dir()
     found = check_file(directory / archive.file_name, period=archive.period, first_seq=archive.first_seq,
                        last_seq=archive.last_seq, count=archive.count, prev_hash=archive.prev_hash,
-                       last_hash=archive.last_hash, sha256=archive.sha256)
+                       last_hash=archive.last_hash, sha256=archive.sha256, anchors=anchors)
     _, manifest_name, checksum_name = _names(archive.period)
     try:
         manifest = json.loads((directory / manifest_name).read_text())
@@ -379,7 +408,7 @@ def archive_next(*, actor: Any = SYSTEM, now: datetime | None = None) -> AuditAr
         cursor.execute(_HASH_AT, [last_seq])
         last_hash = cursor.fetchone()[1]
     found = check_file(directory / data_name, period=period, first_seq=first_seq, last_seq=last_seq, count=count,
-                       prev_hash=prev_hash, last_hash=last_hash, sha256=None)
+                       prev_hash=prev_hash, last_hash=last_hash, sha256=None, anchors=checkpoint_anchors())
     if not found.ok:
         _failed("audit.archived", operator, period, first_seq, last_seq, "; ".join(found.problems))
         raise ArchiveError(f"period {period}: the written archive did not verify: {'; '.join(found.problems)}")
@@ -434,7 +463,10 @@ def detach(archive: AuditArchive, *, actor: Any = SYSTEM, now: datetime | None =
     earlier = AuditArchive.objects.filter(last_seq__lt=archive.first_seq, detached_at__isnull=True).first()
     if earlier is not None:
         raise Conflict(f"period {earlier.period} must be detached first (the online log stays one range)")
-    found = check_archive(archive)
+    if not _forwarded(archive):
+        raise Conflict(f"period {archive.period} is not yet acknowledged by every SIEM collector (audit/siem.py "
+                       "reads the online table); it is detached once they catch up")
+    found = check_archive(archive, checkpoint_anchors())
     if found.ok:
         with connection.cursor() as cursor:
             cursor.execute(_ONLINE_RANGE, [archive.first_seq, archive.last_seq])
@@ -461,6 +493,12 @@ def detach(archive: AuditArchive, *, actor: Any = SYSTEM, now: datetime | None =
         record("audit.detached", actor=operator, object_type="audit_archive", object_id=archive.period,
                outcome="ok", details={**_event_details(archive), "detached": removed})
     return removed
+
+
+def _forwarded(archive: AuditArchive) -> bool:
+    """Every forwarding SIEM collector has acknowledged the archive's events (or none forwards)."""
+    acknowledged = forwarded_up_to()
+    return acknowledged is None or acknowledged >= archive.last_seq
 
 
 class RetentionNotOver(PolicyViolation):
@@ -506,6 +544,7 @@ class RunReport:
     archived: list[str] = field(default_factory=list)
     detached: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    waiting_for_siem: list[str] = field(default_factory=list)  # archived, detached once forwarded
     busy: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -528,9 +567,18 @@ def run(*, actor: Any = SYSTEM, now: datetime | None = None) -> RunReport:
             report.archived.append(archive.period)
         cutoff = online_cutoff(now)
         for archive in AuditArchive.objects.filter(detached_at__isnull=True, deleted_at__isnull=True):
-            if month_start(archive.first_ts) < cutoff:
-                detach(archive, actor=actor, now=now)
-                report.detached.append(archive.period)
+            if month_start(archive.first_ts) >= cutoff:
+                break
+            if not _forwarded(archive):
+                # A collector that is down must find its backlog still online; later months wait too,
+                # so the online log stays one range. Not an event: nothing was decided, only postponed.
+                report.waiting_for_siem.append(archive.period)
+                continue
+            if report.waiting_for_siem:
+                report.waiting_for_siem.append(archive.period)
+                continue
+            detach(archive, actor=actor, now=now)
+            report.detached.append(archive.period)
         moment = now or timezone.now()
         for archive in AuditArchive.objects.filter(deleted_at__isnull=True, detached_at__isnull=False,
                                                    retain_until__lte=moment):
@@ -557,9 +605,11 @@ class FullVerification:
 
 def verify_all() -> FullVerification:
     """Every archive (its file, unless deleted after retention: then its manifest row's hashes still
-    link), that consecutive archives and the online log link up, and the online chain (verify_chain,
-    which starts after the last detached archive). Records nothing itself (see `verify_all_record`)."""
+    link), that consecutive archives and the online log link up, the signed checkpoints that fall in
+    archived ranges, and the online chain (verify_chain, which starts after the last detached
+    archive and checks the checkpoints from there). Records nothing itself (see `verify_all_record`)."""
     checks: list[dict[str, Any]] = []
+    anchors = checkpoint_anchors()
     broken: int | None = None
     problem = ""
     expected_seq, expected_prev = 1, GENESIS_HASH
@@ -568,8 +618,12 @@ def verify_all() -> FullVerification:
             broken = expected_seq
             problem = (f"period {archive.period} (seq {archive.first_seq}) does not continue seq {expected_seq - 1} "
                        "of the previous archive")
+        anchor = anchors.get(archive.last_seq)
+        if broken is None and anchor is not None and anchor[0] != archive.last_hash:
+            broken = archive.last_seq
+            problem = f"archive {archive.period}: seq {archive.last_seq} does not match its signed checkpoint"
         if archive.deleted_at is None:
-            found = check_archive(archive)
+            found = check_archive(archive, anchors)
             if broken is None and not found.ok:
                 broken = found.first_broken_seq or archive.first_seq
                 problem = f"archive {archive.period}: {'; '.join(found.problems)}"
@@ -668,7 +722,7 @@ def _matching(archive: AuditArchive, filters: AuditFilters, after: int | None) -
 
 
 def _as_model(event: dict[str, Any]) -> AuditEvent:
-    return AuditEvent(**{name: event.get(name) for name in CSV_COLUMNS})
+    return AuditEvent(**{name: event.get(name) for name in CSV_COLUMNS}, key_id=event.get("key_id") or "")
 
 
 def archive_events_page(archive: AuditArchive, filters: AuditFilters, *, after: int | None = None,

@@ -20,6 +20,7 @@ from django.core.management.base import CommandError
 from django.db import connection, transaction
 from django.utils import timezone
 
+from audit import checkpoints, keys
 from audit.archive import (
     ArchiveError,
     RetentionNotOver,
@@ -34,12 +35,12 @@ from audit.archive import (
     run,
     verify_all,
 )
-from audit.chain import GENESIS_HASH, link
-from audit.models import AuditArchive, AuditEvent, AuditHead
+from audit.chain import GENESIS_HASH, canonical
+from audit.models import AuditArchive, AuditEvent, AuditHead, SiemCursor
 from audit.services import event_dict
 from audit.verify import verify_chain
 from portal.conf import Config
-from portal.errors import PolicyViolation
+from portal.errors import Conflict, PolicyViolation
 
 MONTHS = 15
 PER_MONTH = 4
@@ -70,11 +71,14 @@ def _rebuild_log(now) -> dict[str, list[AuditEvent]]:
                                object_id=str(seq), instance="demo", database="app", statement="",
                                request_id=1000 + m, approvers=["bob"], outcome="ok",
                                details={"month": m, "i": i, "ratio": 0.25, "note": "é\u0001\"q"}, prev_hash=prev)
-            event.hash = prev = link(prev, event_dict(event))
+            # keyed as the chainer keys (audit/keys.py), or plain SHA-256 without a key
+            key = keys.current()
+            event.key_id = key.id if key else keys.UNKEYED
+            event.hash = prev = keys.link(key, prev, canonical(event_dict(event)))
             events.append(event)
             by_period.setdefault(base.strftime("%Y-%m"), []).append(event)
     AuditEvent.objects.bulk_create(events)
-    AuditHead.objects.filter(pk=1).update(seq=seq, hash=prev)
+    AuditHead.objects.filter(pk=1).update(seq=seq, hash=prev, key_id=events[-1].key_id)
     assert verify_chain().ok
     return by_period
 
@@ -82,6 +86,7 @@ def _rebuild_log(now) -> dict[str, list[AuditEvent]]:
 @pytest.fixture
 def seeded(db, settings, tmp_path):
     settings.AUDIT_ARCHIVE_DIR = tmp_path / "archive"
+    settings.AUDIT_CHECKPOINT_DIR = tmp_path / "checkpoints"  # none of the shared log's: this log is rebuilt
     settings.AUDIT_ONLINE_MONTHS = 3
     settings.AUDIT_RETENTION_MONTHS = 12
     now = timezone.now()
@@ -117,6 +122,7 @@ def test_run_archives_detaches_and_deletes_only_after_retention(seeded, settings
             assert archive.status == "deleted" and not data.exists()
             continue
         assert archive.status == "detached"
+        assert data.stat().st_mode & 0o777 == 0o440  # written once, read-only
         assert hashlib.sha256(data.read_bytes()).hexdigest() == archive.sha256
         assert (directory / f"{archive.file_name}.sha256").read_text() == f"{archive.sha256}  {archive.file_name}\n"
         manifest = json.loads((directory / f"audit-{period}.manifest.json").read_text())
@@ -128,7 +134,7 @@ def test_run_archives_detaches_and_deletes_only_after_retention(seeded, settings
     # and each step is an event naming the period, the range and the file's checksum
     for action, periods in (("audit.archived", archived), ("audit.detached", archived),
                             ("audit.archive_deleted", expired)):
-        recorded = AuditEvent.objects.filter(action=action, seq__gt=0).order_by("seq")
+        recorded = AuditEvent.objects.filter(action=action).order_by("seq")
         assert [e.object_id for e in recorded] == periods, action
         first = recorded[0]
         archive = AuditArchive.objects.get(period=first.object_id)
@@ -142,13 +148,35 @@ def test_run_archives_detaches_and_deletes_only_after_retention(seeded, settings
     assert full.ok, full.problem
     assert [a["status"] for a in full.archives] == ["deleted"] * len(expired) + ["detached"] * (len(archived) - len(expired))
     # and a second run finds nothing due
-    assert run().as_dict() == {"archived": [], "detached": [], "deleted": [], "busy": False}
+    assert run().as_dict() == {"archived": [], "detached": [], "deleted": [], "waiting_for_siem": [], "busy": False}
+
+
+def test_months_a_siem_collector_has_not_acknowledged_stay_online(seeded, settings):
+    now, by_period = seeded
+    archived = _periods(now, MONTHS, 4)
+    # given a forwarding collector that acknowledged only the first two archivable months
+    settings.SIEM_HTTPS_URL = "https://127.0.0.1:9/collector"  # never dialled here: nothing forwards
+    cursor = SiemCursor.objects.create(name="https", last_seq=by_period[archived[1]][-1].seq)
+    # when retention runs, every month is archived but only those two are detached
+    report = run()
+    assert report.archived == archived
+    assert report.detached == archived[:2] and report.waiting_for_siem == archived[2:]
+    assert AuditEvent.objects.filter(seq=by_period[archived[2]][0].seq).exists()
+    assert verify_all().ok
+    with pytest.raises(Conflict, match="SIEM"):
+        detach(AuditArchive.objects.get(period=archived[2]))
+    # and once the collector catches up, the rest follow
+    cursor.last_seq = AuditHead.objects.get(pk=1).seq
+    cursor.save()
+    assert run().detached == archived[2:]
+    assert verify_all().ok
 
 
 def _rewrite(path, change) -> None:
     """What someone with write access to the archive directory could do."""
     lines = [json.loads(line) for line in gzip.open(path)]
     change(lines)
+    path.chmod(0o600)  # archives are written read-only
     with gzip.open(path, "wb") as handle:
         for line in lines:
             handle.write((json.dumps(line) + "\n").encode())
@@ -172,7 +200,9 @@ def test_a_tampered_archive_file_is_found_naming_the_seq(seeded):
         lines[2]["actor"] = "mallory"
         for line in lines:
             line["prev_hash"] = prev
-            line["hash"] = prev = link(prev, line)
+            # even with the key itself (a stronger attacker than a database administrator)
+            key = keys.by_id(line["key_id"]) if line["key_id"] else None
+            line["hash"] = prev = keys.link(key, prev, canonical(line))
     _rewrite(_file_of(archive), recompute)
     result = verify_all()
     assert not result.ok and result.first_broken_seq == archive.last_seq
@@ -181,6 +211,45 @@ def test_a_tampered_archive_file_is_found_naming_the_seq(seeded):
 
 def _file_of(archive):
     return archive_dir() / archive.file_name
+
+
+def test_an_archive_rewritten_with_its_manifest_is_found_by_a_signed_checkpoint(seeded):
+    now, by_period = seeded
+    period = _periods(now, 8, 8)[0]
+    anchored = by_period[period][1]
+    # given a signed checkpoint (outside the database) at an event of a month that is then archived
+    checkpoints.write(anchored.seq, anchored.hash, anchored.key_id, keys.current())
+    run()
+    archive = AuditArchive.objects.get(period=period)
+    assert verify_all().ok
+
+    # when someone holding the key rewrites the month's file with recomputed hashes, and then its
+    # manifest row (the guard switched off), manifest and checksum files to match
+    def rewrite(lines):
+        prev = lines[0]["prev_hash"]
+        lines[0]["actor"] = "mallory"
+        for line in lines:
+            line["prev_hash"] = prev
+            line["hash"] = prev = keys.link(keys.by_id(line["key_id"]), prev, canonical(line))
+    _rewrite(_file_of(archive), rewrite)
+    data = _file_of(archive).read_bytes()
+    sha256 = hashlib.sha256(data).hexdigest()
+    last_hash = json.loads(gzip.decompress(data).splitlines()[-1])["hash"]
+    _raw("ALTER TABLE audit_auditarchive DISABLE TRIGGER USER")
+    _raw("UPDATE audit_auditarchive SET sha256 = %s, last_hash = %s, size_bytes = %s WHERE id = %s",
+         [sha256, last_hash, len(data), archive.pk])
+    _raw("ALTER TABLE audit_auditarchive ENABLE TRIGGER USER")
+    archive.refresh_from_db()
+    from audit.archive import _manifest_fields
+    manifest = _file_of(archive).parent / f"audit-{period}.manifest.json"
+    manifest.chmod(0o600)
+    manifest.write_text(json.dumps(_manifest_fields(archive), indent=2) + "\n")
+    (_file_of(archive).parent / f"{archive.file_name}.sha256").write_text(f"{sha256}  {archive.file_name}\n")
+    assert check_archive(archive).ok  # the file agrees with its (rewritten) manifest row
+    # then the signed checkpoint names the rewritten event's checkpointed seq
+    result = verify_all()
+    assert not result.ok and result.first_broken_seq == anchored.seq
+    assert "signed checkpoint" in result.problem
 
 
 def test_an_archive_is_verified_before_its_rows_are_detached(seeded):
