@@ -138,9 +138,11 @@ def _check(lines: Any, lo: int, prev_hash: bytes | None, floors: list[tuple[int,
     With prev_hash None the first line's own prev_hash is trusted here and checked by the caller
     (likewise its key against the event before it). `floors`: (seq, rank, label) from the
     checkpoints, ascending: every event after seq must be keyed at that rank or newer.
+
+    The loop is the verification's hot path (a million lines): locals only, the key's HMAC written
+    out (two hash-state copies), the key checks only when the key id changes or a floor is passed.
     """
     found = _Range(lo=lo)
-    expected_seq = lo
     floor_index = 0
     while floor_index < len(floors) and floors[floor_index][0] < lo:
         floor_index += 1
@@ -150,15 +152,20 @@ def _check(lines: Any, lo: int, prev_hash: bytes | None, floors: list[tuple[int,
     current_kid: bytes | None = None
     current_rank = prev_rank
     inner = outer = None
-    _sha256 = hashlib.sha256
+    sha256 = hashlib.sha256
+    expected_seq = lo
+    events = 0
+    broken: int | None = None
+    problem = ""
+    last_hash = b""
     for line in lines:
-        found.events += 1
-        if found.broken is not None:
+        events += 1
+        if broken is not None:
             continue  # drain the COPY; the count still tells how many events there are
         seq_text, stored_prev, stored_hash, kid, text = line.split(b"\x02")
         seq = int(seq_text)
         if seq != expected_seq:
-            found.broken, found.problem = expected_seq, f"gap: seq {expected_seq} is missing (next is {seq})"
+            broken, problem = expected_seq, f"gap: seq {expected_seq} is missing (next is {seq})"
             continue
         if seq > next_floor:
             while floor_index < len(floors) and floors[floor_index][0] < seq:
@@ -171,40 +178,39 @@ def _check(lines: Any, lo: int, prev_hash: bytes | None, floors: list[tuple[int,
             key_id = kid[1:].decode()
             rank = keys.rank(key_id)
             if rank is None:
-                found.broken, found.problem = seq, f"seq {seq}: keyed with {key_id!r}, a key not configured here"
+                broken, problem = seq, f"seq {seq}: keyed with {key_id!r}, a key not configured here"
                 continue
             if current_rank is not None and rank > current_rank:
-                found.broken, found.problem = seq, (
-                    f"seq {seq}: keyed with {key_id or 'no key'!r} after a newer key (downgraded: rewritten)")
+                broken, problem = seq, f"seq {seq}: keyed with {key_id or 'no key'!r} after a newer key (downgraded: rewritten)"
                 continue
             if rank > max_rank:
-                found.broken, found.problem = seq, (
-                    f"seq {seq}: keyed with {key_id or 'no key'!r} but {floor_label} (rewritten)")
+                broken, problem = seq, f"seq {seq}: keyed with {key_id or 'no key'!r} but {floor_label} (rewritten)"
                 continue
             if found.first_rank is None:
                 found.first_rank = rank
             key = keys.by_id(key_id)
-            inner, outer = key.pads if key else (None, None)  # the MAC, written out in the hot loop
+            inner, outer = key.pads if key else (None, None)
             current_kid, current_rank = kid, rank
         if prev_hash is None:
             found.first_prev = prev_hash = stored_prev
         elif stored_prev != prev_hash:
-            found.broken, found.problem = seq, f"seq {seq}: prev_hash does not match the hash of seq {seq - 1}"
+            broken, problem = seq, f"seq {seq}: prev_hash does not match the hash of seq {seq - 1}"
             continue
         if inner is None:
-            h = _sha256(prev_hash + b"\n" + text)
+            digest = sha256(prev_hash + b"\n" + text).hexdigest()
         else:
             h = inner.copy()
             h.update(prev_hash + b"\n" + text)
             o = outer.copy()
             o.update(h.digest())
-            h = o
-        if h.hexdigest().encode() != stored_hash:
-            found.broken, found.problem = seq, f"seq {seq}: the event's content does not match its hash (altered)"
+            digest = o.hexdigest()
+        if digest.encode() != stored_hash:
+            broken, problem = seq, f"seq {seq}: the event's content does not match its hash (altered)"
             continue
-        prev_hash = stored_hash
-        found.last_hash, found.last_seq = stored_hash, seq
+        prev_hash = last_hash = stored_hash
         expected_seq = seq + 1
+    found.events, found.broken, found.problem = events, broken, problem
+    found.last_hash, found.last_seq = last_hash, expected_seq - 1 if last_hash else 0
     found.last_rank = current_rank
     return found
 
