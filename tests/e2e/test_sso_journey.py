@@ -129,3 +129,41 @@ def test_erin_signs_in_through_the_provider_gets_a_role_and_loses_it_when_droppe
     # The portal answered nothing but the one refusal with an error status (the provider's own
     # development pages ask for a web font and a favicon it has not: its errors, not ours).
     assert portal_errors == ["403 /login/oidc/callback/"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_maps_groups_on_the_sign_in_groups_page(people, page, login, screenshot, axe_violations, live_server):
+    from tests.fixtures.people import PASSWORD
+
+    login(page, "admin", PASSWORD)
+    page.goto(live_server.url + "/")
+    page.get_by_role("link", name="Sign-in groups").click()
+    page.locator(".empty-state").wait_for()
+    assert axe_violations(page) == []
+    # a mapping with both a team and a persona comes back with the reason, the input kept
+    page.locator("#id_group").fill("db-payments-leads")
+    page.get_by_label("Team", exact=True).select_option("payments")
+    page.get_by_label("Persona", exact=True).select_option("auditors")
+    page.locator("#add-mapping").click()
+    page.locator("#form-errors").wait_for()
+    assert "exactly one" in page.locator("#form-errors").inner_text()
+    assert page.locator("#id_group").input_value() == "db-payments-leads"
+    page.get_by_label("Persona", exact=True).select_option("")
+    page.get_by_label("Role in the team").select_option("lead")
+    page.locator("#add-mapping").click()
+    row = page.locator("#mapping-table tbody tr").first
+    row.wait_for()
+    assert "db-payments-leads" in row.inner_text() and "payments" in row.inner_text() and "lead" in row.inner_text()
+    assert axe_violations(page) == []
+    screenshot(page, "admin-sign-in-groups")
+    # deleting asks first, restating what members lose
+    row.get_by_role("link", name="Edit").click()
+    page.locator("#mapping-delete").click()
+    page.locator("#delete-modal").wait_for(state="visible")
+    assert "team payments (lead)" in page.locator("#delete-modal .modal-body").inner_text()
+    page.locator("#confirm-delete").click()
+    page.locator(".empty-state").wait_for()
+    assert GroupMapping.objects.count() == 0
+    # the one refused form (400, as every admin form answers a bad input), nothing else
+    assert [e for e in page.console_errors if "400" not in e] == []  # type: ignore[attr-defined]
+    assert len(page.console_errors) == 1  # type: ignore[attr-defined]
