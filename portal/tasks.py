@@ -9,18 +9,29 @@ from portal.services.identity import identity_check
 from portal.services.instances import instance_refresh_status
 from portal.services.notifications import notify_send, notify_send_many
 from portal.services.offboarding import offboard_sweep
-from portal.services.replicas import replicas_refresh
+from portal.services.replicas import replica_refresh, replica_watched, replicas_watched_ids
+from provisioning import fanout
 
 
 @shared_task(name="portal.refresh_instance_status", ignore_result=True)
 def refresh_instance_status() -> int:
-    """Refresh reachable / unreachable and the version of every primary instance."""
-    count = 0
+    """Beat job: one status probe task per primary instance (provisioning/fanout.py)."""
     # Replicas (and instances being built) are watched by provisioning.refresh_replicas (below).
-    for instance in Instance.objects.exclude(status__in=["retired", "provisioning"]).filter(replica_of__isnull=True):
-        instance_refresh_status(instance)
-        count += 1
-    return count
+    ids = list(Instance.objects.exclude(status__in=["retired", "provisioning"]).filter(replica_of__isnull=True)
+               .order_by("name").values_list("pk", flat=True))
+    for instance_id in ids:
+        refresh_one_instance_status.delay(instance_id)
+    return len(ids)
+
+
+@shared_task(name="portal.refresh_one_instance_status", ignore_result=True, expires=30, soft_time_limit=25)
+def refresh_one_instance_status(instance_id: int) -> str | None:
+    """Reachable / unreachable and the version of one instance."""
+    instance = Instance.objects.exclude(status="retired").filter(pk=instance_id).first()
+    if instance is None:
+        return None
+    result = fanout.run_locked("status", instance_id, lambda: instance_refresh_status(instance))
+    return result if isinstance(result, str) else instance.status
 
 
 @shared_task(name="portal.identity_check", ignore_result=True)
@@ -51,8 +62,19 @@ def notify_requests(request_ids: list[int], event: str) -> None:
 # service (provisioning imports no service: the layers contract in pyproject.toml).
 @shared_task(name="provisioning.refresh_replicas", ignore_result=True)
 def refresh_replicas() -> int:
-    """Beat job: each replica's state and lag (bytes from the primary, seconds from the standby)."""
-    return replicas_refresh()
+    """Beat job: one health task per watched replica (state and lag; provisioning/fanout.py)."""
+    ids = replicas_watched_ids()
+    for replica_id in ids:
+        refresh_replica.delay(replica_id)
+    return len(ids)
+
+
+@shared_task(name="provisioning.refresh_replica", ignore_result=True, expires=15, soft_time_limit=14)
+def refresh_replica(replica_id: int) -> None:
+    """One replica's state and lag (bytes from the primary, seconds from the standby)."""
+    replica = replica_watched(replica_id)
+    if replica is not None:
+        fanout.run_locked("replica", replica_id, lambda: replica_refresh(replica))
 
 
 @shared_task(name="portal.break_glass_overdue", ignore_result=True)

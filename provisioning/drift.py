@@ -201,12 +201,20 @@ def drift_scan(instance: Instance) -> dict[str, int]:
     return {"findings": len(found), "new": new, "resolved": resolved}
 
 
+def _scanned():
+    return Instance.objects.exclude(status="retired").filter(replica_of__isnull=True)
+
+
+def scanned_instance_ids() -> list[int]:
+    """The instances a drift scan covers (primaries; replicas mirror theirs), for the beat job's fan-out."""
+    return list(_scanned().order_by("name").values_list("pk", flat=True))
+
+
 def drift_scan_all(*, instance: Instance | None = None) -> dict[str, Any]:
     """The beat job and "scan now": one instance, or every instance the portal manages (replicas
     mirror their primary). An unreachable instance is reported in the result, not raised."""
     results: dict[str, Any] = {}
-    instances = [instance] if instance is not None else Instance.objects.exclude(status="retired").filter(
-        replica_of__isnull=True)
+    instances = [instance] if instance is not None else _scanned().order_by("name")
     for instance in instances:
         try:
             results[instance.name] = drift_scan(instance)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
 from celery import shared_task
 from celery.utils.time import get_exponential_backoff_interval
@@ -9,7 +11,7 @@ from django.conf import settings
 
 from portal.errors import TargetUnavailable
 from portal.models import Instance
-from provisioning import activity, drift, engine, executor_logins, expiry, inventory, outbox
+from provisioning import activity, drift, engine, executor_logins, expiry, fanout, inventory, outbox
 from provisioning import secrets as request_secrets
 from provisioning.errors import TransientTargetError
 
@@ -61,15 +63,21 @@ def rotate_executor_logins() -> int:
 
 @shared_task(name="provisioning.inventory_refresh", ignore_result=True)
 def inventory_refresh() -> int:
-    """Refresh every reachable instance's inventory (databases, schemas, roles, tables)."""
-    count = 0
-    for instance in Instance.objects.exclude(status="retired"):
-        try:
-            inventory.inventory_refresh(instance)
-            count += 1
-        except Exception:  # noqa: BLE001 - one unreachable instance must not stop the others
-            continue
-    return count
+    """Beat job: one inventory task per instance (databases, schemas, roles, tables; fanout.py)."""
+    ids = list(Instance.objects.exclude(status="retired").order_by("name").values_list("pk", flat=True))
+    for instance_id in ids:
+        inventory_refresh_instance.delay(instance_id)
+    return len(ids)
+
+
+@shared_task(name="provisioning.inventory_refresh_instance", ignore_result=True, expires=300, soft_time_limit=240)
+def inventory_refresh_instance(instance_id: int) -> Any:
+    instance = Instance.objects.filter(pk=instance_id).exclude(status="retired").first()
+    if instance is None:
+        return None
+
+    # An unreachable instance keeps its last inventory and is only logged (it heals next period).
+    return fanout.run_locked("inventory", instance_id, lambda: inventory.inventory_refresh_quietly(instance))
 
 
 @shared_task(name="provisioning.expire_grants", ignore_result=True)
@@ -78,8 +86,21 @@ def expire_grants() -> list[int]:
 
 
 @shared_task(name="provisioning.drift_scan", ignore_result=True)
-def drift_scan() -> dict:
-    return drift.drift_scan_all()
+def drift_scan() -> int:
+    """Beat job: one drift scan task per primary instance (replicas mirror theirs; fanout.py)."""
+    ids = drift.scanned_instance_ids()
+    for instance_id in ids:
+        drift_scan_instance.delay(instance_id)
+    return len(ids)
+
+
+@shared_task(name="provisioning.drift_scan_instance", ignore_result=True, expires=600, soft_time_limit=540)
+def drift_scan_instance(instance_id: int) -> Any:
+    """Scan one instance (an unreachable one is reported by drift_scan_all, not raised)."""
+    instance = Instance.objects.filter(pk=instance_id).exclude(status="retired").first()
+    if instance is None:
+        return None
+    return fanout.run_locked("drift", instance_id, lambda: drift.drift_scan_all(instance=instance))
 
 
 @shared_task(name="provisioning.sample_activity", ignore_result=True)
@@ -99,8 +120,13 @@ def sample_instance_activity(instance_id: int) -> int:
     instance = Instance.objects.filter(pk=instance_id).exclude(status="retired").first()
     if instance is None:
         return 0
-    try:
-        return activity.sample_instance(instance)
-    except TargetUnavailable as exc:
-        log.warning("activity.sample_failed", instance=instance_id, error=exc.detail)
-        return 0
+
+    def work() -> int:
+        try:
+            return activity.sample_instance(instance)
+        except TargetUnavailable as exc:
+            log.warning("activity.sample_failed", instance=instance_id, error=exc.detail)
+            return 0
+
+    result = fanout.run_locked("activity", instance_id, work)
+    return 0 if result == fanout.SKIPPED else result

@@ -117,10 +117,23 @@ def replica_refresh(replica: Instance) -> Instance:
     return replica
 
 
+def _watched():
+    return (Instance.objects.filter(replica_of__isnull=False).exclude(status__in=NOT_WATCHED)
+            .select_related("replica_of").order_by("pk"))
+
+
+def replicas_watched_ids() -> list[int]:
+    """The replicas the health job watches (the beat job fans out one task each)."""
+    return list(_watched().values_list("pk", flat=True))
+
+
+def replica_watched(replica_id: int) -> Instance | None:
+    return _watched().filter(pk=replica_id).first()
+
+
 def replicas_refresh() -> int:
-    """The beat job: every watched replica's state and lag; returns how many were probed."""
-    replicas = (Instance.objects.filter(replica_of__isnull=False).exclude(status__in=NOT_WATCHED)
-                .select_related("replica_of").order_by("pk"))
+    """Every watched replica's state and lag, one after another; returns how many were probed."""
+    replicas = _watched()
     count = 0
     for replica in replicas:
         replica_refresh(replica)

@@ -263,9 +263,9 @@ def test_replica_request_ends_applied_streams_and_refuses_writes(build, primary,
         conn.execute("INSERT INTO orders VALUES (3, 1)")
 
     # and the health job records it as reachable with its lag, shown by the API
-    from portal.tasks import refresh_replicas
+    from portal.tasks import refresh_replica
 
-    assert refresh_replicas() == 1
+    refresh_replica(replica.pk)  # the health job's task for this replica (beat fans out one per replica)
     replica.refresh_from_db()
     assert replica.status == InstanceStatus.REACHABLE
     assert replica.replica_lag_bytes is not None and replica.replica_lag_bytes >= 0
@@ -292,13 +292,13 @@ def test_running_the_same_request_again_changes_nothing(build, primary):
 
 
 def test_killed_standby_postmaster_shows_unhealthy_after_the_health_job(build):
-    from portal.tasks import refresh_replicas
+    from portal.tasks import refresh_replica
 
     replica = build("sales_ro")
     cluster = LocalCluster(data_dir=Path(replica.data_dir), port=replica.port)
     os.kill(cluster.postmaster_pid(), signal.SIGKILL)
     _poll(lambda: not cluster.is_running(), "the postmaster's exit")
-    refresh_replicas()
+    refresh_replica(replica.pk)
     replica.refresh_from_db()
     assert replica.status == InstanceStatus.UNHEALTHY
     assert "not running" in replica.status_detail

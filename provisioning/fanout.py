@@ -1,0 +1,54 @@
+"""Per-instance beat jobs fan out: one task per instance, spread over the workers.
+
+A beat job (drift scan, inventory refresh, status, replica health, activity samples) enqueues one
+task per instance instead of looping over the instances inside one task, so a slow or hung
+cluster holds only its own task (bounded by its connection and statement timeouts and a soft
+time limit), and the others run on the other worker slots meanwhile.
+
+A job still running for an instance is not started twice: each per-instance task takes a
+session-level advisory lock on the portal database, `pg_try_advisory_lock(job, instance_id)`,
+and skips when another worker holds it. The lock belongs to the worker's database session, so a
+worker that dies mid-scan releases it with its connection; nothing is left to clean up. The two
+int4 form keeps these keys apart from any single bigint advisory key used elsewhere.
+Per-instance tasks also expire after one period of their beat job: a backlog behind a stalled
+worker is dropped, not run late in a burst (the next period enqueues them afresh).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import structlog
+from django.db import connection
+
+log = structlog.get_logger(__name__)
+
+# One lock namespace per job (the first int4 of the advisory key).
+JOBS = {"drift": 7101, "inventory": 7102, "status": 7103, "replica": 7104, "activity": 7105}
+SKIPPED = "skipped: still running for this instance"
+
+
+@contextmanager
+def instance_lock(job: str, instance_id: int) -> Iterator[bool]:
+    """Yield True with the (job, instance) lock held, False when another session holds it."""
+    key = JOBS[job]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [key, int(instance_id)])
+        held = bool(cursor.fetchone()[0])
+    try:
+        yield held
+    finally:
+        if held:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [key, int(instance_id)])
+
+
+def run_locked(job: str, instance_id: int, work: Callable[[], Any]) -> Any:
+    """Run `work` under the (job, instance) lock; SKIPPED when that job runs for it elsewhere."""
+    with instance_lock(job, instance_id) as held:
+        if not held:
+            log.info("fanout.skipped", job=job, instance=instance_id)
+            return SKIPPED
+        return work()
