@@ -379,3 +379,21 @@ def test_the_forwarding_page_shows_the_cursor_and_pauses_for_admins_only(db, cli
     events = list(AuditEvent.objects.filter(action="audit.forwarding_paused").values("actor", "outcome", "details"))
     assert events == [{"actor": "admin", "outcome": "ok",
                        "details": {"collector": "syslog", "cursor": cursor.last_seq, "reason": "collector moved"}}]
+
+
+def test_plain_tcp_syslog_delivers_octet_counted_frames(db, settings, tmp_path, listeners):
+    # given a syslog collector without TLS
+    listener = Listener("syslog", tmp_path / "plain.jsonl").start()
+    listeners.append(listener)
+    settings.SIEM_SYSLOG = f"tcp://127.0.0.1:{listener.port}"
+    settings.SIEM_HTTPS_URL = None
+    settings.SIEM_BATCH_SIZE = 4  # several connections, one per batch
+    _record(9, "plain")
+    # when the forwarder runs
+    sent = forward_all(budget_seconds=30)
+    # then every event up to the cursor arrived once, in order, well-formed, over several batches
+    cursor = SiemCursor.objects.get(name="syslog")
+    received = listener.received()
+    assert not [r for r in received if "error" in r]
+    assert [r["msg"]["seq"] for r in received] == list(range(1, cursor.last_seq + 1))
+    assert cursor.last_seq == _head() and sent["syslog"] >= 3
