@@ -403,3 +403,19 @@ def test_the_deadline_hands_an_orphan_it_cannot_revoke_to_the_fallback_and_retri
     # the next run acts on the unreachable item only: the escalated orphan is its new certifier's
     campaigns_process_deadlines()
     assert AuditEvent.objects.filter(action="review.escalated", object_id=str(orphan.pk)).count() == 1
+
+
+@pytest.mark.parametrize(("scope", "field", "message"), [
+    ({"environments": ["prod"]}, "scope", "no active instance is in this scope"),
+    ({"environments": ["qa"]}, "scope.environments", "one of: dev, staging, prod"),
+    ({"teams": ["ghosts"]}, "scope.teams", "no team 'ghosts'"),
+    ({"instances": "plain"}, "scope.instances", "a list of at most 100 names"),
+    ({"owners": ["x"]}, "scope", "unknown keys: owners"),
+    ("everything", "scope", "an object with instances, environments and teams"),
+])
+def test_a_bad_scope_is_a_400_naming_the_field_and_opens_nothing(people, plain_instance, scope, field, message):
+    with pytest.raises(Exception) as refused:
+        campaign_open(user=people["bob"], name="x", scope=scope, deadline=timezone.now() + timedelta(days=1),
+                      unanswered_action="revoke", fallback_certifier=people["admin"])
+    assert type(refused.value).__name__ == "InvalidPayload" and refused.value.errors == {field: [message]}
+    assert not AccessReviewCampaign.objects.exists()
