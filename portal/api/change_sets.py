@@ -29,7 +29,7 @@ class ApplyInput(PlanInput):
     source = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
 
 
-class DecisionInput(serializers.Serializer):
+class ChangeSetDecisionInput(serializers.Serializer):
     comment = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
 
 
@@ -110,18 +110,18 @@ class ChangeSetViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     def _decision(self, request, pk, service) -> Response:
         change_set = change_set_get_for(request.user, pk)
-        data = DecisionInput(data=request.data)
+        data = ChangeSetDecisionInput(data=request.data)
         data.is_valid(raise_exception=True)
         service(change_set=change_set, reviewer=request.user, comment=data.validated_data["comment"],
                 actor_ip=client_ip(request))
         return Response(ChangeSetOutput(change_set_get_for(request.user, pk)).data)
 
-    @extend_schema(request=DecisionInput, responses={200: ChangeSetOutput, **error_responses(409)})
+    @extend_schema(request=ChangeSetDecisionInput, responses={200: ChangeSetOutput, **error_responses(409)})
     @action(detail=True, methods=["post"])
     def approve(self, request, pk=None):
         return self._decision(request, pk, change_set_approve)
 
-    @extend_schema(request=DecisionInput, responses={200: ChangeSetOutput, **error_responses(409)})
+    @extend_schema(request=ChangeSetDecisionInput, responses={200: ChangeSetOutput, **error_responses(409)})
     @action(detail=True, methods=["post"])
     def reject(self, request, pk=None):
         return self._decision(request, pk, change_set_reject)
