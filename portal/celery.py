@@ -49,7 +49,9 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
         "access_reviews.remind": {"task": "portal.access_reviews_remind", "schedule": 3600.0},
         "access_reviews.deadlines": {"task": "portal.access_reviews_deadlines", "schedule": 300.0},
         # audit: forward the log to the configured SIEM collectors (audit/siem.py)
-        "audit.siem_forward": {"task": "audit.siem_forward", "schedule": settings.SIEM_INTERVAL_SECONDS},
+        # (a tick not taken within one interval is dropped: a run already forwards until caught up)
+        "audit.siem_forward": {"task": "audit.siem_forward", "schedule": settings.SIEM_INTERVAL_SECONDS,
+                               "options": {"expires": max(settings.SIEM_INTERVAL_SECONDS, 1.0)}},
         # audit retention (audit/archive.py): archives whole months past the online window, so most
         # runs find nothing due (two queries); often enough that a month is archived on its first day
         "audit.archive_run": {"task": "audit.archive_run", "schedule": 6 * 3600.0},
