@@ -19,6 +19,11 @@ class VerifyOutput(serializers.Serializer):
     head_seq = serializers.IntegerField()
     first_broken_seq = serializers.IntegerField(allow_null=True)
     problem = serializers.CharField(allow_blank=True)
+    start_seq = serializers.IntegerField(help_text="the first seq checked (after a checkpoint when incremental)")
+    checkpoints = serializers.IntegerField(help_text="signed checkpoint files that verified")
+    checkpoint_problems = serializers.ListField(child=serializers.CharField(),
+                                                help_text="checkpoint files edited, deleted or not signed")
+    pending = serializers.IntegerField(help_text="recorded events not chained yet")
 
 
 class AuditEventPageOutput(serializers.Serializer):

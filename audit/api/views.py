@@ -93,13 +93,21 @@ class AuditEventDetailView(APIView):
 
 
 class AuditVerifyView(APIView):
-    """Recompute the whole chain (streaming) and name the first broken seq. Itself audited."""
+    """Recompute the keyed chain (streaming), check it against the signed checkpoints and name the first
+    broken seq. Itself audited. Auditors and platform admins."""
 
     permission_classes = [IsAuditorOrAdmin]
 
-    @extend_schema(responses={200: VerifyOutput})
+    @extend_schema(
+        parameters=[OpenApiParameter("incremental", str, enum=["true", "false"],
+                                     description="start after the newest checkpoint that still matches (default false)")],
+        responses={200: VerifyOutput},
+    )
     def get(self, request):
-        result = audit_verify(actor=request.user, actor_ip=client_ip(request))
+        incremental = request.query_params.get("incremental", "false")
+        if incremental not in ("true", "false"):
+            raise InvalidPayload.field("incremental", "must be true or false")
+        result = audit_verify(actor=request.user, actor_ip=client_ip(request), incremental=incremental == "true")
         return Response(VerifyOutput(result.as_dict()).data)
 
 
