@@ -194,7 +194,8 @@ def test_break_glass_reaches_only_the_requesting_teams_schemas(payments_schema, 
     assert not BreakGlass.objects.exists()
 
 
-def test_an_overdue_post_hoc_review_is_notified_once_and_flagged(payments_schema, people, api_for, wait_for_status):
+def test_an_overdue_post_hoc_review_is_notified_once_and_flagged(payments_schema, people, api_for, web_for,
+                                                                  wait_for_status):
     from portal.services.breakglass import break_glass_overdue
 
     schema, role, _ = payments_schema
@@ -206,6 +207,10 @@ def test_an_overdue_post_hoc_review_is_notified_once_and_flagged(payments_schema
     assert AuditEvent.objects.filter(action="request.break_glass_overdue", request_id=filed.json()["id"]).count() == 1
     detail = api_for("bob").get(f"/api/v1/requests/{filed.json()['id']}/").json()
     assert detail["break_glass_review"]["overdue"] is True
+    # and the review queue highlights it
+    queue = web_for("bob").get("/reviews/").content.decode()
+    row = queue[queue.index(f'id="post-hoc-{filed.json()["id"]}"') - 200:queue.index(f'id="acknowledge-{filed.json()["id"]}"')]
+    assert "table-danger" in row and "overdue" in row
     # misuse: the grant still active is revoked at once through the expiry path
     wait_for_status(filed.json()["id"], {"applied", "failed"})
     flagged = api_for("bob").post(f"/api/v1/break-glass/{filed.json()['id']}/review/",
