@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint venv bench load clean-var
+.PHONY: run sso-demo test check lint venv bench load clean-var
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,19 @@ venv: $(STAMP)
 
 run: $(STAMP)
 	$(PY) manage.py run
+
+# `make run` signed in through a real OpenID provider on this machine (docs/identity.md): users erin
+# and rita in var/oidc-provider/users.json (any password), groups mapped by docs/identity-group-map.example.json.
+OIDC_PROVIDER_PORT ?= 9000
+sso-demo: $(STAMP)
+	@OIDC_PROVIDER_PORT=$(OIDC_PROVIDER_PORT) PORTAL_URL=http://127.0.0.1:$${PORT:-8000} \
+	  $(PY) -m tests.identity.provider_process & provider=$$!; trap 'kill $$provider 2>/dev/null' EXIT INT TERM; \
+	until $(PY) -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$(OIDC_PROVIDER_PORT)/.well-known/openid-configuration', timeout=1)" 2>/dev/null; \
+	  do kill -0 $$provider || exit 1; sleep 0.5; done; \
+	PORTAL_OIDC_ISSUER=http://127.0.0.1:$(OIDC_PROVIDER_PORT) PORTAL_OIDC_CLIENT_ID=dbportal-test \
+	  PORTAL_OIDC_CLIENT_SECRET=test-client-secret-not-for-production PORTAL_OIDC_SCOPES="openid email profile groups" \
+	  PORTAL_OIDC_NAME="local test provider" PORTAL_OIDC_GROUP_MAP=docs/identity-group-map.example.json \
+	  $(PY) manage.py run
 
 test: $(STAMP)
 	$(PY) -m pytest

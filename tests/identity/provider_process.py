@@ -192,7 +192,9 @@ if __name__ == "__main__":  # try single sign-on by hand: docs/identity.md
         provider.set_users({"erin": {"name": "Erin Example", "groups": ["dbportal-payments"]},
                             "rita": {"name": "Rita Reviewer", "groups": ["dbportal-reviewers"]}})
     provider.port = port
-    signal.signal(signal.SIGTERM, lambda *_: (provider.stop(), sys.exit(0)))
+    # SIGTERM (make's trap, a service manager) ends it like Ctrl-C; the provider is stopped outside
+    # the handler, so no wait() is re-entered while one is interrupted.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     issuer = provider.start()
     print(f"OpenID provider at {issuer}; users and groups in {state / 'users.json'} (read at every sign-in)\n"
           f"  PORTAL_OIDC_ISSUER={issuer} PORTAL_OIDC_CLIENT_ID={CLIENT_ID} "
@@ -201,5 +203,7 @@ if __name__ == "__main__":  # try single sign-on by hand: docs/identity.md
     try:
         provider.process.wait()
     except KeyboardInterrupt:
+        pass
+    finally:
         provider.stop()
     sys.exit(0)
