@@ -44,6 +44,10 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
         "provisioning.sample_activity": {"task": "provisioning.sample_activity",
                                          "schedule": settings.ACTIVITY_SAMPLE_SECONDS},
         "replicas.refresh": {"task": "provisioning.refresh_replicas", "schedule": 15.0},
+        # monitoring (#21): one sample task per instance; raw samples folded hourly, then retention
+        "monitoring.sample": {"task": "portal.monitoring_sample", "schedule": settings.MONITORING_SAMPLE_SECONDS,
+                              "options": {"expires": max(settings.MONITORING_SAMPLE_SECONDS, 1.0)}},
+        "monitoring.compact": {"task": "portal.monitoring_compact", "schedule": 3600.0},
         "break_glass.overdue": {"task": "portal.break_glass_overdue", "schedule": 300.0},
         # access reviews (#18): reminders before a campaign's deadline, its action on unanswered items after
         "access_reviews.remind": {"task": "portal.access_reviews_remind", "schedule": 3600.0},

@@ -204,6 +204,16 @@ class Config:
     audit_checkpoint_dir: Path  # signed checkpoints, write-once files outside the database
     audit_checkpoint_events: int  # a checkpoint at least every this many events
     audit_checkpoint_minutes: float  # ... and at least this often while events arrive
+    # --- monitoring of managed instances (issue #21, docs/monitoring.md) -------------------------
+    monitoring_sample_seconds: float  # how often beat samples each instance
+    monitoring_raw_hours: float  # raw samples kept this long, then folded into hourly rows
+    monitoring_retention_days: float  # hourly rows kept this long
+    monitoring_lag_bytes: float  # default thresholds of the alerts (per-instance overrides in AlertThreshold)
+    monitoring_xid_age: float
+    monitoring_blocked_sessions: float
+    monitoring_long_transaction_seconds: float
+    monitoring_connections_percent: float
+    monitoring_failed_samples: float
     # --- `manage.py run` (make run) --------------------------------------------------------
     demo_password: str | None  # None: generated once into var/demo-password
     port: int
@@ -307,6 +317,16 @@ class Config:
             audit_checkpoint_dir=env.path("PORTAL_AUDIT_CHECKPOINT_DIR", var_dir / "audit-checkpoints"),
             audit_checkpoint_events=env.integer("PORTAL_AUDIT_CHECKPOINT_EVENTS", 10_000, minimum=1),
             audit_checkpoint_minutes=env.number("PORTAL_AUDIT_CHECKPOINT_MINUTES", 5.0, minimum=0.1),
+            monitoring_sample_seconds=env.number("PORTAL_MONITORING_SAMPLE_SECONDS", 60.0, minimum=1),
+            monitoring_raw_hours=env.number("PORTAL_MONITORING_RAW_HOURS", 24.0, minimum=1),
+            monitoring_retention_days=env.number("PORTAL_MONITORING_RETENTION_DAYS", 30.0, minimum=1),
+            monitoring_lag_bytes=env.number("PORTAL_MONITORING_LAG_BYTES", 64 * 1024 * 1024, minimum=0),
+            monitoring_xid_age=env.number("PORTAL_MONITORING_XID_AGE", 500_000_000, minimum=0),
+            monitoring_blocked_sessions=env.number("PORTAL_MONITORING_BLOCKED_SESSIONS", 1, minimum=0),
+            monitoring_long_transaction_seconds=env.number("PORTAL_MONITORING_LONG_TRANSACTION_SECONDS", 600.0,
+                                                           minimum=0),
+            monitoring_connections_percent=env.number("PORTAL_MONITORING_CONNECTIONS_PERCENT", 80.0, minimum=0),
+            monitoring_failed_samples=env.number("PORTAL_MONITORING_FAILED_SAMPLES", 1, minimum=1),
             demo_password=env.text("PORTAL_DEMO_PASSWORD", None),
             port=env.integer("PORT", 8000, minimum=1),
             bind=env.text("PORTAL_BIND", "127.0.0.1"),

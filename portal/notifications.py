@@ -29,3 +29,14 @@ def notify_enqueue(request_id: int | list[int], event: str) -> None:
             app.send_task("portal.notify_request", args=[request_id, event], retry=False)
     except Exception as exc:  # noqa: BLE001 - a lost notification must never fail a transition
         log.warning("notify.enqueue_failed", request=request_id, notification=event, error=type(exc).__name__)
+
+
+ALERT_EVENTS = {"opened", "resolved"}
+
+
+def alert_notify_enqueue(alert_id: int, event: str) -> None:
+    """Publish the notification of a monitoring alert opened or resolved (portal.notify_alert)."""
+    try:
+        app.send_task("portal.notify_alert", args=[alert_id, event], retry=False)
+    except Exception as exc:  # noqa: BLE001 - a lost notification must never fail a sample
+        log.warning("notify.enqueue_failed", alert=alert_id, notification=event, error=type(exc).__name__)

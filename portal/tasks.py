@@ -1,16 +1,21 @@
 """Portal tasks: housekeeping run by beat, and the notifications; thin, each calls one service."""
 
+import structlog
 from celery import shared_task
+from django.conf import settings
 
 from portal.models import Instance
 from portal.services.access_reviews import campaigns_process_deadlines, campaigns_send_reminders
 from portal.services.breakglass import break_glass_overdue
 from portal.services.identity import identity_check
 from portal.services.instances import instance_refresh_status
-from portal.services.notifications import notify_send, notify_send_many
+from portal.services.monitoring import monitoring_compact, sample_failure_store, sample_store
+from portal.services.notifications import alert_notify_send, notify_send, notify_send_many
 from portal.services.offboarding import offboard_sweep
 from portal.services.replicas import replica_refresh, replica_watched, replicas_watched_ids
-from provisioning import fanout
+from provisioning import fanout, monitoring
+
+log = structlog.get_logger(__name__)
 
 
 @shared_task(name="portal.refresh_instance_status", ignore_result=True)
@@ -93,3 +98,49 @@ def access_reviews_remind() -> list[int]:
 def access_reviews_deadlines() -> list[int]:
     """Beat job: each campaign past its deadline revokes or escalates its unanswered items, once."""
     return campaigns_process_deadlines()
+
+
+@shared_task(name="portal.monitoring_sample", ignore_result=True)
+def monitoring_sample() -> int:
+    """Beat job: one monitoring sample task per instance (provisioning/fanout.py); each expires
+    after one period, so a backlog behind a stalled worker is dropped rather than run late."""
+    ids = list(Instance.objects.exclude(status__in=["retired", "provisioning"]).order_by("pk")
+               .values_list("pk", flat=True))
+    period = max(float(settings.MONITORING_SAMPLE_SECONDS), 1.0)
+    for instance_id in ids:
+        monitoring_sample_instance.apply_async(args=[instance_id], expires=period)
+    return len(ids)
+
+
+# The soft limit bounds a sample that hangs past its connection and statement timeouts
+# (provisioning/monitoring.py: 3 s connect, 5 s per statement, one connection per database).
+@shared_task(name="portal.monitoring_sample_instance", ignore_result=True, soft_time_limit=55)
+def monitoring_sample_instance(instance_id: int) -> str | None:
+    """Sample one instance and store it (its alerts evaluated with it); a failure is a sample too."""
+    instance = Instance.objects.exclude(status__in=["retired", "provisioning"]).filter(pk=instance_id).first()
+    if instance is None:
+        return None
+
+    def work() -> str:
+        try:
+            body, duration_ms = monitoring.take_sample(instance)
+        except monitoring.SampleFailed as exc:
+            log.warning("monitoring.sample_failed", instance=instance_id, error=str(exc))
+            sample_failure_store(instance, str(exc))
+            return "failed"
+        sample_store(instance, body, duration_ms=duration_ms)
+        return "ok"
+
+    return fanout.run_locked("monitoring", instance_id, work)
+
+
+@shared_task(name="portal.monitoring_compact", ignore_result=True)
+def monitoring_compact_task() -> dict:
+    """Beat job: raw samples into hourly rows past PORTAL_MONITORING_RAW_HOURS; retention."""
+    return monitoring_compact()
+
+
+@shared_task(name="portal.notify_alert", ignore_result=True)
+def notify_alert(alert_id: int, event: str) -> None:
+    """E-mail and webhooks for a monitoring alert opened or resolved."""
+    alert_notify_send(alert_id, event)

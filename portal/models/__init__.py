@@ -7,6 +7,7 @@ from portal.models.change_set import ChangeSet, ChangeSetItem
 from portal.models.identity import GroupMapping, IdentityLink
 from portal.models.instance import Instance, InstanceInventory
 from portal.models.managed import Grant, ManagedRole, ManagedSchema
+from portal.models.monitoring import Alert, AlertThreshold, MonitoringSample
 from portal.models.policy import ApprovalPolicy, DdlRuleSetting
 from portal.models.request import ChangeRequest, Execution
 from portal.models.reservation import NameReservation
@@ -17,6 +18,8 @@ __all__ = [
     "ApiToken",
     "AccessReviewCampaign",
     "AccessReviewItem",
+    "Alert",
+    "AlertThreshold",
     "Approval",
     "ApprovalPolicy",
     "BreakGlass",
@@ -33,6 +36,7 @@ __all__ = [
     "InstanceInventory",
     "ManagedRole",
     "ManagedSchema",
+    "MonitoringSample",
     "Membership",
     "NameReservation",
     "Team",

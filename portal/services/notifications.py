@@ -21,7 +21,7 @@ from django.db.models import Q
 from audit.services import record
 from portal import outbound
 from portal.choices import Persona
-from portal.models import ChangeRequest
+from portal.models import Alert, ChangeRequest, Team
 from portal.notifications import EVENTS
 from portal.selectors.approvals import requirement_of, team_leads
 
@@ -131,3 +131,48 @@ def _webhook_send(request, event: str, body: dict) -> str:
            details={"team": team.name, "notification": event, "target": target, "reason": delivery.reason,
                     "status": delivery.status, "address": delivery.address})
     return "not allowed" if delivery.outcome == "refused" else f"failed: {delivery.reason}"
+
+
+def alert_notification_body(alert, event: str) -> dict:
+    return {
+        "event": f"monitoring.alert_{event}",
+        "alert": {
+            "id": alert.pk, "kind": alert.kind, "status": alert.status, "instance": alert.instance.name,
+            "value": alert.value, "threshold": alert.threshold, "detail": alert.detail,
+            "opened_at": alert.opened_at.isoformat(),
+            "resolved_at": alert.resolved_at.isoformat() if alert.resolved_at else None,
+            "url": f"{settings.PORTAL_BASE_URL}/instances/{alert.instance_id}/monitoring/",
+        },
+    }
+
+
+def alert_notify_send(alert_id: int, event: str) -> dict:
+    """E-mail reviewers and admins, and POST to the webhook of each team owning a schema on the
+    instance, that a monitoring alert opened or resolved. Returns what was sent (for tests)."""
+    alert = Alert.objects.select_related("instance").filter(pk=alert_id).first()
+    if alert is None or event not in ("opened", "resolved"):
+        return {"email": [], "webhooks": {}}
+    body = alert_notification_body(alert, event)
+    recipients = sorted(_reviewers_and_admins())
+    mailed: list[str] = []
+    if recipients:
+        try:
+            send_mail(subject=f"[dbportal] {alert.instance.name}: {alert.get_kind_display()} alert {event}",
+                      message=json.dumps(body, indent=2), from_email=None, recipient_list=recipients)
+            mailed = recipients
+        except (smtplib.SMTPException, OSError) as exc:
+            log.warning("notify.email_failed", alert=alert.pk, notification=event, error=type(exc).__name__)
+    webhooks: dict[str, str] = {}
+    teams = Team.objects.filter(schemas__instance=alert.instance).exclude(webhook_url="").distinct()
+    for team in teams:
+        delivery = outbound.post_json(team.webhook_url, body, timeout=WEBHOOK_TIMEOUT)
+        if delivery.outcome == "delivered":
+            webhooks[team.name] = str(delivery.status)
+            continue
+        action = "notify.webhook_refused" if delivery.outcome == "refused" else "notify.webhook_failed"
+        log.warning(action, alert=alert.pk, team=team.name, notification=event, reason=delivery.reason)
+        record(action, object_type="team", object_id=team.pk, instance=alert.instance, outcome="failed",
+               details={"team": team.name, "notification": f"alert_{event}", "alert": alert.pk,
+                        "reason": delivery.reason, "status": delivery.status, "address": delivery.address})
+        webhooks[team.name] = "not allowed" if delivery.outcome == "refused" else f"failed: {delivery.reason}"
+    return {"email": mailed, "webhooks": webhooks}

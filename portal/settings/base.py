@@ -392,6 +392,20 @@ AUDIT_KEYS = list(config.audit_keys) or [k for k in read_generated_key(VAR_DIR, 
 AUDIT_CHECKPOINT_DIR = config.audit_checkpoint_dir
 AUDIT_CHECKPOINT_EVENTS = config.audit_checkpoint_events
 AUDIT_CHECKPOINT_MINUTES = config.audit_checkpoint_minutes
+# --- monitoring of managed instances (issue #21, docs/monitoring.md) ----------------------------
+MONITORING_SAMPLE_SECONDS = config.monitoring_sample_seconds
+MONITORING_RAW_HOURS = config.monitoring_raw_hours
+MONITORING_RETENTION_DAYS = config.monitoring_retention_days
+# Default alert thresholds by alert kind (portal.models.monitoring.AlertKind); an instance's
+# AlertThreshold row overrides one (or turns it off).
+MONITORING_THRESHOLDS = {
+    "replication_lag": config.monitoring_lag_bytes,
+    "wraparound": config.monitoring_xid_age,
+    "blocked_sessions": config.monitoring_blocked_sessions,
+    "long_transaction": config.monitoring_long_transaction_seconds,
+    "connections": config.monitoring_connections_percent,
+    "sample_failed": config.monitoring_failed_samples,
+}
 
 # --- `manage.py run` (make run): the one-machine runner and its children ----------------------
 DEMO_PASSWORD = config.demo_password  # None: generated once into var/demo-password
