@@ -1,5 +1,6 @@
 """/healthz: 200 when the portal database and the broker answer, else 503 naming what is down.
-/metrics: the Prometheus scrape, for a bearer token or an allowed address only."""
+/metrics: the Prometheus scrape, for a bearer token or an allowed address only: the portal's
+own metrics and the managed instances' monitoring gauges (portal/selectors/monitoring.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from django_prometheus.exports import ExportToDjangoView
 from audit.siem import siem_health
 from portal.embedded import redis_client_url
 from portal.logging import redact_text
+from portal.selectors.monitoring import metrics_page
 from portal.services.auth import client_ip
 
 
@@ -87,4 +89,8 @@ def _may_scrape(request) -> bool:
 def metrics(request):
     if not _may_scrape(request):
         raise PermissionDenied
-    return ExportToDjangoView(request)
+    response = ExportToDjangoView(request)
+    # The managed instances' gauges (issue #21), read from their latest sample rows at each
+    # scrape: labelled by instance, the same from every web process.
+    response.content = response.content + metrics_page()
+    return response

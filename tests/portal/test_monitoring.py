@@ -273,3 +273,43 @@ def test_compaction_folds_old_raw_samples_into_hours_and_drops_past_retention(ma
     assert not MonitoringSample.objects.filter(pk=ancient.pk).exists()
     # idempotent: a second run folds nothing
     assert monitoring_compact(now=now)["folded"] == 0
+
+
+def test_the_latest_samples_are_gauges_in_metrics_labelled_by_instance(managed_instance, client, lock_table,
+                                                                       django_assert_max_num_queries):
+    # given an older and a newer sample of the instance, and an open alert
+    body, duration_ms = take_sample(managed_instance)
+    old = dict(body, metrics=dict(body["metrics"], connections=999.0))
+    sample_store(managed_instance, old, duration_ms=duration_ms, at=timezone.now() - timedelta(minutes=1))
+    sample_store(managed_instance, body, duration_ms=duration_ms)
+    sample_failure_store(Instance.objects.create(name="gone", host="127.0.0.1", port=1, admin_user="x",
+                                                 status=InstanceStatus.UNREACHABLE), "connection refused")
+    # when Prometheus scrapes /metrics from loopback
+    with django_assert_max_num_queries(12):
+        response = client.get("/metrics", REMOTE_ADDR="127.0.0.1")
+    text = response.content.decode()
+    # then the portal's own metrics are there, and the newest sample's figures labelled by instance
+    assert response.status_code == 200 and "django_http_requests" in text
+    connections = f'dbportal_instance_connections{{instance="{managed_instance.name}"}} '
+    line = next(line for line in text.splitlines() if line.startswith(connections))
+    assert float(line.split()[-1]) == body["metrics"]["connections"]
+    assert f'dbportal_instance_up{{instance="{managed_instance.name}"}} 1.0' in text
+    assert 'dbportal_instance_up{instance="gone"} 0.0' in text
+    assert f'dbportal_instance_database_size_bytes{{database="app",instance="{managed_instance.name}"}}' in text
+    assert 'dbportal_instance_alert_open{instance="gone",kind="sample_failed"} 1.0' in text
+    assert "dbportal_instance_max_xid_age" in text and "dbportal_instance_cache_hit_ratio" in text
+    # and nothing of it for a scraper outside the allowed addresses
+    assert client.get("/metrics", REMOTE_ADDR="203.0.113.9").status_code == 403
+
+
+def test_an_alert_is_mailed_to_reviewers_and_admins(managed_instance, people, mailoutbox):
+    sample_failure_store(managed_instance, "connection refused")
+    alert = Alert.objects.get(instance=managed_instance, kind="sample_failed")
+    from portal.services.notifications import alert_notify_send
+
+    sent = alert_notify_send(alert.pk, "opened")
+    expected = sorted(u.email for u in people.values() if u.username in ("admin", "bob") and u.email)
+    assert expected and set(expected) <= set(sent["email"])
+    assert "carol" not in " ".join(sent["email"]) and "alice" not in " ".join(sent["email"])
+    assert mailoutbox[-1].subject.startswith(f"[dbportal] {managed_instance.name}:")
+    assert '"event": "monitoring.alert_opened"' in mailoutbox[-1].body
