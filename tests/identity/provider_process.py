@@ -67,6 +67,8 @@ class OidcProvider:
         self.process: subprocess.Popen | None = None
         self.issuer = ""
         self.port = 0
+        self.clock_skew_seconds = 0  # the provider's clock ahead (+) or behind (-) of this machine's
+        self.id_token_ttl = 3600
 
     # --- what it knows ---------------------------------------------------------------------------
     def set_users(self, users: dict[str, dict]) -> None:
@@ -91,7 +93,9 @@ class OidcProvider:
             raise RuntimeError("node is not installed")
         log = open(self.state_dir / "provider.log", "ab")
         self.process = subprocess.Popen([node, str(self.code_dir / "server.mjs"), str(self.state_dir), str(self.port)],
-                                        stdout=subprocess.PIPE, stderr=log, cwd=self.code_dir)
+                                        stdout=subprocess.PIPE, stderr=log, cwd=self.code_dir,
+                                        env={**os.environ, "OIDC_CLOCK_SKEW_SECONDS": str(self.clock_skew_seconds),
+                                             "OIDC_ID_TOKEN_TTL": str(self.id_token_ttl)})
         log.close()
         ready, _, _ = select.select([self.process.stdout], [], [], 20)
         if not ready:

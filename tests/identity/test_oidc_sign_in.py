@@ -365,3 +365,26 @@ def test_a_name_reused_at_the_provider_for_another_subject_does_not_open_the_fir
     assert response.status_code == 403 and b"belongs to another account" in response.content
     assert "_auth_user_id" not in other.session
     assert list(IdentityLink.objects.values_list("subject", flat=True)) == ["erin"]
+
+
+def test_clock_skew_within_the_leeway_is_accepted_beyond_it_refused(client, oidc_provider, mapped, settings):
+    oidc_provider.set_users({"erin": {"groups": ["db-payments"]}})
+    oidc_provider.clock_skew_seconds = 30  # the provider's clock is 30 s ahead: its tokens are issued "in the future"
+    oidc_provider.restart()
+    settings.OIDC_LEEWAY_SECONDS = 60
+    assert sign_in(client, oidc_provider, "erin").status_code == 302
+    client.logout()
+    settings.OIDC_LEEWAY_SECONDS = 5
+    response = sign_in(client, oidc_provider, "erin")
+    assert response.status_code == 400 and b"issued in the future" in response.content
+    assert "_auth_user_id" not in client.session
+
+
+def test_an_expired_id_token_is_refused(client, oidc_provider, mapped):
+    oidc_provider.set_users({"erin": {"groups": ["db-payments"]}})
+    # five minutes behind, two-minute ID tokens: they arrive expired for three minutes, beyond the leeway
+    oidc_provider.clock_skew_seconds, oidc_provider.id_token_ttl = -300, 120
+    oidc_provider.restart()
+    response = sign_in(client, oidc_provider, "erin")
+    assert response.status_code == 400 and b"ID token refused" in response.content and b"exp" in response.content
+    assert not User.objects.filter(username="erin").exists()

@@ -19,6 +19,14 @@ import crypto from 'node:crypto';
 
 import Provider from 'oidc-provider';
 
+// OIDC_CLOCK_SKEW_SECONDS: this provider's clock runs ahead (or behind) of the machine's, as a
+// provider's clock can: the tests of the portal's clock-skew leeway set it.
+const skewSeconds = Number(process.env.OIDC_CLOCK_SKEW_SECONDS || 0);
+if (skewSeconds) {
+  const realNow = Date.now;
+  Date.now = () => realNow() + skewSeconds * 1000;
+}
+
 const stateDir = process.argv[2];
 const wantedPort = Number(process.argv[3] || 0);
 if (!stateDir) {
@@ -86,6 +94,8 @@ server.listen(wantedPort, '127.0.0.1', () => {
     },
     // The groups in the ID token itself, as Keycloak, Okta and Entra ID can be set up to do.
     conformIdTokenClaims: false,
+    // OIDC_ID_TOKEN_TTL: shorter ID tokens for the expiry test (default one hour, as the package's).
+    ttl: { IdToken: Number(process.env.OIDC_ID_TOKEN_TTL || 3600) },
     pkce: { required: () => true },
     findAccount,
     // A first-party client: consent is granted without a second page.
