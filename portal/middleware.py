@@ -2,9 +2,12 @@
 audit of refused access."""
 
 import structlog
+from django.http import JsonResponse
+from django.shortcuts import redirect
 from django.utils.cache import patch_cache_control
 
 from portal.input_guard import BadInput, check_request
+from portal.services import mfa
 from portal.services.auth import access_denied_record, client_ip
 from portal.services.system_objects import current_request
 from portal.views.error_pages import bad_input
@@ -75,3 +78,25 @@ class AccessDeniedAuditMiddleware:
             except Exception as exc:  # noqa: BLE001 - the refusal stands whatever happens to its record
                 log.error("audit.access_denied_not_recorded", path=request.path, error=type(exc).__name__)
         return response
+
+
+
+class MfaSessionMiddleware:
+    """A password sign-in that still owes its second factor (portal/services/mfa.py) reaches only the
+    MFA pages, sign-out and static files: pages redirect to the code or enrolment page, the API
+    answers 403. The state sits in the session (set at sign-in), so this costs no query."""
+
+    ALLOWED = ("/account/mfa/", "/logout/", "/static/", "/healthz")
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        session = getattr(request, "session", None)
+        state = session.get(mfa.SESSION_KEY) if session is not None and session.session_key else None
+        if state in (mfa.PENDING, mfa.ENROL) and not request.path.startswith(self.ALLOWED):
+            if request.path.startswith("/api/"):
+                return JsonResponse({"detail": "finish signing in: enter your one-time code on the web first",
+                                     "errors": {}}, status=403)
+            return redirect("mfa-verify" if state == mfa.PENDING else "mfa-enrol")
+        return self.get_response(request)

@@ -5,6 +5,7 @@ from django.urls import include, path
 from portal.views import (
     access,
     access_reviews,
+    account,
     admin_pages,
     auth,
     breakglass,
@@ -24,6 +25,14 @@ from portal.views import (
 urlpatterns = [
     path("login/", auth.PortalLoginView.as_view(), name="login"),
     path("logout/", auth.PortalLogoutView.as_view(), name="logout"),
+    # own account (#17): API tokens, authenticator app, password; platform admins: users, offboarding
+    path("account/tokens/", account.token_list, name="token-list"),
+    path("account/tokens/<int:pk>/revoke/", account.token_revoke_view, name="token-revoke"),
+    path("account/mfa/", account.mfa_enrol, name="mfa-enrol"),
+    path("account/mfa/verify/", account.mfa_verify, name="mfa-verify"),
+    path("account/password/", account.password_change_view, name="password-change"),
+    path("users/", account.user_list, name="user-list"),
+    path("users/<int:pk>/", account.user_offboard, name="user-offboard"),
     path("login/oidc/", identity.oidc_start, name="oidc-start"),
     path("login/oidc/callback/", identity.oidc_callback, name="oidc-callback"),
     path("identity/group-mappings/", identity.group_mapping_list, name="group-mapping-list"),

@@ -9,6 +9,9 @@ from portal.models import Instance, Team
 class TokenInput(serializers.Serializer):
     username = serializers.CharField(max_length=150)
     password = serializers.CharField(max_length=256, trim_whitespace=False, style={"input_type": "password"})
+    otp = serializers.CharField(max_length=64, required=False, allow_blank=True,
+                                help_text="the code of your authenticator app (or a recovery code), when you "
+                                          "enrolled one; required for platform admins outside the demo")
 
 
 class TokenOutput(serializers.Serializer):

@@ -13,6 +13,8 @@ from portal.api.drift import DriftViewSet
 from portal.api.entitlements import EntitlementView
 from portal.api.identity import GroupMappingViewSet
 from portal.api.requests import RequestViewSet
+from portal.api.tokens import ApiTokenViewSet
+from portal.api.users import UserViewSet
 from portal.api.views import InstanceViewSet, TeamViewSet, TokenView
 from portal.selectors.entitlements import entitlements_at
 
@@ -22,6 +24,8 @@ router.register("teams", TeamViewSet, basename="team")
 router.register("instances", InstanceViewSet, basename="instance")
 router.register("requests", RequestViewSet, basename="request")
 router.register("drift", DriftViewSet, basename="drift")
+router.register("tokens", ApiTokenViewSet, basename="token")
+router.register("users", UserViewSet, basename="user")
 router.register("change-sets", ChangeSetViewSet, basename="change-set")
 router.register("break-glass", BreakGlassViewSet, basename="break-glass")
 router.register("identity/group-mappings", GroupMappingViewSet, basename="group-mapping")

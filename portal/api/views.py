@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
+from audit.services import record
 from portal.api.permissions import IsPlatformAdmin
 from portal.api.schema import error_responses
 from portal.api.serializers import InstanceOutput, InstanceRegisterInput, TeamOutput, TokenInput, TokenOutput
 from portal.models import Instance, Team
 from portal.services.auth import client_ip, login_attempt
 from portal.services.instances import instance_register
+from portal.services.mfa import ENROL as MFA_ENROL
+from portal.services.mfa import PENDING as MFA_PENDING
+from portal.services.mfa import mfa_check, mfa_state_for_sign_in
 from portal.services.replicas import replica_decommission, replica_promote
 from portal.services.tokens import token_issue_for_login
 
@@ -41,6 +46,20 @@ class TokenView(APIView):
                              password=data.validated_data["password"], channel="api")
         if user is None:
             raise AuthenticationFailed("wrong username or password")
+        # The second factor (portal/services/mfa.py): a code whenever one is enrolled; an admin who
+        # must have one and has none gets no token until they enrol on the web.
+        state = mfa_state_for_sign_in(user)
+        if state == MFA_ENROL:
+            request._request.refusal_audited = True
+            with transaction.atomic():
+                record("auth.mfa_failed", actor=user, actor_ip=client_ip(request), object_type="user",
+                       object_id=user.pk, outcome="refused", details={"channel": "api", "reason": "not enrolled"})
+            raise PermissionDenied("platform admins must enrol an authenticator app first (web: Account, MFA)")
+        if state == MFA_PENDING and not mfa_check(user=user, code=data.validated_data.get("otp"), channel="api",
+                                                  actor_ip=client_ip(request)):
+            request._request.refusal_audited = True  # audited as auth.mfa_failed
+            raise AuthenticationFailed("a valid one-time code is required in otp: your authenticator app's, "
+                                       "or a recovery code")
         # A new named token each call (the earlier ones cannot be shown again; see services/tokens.py).
         _token, key = token_issue_for_login(user=user, actor_ip=client_ip(request))
         return Response({"token": key})

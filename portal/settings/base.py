@@ -99,6 +99,9 @@ INSTALLED_APPS = [
     "django_prometheus",
     "csp",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "portal",
     "provisioning",
     "audit",
@@ -117,6 +120,8 @@ MIDDLEWARE = [
     "portal.middleware.AccessDeniedAuditMiddleware",
     # Before any view reads input (sessions and the user are lazy until then): see portal/input_guard.py.
     "portal.middleware.InputGuardMiddleware",
+    # A password sign-in that owes its TOTP code reaches only the MFA pages (portal/services/mfa.py).
+    "portal.middleware.MfaSessionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",

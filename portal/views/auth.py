@@ -1,12 +1,15 @@
 """Sign-in and sign-out: Django's views with every attempt and every sign-out audited."""
 
+from urllib.parse import urlencode
+
 from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.views import LoginView, LogoutView
 from django.db import transaction
+from django.shortcuts import redirect
 
-from portal.services import oidc
+from portal.services import mfa, oidc
 from portal.services.auth import LocalLoginOff, login_attempt, logout_record
 
 
@@ -33,6 +36,20 @@ class PortalLoginView(LoginView):
     redirect_authenticated_user = True
     # FormView would take PUT as a sign-in too; the form posts, nothing else does.
     http_method_names = ["get", "post", "head", "options"]
+
+    def form_valid(self, form):
+        """Signed in with the password; a second factor may still be owed (portal/services/mfa.py):
+        the session then reaches only the code or enrolment page until it is given."""
+        response = super().form_valid(form)
+        state = mfa.mfa_state_for_sign_in(form.get_user())
+        self.request.session[mfa.SESSION_KEY] = state
+        if state == mfa.PENDING:
+            verify = redirect("mfa-verify")
+            verify["Location"] += "?" + urlencode({"next": self.get_success_url()})
+            return verify
+        if state == mfa.ENROL:
+            return redirect("mfa-enrol")
+        return response
 
     def get_context_data(self, **kwargs):
         # The page offers single sign-on when configured, and the password form unless switched off.

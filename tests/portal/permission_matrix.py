@@ -253,4 +253,28 @@ ROWS: list[Row] = [
     Row("api:change-set-approve", "POST", "/api/v1/change-sets/{change_set}/approve/", "401 403 404 200 403 200"),
     Row("api:change-set-reject", "POST", "/api/v1/change-sets/{change_set}/reject/", "401 403 404 200 403 200",
         data={"comment": "no"}),
+    # --- identity (#17): own tokens, authenticator, password; admins: users and offboarding ----------
+    # {token} is a token of alice; {user} is dave. Each persona sees and revokes only their own
+    # tokens (another's is 404); platform admins revoke anyone's and offboard (not dave here: 400).
+    Row("token-list", "GET", "/account/tokens/", "302 200 200 200 200 200"),
+    Row("token-list", "POST", "/account/tokens/", "302 200 200 200 200 200", data={"name": "matrix"}),
+    Row("token-revoke", "POST", "/account/tokens/{token}/revoke/", "302 302 404 404 404 302"),
+    Row("mfa-enrol", "GET", "/account/mfa/", "302 200 200 200 200 200"),
+    Row("mfa-enrol", "POST", "/account/mfa/", "302 400 400 400 400 400", data={"code": "000000"}),
+    Row("mfa-verify", "GET", "/account/mfa/verify/", "302 302 302 302 302 302"),
+    Row("mfa-verify", "POST", "/account/mfa/verify/", "302 302 302 302 302 302", data={"code": "000000"}),
+    Row("password-change", "GET", "/account/password/", "302 200 200 200 200 200"),
+    Row("password-change", "POST", "/account/password/", "302 400 400 400 400 400",
+        data={"old_password": "not it", "new_password": "a new long password 123"}),
+    Row("user-list", "GET", "/users/", "302 403 403 403 403 200"),
+    Row("user-offboard", "GET", "/users/{user}/", "302 403 403 403 403 200"),
+    Row("user-offboard", "POST", "/users/{user}/", "302 403 403 403 403 400", data={"reason": "matrix"}),
+    Row("api:token-list", "GET", "/api/v1/tokens/", "401 200 200 200 200 200"),
+    Row("api:token-list", "POST", "/api/v1/tokens/", "401 201 201 201 201 201", data={"name": "matrix"}),
+    Row("api:token-detail", "GET", "/api/v1/tokens/{token}/", "401 200 404 404 404 200"),
+    Row("api:token-revoke", "POST", "/api/v1/tokens/{token}/revoke/", "401 200 404 404 404 200"),
+    Row("api:user-list", "GET", "/api/v1/users/", "401 403 403 403 403 200"),
+    Row("api:user-detail", "GET", "/api/v1/users/{user}/", "401 403 403 403 403 200"),
+    Row("api:user-offboarding", "GET", "/api/v1/users/{user}/offboarding/", "401 403 403 403 403 200"),
+    Row("api:user-offboard", "POST", "/api/v1/users/{user}/offboard/", "401 403 403 403 403 400", data={}),
 ]

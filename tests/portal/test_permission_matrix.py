@@ -20,6 +20,7 @@ from audit.models import AuditEvent
 from portal.models import (
     AccessReviewCampaign,
     AccessReviewItem,
+    ApiToken,
     ApprovalPolicy,
     ChangeSet,
     ChangeSetItem,
@@ -75,7 +76,7 @@ def world(people, managed_instance):
         "seq": AuditEvent.objects.order_by("seq").values_list("seq", flat=True).first(),
         "policy": ApprovalPolicy.objects.order_by("pk").values_list("pk", flat=True).first(),
         "drift": drift.pk, "change_set": _change_set(people, managed_instance, payments, request),
-        **_access_review(people, managed_instance, payments),
+        **_access_review(people, managed_instance, payments), **_identity(people),
     }
 
 
@@ -97,6 +98,12 @@ def _access_review(people, instance, team) -> dict:
         kind="schema", privileges=["USAGE"], source="outside", owning_team=team, holders=["dave"],
         certifier=people["alice"], certifier_reason="team_lead", evidence={})
     return {"campaign": campaign.pk, "item": item.pk}
+
+
+def _identity(people) -> dict:
+    """An API token of alice (the developer), and dave as the user whose offboarding is previewed."""
+    token_for(people["alice"])
+    return {"token": ApiToken.objects.filter(user=people["alice"]).latest("pk").pk, "user": people["dave"].pk}
 
 
 def fill(value, world: dict):
