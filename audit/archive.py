@@ -52,6 +52,7 @@ from psycopg import sql
 
 from audit import checkpoints, keys
 from audit.chain import GENESIS_HASH, TS_SQL, canonical
+from audit.exports.stream import stream_copy
 from audit.models import AuditArchive, AuditEvent
 from audit.selectors import MAX_PAGE, AuditFilters
 from audit.services import SYSTEM, record
@@ -740,7 +741,8 @@ def archive_events_page(archive: AuditArchive, filters: AuditFilters, *, after: 
     return rows, (rows[-1].seq if more and rows else None)
 
 
-def archive_export_lines(archive: AuditArchive, filters: AuditFilters, export_format: str) -> Iterator[bytes]:
+def archive_export_lines(archive: AuditArchive, filters: AuditFilters, export_format: str, *,
+                         header: bool = True) -> Iterator[bytes]:
     """The matching events of an archived month as CSV (the online export's columns) or JSON Lines."""
     if export_format not in ("csv", "jsonl"):
         raise InvalidPayload.field("format", "an archived month exports as csv or jsonl")
@@ -748,8 +750,8 @@ def archive_export_lines(archive: AuditArchive, filters: AuditFilters, export_fo
 
     def lines() -> Iterator[bytes]:
         buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        if export_format == "csv":
+        writer = csv.writer(buffer, lineterminator="\n")  # as COPY writes CSV
+        if export_format == "csv" and header:
             writer.writerow(CSV_COLUMNS)
         for event in events:
             event["ts"] = event["ts"].strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -766,3 +768,27 @@ def archive_export_lines(archive: AuditArchive, filters: AuditFilters, export_fo
             yield buffer.getvalue().encode()
 
     return lines()
+
+
+def export_with_archives(filters: AuditFilters, export_format: str) -> Iterator[bytes]:
+    """The online log's CSV or JSON Lines export of a period (audit/exports/stream.py), preceded by the
+    matching events of every detached, undeleted archived month the period overlaps, in seq order:
+    an export of a period that lies (partly) in the archive is whole. One CSV header."""
+    archives = [archive for archive in AuditArchive.objects.filter(detached_at__isnull=False, deleted_at__isnull=True)
+                .order_by("first_seq")
+                if (filters.until is None or archive.first_ts < filters.until)
+                and (filters.since is None or archive.last_ts >= filters.since)]
+    # Opened now: a missing archive file is a 410 before the first byte, not a cut stream.
+    parts = [archive_export_lines(archive, filters, export_format, header=index == 0)
+             for index, archive in enumerate(archives)]
+
+    def chunks() -> Iterator[bytes]:
+        for part in parts:
+            yield from part
+        online = stream_copy(filters, export_format)
+        if parts and export_format == "csv":
+            first = next(online, b"")
+            yield first[first.find(b"\n") + 1:]  # the header row is COPY's first row: written already
+        yield from online
+
+    return chunks()

@@ -8,8 +8,10 @@ the last fifteen months and this one, then archives into its own temporary direc
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
+import io
 import json
 from datetime import timedelta
 
@@ -389,6 +391,29 @@ def test_an_auditor_reads_an_archived_month_through_the_api(seeded, api_for, dja
     assert AuditEvent.objects.filter(action="audit.exported").order_by("-seq").first().details["filters"]["archive"] == period
     csv_export = carol.get(f"/api/v1/audit/archives/{period}/export/?format=csv")
     assert b"".join(csv_export.streaming_content).decode().startswith("seq,ts,actor")
+
+
+def test_the_online_export_of_a_period_reaching_into_the_archive_is_whole(seeded, api_for):
+    now, by_period = seeded
+    run()
+    # a period from an archived (detached) month into the online months
+    since = _periods(now, 5, 5)[0] + "-01"
+    until = (month_start(now) - timedelta(days=1)).date().isoformat()  # that whole day: up to this month
+    expected = [e.seq for p, events in sorted(by_period.items()) for e in events if since <= p + "-01" <= until]
+    assert any(not AuditEvent.objects.filter(seq=seq).exists() for seq in expected)  # some are detached
+    carol = api_for("carol")
+    export = carol.get(f"/api/v1/audit/export/?format=csv&since={since}&until={until}")
+    rows = list(csv.DictReader(io.StringIO(b"".join(export.streaming_content).decode())))
+    seeded_rows = [row for row in rows if row["actor"] in ("alice", "system") and row["action"] != "audit.viewed"
+                   and int(row["seq"]) in set(expected)]
+    assert [int(row["seq"]) for row in seeded_rows] == expected  # one header, archive then online, in seq order
+    archived = next(row for row in seeded_rows if not AuditEvent.objects.filter(seq=int(row["seq"])).exists())
+    assert json.loads(archived["details"])["ratio"] == 0.25 and archived["approvers"] == '["bob"]'
+    lines = b"".join(carol.get(f"/api/v1/audit/export/?format=jsonl&since={since}&until={until}&actor=alice")
+                     .streaming_content).splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == [
+        e.seq for p, events in sorted(by_period.items()) for e in events if since <= p + "-01" <= until
+        and e.actor == "alice"]
 
 
 def test_archive_reads_refuse_bad_input_and_other_personas(seeded, api_for):
