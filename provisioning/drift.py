@@ -115,6 +115,9 @@ def compute_findings(instance: Instance, roles: dict[str, catalog.RoleInfo],
     managed = {r.name: r for r in ManagedRole.objects.filter(instance=instance, dropped_at__isnull=True)}
     managed_schemas = {(s.database, s.name) for s in ManagedSchema.objects.filter(instance=instance)}
     expected, grants = expected_privileges(instance, privileges)
+    # A schema the portal grants on is in scope too: a hand-made grant next to a portal grant is
+    # drift (the entitlements page applies the same scope, #19).
+    managed_schemas |= {(g.database, g.schema) for g in grants}
     superusers = {name for name, info in roles.items() if info.superuser and name not in managed}
     ignored_grantees = superusers | {instance.admin_user}
     found: dict[Key, str] = {}

@@ -36,7 +36,7 @@ class EntitlementOutput(serializers.Serializer):
     kind = serializers.ChoiceField(choices=["superuser", "owner", "schema", "tables", "sequences", "default"])
     privileges = serializers.ListField(child=serializers.CharField())
     tables = serializers.JSONField(help_text='"all", a list of table names, or "" where it does not apply')
-    source = serializers.CharField(help_text="grant | owner | admin | builtin | drift, empty when unexplained")
+    source = serializers.CharField(help_text="grant | owner | admin | builtin | outside | drift, empty when unexplained")
     request_id = serializers.IntegerField(allow_null=True)
     request_type = serializers.CharField()
     requester = serializers.CharField()

@@ -22,6 +22,7 @@ from portal.choices import SCHEMA_PRIVILEGES, Decision, DriftKind, InstanceStatu
 from portal.models import ChangeRequest, Grant, Instance, ManagedRole, ManagedSchema
 from provisioning.catalog import snapshot
 from provisioning.connections import describe_error
+from provisioning.drift import PORTAL_SCHEMAS
 from provisioning.models import DriftFinding
 
 KINDS = ("superuser", "owner", "schema", "tables", "sequences", "default")
@@ -36,7 +37,7 @@ class Entitlement:
     kind: str  # one of KINDS
     privileges: list[str]
     tables: Any = ""  # "all", a list of names, or "" where it does not apply
-    source: str = ""  # grant | owner | admin | builtin | drift | ""
+    source: str = ""  # grant | owner | admin | builtin | outside | drift | ""
     request_id: int | None = None
     request_type: str = ""
     requester: str = ""
@@ -168,39 +169,66 @@ def _live_rows(instance: Instance) -> list[Entitlement]:
     return rows
 
 
+BUILTIN_ROLES = {"PUBLIC", "pg_database_owner"}  # PostgreSQL's own grantees, not people's
+
+
 def _join_records(instance: Instance, rows: list[Entitlement]) -> None:
+    """Explain each live row by the portal's records, and flag as `unexplained` exactly what Drift
+    reports (#19: one "needs attention" count): a row in Drift's scope (a role the portal manages,
+    a schema it manages or grants on; never its own bookkeeping schema) that no record explains. A replica
+    mirrors its primary's catalog, so the primary's records explain it. PostgreSQL's built-ins
+    (PUBLIC, pg_database_owner, pg_* roles) are labelled `builtin`; what lies outside the portal's
+    scope (a schema and role it does not manage, a superuser it did not make) is labelled
+    `outside`, as Drift leaves it alone."""
+    records = instance.replica_of if instance.replica_of_id else instance
     grants = list(
-        Grant.objects.filter(instance=instance, revoked_at__isnull=True)
+        Grant.objects.filter(instance=records, revoked_at__isnull=True)
         .select_related("request__requester").order_by("-granted_at")
     )
-    schemas = list(ManagedSchema.objects.filter(instance=instance).select_related("request__requester"))
+    schemas = list(ManagedSchema.objects.filter(instance=records).select_related("request__requester"))
+    managed_roles = set(ManagedRole.objects.filter(instance=records, dropped_at__isnull=True)
+                        .values_list("name", flat=True))
     approvers = _approvers_by_request({g.request_id for g in grants if g.request_id}
                                       | {s.request_id for s in schemas if s.request_id})
     owners = {(s.database, s.name): s for s in schemas}
+    admin_users = {instance.admin_user, records.admin_user}
+
+    granted_schemas = {(g.database, g.schema) for g in grants}
+
+    def in_scope(row: Entitlement) -> bool:  # provisioning.drift.compute_findings's scope
+        if row.schema in PORTAL_SCHEMAS:
+            return False
+        return (row.role in managed_roles or (row.database, row.schema) in owners
+                or (row.database, row.schema) in granted_schemas)
+
     for row in rows:
+        if row.role in BUILTIN_ROLES or row.role.startswith("pg_"):
+            row.source = "builtin"
+            continue
         if row.kind == "superuser":
-            if row.role == instance.admin_user:
+            if row.role in admin_users:
                 row.source = "admin"
+            elif row.role in managed_roles:
+                row.unexplained = True  # Drift: a dangerous attribute on a managed role
             else:
-                row.unexplained = True
+                row.source = "outside"
             continue
         if row.kind == "owner":
             managed = owners.get((row.database, row.schema))
             if managed is not None and managed.owner_role == row.role:
                 _explain(row, managed.request, approvers, "owner")
             else:
-                row.unexplained = True
-            continue
-        if row.role == "PUBLIC" and row.schema == "public" and row.kind == "schema" and row.privileges == ["USAGE"]:
-            row.source = "builtin"  # PostgreSQL's default on the public schema
+                row.source = "outside"  # Drift leaves ownership alone
             continue
         grant = next((g for g in grants if _grant_covers(g, row)), None)
-        if grant is None:
+        if grant is not None:
+            _explain(row, grant.request, approvers, "grant")
+            row.granted_at = grant.granted_at
+            row.expires_at = grant.expires_at
+        elif in_scope(row):
             row.unexplained = True
-            continue
-        _explain(row, grant.request, approvers, "grant")
-        row.granted_at = grant.granted_at
-        row.expires_at = grant.expires_at
+        else:
+            row.source = "outside"
 
 
 def _rows_at(instance: Instance, at: datetime) -> list[Entitlement]:
