@@ -741,6 +741,23 @@ def archive_events_page(archive: AuditArchive, filters: AuditFilters, *, after: 
     return rows, (rows[-1].seq if more and rows else None)
 
 
+def archived_event_get(seq: int) -> AuditEvent | None:
+    """One event of a detached month, read from its archive file (None when no readable archive holds
+    it): an event's page and API answer for archived seqs as for online ones."""
+    archive = (AuditArchive.objects.filter(first_seq__lte=seq, last_seq__gte=seq, detached_at__isnull=False,
+                                           deleted_at__isnull=True).first())
+    path = archive_dir() / archive.file_name if archive else None
+    if path is None or not path.is_file():
+        return None
+    for event in _file_events(path):
+        if event.get("seq") == seq:
+            event["ts"] = _ts(event["ts"])
+            return _as_model(event)
+        if isinstance(event.get("seq"), int) and event["seq"] > seq:
+            break
+    return None
+
+
 def archive_export_lines(archive: AuditArchive, filters: AuditFilters, export_format: str, *,
                          header: bool = True) -> Iterator[bytes]:
     """The matching events of an archived month as CSV (the online export's columns) or JSON Lines."""

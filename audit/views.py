@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods
 
+from audit.archive import archived_event_get
 from audit.models import AuditEvent
 from audit.selectors import (
     COUNT_CAP,
@@ -84,7 +85,7 @@ def audit_log(request):
 @require_GET
 def audit_event_detail(request, seq: int):
     _require_auditor(request.user)
-    event = event_get(seq)
+    event = event_get(seq) or archived_event_get(seq)  # a detached month's event from its archive
     if event is None:
         raise Http404("no such event")
     # The neighbours as the log stood when the event was opened (not this very read's own event).

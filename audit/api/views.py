@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from audit.api.permissions import IsAuditorOrAdmin
 from audit.api.serializers import AuditEventOutput, AuditEventPageOutput, VerifyOutput
-from audit.archive import export_with_archives
+from audit.archive import archived_event_get, export_with_archives
 from audit.exports.pdf import EntitlementsAt, build_report
 from audit.exports.stream import CONTENT_TYPES, filename
 from audit.selectors import event_get, event_page, parse_filters, parse_seq
@@ -86,7 +86,7 @@ class AuditEventDetailView(APIView):
 
     @extend_schema(responses={200: AuditEventOutput})
     def get(self, request, seq: int):
-        event = event_get(seq)
+        event = event_get(seq) or archived_event_get(seq)  # a detached month's event from its archive
         if event is None:
             raise NotFound("no event with this seq")
         audit_access_record(actor=request.user, actor_ip=client_ip(request), view="event", object_id=seq)

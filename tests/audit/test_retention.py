@@ -379,6 +379,10 @@ def test_an_auditor_reads_an_archived_month_through_the_api(seeded, api_for, dja
     second = carol.get(body["next"]).json()
     assert [e["seq"] for e in second["results"]] == [alice[1].seq] and second["next"] is None
     assert carol.get(f"/api/v1/audit/archives/{period}/events/?action=request.*").json()["results"][0]["seq"] == events[0].seq
+    # one archived event by its seq, as for an online one
+    detail = carol.get(f"/api/v1/audit/events/{events[1].seq}/")
+    assert detail.status_code == 200 and detail.json()["hash"] == events[1].hash
+    assert not AuditEvent.objects.filter(seq=events[1].seq).exists()
     # each read is an audit.viewed event naming the month and the filters
     viewed = AuditEvent.objects.filter(action="audit.viewed", object_id=period).order_by("-seq").first()
     assert viewed.actor == "carol" and viewed.details["view"] == "archive"
@@ -447,6 +451,8 @@ def test_an_auditor_reads_an_archived_month_on_the_pages(seeded, web_for):
     text = month.content.decode()
     assert all(f">{e.seq}<" in text for e in events if e.action == "sql.executed")
     assert f">{events[0].seq}<" not in text
+    detail = web_for("carol").get(f"/audit/events/{events[0].seq}/")
+    assert detail.status_code == 200 and events[0].hash.encode() in detail.content
     assert AuditEvent.objects.filter(action="audit.viewed", object_id=period, actor="carol").exists()
     assert web_for("alice").get(f"/audit/archives/{period}/").status_code == 403
     carol = web_for("carol")
