@@ -73,9 +73,9 @@ def _match(user: Any, code: str) -> Any:
     django-otp throttles each device after failures (growing delays), so guessing is slow."""
     if not code:
         return None
-    device = mfa_device(user)
-    if device is not None and code.isdigit() and device.verify_token(code):
-        return device
+    if code.isdigit():  # the app's code; recovery codes are letters (each kind throttles on its own)
+        device = mfa_device(user)
+        return device if device is not None and device.verify_token(code) else None
     for static in StaticDevice.objects.filter(user=user, confirmed=True):
         if static.verify_token(code):  # deletes the recovery code it matched
             return static

@@ -277,4 +277,14 @@ ROWS: list[Row] = [
     Row("api:user-detail", "GET", "/api/v1/users/{user}/", "401 403 403 403 403 200"),
     Row("api:user-offboarding", "GET", "/api/v1/users/{user}/offboarding/", "401 403 403 403 403 200"),
     Row("api:user-offboard", "POST", "/api/v1/users/{user}/offboard/", "401 403 403 403 403 400", data={}),
+    # --- monitoring (#21): every signed-in user reads an instance's monitoring (scoped to their
+    # teams' objects unless reviewer, auditor or admin); only platform admins change thresholds.
+    Row("instance-monitoring", "GET", "/instances/{instance}/monitoring/", "302 200 200 200 200 200"),
+    Row("api:instance-monitoring", "GET", "/api/v1/instances/{instance}/monitoring/", "401 200 200 200 200 200"),
+    Row("api:instance-monitoring-series", "GET", "/api/v1/instances/{instance}/monitoring/series/?hours=6",
+        "401 200 200 200 200 200"),
+    Row("api:instance-monitoring-thresholds", "GET", "/api/v1/instances/{instance}/monitoring/thresholds/",
+        "401 200 200 200 200 200"),
+    Row("api:instance-monitoring-thresholds", "PUT", "/api/v1/instances/{instance}/monitoring/thresholds/",
+        "401 403 403 403 403 200", data={"kind": "wraparound", "value": 1000000000}),
 ]
