@@ -17,6 +17,7 @@ from portal.views import (
     home,
     identity,
     instances,
+    monitoring,
     requests,
     review_rules,
     reviews,
@@ -42,6 +43,7 @@ urlpatterns = [
     path("instances/", instances.instance_list, name="instance-list"),
     path("instances/register/", instances.instance_register_view, name="instance-register"),
     path("instances/<int:pk>/", instances.instance_detail, name="instance-detail"),
+    path("instances/<int:pk>/monitoring/", monitoring.instance_monitoring, name="instance-monitoring"),
     # requests (ui)
     path("requests/", requests.request_list, name="request-list"),
     path("requests/new/", requests.request_new, name="request-new"),

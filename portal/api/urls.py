@@ -12,6 +12,7 @@ from portal.api.change_sets import ChangeSetViewSet
 from portal.api.drift import DriftViewSet
 from portal.api.entitlements import EntitlementView
 from portal.api.identity import GroupMappingViewSet
+from portal.api.monitoring import MonitoringSeriesView, MonitoringThresholdsView, MonitoringView
 from portal.api.requests import RequestViewSet
 from portal.api.tokens import ApiTokenViewSet
 from portal.api.users import UserViewSet
@@ -41,5 +42,9 @@ urlpatterns = [
     path("audit/export/", AuditExportView.as_view(entitlements_at=entitlements_at), name="audit-export"),
     path("entitlements/", EntitlementView.as_view(), name="entitlements"),
     path("access/", AccessView.as_view(), name="access"),
+    path("instances/<int:pk>/monitoring/", MonitoringView.as_view(), name="instance-monitoring"),
+    path("instances/<int:pk>/monitoring/series/", MonitoringSeriesView.as_view(), name="instance-monitoring-series"),
+    path("instances/<int:pk>/monitoring/thresholds/", MonitoringThresholdsView.as_view(),
+         name="instance-monitoring-thresholds"),
     path("", include(router.urls)),
 ]

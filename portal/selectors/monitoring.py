@@ -8,16 +8,19 @@ own for each scrape: no process keeps monitoring state, so every web process ans
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
+from django.conf import settings
 from django.db.models import Count
 from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from portal.models import Alert, MonitoringSample
+from portal.models import Alert, AlertThreshold, ManagedRole, ManagedSchema, MonitoringSample
 from portal.models.monitoring import AlertKind, AlertStatus, SampleResolution
+from portal.personas import sees_everything
 
 PREFIX = "dbportal_instance_"
 
@@ -73,9 +76,89 @@ def series(instance, *, since: datetime, metrics: list[str]) -> dict:
     return out
 
 
-def open_alerts(instance=None):
-    qs = Alert.objects.filter(status=AlertStatus.OPEN).select_related("instance")
-    return qs.filter(instance=instance) if instance is not None else qs
+# The instance-wide figures every signed-in user may chart (no team's objects in them).
+CHART_METRICS = ["connections", "connections_percent", "blocked_sessions", "longest_transaction_seconds",
+                 "idle_in_transaction", "replication_lag_bytes", "max_xid_age", "cache_hit_ratio", "database_bytes",
+                 "dead_tuples"]
+MAX_SERIES_HOURS = 24 * 90
+
+
+def series_for(instance, *, hours: float) -> dict:
+    return series(instance, since=timezone.now() - timedelta(hours=hours), metrics=CHART_METRICS)
+
+
+def _team_scope(user, instance) -> tuple[set[tuple[str, str]], set[str]]:
+    """(database, schema) pairs and role names of the user's teams on the instance."""
+    schemas = ManagedSchema.objects.filter(instance=instance, team__memberships__user=user)
+    pairs = set(schemas.values_list("database", "name"))
+    roles = set(schemas.values_list("owner_role", flat=True))
+    roles |= set(ManagedRole.objects.filter(instance=instance, team__memberships__user=user, dropped_at__isnull=True)
+                 .values_list("name", flat=True))
+    return pairs, roles
+
+
+def alerts_for(user, instance, *, limit: int = 20) -> list[dict]:
+    """Open alerts first, then the latest resolved; the detail (roles, pids) for reviewers,
+    auditors and admins only."""
+    everything = sees_everything(user)
+    rows = (Alert.objects.filter(instance=instance).order_by("status", "-opened_at")[:limit])
+    return [{"id": a.pk, "kind": a.kind, "status": a.status, "value": a.value, "threshold": a.threshold,
+             "detail": a.detail if everything else "", "opened_at": a.opened_at, "last_seen_at": a.last_seen_at,
+             "resolved_at": a.resolved_at} for a in rows]
+
+
+def thresholds_view(instance) -> list[dict]:
+    overrides = dict(AlertThreshold.objects.filter(instance=instance).values_list("kind", "value"))
+    return [{"kind": kind, "label": label, "default": settings.MONITORING_THRESHOLDS.get(kind),
+             "override": kind in overrides, "value": overrides.get(kind, settings.MONITORING_THRESHOLDS.get(kind))}
+            for kind, label in AlertKind.choices]
+
+
+def monitoring_view_for(user, instance) -> dict[str, Any]:
+    """The latest figures of an instance as `user` may see them.
+
+    Reviewers, auditors and admins see everything. Anyone else sees the instance-wide figures
+    (counts, ages, ratios), and of the per-object figures only those of their teams' schemas
+    (tables) and roles (sessions, statements): another team's table names, sizes, sessions and
+    statements are left out.
+    """
+    everything = sees_everything(user)
+    latest = latest_sample(instance)
+    good = latest if latest is not None and latest.ok else latest_good_sample(instance)
+    body = good.body if good is not None else {}
+    sessions = body.get("sessions", [])
+    tables = body.get("tables", [])
+    statements = body.get("statements") or {"available": False, "reason": "no sample yet"}
+    connections = body.get("connections") or {}
+    if not everything:
+        pairs, roles = _team_scope(user, instance)
+        tables = [t for t in tables if (t["database"], t["schema"]) in pairs]
+        sessions = [s for s in sessions if s["role"] in roles]
+        if statements.get("available"):
+            statements = {"available": True, "top": [s for s in statements["top"] if s["role"] in roles]}
+        connections = {"total": connections.get("total"), "by_state": connections.get("by_state", {})}
+    blocks: dict[int, list[int]] = {}
+    for session in body.get("sessions", []):
+        for pid in session["blocked_by"]:
+            blocks.setdefault(pid, []).append(session["pid"])
+    sessions = [dict(s, blocks=sorted(blocks.get(s["pid"], []))) for s in sessions]
+    return {
+        "instance": instance.name,
+        "scope": "all" if everything else "team",
+        "taken_at": good.taken_at if good else None,
+        "latest_ok": latest.ok if latest else None,
+        "latest_error": (latest.error if everything else "sample failed") if latest and not latest.ok else "",
+        "duration_ms": good.duration_ms if good else None,
+        "metrics": body.get("metrics", {}),
+        "max_connections": body.get("max_connections"),
+        "connections": connections,
+        "sessions": sessions,
+        "tables": sorted(tables, key=lambda t: -t["total_bytes"]),
+        "databases": body.get("databases", []) if everything else [],
+        "replication": body.get("replication", {}),
+        "statements": statements,
+        "alerts": alerts_for(user, instance),
+    }
 
 
 class MonitoringCollector(Collector):

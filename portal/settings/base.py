@@ -317,6 +317,7 @@ SPECTACULAR_SETTINGS = {
         "EnvironmentEnum": "portal.choices.Environment",
         "BreakGlassOutcomeEnum": "portal.choices.BreakGlassOutcome",
         "InstanceStatusEnum": "portal.choices.InstanceStatus",
+        "AlertKindEnum": "portal.models.monitoring.AlertKind",
     },
 }
 

@@ -313,3 +313,94 @@ def test_an_alert_is_mailed_to_reviewers_and_admins(managed_instance, people, ma
     assert "carol" not in " ".join(sent["email"]) and "alice" not in " ".join(sent["email"])
     assert mailoutbox[-1].subject.startswith(f"[dbportal] {managed_instance.name}:")
     assert '"event": "monitoring.alert_opened"' in mailoutbox[-1].body
+
+
+# --- pages and API: who sees what -----------------------------------------------------------------
+
+@pytest.fixture
+def two_teams_tables(managed_cluster, managed_instance, people):
+    """A schema of payments (alice's team) and one of analytics (dave's), each with a table, sampled."""
+    from portal.models import ManagedSchema, Team
+
+    made = []
+    with admin_conn(managed_cluster, "app") as conn:
+        for team, schema in (("payments", unique("pay")), ("analytics", unique("ana"))):
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+            conn.execute(sql.SQL("CREATE TABLE {}.big AS SELECT g AS id FROM generate_series(1, 2000) g").format(
+                sql.Identifier(schema)))
+            ManagedSchema.objects.create(instance=managed_instance, database="app", name=schema,
+                                         owner_role="postgres", team=Team.objects.get(name=team))
+            made.append(schema)
+    body, duration_ms = take_sample(managed_instance)
+    sample_store(managed_instance, body, duration_ms=duration_ms)
+    yield dict(zip(("payments", "analytics"), made, strict=True))
+    with admin_conn(managed_cluster, "app") as conn:
+        for schema in made:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def _schemas(answer) -> set[str]:
+    return {t["schema"] for t in answer.json()["tables"]}
+
+
+def test_a_team_sees_its_own_schemas_figures_and_a_reviewer_everything(managed_instance, api_for, two_teams_tables,
+                                                                       django_assert_max_num_queries):
+    url = f"/api/v1/instances/{managed_instance.pk}/monitoring/"
+    alice = api_for("alice").get(url)
+    assert alice.status_code == 200 and alice.json()["scope"] == "team"
+    assert two_teams_tables["payments"] in _schemas(alice)
+    assert two_teams_tables["analytics"] not in _schemas(alice)
+    assert alice.json()["databases"] == [] and alice.json()["metrics"]["connections"] >= 0
+    dave = api_for("dave").get(url)
+    assert two_teams_tables["analytics"] in _schemas(dave) and two_teams_tables["payments"] not in _schemas(dave)
+    bob = api_for("bob")
+    with django_assert_max_num_queries(12):
+        everything = bob.get(url)
+    assert everything.json()["scope"] == "all"
+    assert set(two_teams_tables.values()) <= _schemas(everything)
+    assert {d["name"] for d in everything.json()["databases"]} >= {"app", "postgres"}
+    # the history, for everyone; a bad window is a 400 naming the field
+    series = api_for("alice").get(url + "series/?hours=1")
+    assert series.status_code == 200 and len(series.json()["t"]) == 1
+    assert set(series.json()["series"]) >= {"connections", "max_xid_age", "replication_lag_bytes"}
+    for bad in ("0", "nope", "1e9", "nan"):
+        answer = api_for("alice").get(url + f"series/?hours={bad}")
+        assert answer.status_code == 400 and "hours" in answer.json()["errors"], bad
+    # an unknown instance is a 404
+    assert api_for("alice").get("/api/v1/instances/999999/monitoring/").status_code == 404
+
+
+def test_the_page_shows_sessions_with_what_blocks_what(managed_instance, managed_cluster, lock_table, client, people):
+    blocker = Blocker(managed_cluster, lock_table)
+    try:
+        body, duration_ms = take_sample(managed_instance)
+        sample_store(managed_instance, body, duration_ms=duration_ms)
+    finally:
+        blocker.release()
+    client.force_login(people["bob"])
+    page = client.get(f"/instances/{managed_instance.pk}/monitoring/").content.decode()
+    assert "sessions-table" in page and "chart-connections" in page and "monitoring-series" in page
+    assert f"<td>{blocker.holder_pid}</td>" in page
+    row = next(r for r in page.split("<tr") if f"<td>{blocker.waiter_pid}</td>" in r)
+    assert f"<td>{blocker.holder_pid}</td>" in row  # waits for the holder
+    assert "statements-unavailable" in page  # the embedded PostgreSQL has no pg_stat_statements
+    assert "cdn" not in page.lower()
+
+
+def test_only_an_admin_changes_a_threshold_over_the_api(managed_instance, api_for):
+    url = f"/api/v1/instances/{managed_instance.pk}/monitoring/thresholds/"
+    for persona in ("alice", "bob", "carol"):
+        assert api_for(persona).put(url, {"kind": "wraparound", "value": 5}, format="json").status_code == 403
+    admin = api_for("admin")
+    assert admin.put(url, {"kind": "nope", "value": 5}, format="json").json()["errors"].keys() == {"kind"}
+    assert admin.put(url, {"kind": "wraparound", "value": -5}, format="json").status_code == 400
+    answer = admin.put(url, {"kind": "wraparound", "value": 5}, format="json")
+    assert answer.status_code == 200
+    row = next(t for t in answer.json()["results"] if t["kind"] == "wraparound")
+    assert row == {"kind": "wraparound", "label": "transaction ID age", "default": settings.MONITORING_THRESHOLDS[
+        "wraparound"], "override": True, "value": 5.0}
+    off = admin.put(url, {"kind": "connections", "value": None}, format="json").json()["results"]
+    assert next(t for t in off if t["kind"] == "connections")["value"] is None
+    reset = admin.put(url, {"kind": "wraparound", "reset": True}, format="json").json()["results"]
+    assert next(t for t in reset if t["kind"] == "wraparound")["override"] is False
+    assert AuditEvent.objects.filter(action="monitoring.threshold_set", outcome="ok").count() == 3
