@@ -2,6 +2,7 @@
 
 from portal.models.access_review import AccessReviewCampaign, AccessReviewItem
 from portal.models.approval import Approval
+from portal.models.backup import Backup, BackupPolicy, RestoreDrill
 from portal.models.breakglass import BreakGlass, BreakGlassSetting
 from portal.models.change_set import ChangeSet, ChangeSetItem
 from portal.models.identity import GroupMapping, IdentityLink
@@ -21,6 +22,8 @@ __all__ = [
     "Alert",
     "AlertThreshold",
     "Approval",
+    "Backup",
+    "BackupPolicy",
     "ApprovalPolicy",
     "BreakGlass",
     "BreakGlassSetting",
@@ -36,6 +39,7 @@ __all__ = [
     "InstanceInventory",
     "ManagedRole",
     "ManagedSchema",
+    "RestoreDrill",
     "MonitoringSample",
     "Membership",
     "NameReservation",
