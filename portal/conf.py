@@ -13,6 +13,7 @@ Reading the environment is all this module does: it starts nothing and writes no
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,13 @@ def _oidc_required(value: str, name: str, issuer: str | None) -> str:
     return value
 
 
+def _max_rate(value: str) -> str:
+    """pg_basebackup's --max-rate: digits with an optional k or M suffix, or empty (unlimited)."""
+    if value and not re.fullmatch(r"[1-9][0-9]{0,9}[kM]?", value):
+        raise ImproperlyConfigured(f"PORTAL_BACKUP_MAX_RATE={value!r} is not a rate such as 32k or 100M")
+    return value
+
+
 @dataclass(frozen=True)
 class Config:
     """Every setting the environment can change, typed; field comments say what each is for."""
@@ -214,6 +222,11 @@ class Config:
     monitoring_long_transaction_seconds: float
     monitoring_connections_percent: float
     monitoring_failed_samples: float
+    # --- backups and restore drills (issue #20, docs/backups.md) -----------------------------------
+    backup_root: Path  # the local folder driver's root (provisioning/backups/storage.py)
+    backup_max_rate: str  # pg_basebackup --max-rate ("" = unlimited): spares a busy cluster's disks
+    backup_archive_timeout: int  # archive_timeout of archiving clusters: bounds the RPO of an idle one
+    backup_late_factor: float  # a backup is late after this many times its policy's interval
     # --- `manage.py run` (make run) --------------------------------------------------------
     demo_password: str | None  # None: generated once into var/demo-password
     port: int
@@ -327,6 +340,10 @@ class Config:
                                                            minimum=0),
             monitoring_connections_percent=env.number("PORTAL_MONITORING_CONNECTIONS_PERCENT", 80.0, minimum=0),
             monitoring_failed_samples=env.number("PORTAL_MONITORING_FAILED_SAMPLES", 1, minimum=1),
+            backup_root=env.path("PORTAL_BACKUP_ROOT", var_dir / "backups"),
+            backup_max_rate=_max_rate(env.text("PORTAL_BACKUP_MAX_RATE", "")),
+            backup_archive_timeout=env.integer("PORTAL_BACKUP_ARCHIVE_TIMEOUT", 60, minimum=1),
+            backup_late_factor=env.number("PORTAL_BACKUP_LATE_FACTOR", 1.5, minimum=1),
             demo_password=env.text("PORTAL_DEMO_PASSWORD", None),
             port=env.integer("PORT", 8000, minimum=1),
             bind=env.text("PORTAL_BIND", "127.0.0.1"),

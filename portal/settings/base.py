@@ -413,6 +413,12 @@ MONITORING_THRESHOLDS = {
     "sample_failed": config.monitoring_failed_samples,
 }
 
+# --- backups and restore drills (issue #20, docs/backups.md) -----------------------------------
+BACKUP_ROOT = config.backup_root
+BACKUP_MAX_RATE = config.backup_max_rate
+BACKUP_ARCHIVE_TIMEOUT = config.backup_archive_timeout
+BACKUP_LATE_FACTOR = config.backup_late_factor
+
 # --- `manage.py run` (make run): the one-machine runner and its children ----------------------
 DEMO_PASSWORD = config.demo_password  # None: generated once into var/demo-password
 WEB_PORT = config.port
