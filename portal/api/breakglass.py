@@ -85,10 +85,12 @@ class BreakGlassViewSet(viewsets.GenericViewSet):
 
     def get_queryset(self):
         rows = break_glass_list_for(self.request.user)
+        if self.action != "list" or "pending" not in self.request.query_params:
+            return rows
         pending = self.request.query_params.get("pending")
-        if pending in ("true", "false"):
-            rows = rows.filter(reviewed_at__isnull=pending == "true")
-        return rows
+        if pending not in ("true", "false"):
+            raise serializers.ValidationError({"pending": ["true or false"]})
+        return rows.filter(reviewed_at__isnull=pending == "true")
 
     def _one(self, pk):
         found = break_glass_list_for(self.request.user).filter(request_id=pk).first()
@@ -127,7 +129,7 @@ class BreakGlassViewSet(viewsets.GenericViewSet):
         return Response(BreakGlassListOutput(self._one(pk)).data)
 
     @extend_schema(request=SettingInput, responses={200: SettingOutput(many=True)})
-    @action(detail=False, methods=["get", "post"], url_path="settings")
+    @action(detail=False, methods=["get", "post"], url_path="settings", pagination_class=None)
     def switches(self, request):
         if request.method == "POST":
             data = SettingInput(data=request.data)
