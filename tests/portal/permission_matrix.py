@@ -100,6 +100,8 @@ ROWS: list[Row] = [
     # htmx partial: 200 with "only the requester" / "nothing to reveal" in it (a schema request has no
     # secret: 404 for alice); the password itself is covered by the provisioning and security tests.
     Row("request-reveal", "POST", "/requests/{request}/reveal/", "302 404 404 200 200 200"),
+    # the reviewer's context (#19): reviewers and admins; the requester sees the request, not the context
+    Row("request-context", "GET", "/requests/{request}/context/", "302 403 404 200 403 200"),
     Row("review-queue", "GET", "/reviews/", "302 403 403 200 403 200"),
     Row("change-set-list", "GET", "/change-sets/", "302 200 200 200 200 200"),
     Row("change-set-detail", "GET", "/change-sets/{change_set}/", "302 200 404 200 200 200"),
@@ -197,6 +199,7 @@ ROWS: list[Row] = [
     Row("api:request-retry", "POST", "/api/v1/requests/{request}/retry/", "401 403 404 409 403 409",
         data={"comment": "matrix"}),
     Row("api:request-secret", "GET", "/api/v1/requests/{request}/secret/", "401 404 404 403 403 403"),
+    Row("api:request-context", "GET", "/api/v1/requests/{request}/context/", "401 403 404 200 403 200"),
     # Auditors read drift findings (read-only), in the API as on the UI's drift page.
     Row("api:drift-list", "GET", "/api/v1/drift/", "401 403 403 200 200 200"),
     # Break-glass (#18): alice passes every check but the schema (absent: 400); reviewers, auditors

@@ -160,3 +160,71 @@ def test_the_sweep_offboards_an_inactive_user_whose_in_flight_grant_applied_late
         assert conn.execute("SELECT rolcanlogin FROM pg_catalog.pg_roles WHERE rolname = %s",
                             (name,)).fetchone() == (False,)
     assert AuditEvent.objects.filter(action="user.offboarded", actor="system").exists()
+
+
+def _recorded_access(instance, user):
+    """A login role and a grant the portal records as made by requests of `user` (no cluster needed
+    to preview them), plus a submitted request of theirs."""
+    role_request = ChangeRequest.objects.create(
+        type="role", instance=instance, team_id=_team("payments").pk, requester=user,
+        justification="t", payload=role_payload("svc_preview", login=True), plan=[], plan_hash="x",
+        status=RequestStatus.APPLIED)
+    ManagedRole.objects.create(instance=instance, name="svc_preview", login=True, team=role_request.team,
+                               request=role_request)
+    grant_request = ChangeRequest.objects.create(
+        type="grant", instance=instance, team=role_request.team, requester=user, justification="t",
+        payload=grant_payload("svc_preview", "pay", ["SELECT"]), plan=[], plan_hash="x",
+        status=RequestStatus.APPLIED)
+    grant = Grant.objects.create(instance=instance, database="app", schema="pay", role="svc_preview",
+                                 privileges=["SELECT"], tables="all", team=role_request.team, request=grant_request)
+    return grant, _submitted_request(instance, user)
+
+
+def _team(name):
+    from portal.models import Team
+
+    return Team.objects.get(name=name)
+
+
+def test_the_preview_page_and_api_list_exactly_what_would_be_revoked_for_admins_only(
+    people, managed_instance, web_for, api_for
+):
+    grant, pending = _recorded_access(managed_instance, people["alice"])
+    token_for(people["alice"])
+    alice_id = people["alice"].pk
+    # then the API preview names the role, the grant, the open request and the token
+    preview_api = api_for("admin").get(f"/api/v1/users/{alice_id}/offboarding/").json()
+    assert [r["name"] for r in preview_api["login_roles"]] == ["svc_preview"]
+    assert [g["id"] for g in preview_api["grants"]] == [grant.pk]
+    assert [r["id"] for r in preview_api["open_requests"]] == [pending.pk]
+    assert preview_api["counts"] == {"login_roles": 1, "grants": 1, "open_requests": 1, "in_flight": 0, "tokens": 1}
+    # and the page shows the same, with the confirmation form
+    page = web_for("admin").get(f"/users/{alice_id}/").content.decode()
+    assert "svc_preview" in page and f"#{pending.pk}" in page and 'id="offboard-form"' in page
+    # and nobody else may see or do it
+    for username in ("alice", "dave", "bob", "carol"):
+        api = api_for(username)
+        assert api.get(f"/api/v1/users/{alice_id}/offboarding/").status_code == 403
+        assert api.post(f"/api/v1/users/{alice_id}/offboard/", {"reason": "x"}, format="json").status_code == 403
+    for username in ("dave", "bob", "carol"):
+        client = Client()
+        client.force_login(people[username])
+        assert client.post(f"/users/{alice_id}/", {"reason": "x", "confirm": "on"}).status_code == 403
+    people["alice"].refresh_from_db()
+    assert people["alice"].is_active and not AuditEvent.objects.filter(action="user.offboarded").exists()
+    # and the admin cannot offboard themselves, nor without a reason
+    admin_api = api_for("admin")
+    assert admin_api.post(f"/api/v1/users/{people['admin'].pk}/offboard/", {"reason": "me"},
+                          format="json").status_code == 403
+    answer = admin_api.post(f"/api/v1/users/{alice_id}/offboard/", {"reason": ""}, format="json")
+    assert answer.status_code == 400 and "reason" in answer.json()["errors"]
+    # when the admin confirms on the page (alice's tokens: hers and the one api_for made above)
+    tokens = ApiToken.objects.filter(user=people["alice"], revoked_at__isnull=True).count()
+    assert tokens == 2
+    done = web_for("admin").post(f"/users/{alice_id}/", {"reason": "left", "confirm": "on"})
+    assert done.status_code == 302
+    # then the user is offboarded with the counts the preview showed
+    event = AuditEvent.objects.get(action="user.offboarded")
+    assert (event.details["login_roles_disabled"], event.details["grants_revoked"],
+            event.details["requests_cancelled"], event.details["tokens_revoked"]) == (1, 1, 1, tokens)
+    assert ChangeRequest.objects.filter(type="disable", payload__role="svc_preview", status="queued").exists()
