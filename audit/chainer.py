@@ -253,6 +253,19 @@ def pending_insert_sql(columns: tuple[str, ...]) -> str:
     ).as_string(None)
 
 
+def pending_insert_one_sql(columns: tuple[str, ...]) -> str:
+    """The same for one event (the common case): a plain VALUES row, cheaper for the server to parse
+    and plan than the arrays."""
+    return sql.SQL(
+        "INSERT INTO {events} (seq, ts, {columns}) VALUES (nextval({sequence}) + {base}, clock_timestamp(), {values})"
+        " RETURNING seq, ts"
+    ).format(
+        events=_EVENTS, columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        sequence=sql.Literal(PENDING_SEQUENCE), base=sql.Literal(PENDING_BASE),
+        values=sql.SQL(", ").join(sql.SQL("%s::{}").format(sql.SQL(_ARRAY_TYPES[c])) for c in columns),
+    ).as_string(None)
+
+
 _ARRAY_TYPES = {
     "actor": "text", "actor_ip": "inet", "action": "text", "object_type": "text", "object_id": "text",
     "instance": "text", "database": "text", "statement": "text", "request_id": "bigint", "approvers": "jsonb",

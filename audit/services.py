@@ -24,7 +24,7 @@ from psycopg import sql
 
 from audit import chainer, checkpoints, keys
 from audit.chain import json_safe
-from audit.chainer import chain_after_commit, pending_insert_sql
+from audit.chainer import chain_after_commit, pending_insert_one_sql, pending_insert_sql
 from audit.models import AuditEvent, AuditHead, RecordedEvent
 from audit.verify import verify_chain
 from portal.logging import redact_text
@@ -39,6 +39,7 @@ _COLUMNS = ("actor", "actor_ip", "action", "object_type", "object_id", "instance
 _JSON_COLUMNS = (_COLUMNS.index("approvers"), _COLUMNS.index("details"))
 # Every event of one call in one statement; every value a parameter (arrays, one element per event).
 _INSERT_PENDING = pending_insert_sql(_COLUMNS)
+_INSERT_ONE_PENDING = pending_insert_one_sql(_COLUMNS)
 _LOADED = ("seq", "ts", *_COLUMNS)
 
 def _actor_name(actor: Any) -> str:
@@ -166,7 +167,10 @@ def record_many(events: list[AuditEvent]) -> list[AuditEvent]:
     # change must not commit without its event).
     with transaction.atomic(savepoint=False):
         with connection.cursor() as cursor:
-            cursor.execute(_INSERT_PENDING, columns)
+            if len(events) == 1:
+                cursor.execute(_INSERT_ONE_PENDING, [values[0] for values in columns])
+            else:
+                cursor.execute(_INSERT_PENDING, columns)
             placed = cursor.fetchall()
         transaction.on_commit(chain_after_commit)
     for item, (seq, ts) in zip(events, placed, strict=True):
