@@ -48,6 +48,9 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
         "monitoring.sample": {"task": "portal.monitoring_sample", "schedule": settings.MONITORING_SAMPLE_SECONDS,
                               "options": {"expires": max(settings.MONITORING_SAMPLE_SECONDS, 1.0)}},
         "monitoring.compact": {"task": "portal.monitoring_compact", "schedule": 3600.0},
+        # the data dictionary of every managed database (#21): one task per primary instance
+        "dictionary.refresh": {"task": "portal.dictionary_refresh", "schedule": 60.0 * settings.DICTIONARY_REFRESH_MINUTES,
+                               "options": {"expires": 60.0 * settings.DICTIONARY_REFRESH_MINUTES}},
         "break_glass.overdue": {"task": "portal.break_glass_overdue", "schedule": 300.0},
         # access reviews (#18): reminders before a campaign's deadline, its action on unanswered items after
         "access_reviews.remind": {"task": "portal.access_reviews_remind", "schedule": 3600.0},

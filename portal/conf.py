@@ -222,6 +222,7 @@ class Config:
     monitoring_long_transaction_seconds: float
     monitoring_connections_percent: float
     monitoring_failed_samples: float
+    dictionary_refresh_minutes: float  # how often the data dictionary of every managed database is read
     # --- backups and restore drills (issue #20, docs/backups.md) -----------------------------------
     backup_root: Path  # the local folder driver's root (provisioning/backups/storage.py)
     backup_max_rate: str  # pg_basebackup --max-rate ("" = unlimited): spares a busy cluster's disks
@@ -340,6 +341,7 @@ class Config:
                                                            minimum=0),
             monitoring_connections_percent=env.number("PORTAL_MONITORING_CONNECTIONS_PERCENT", 80.0, minimum=0),
             monitoring_failed_samples=env.number("PORTAL_MONITORING_FAILED_SAMPLES", 1, minimum=1),
+            dictionary_refresh_minutes=env.number("PORTAL_DICTIONARY_REFRESH_MINUTES", 60.0, minimum=1),
             backup_root=env.path("PORTAL_BACKUP_ROOT", var_dir / "backups"),
             backup_max_rate=_max_rate(env.text("PORTAL_BACKUP_MAX_RATE", "")),
             backup_archive_timeout=env.integer("PORTAL_BACKUP_ARCHIVE_TIMEOUT", 60, minimum=1),

@@ -7,6 +7,7 @@ from django.conf import settings
 from portal.models import Instance
 from portal.services.access_reviews import campaigns_process_deadlines, campaigns_send_reminders
 from portal.services.breakglass import break_glass_overdue
+from portal.services.dictionary import dictionary_refresh
 from portal.services.identity import identity_check
 from portal.services.instances import instance_refresh_status
 from portal.services.monitoring import monitoring_compact, sample_failure_store, sample_store
@@ -144,3 +145,23 @@ def monitoring_compact_task() -> dict:
 def notify_alert(alert_id: int, event: str) -> None:
     """E-mail and webhooks for a monitoring alert opened or resolved."""
     alert_notify_send(alert_id, event)
+
+
+@shared_task(name="portal.dictionary_refresh", ignore_result=True)
+def dictionary_refresh_all() -> int:
+    """Beat job: one data dictionary task per primary instance (replicas mirror their primary)."""
+    ids = list(Instance.objects.exclude(status__in=["retired", "provisioning"]).filter(replica_of__isnull=True)
+               .order_by("pk").values_list("pk", flat=True))
+    period = 60.0 * float(settings.DICTIONARY_REFRESH_MINUTES)
+    for instance_id in ids:
+        dictionary_refresh_instance.apply_async(args=[instance_id], expires=period)
+    return len(ids)
+
+
+@shared_task(name="portal.dictionary_refresh_instance", ignore_result=True, soft_time_limit=300)
+def dictionary_refresh_instance(instance_id: int) -> dict | str | None:
+    """Snapshot the dictionary of every managed database of one instance."""
+    instance = Instance.objects.exclude(status__in=["retired", "provisioning"]).filter(pk=instance_id).first()
+    if instance is None:
+        return None
+    return fanout.run_locked("dictionary", instance_id, lambda: dictionary_refresh(instance))

@@ -26,7 +26,8 @@ from django.db import connection
 log = structlog.get_logger(__name__)
 
 # One lock namespace per job (the first int4 of the advisory key).
-JOBS = {"drift": 7101, "inventory": 7102, "status": 7103, "replica": 7104, "activity": 7105, "monitoring": 7106}
+JOBS = {"drift": 7101, "inventory": 7102, "status": 7103, "replica": 7104, "activity": 7105, "monitoring": 7106,
+        "dictionary": 7107}
 SKIPPED = "skipped: still running for this instance"
 
 

@@ -9,6 +9,14 @@ from portal.api.access import AccessView
 from portal.api.access_reviews import CampaignViewSet
 from portal.api.breakglass import BreakGlassViewSet
 from portal.api.change_sets import ChangeSetViewSet
+from portal.api.dictionary import (
+    DictionaryCommentView,
+    DictionaryDatabasesView,
+    DictionaryHintsView,
+    DictionaryHistoryView,
+    DictionarySearchView,
+    DictionaryView,
+)
 from portal.api.drift import DriftViewSet
 from portal.api.entitlements import EntitlementView
 from portal.api.identity import GroupMappingViewSet
@@ -46,5 +54,14 @@ urlpatterns = [
     path("instances/<int:pk>/monitoring/series/", MonitoringSeriesView.as_view(), name="instance-monitoring-series"),
     path("instances/<int:pk>/monitoring/thresholds/", MonitoringThresholdsView.as_view(),
          name="instance-monitoring-thresholds"),
+    path("instances/<int:pk>/dictionary/", DictionaryDatabasesView.as_view(), name="instance-dictionary"),
+    path("instances/<int:pk>/dictionary/<str:database>/", DictionaryView.as_view(), name="instance-dictionary-database"),
+    path("instances/<int:pk>/dictionary/<str:database>/history/", DictionaryHistoryView.as_view(),
+         name="instance-dictionary-history"),
+    path("instances/<int:pk>/dictionary/<str:database>/hints/", DictionaryHintsView.as_view(),
+         name="instance-dictionary-hints"),
+    path("instances/<int:pk>/dictionary/<str:database>/comment/", DictionaryCommentView.as_view(),
+         name="instance-dictionary-comment"),
+    path("dictionary/search/", DictionarySearchView.as_view(), name="dictionary-search"),
     path("", include(router.urls)),
 ]

@@ -8,7 +8,7 @@ from portal.models.change_set import ChangeSet, ChangeSetItem
 from portal.models.identity import GroupMapping, IdentityLink
 from portal.models.instance import Instance, InstanceInventory
 from portal.models.managed import Grant, ManagedRole, ManagedSchema
-from portal.models.monitoring import Alert, AlertThreshold, MonitoringSample
+from portal.models.monitoring import Alert, AlertThreshold, DictionarySnapshot, MonitoringSample
 from portal.models.policy import ApprovalPolicy, DdlRuleSetting
 from portal.models.request import ChangeRequest, Execution
 from portal.models.reservation import NameReservation
@@ -31,6 +31,7 @@ __all__ = [
     "ChangeSet",
     "ChangeSetItem",
     "DdlRuleSetting",
+    "DictionarySnapshot",
     "Execution",
     "GroupMapping",
     "IdentityLink",

@@ -91,3 +91,32 @@ class Alert(models.Model):
     @staticmethod
     def restrict_policy(qs, user, action):
         return qs if action == "view" else qs.none()
+
+
+class DictionarySnapshot(models.Model):
+    """The data dictionary of one managed database as last read (provisioning/dictionary.py).
+
+    A new row only when the structure changed (its `digest`); otherwise the latest row's figures
+    and `checked_at` are refreshed. `changes` is the diff from the previous row, each change with
+    the request that made it when the portal's records show one (else `request_id` None: made
+    outside the portal). The first snapshot of a database is the baseline (no changes).
+    """
+
+    instance = models.ForeignKey("portal.Instance", on_delete=models.CASCADE, related_name="dictionary_snapshots")
+    database = models.CharField(max_length=63)
+    taken_at = models.DateTimeField()
+    checked_at = models.DateTimeField()
+    digest = models.CharField(max_length=64)
+    body = models.JSONField(default=dict)
+    changes = models.JSONField(default=list)
+
+    objects = RestrictedQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["instance", "database", "-taken_at"], name="dictionary_snapshot_recent")]
+
+    @staticmethod
+    def restrict_policy(qs, user, action):
+        # Like the inventory (table names in the request pickers), the structure is visible to
+        # every signed-in user; figures are scoped by portal/selectors/dictionary.py.
+        return qs if action == "view" else qs.none()

@@ -402,6 +402,7 @@ AUDIT_CHECKPOINT_MINUTES = config.audit_checkpoint_minutes
 MONITORING_SAMPLE_SECONDS = config.monitoring_sample_seconds
 MONITORING_RAW_HOURS = config.monitoring_raw_hours
 MONITORING_RETENTION_DAYS = config.monitoring_retention_days
+DICTIONARY_REFRESH_MINUTES = config.dictionary_refresh_minutes
 # Default alert thresholds by alert kind (portal.models.monitoring.AlertKind); an instance's
 # AlertThreshold row overrides one (or turns it off).
 MONITORING_THRESHOLDS = {

@@ -290,4 +290,17 @@ ROWS: list[Row] = [
         "401 200 200 200 200 200"),
     Row("api:instance-monitoring-thresholds", "PUT", "/api/v1/instances/{instance}/monitoring/thresholds/",
         "401 403 403 403 403 200", data={"kind": "wraparound", "value": 1000000000}),
+    # data dictionary (#21): every signed-in user reads and searches it; {instance} has no snapshot
+    # in the matrix's world, so a database's dictionary is a 404 and a comment edit a 400 naming the
+    # database (tests/portal/test_dictionary.py covers them on a real snapshot, 403 for non-members).
+    Row("api:instance-dictionary", "GET", "/api/v1/instances/{instance}/dictionary/", "401 200 200 200 200 200"),
+    Row("api:instance-dictionary-database", "GET", "/api/v1/instances/{instance}/dictionary/app/",
+        "401 404 404 404 404 404"),
+    Row("api:instance-dictionary-history", "GET", "/api/v1/instances/{instance}/dictionary/app/history/",
+        "401 200 200 200 200 200"),
+    Row("api:instance-dictionary-hints", "GET", "/api/v1/instances/{instance}/dictionary/app/hints/",
+        "401 404 404 404 404 404"),
+    Row("api:instance-dictionary-comment", "POST", "/api/v1/instances/{instance}/dictionary/app/comment/",
+        "401 400 400 400 400 400", data={"schema": "s", "table": "t", "comment": "c", "justification": "matrix"}),
+    Row("api:dictionary-search", "GET", "/api/v1/dictionary/search/?q=app", "401 200 200 200 200 200"),
 ]
