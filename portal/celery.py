@@ -48,6 +48,8 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
         "monitoring.sample": {"task": "portal.monitoring_sample", "schedule": settings.MONITORING_SAMPLE_SECONDS,
                               "options": {"expires": max(settings.MONITORING_SAMPLE_SECONDS, 1.0)}},
         "monitoring.compact": {"task": "portal.monitoring_compact", "schedule": 3600.0},
+        # backups and restore drills (#20): what is due, then the sweep of killed runs and late backups
+        "backups.schedule": {"task": "portal.backup_schedule", "schedule": 60.0, "options": {"expires": 60.0}},
         # the data dictionary of every managed database (#21): one task per primary instance
         "dictionary.refresh": {"task": "portal.dictionary_refresh", "schedule": 60.0 * settings.DICTIONARY_REFRESH_MINUTES,
                                "options": {"expires": 60.0 * settings.DICTIONARY_REFRESH_MINUTES}},

@@ -4,14 +4,15 @@ import structlog
 from celery import shared_task
 from django.conf import settings
 
-from portal.models import Instance
+from portal.models import Instance, RestoreDrill
 from portal.services.access_reviews import campaigns_process_deadlines, campaigns_send_reminders
+from portal.services.backups import backup_run, backup_schedule, drill_run
 from portal.services.breakglass import break_glass_overdue
 from portal.services.dictionary import dictionary_refresh
 from portal.services.identity import identity_check
 from portal.services.instances import instance_refresh_status
 from portal.services.monitoring import monitoring_compact, sample_failure_store, sample_store
-from portal.services.notifications import alert_notify_send, notify_send, notify_send_many
+from portal.services.notifications import alert_notify_send, backup_notify_send, notify_send, notify_send_many
 from portal.services.offboarding import offboard_sweep
 from portal.services.replicas import replica_refresh, replica_watched, replicas_watched_ids
 from provisioning import fanout, monitoring
@@ -139,6 +140,36 @@ def monitoring_sample_instance(instance_id: int) -> str | None:
 def monitoring_compact_task() -> dict:
     """Beat job: raw samples into hourly rows past PORTAL_MONITORING_RAW_HOURS; retention."""
     return monitoring_compact()
+
+
+@shared_task(name="portal.backup_schedule", ignore_result=True)
+def backup_schedule_task() -> dict:
+    """Beat job: enqueue the backups and drills that are due (one task per instance), then the
+    sweep of backups and drills whose worker died, and of late backups (portal/services/backups.py)."""
+    return backup_schedule()
+
+
+# Not acks_late: a backup whose worker died is failed by the sweep and taken afresh at the next
+# period, rather than redelivered into a half-written folder.
+@shared_task(name="portal.backup_instance", ignore_result=True)
+def backup_instance(instance_id: int) -> str:
+    """One backup of one instance, under the instance's "backup" fan-out lock."""
+    return fanout.run_locked("backup", instance_id, lambda: backup_run(instance_id))
+
+
+@shared_task(name="portal.restore_drill", ignore_result=True)
+def restore_drill(drill_id: int) -> str:
+    """One restore drill, under its instance's "drill" fan-out lock."""
+    instance_id = RestoreDrill.objects.filter(pk=drill_id).values_list("instance_id", flat=True).first()
+    if instance_id is None:
+        return "gone"
+    return fanout.run_locked("drill", instance_id, lambda: drill_run(drill_id))
+
+
+@shared_task(name="portal.notify_backup", ignore_result=True)
+def notify_backup(instance_id: int, event: str, detail: str) -> None:
+    """E-mail reviewers and admins that an instance's backups failed or are late."""
+    backup_notify_send(instance_id, event, detail)
 
 
 @shared_task(name="portal.notify_alert", ignore_result=True)

@@ -21,7 +21,7 @@ from django.db.models import Q
 from audit.services import record
 from portal import outbound
 from portal.choices import Persona
-from portal.models import Alert, ChangeRequest, Team
+from portal.models import Alert, ChangeRequest, Instance, Team
 from portal.notifications import EVENTS
 from portal.selectors.approvals import requirement_of, team_leads
 
@@ -176,3 +176,24 @@ def alert_notify_send(alert_id: int, event: str) -> dict:
                         "reason": delivery.reason, "status": delivery.status, "address": delivery.address})
         webhooks[team.name] = "not allowed" if delivery.outcome == "refused" else f"failed: {delivery.reason}"
     return {"email": mailed, "webhooks": webhooks}
+
+
+def backup_notify_send(instance_id: int, event: str, detail: str) -> dict:
+    """E-mail reviewers and admins that an instance's backups failed or are late (issue #20,
+    portal/services/backups.py). Returns what was sent (for tests)."""
+    instance = Instance.objects.filter(pk=instance_id).first()
+    if instance is None or event not in ("failed", "late"):
+        return {"email": []}
+    body = {"event": f"backup.{event}", "instance": instance.name, "detail": detail,
+            "url": f"{settings.PORTAL_BASE_URL}/instances/{instance.pk}/backups/"}
+    recipients = sorted(_reviewers_and_admins())
+    if not recipients:
+        return {"email": []}
+    try:
+        send_mail(subject=f"[dbportal] {instance.name}: backups {event}", message=json.dumps(body, indent=2),
+                  from_email=None, recipient_list=recipients)
+    except (smtplib.SMTPException, OSError) as exc:
+        log.warning("notify.email_failed", instance=instance.pk, notification=f"backup_{event}",
+                    error=type(exc).__name__)
+        return {"email": []}
+    return {"email": recipients}
