@@ -28,6 +28,8 @@ log = structlog.get_logger(__name__)
 # One lock namespace per job (the first int4 of the advisory key).
 JOBS = {"drift": 7101, "inventory": 7102, "status": 7103, "replica": 7104, "activity": 7105, "monitoring": 7106,
         "dictionary": 7107}
+# Backups and restore drills (#20): one backup and one drill at a time per instance.
+JOBS.update({"backup": 7110, "drill": 7111})
 SKIPPED = "skipped: still running for this instance"
 
 
