@@ -39,6 +39,7 @@ NAV = {
         ("Instances", "instance-list", "database"),
         ("Teams", "team-list", "people"),
         ("Sign-in groups", "group-mapping-list", "diagram-3"),
+        ("Users", "user-list", "person-x"),  # tokens and offboarding
         ("Policies", "policy-list", "sliders"),
         ("Review rules", "review-rules", "rulers"),
         ("Break-glass", "break-glass-settings", "exclamation-octagon"),  # on / off per environment
