@@ -70,6 +70,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from audit.chainer import chain_pending
 from audit.models import AuditEvent, AuditHead, SiemCursor
+from audit.outcomes import is_failure
 from audit.services import SYSTEM, record
 from portal import outbound
 
@@ -79,7 +80,6 @@ COLLECTORS = ("syslog", "https")
 # RFC 5424: facility 13 is "log audit"; severity 5 (notice) for an event that went through,
 # 4 (warning) for a refusal or failure, so a collector's filters can tell them apart.
 FACILITY = 13
-WARNING_OUTCOMES = {"failed", "denied", "refused", "broken", "locked", "error"}
 # The SD-ID of our structured data: name@<private enterprise number>. 32473 is the number RFC 5612
 # reserves for documentation and examples; operators filter on "audit@32473".
 SD_ID = "audit@32473"
@@ -154,7 +154,7 @@ def _sd_value(value: Any) -> str:
 
 def syslog_message(event: dict[str, Any], *, hostname: str) -> bytes:
     """The RFC 5424 SYSLOG-MSG of one event (without the octet count)."""
-    severity = 4 if event["outcome"] in WARNING_OUTCOMES else 5
+    severity = 4 if is_failure(event["outcome"]) else 5  # warning for a failure (audit.outcomes)
     obj = f"{event['object_type']}:{event['object_id']}" if event["object_type"] else ""
     params = {"seq": event["seq"], "hash": event["hash"], "prev_hash": event["prev_hash"],
               "action": event["action"], "actor": event["actor"], "outcome": event["outcome"], "object": obj}

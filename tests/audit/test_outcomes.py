@@ -42,3 +42,52 @@ def test_the_walk_finds_a_call_without_an_outcome(tmp_path):
                                               'record("team.deleted", outcome="")\n'
                                               'record("team.renamed", outcome="renamed")\n')
     assert _calls_without_outcome(tmp_path) == ["portal/x.py:1 team.created", "portal/x.py:2 team.deleted"]
+
+
+def _branches(value: ast.expr) -> list[ast.expr]:
+    """The values an expression may take: both sides of `a if c else b`, recursively."""
+    if isinstance(value, ast.IfExp):
+        return _branches(value.body) + _branches(value.orelse)
+    return [value]
+
+
+def _literal_outcomes(root: Path = ROOT) -> dict[str, str]:
+    """Every string an `outcome=` keyword can be given literally (conditional expressions too)."""
+    found: dict[str, str] = {}
+    for package in ("portal", "provisioning", "audit"):
+        for path in sorted((root / package).rglob("*.py")):
+            if "migrations" in path.parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, ast.Call):
+                    continue
+                for keyword in node.keywords:
+                    if keyword.arg != "outcome":
+                        continue
+                    for value in _branches(keyword.value):
+                        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                            found.setdefault(value.value, f"{path.relative_to(root)}:{node.lineno}")
+    return found
+
+
+def test_every_outcome_is_in_the_vocabulary_and_classified():
+    # given every outcome word the code writes, literally or as one of the enumerations it passes
+    from audit.outcomes import FAILURE, SUCCESS, VOCABULARY
+    from portal.choices import BreakGlassOutcome, Decision, DriftKind, InstanceStatus, RequestStatus
+    from provisioning.engine.jobs import Outcome
+
+    words = dict(_literal_outcomes())
+    for enum in (RequestStatus, InstanceStatus, DriftKind, Decision, BreakGlassOutcome):
+        words.update({value: enum.__name__ for value in enum.values})
+    words.update({member.value: "Outcome" for member in Outcome})
+    # then each is a word of the vocabulary, classified as a success or a failure (never both)
+    assert {word: where for word, where in words.items() if word and word not in VOCABULARY} == {}
+    assert not FAILURE & SUCCESS
+
+
+def test_failures_read_as_failures():
+    from audit.outcomes import is_failure, result_of
+
+    assert [result_of(w) for w in ("ok", "applied", "rejected", "failed", "denied", "locked")] == [
+        "success", "success", "success", "failure", "failure", "failure"]
+    assert is_failure("a word nobody classified")  # never hidden as a success
