@@ -46,7 +46,9 @@ def test_request_removal_prefills_a_revoke(web_for, held):
     assert f'<option value="{held["dev"].pk}" selected>' in form
     assert 'value="payments_api"' in form and 'value="app"' in form and 'value="payments"' in form
     assert 'value="SELECT" id="id_privileges_2" checked' in form and 'value="INSERT" id="id_privileges_3" checked' in form
-    assert 'value="list" id="id_tables_mode_1" checked' in form and '<option value="invoices" selected>' in form
+    # tables are checkboxes (#19: multi-select without Ctrl-click)
+    assert 'value="list" id="id_tables_mode_1" checked' in form
+    assert re.search(r'name="tables" value="invoices" id="id_tables_\d+" checked', form)
 
 
 def test_my_access_empty_state(web_for, people):
