@@ -228,3 +228,17 @@ def test_the_preview_page_and_api_list_exactly_what_would_be_revoked_for_admins_
     assert (event.details["login_roles_disabled"], event.details["grants_revoked"],
             event.details["requests_cancelled"], event.details["tokens_revoked"]) == (1, 1, 1, tokens)
     assert ChangeRequest.objects.filter(type="disable", payload__role="svc_preview", status="queued").exists()
+    # and the system requests read like any other, on the pages and the API
+    disable = ChangeRequest.objects.get(type="disable", payload__role="svc_preview")
+    admin_web = web_for("admin")
+    assert admin_web.get(f"/requests/{disable.pk}/").status_code == 200
+    assert admin_web.get("/requests/").status_code == 200
+    assert api_for("bob").get(f"/api/v1/requests/{disable.pk}/").json()["type"] == "disable"
+
+
+def test_nobody_submits_a_disable_request_it_is_the_portals_own(people, managed_instance, api_for):
+    answer = api_for("alice").post("/api/v1/requests/", {
+        "type": "disable", "instance": "demo", "team": "payments", "justification": "try",
+        "payload": {"role": "anything"}}, format="json")
+    assert answer.status_code == 400 and "payload.role" in answer.json()["errors"]
+    assert not ChangeRequest.objects.filter(type="disable").exists()
