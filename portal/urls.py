@@ -54,6 +54,7 @@ urlpatterns = [
     path("requests/<int:pk>/", requests.request_detail, name="request-detail"),
     path("requests/<int:pk>/status/", requests.request_status, name="request-status"),
     path("requests/<int:pk>/reveal/", requests.request_reveal, name="request-reveal"),
+    path("requests/<int:pk>/context/", requests.request_context_view, name="request-context"),
     path("requests/<int:pk>/<str:action>/", requests.request_action, name="request-action"),
     path("reviews/", reviews.review_queue, name="review-queue"),
     path("change-sets/", change_sets.change_set_list, name="change-set-list"),

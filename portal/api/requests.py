@@ -13,14 +13,17 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
 from portal.api.filters import TextFilter
 from portal.api.schema import error_responses
 from portal.choices import RequestStatus, RequestType
 from portal.models import Approval, BreakGlass, ChangeRequest, Execution, Instance, Team
+from portal.personas import is_reviewer
 from portal.selectors.approvals import approval_tally, approvals_of, requirement_of
 from portal.selectors.breakglass import break_glass_for
+from portal.selectors.request_context import request_context
 from portal.selectors.request_wait import parse_wait, wait_for_change
 from portal.selectors.requests import (
     _by_id_or_name,
@@ -243,6 +246,61 @@ class RequestDetailOutput(RequestOutput):
         return RevocationVerifiedOutput(found).data if found is not None else None
 
 
+class ApprovalProgressOutput(serializers.Serializer):
+    count = serializers.IntegerField(help_text="approvals that count, on the current plan")
+    required = serializers.IntegerField()
+    approvers = serializers.ListField(child=serializers.CharField(), help_text="whose approvals count, in order")
+    satisfied = serializers.BooleanField()
+    lead_team = serializers.CharField(help_text="the team whose lead must approve too; empty when none")
+    lead_approved = serializers.BooleanField()
+
+
+class AccessDiffRowOutput(serializers.Serializer):
+    privilege = serializers.CharField()
+    now = serializers.CharField(help_text="where the role holds it now; empty when it does not")
+    after = serializers.CharField(help_text="where it holds it once the plan ran")
+    flag = serializers.ChoiceField(choices=["", "redundant", "added", "removed", "not held"],
+                                   help_text="redundant: a grant of what the role already holds")
+
+
+class SchemaReachOutput(serializers.Serializer):
+    grantee = serializers.CharField()
+    how = serializers.CharField(help_text="its privileges on the schema, its tables and sequences")
+    owner = serializers.BooleanField()
+    builtin = serializers.BooleanField()
+    members = serializers.ListField(child=serializers.CharField(), help_text="roles reaching it through membership")
+
+
+class RoleSessionOutput(serializers.Serializer):
+    pid = serializers.IntegerField()
+    user = serializers.CharField()
+    database = serializers.CharField(allow_null=True)
+    application = serializers.CharField()
+    client = serializers.CharField()
+    state = serializers.CharField()
+    since = serializers.CharField(allow_null=True)
+
+
+class RecentRequestOutput(serializers.Serializer):
+    id = serializers.IntegerField(source="pk")
+    type = serializers.CharField()
+    status = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class RequestContextOutput(serializers.Serializer):
+    """A reviewer's context (#19): read live from the instance for grants and revokes (cached 30 s)."""
+
+    progress = ApprovalProgressOutput()
+    unreachable = serializers.CharField(required=False, help_text="why the instance could not be read; empty when read")
+    schema_exists = serializers.BooleanField(required=False, allow_null=True)
+    diff = AccessDiffRowOutput(many=True, required=False)
+    redundant = serializers.ListField(child=serializers.CharField(), required=False)
+    reach = SchemaReachOutput(many=True, required=False)
+    sessions = RoleSessionOutput(many=True, required=False)
+    recent = RecentRequestOutput(many=True)
+
+
 class SecretOutput(serializers.Serializer):
     password = serializers.CharField(help_text="the generated password of the login role; shown once")
 
@@ -358,6 +416,25 @@ class RequestViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
         return self._decision(request, pk, request_retry, "user")
+
+    @extend_schema(responses={200: RequestContextOutput},
+                   description="Reviewers and platform admins: the context of a request — approval progress, "
+                               "the requester's recent requests on the schema and, for a grant or revoke, the "
+                               "role's privileges now and after (redundant ones flagged), who else reaches the "
+                               "schema and how, and the sessions of the role. Read live from the instance "
+                               "(cached 30 s); `unreachable` says why when it cannot be read. Others who can see "
+                               "the request get 403.")
+    @action(detail=True, methods=["get"], url_path="context", url_name="context")
+    def review_context(self, request, pk=None):
+        obj = request_get_for(request.user, pk, history=False)
+        if not is_reviewer(request.user):
+            raise PermissionDenied("reviewers and platform admins only")
+        context = request_context(request.user, obj)
+        return Response(RequestContextOutput({
+            **{key: context[key] for key in ("progress", "recent")},
+            **{key: context[key] for key in ("unreachable", "schema_exists", "diff", "redundant", "reach", "sessions")
+               if key in context},
+        }).data)
 
     @extend_schema(responses={200: SecretOutput},
                    description="The requester only, once: the generated password of the login role this request "

@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
@@ -21,6 +22,7 @@ from portal.personas import is_reviewer
 from portal.selectors import requests as request_selectors
 from portal.selectors.approvals import approvals_of
 from portal.selectors.instances import instance_list_for
+from portal.selectors.request_context import request_context
 from portal.selectors.search import request_search
 from portal.selectors.verification import revocation_verification_of
 from portal.services import requests as request_services
@@ -212,6 +214,7 @@ def _detail_context(request, change) -> dict[str, Any]:
         # Waiting for a reviewer takes minutes, a worker seconds: poll accordingly.
         "poll_every": "5s" if change.status == RequestStatus.SUBMITTED else "1500ms",
         "is_requester": change.requester_id == user.pk,
+        "viewer_reviews": is_reviewer(user),  # the reviewer's context panel (#19)
         # "Edit and resubmit" (#19): a failed or rejected request, for its requester or team; the
         # membership query runs only on such a request's page.
         "can_resubmit": change.status in RESUBMITTABLE and resubmit_allowed(user, change),
@@ -239,6 +242,18 @@ def request_status(request, pk: int):
     """htmx: the live part of the detail page; it stops polling itself once the status is final."""
     change = request_selectors.request_get_for(request.user, pk)
     return render(request, "requests/_live.html", _detail_context(request, change))
+
+
+@login_required
+@require_GET
+def request_context_view(request, pk: int):
+    """htmx: the reviewer's context (#19): access diff, who else reaches the schema, sessions, the
+    requester's recent requests there, approval progress. Loaded after the page, so a slow cluster
+    never holds the page up; reviewers and admins only (the request out of scope: 404)."""
+    change = request_selectors.request_get_for(request.user, pk, history=False)
+    if not is_reviewer(request.user):
+        raise PermissionDenied
+    return render(request, "requests/_context.html", request_context(request.user, change))
 
 
 ACTIONS = {"approve", "reject", "cancel", "retry"}
@@ -274,9 +289,23 @@ def request_action(request, pk: int, action: str):
     target = request.POST.get("next") or reverse("request-detail", args=[change.pk])
     if not target.startswith("/") or target.startswith("//"):
         target = reverse("request-detail", args=[change.pk])
+    if status == 302 and action in ("approve", "reject") and request.POST.get("land") == "next":
+        target = _next_in_queue(request.user, change, from_queue=target == reverse("review-queue"))
     if status != 302 and request.htmx:
         return HttpResponse(status=status, headers={"HX-Redirect": target})
     return redirect(target)
+
+
+def _next_in_queue(user, decided, *, from_queue: bool) -> str:
+    """Where a reviewer lands after a decision (#19): the next request of their queue (its row when
+    they decided from the queue, its page when from a request's page), or the queue when it is empty."""
+    following = (request_selectors.pending_reviews_queryset(user).exclude(pk=decided.pk)
+                 .values_list("pk", flat=True).first())
+    if following is None:
+        return reverse("review-queue")
+    if from_queue:
+        return f"{reverse('review-queue')}#review-{following}"
+    return reverse("request-detail", args=[following])
 
 
 @login_required

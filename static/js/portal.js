@@ -60,6 +60,13 @@
     if (document.getElementById("review-table") && queueKey(event)) event.preventDefault();
   });
 
+  // After a decision the reviewer lands on the next item of the queue (#19): /reviews/#review-N.
+  document.addEventListener("DOMContentLoaded", () => {
+    const match = /^#review-(\d+)$/.exec(window.location.hash);
+    const item = match && document.getElementById(`review-${match[1]}`);
+    if (item && item.classList.contains("review-item")) selectItem(item);
+  });
+
   // Focus the comment box when a confirmation dialog opens.
   document.addEventListener("shown.bs.modal", (event) => {
     const box = event.target.querySelector("textarea[name=comment], input:not([type=hidden])");

@@ -23,6 +23,8 @@ MATRIX = {
     ("request-retry", "post"): {"alice": 403, "dave": 404, "bob": 200, "carol": 403, "admin": 200, None: 401},
     # a schema request has no password: 404 for its requester too; 200 then 410: tests/provisioning/test_apply.py
     ("request-secret", "get"): {"alice": 404, "dave": 404, "bob": 403, "carol": 403, "admin": 403, None: 401},
+    # the reviewer's context (#19): reviewers and admins; others who see the request, 403
+    ("request-context", "get"): {"alice": 403, "dave": 404, "bob": 200, "carol": 403, "admin": 200, None: 401},
 }
 
 
