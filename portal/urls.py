@@ -8,6 +8,7 @@ from portal.views import (
     account,
     admin_pages,
     auth,
+    backups,
     breakglass,
     change_sets,
     dashboard,
@@ -44,6 +45,7 @@ urlpatterns = [
     path("instances/register/", instances.instance_register_view, name="instance-register"),
     path("instances/<int:pk>/", instances.instance_detail, name="instance-detail"),
     path("instances/<int:pk>/monitoring/", monitoring.instance_monitoring, name="instance-monitoring"),
+    path("instances/<int:pk>/backups/", backups.instance_backups, name="instance-backups"),
     # requests (ui)
     path("requests/", requests.request_list, name="request-list"),
     path("requests/new/", requests.request_new, name="request-new"),

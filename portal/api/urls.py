@@ -7,6 +7,7 @@ from rest_framework.routers import DefaultRouter
 from audit.api.views import AuditExportView
 from portal.api.access import AccessView
 from portal.api.access_reviews import CampaignViewSet
+from portal.api.backups import BackupListView, BackupPolicyView, DrillListView
 from portal.api.breakglass import BreakGlassViewSet
 from portal.api.change_sets import ChangeSetViewSet
 from portal.api.dictionary import (
@@ -51,6 +52,9 @@ urlpatterns = [
     path("entitlements/", EntitlementView.as_view(), name="entitlements"),
     path("access/", AccessView.as_view(), name="access"),
     path("instances/<int:pk>/monitoring/", MonitoringView.as_view(), name="instance-monitoring"),
+    path("instances/<int:pk>/backup-policy/", BackupPolicyView.as_view(), name="instance-backup-policy"),
+    path("instances/<int:pk>/backups/", BackupListView.as_view(), name="instance-backups"),
+    path("instances/<int:pk>/drills/", DrillListView.as_view(), name="instance-drills"),
     path("instances/<int:pk>/monitoring/series/", MonitoringSeriesView.as_view(), name="instance-monitoring-series"),
     path("instances/<int:pk>/monitoring/thresholds/", MonitoringThresholdsView.as_view(),
          name="instance-monitoring-thresholds"),

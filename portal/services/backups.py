@@ -143,9 +143,9 @@ def backup_request(*, instance: Instance, actor: Any, actor_ip: str | None = Non
     """Take a backup now (a platform admin's act): the worker does it."""
     if not is_admin(actor):
         raise PolicyViolation("only platform admins may start a backup")
+    if instance.status == "retired":
+        raise Conflict("a retired instance is not backed up")
     policy = policy_for(instance)
-    if policy.pk is None:
-        raise Conflict("the instance has no backup policy yet")
     with transaction.atomic():
         record("backup.requested", actor=actor, actor_ip=actor_ip, object_type="instance", object_id=instance.pk,
                instance=instance, outcome="ok", details={"instance": instance.name, "method": policy.method})
@@ -194,9 +194,10 @@ def _notify(instance_id: int, event: str, detail: str) -> None:
 def backup_run(instance_id: int) -> str:
     """Take one backup of the instance now (in the worker, under the "backup" fan-out lock)."""
     instance = Instance.objects.filter(pk=instance_id).exclude(status="retired").first()
-    policy = BackupPolicy.objects.filter(instance_id=instance_id).first()
-    if instance is None or policy is None:
-        return "no policy"
+    if instance is None:
+        return "gone"
+    # An instance without a saved policy is backed up on demand with the default method.
+    policy = policy_for(instance)
     backup = Backup.objects.create(instance=instance, method=policy.method, started_at=timezone.now(),
                                    worker=_worker())
     log.info("backup.started", instance=instance.name, backup=backup.pk, method=policy.method)
@@ -408,10 +409,3 @@ def drill_run(drill_id: int) -> str:
     _drill_finish(drill, result)
     return "passed" if result.ok and not result.error else "failed"
 
-
-def backup_alerts() -> list[dict[str, str]]:
-    """Instances whose backups are failed or late (for /healthz and the pages)."""
-    return [{"instance": name, "health": health} for name, health in
-            BackupPolicy.objects.filter(health__in=[BackupHealth.FAILED, BackupHealth.LATE])
-            .exclude(instance__status="retired").order_by("instance__name")
-            .values_list("instance__name", "health")]

@@ -18,6 +18,7 @@ from django_prometheus.exports import ExportToDjangoView
 from audit.siem import siem_health
 from portal.embedded import redis_client_url
 from portal.logging import redact_text
+from portal.selectors.backups import backup_alerts
 from portal.selectors.monitoring import metrics_page
 from portal.services.auth import client_ip
 
@@ -57,6 +58,10 @@ def healthz(request):
         siem = siem_health()
         if siem:
             body["siem"] = siem
+        # Instances whose backups failed or are late (#20): named, not counted as the portal being down.
+        backups = backup_alerts()
+        if backups:
+            body["backups"] = backups
     return JsonResponse(body, status=200 if not down else 503)
 
 

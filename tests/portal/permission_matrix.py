@@ -283,6 +283,18 @@ ROWS: list[Row] = [
     # --- monitoring (#21): every signed-in user reads an instance's monitoring (scoped to their
     # teams' objects unless reviewer, auditor or admin); only platform admins change thresholds.
     Row("instance-monitoring", "GET", "/instances/{instance}/monitoring/", "302 200 200 200 200 200"),
+    # --- backups and restore drills (#20): admins, reviewers and auditors read; only platform admins
+    # change the policy, take a backup or run a drill (the matrix's instance has no good backup: 409).
+    Row("instance-backups", "GET", "/instances/{instance}/backups/", "302 403 403 200 200 200"),
+    Row("instance-backups", "POST", "/instances/{instance}/backups/", "302 403 403 403 403 302",
+        data={"action": "backup"}),
+    Row("api:instance-backup-policy", "GET", "/api/v1/instances/{instance}/backup-policy/", "401 403 403 200 200 200"),
+    Row("api:instance-backup-policy", "PUT", "/api/v1/instances/{instance}/backup-policy/", "401 403 403 403 403 200",
+        data={"enabled": False, "method": "physical", "interval_hours": 12}),
+    Row("api:instance-backups", "GET", "/api/v1/instances/{instance}/backups/", "401 403 403 200 200 200"),
+    Row("api:instance-backups", "POST", "/api/v1/instances/{instance}/backups/", "401 403 403 403 403 202"),
+    Row("api:instance-drills", "GET", "/api/v1/instances/{instance}/drills/", "401 403 403 200 200 200"),
+    Row("api:instance-drills", "POST", "/api/v1/instances/{instance}/drills/", "401 403 403 403 403 409"),
     Row("api:instance-monitoring", "GET", "/api/v1/instances/{instance}/monitoring/", "401 200 200 200 200 200"),
     Row("api:instance-monitoring-series", "GET", "/api/v1/instances/{instance}/monitoring/series/?hours=6",
         "401 200 200 200 200 200"),
