@@ -81,12 +81,12 @@ import psycopg  # noqa: E402
 import requests  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
-from rest_framework.authtoken.models import Token  # noqa: E402
 
 from audit.models import AuditEvent  # noqa: E402
 from audit.services import event, record_many  # noqa: E402
 from audit.verify import verify_chain  # noqa: E402
 from portal.services.demo import seed_people  # noqa: E402
+from portal.services.tokens import token_issue_for_login  # noqa: E402
 from provisioning.clusters import free_port  # noqa: E402
 
 ACTIONS = ["request.submitted", "request.approved", "sql.executed", "sql.executed", "sql.executed",
@@ -304,8 +304,8 @@ def main() -> None:
     parts = set(args.only or ("export", "pages", "verify", "appends"))
     call_command("migrate", verbosity=0)
     seed_people("bench-password-not-secret")
-    token = Token.objects.get_or_create(user_id=__import__("django.contrib.auth.models", fromlist=["User"])
-                                        .User.objects.get(username="carol").pk)[0].key
+    token = token_issue_for_login(user=__import__("django.contrib.auth.models", fromlist=["User"])
+                                  .User.objects.get(username="carol"))[1]
     seed(args.events)
     if "export" in parts:
         export(token)
