@@ -39,6 +39,8 @@ class RequestType(models.TextChoices):
     DROP_ROLE = "drop_role", "remove an unused role"
     # Filed by the portal only, when it offboards the user who asked for a login role (NOLOGIN).
     DISABLE = "disable", "disable a login role"
+    # End one session (a blocking one seen on the monitoring page, #21), reviewed.
+    TERMINATE = "terminate", "end a session"
 
 
 class RequestStatus(models.TextChoices):

@@ -46,6 +46,7 @@ PLAN_MODULES = {
     "replica": "provisioning.plans.replica",
     "drop_role": "provisioning.plans.drop_role",
     "disable": "provisioning.plans.disable",
+    "terminate": "provisioning.plans.terminate",
 }
 
 # Shown in the plan where the worker will put the SCRAM verifier of a generated password.

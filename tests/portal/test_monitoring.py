@@ -404,3 +404,72 @@ def test_only_an_admin_changes_a_threshold_over_the_api(managed_instance, api_fo
     reset = admin.put(url, {"kind": "wraparound", "reset": True}, format="json").json()["results"]
     assert next(t for t in reset if t["kind"] == "wraparound")["override"] is False
     assert AuditEvent.objects.filter(action="monitoring.threshold_set", outcome="ok").count() == 3
+
+
+# --- acting on it: ending a blocking session is a reviewed request -------------------------------
+
+def test_ending_a_blocking_session_is_a_reviewed_request(managed_instance, managed_cluster, lock_table, api_for,
+                                                         people):
+    from portal.models import ChangeRequest, ManagedRole, Team
+    from tests.portal.requests_helpers import apply_for_test
+
+    # given a login role of payments (the portal's record of it) holding a row lock, and a session waiting
+    role, password = unique("pay_app"), secrets.token_urlsafe(16)
+    with admin_conn(managed_cluster, "app") as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+        conn.execute(sql.SQL("GRANT UPDATE, SELECT ON public.{} TO {}").format(sql.Identifier(lock_table),
+                                                                               sql.Identifier(role)))
+    ManagedRole.objects.create(instance=managed_instance, name=role, login=True, team=Team.objects.get(name="payments"))
+    holder = psycopg.connect(host="127.0.0.1", port=managed_cluster.port, dbname="app", user=role, password=password,
+                             passfile="/dev/null")
+    holder.execute(sql.SQL("UPDATE public.{} SET v = v + 1 WHERE id = 1").format(sql.Identifier(lock_table)))
+    waiter = admin_conn(managed_cluster, "app")
+    update = sql.SQL("UPDATE public.{} SET v = v + 10 WHERE id = 1").format(sql.Identifier(lock_table))
+    thread = threading.Thread(target=waiter.execute, args=(update,), daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            body, _ = take_sample(managed_instance)
+            waiting = [s for s in body["sessions"] if s["pid"] == waiter.info.backend_pid and s["blocked_by"]]
+            if waiting:
+                break
+            time.sleep(0.02)
+        assert waiting[0]["blocked_by"] == [holder.info.backend_pid]
+        # when alice asks to end the blocking session of her team's role
+        payload = {"pid": holder.info.backend_pid, "role": role}
+        body = {"type": "terminate", "instance": managed_instance.pk, "team": "payments",
+                "justification": "it blocks the invoices job", "payload": payload}
+        answer = api_for("alice").post("/api/v1/requests/", body, format="json")
+        assert answer.status_code == 201, answer.json()
+        request = ChangeRequest.objects.get(pk=answer.json()["id"])
+        assert request.status == "submitted" and request.risk == "medium"
+        assert request.plan == [f"SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE "
+                                f"pid = {holder.info.backend_pid} AND usename = '{role}'"]
+        # and nobody may end another team's or the waiting superuser's session this way
+        assert api_for("dave").post("/api/v1/requests/", {**body, "team": "analytics"}, format="json").status_code \
+            == 400
+        other = api_for("alice").post("/api/v1/requests/", {**body, "payload": {"pid": waiter.info.backend_pid,
+                                                                                "role": "postgres"}}, format="json")
+        assert other.status_code == 400 and "payload.role" in other.json()["errors"]
+        for bad in ({"pid": 0, "role": role}, {"pid": "1; SELECT 1", "role": role}, {"pid": 5}, {"pid": True, "role": role}):
+            answer = api_for("alice").post("/api/v1/requests/", {**body, "payload": bad}, format="json")
+            assert answer.status_code == 400, bad
+        # the holder's session is untouched until a reviewer approves and it is applied
+        assert holder.execute("SELECT 1").fetchone() == (1,)
+        assert api_for("alice").post(f"/api/v1/requests/{request.pk}/approve/", {"comment": "mine"},
+                                     format="json").status_code == 403
+        approved = api_for("bob").post(f"/api/v1/requests/{request.pk}/approve/", {"comment": "ok"}, format="json")
+        assert approved.status_code == 200, approved.json()
+        apply_for_test(ChangeRequest.objects.get(pk=request.pk))
+        # then the blocking session is gone and the waiting one went through
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+        with pytest.raises(psycopg.OperationalError):
+            holder.execute("SELECT 1")
+        assert AuditEvent.objects.filter(request_id=request.pk, action="request.approved").exists()
+    finally:
+        holder.close()
+        waiter.close()
+        with admin_conn(managed_cluster, "app") as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
