@@ -200,6 +200,10 @@ def backup_run(instance_id: int) -> str:
     policy = policy_for(instance)
     backup = Backup.objects.create(instance=instance, method=policy.method, started_at=timezone.now(),
                                    worker=_worker())
+    # The folder is known before anything is written, so a sweep after a kill finds and removes it.
+    backup.key = (physical.backup_key if policy.method == BackupMethod.PHYSICAL else logical.backup_key)(
+        instance, backup.pk)
+    Backup.objects.filter(pk=backup.pk).update(key=backup.key)
     log.info("backup.started", instance=instance.name, backup=backup.pk, method=policy.method)
     try:
         if policy.method == BackupMethod.PHYSICAL:
@@ -289,7 +293,10 @@ def backup_sweep(*, now: datetime | None = None) -> dict[str, int]:
             if not free:
                 continue  # a live worker holds it: its backup is really running
             for backup in Backup.objects.filter(instance_id=instance_id, state=BackupState.RUNNING):
-                _kill_leftovers(backup.key or f"{backup.instance.name.lower()}-{instance_id}/base/{backup.pk}")
+                # Whatever the dead worker started (pg_basebackup, pg_dump) stops; its half-written files go.
+                _kill_leftovers(backup.key)
+                if backup.key:
+                    storage().delete(backup.key)
                 reason = "the worker ended before the backup was verified (killed or lost)"
                 with transaction.atomic():
                     if not Backup.objects.filter(pk=backup.pk, state=BackupState.RUNNING).update(

@@ -63,8 +63,12 @@ def verify(folder: Path) -> str:
     return "\n".join(lines)
 
 
+def backup_key(instance, backup_id: int) -> str:
+    return f"{instance_prefix(instance)}/logical/{int(backup_id)}"
+
+
 def take(instance, backup_id: int) -> LogicalResult:
-    key = f"{instance_prefix(instance)}/logical/{int(backup_id)}"
+    key = backup_key(instance, backup_id)
     dest = storage().path(key)
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True, mode=0o700)

@@ -132,10 +132,14 @@ def verify(folder: Path) -> str:
     return run([tool("pg_verifybackup"), str(folder)], as_service=True).strip()
 
 
+def backup_key(instance, backup_id: int) -> str:
+    return f"{instance_prefix(instance)}/base/{int(backup_id)}"
+
+
 def take(instance, backup_id: int) -> PhysicalResult:
     """pg_basebackup -Fp -X stream -c fast with a SHA-256 manifest, then verify and count rows."""
     cluster = cluster_of(instance)
-    key = f"{instance_prefix(instance)}/base/{int(backup_id)}"
+    key = backup_key(instance, backup_id)
     dest = storage().path(key)
     # A folder under this id is a leftover of a killed try of this very backup row.
     shutil.rmtree(dest, ignore_errors=True)
