@@ -15,3 +15,13 @@ def drift_list_for(user: Any, *, status: str | None = DriftStatus.OPEN, instance
     if instance is not None:
         findings = findings.filter(instance=instance)
     return findings.order_by("-detected_at")
+
+
+def needs_attention_count(user: Any, instances: list | None = None) -> int:
+    """The one "needs attention" number (#19): Drift's open findings the user sees, on `instances`
+    (a replica counts as its primary: it mirrors its catalog, and Drift scans primaries only). The
+    Drift page and the entitlements page show this same count (one query)."""
+    findings = DriftFinding.objects.restrict(user, "view").filter(status=DriftStatus.OPEN)
+    if instances is not None:
+        findings = findings.filter(instance_id__in={i.replica_of_id or i.pk for i in instances})
+    return findings.count()

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from portal.choices import DriftStatus
 from portal.errors import DomainError
 from portal.personas import is_auditor, is_reviewer
-from portal.selectors.drift import drift_list_for
+from portal.selectors.drift import drift_list_for, needs_attention_count
 from portal.selectors.instances import instance_get_for
 from portal.services.auth import client_ip
 from portal.services.drift import drift_acknowledge, drift_revoke
@@ -49,7 +49,8 @@ def drift_list(request):
     findings = drift_list_for(request.user, status=None if status == "all" else status)
     page = Paginator(findings, 50).get_page(request.GET.get("page"))
     return render(request, "drift/list.html", {"page": page, "status": status, "statuses": DriftStatus.choices,
-                                               "can_act": is_reviewer(request.user)})
+                                               "can_act": is_reviewer(request.user),
+                                               "needs_attention": needs_attention_count(request.user)})
 
 
 @login_required

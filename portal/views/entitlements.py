@@ -16,6 +16,7 @@ from audit.services import audit_access_record
 from portal.errors import InvalidPayload
 from portal.models import Instance
 from portal.personas import is_auditor, is_reviewer
+from portal.selectors.drift import needs_attention_count
 from portal.selectors.entitlements import entitlements_for, instances_for
 from portal.services.auth import client_ip
 
@@ -30,6 +31,7 @@ def entitlements(request):
     errors: dict[str, list[str]] = {}
     report = None
     at = None
+    chosen: list[Instance] = []
     try:
         if params.get("at"):
             at = parse_moment("at", params["at"], end_of_day=True)
@@ -46,6 +48,9 @@ def entitlements(request):
     return render(request, "access/entitlements.html", {
         "report": report, "rows": rows, "errors": errors,
         "unexplained": sum(1 for r in rows if r.unexplained),
+        # Live: the same number as Drift's open findings (#19), whatever the rows' grouping.
+        "needs_attention": needs_attention_count(request.user, chosen)
+        if report is not None and report.mode == "live" else None,
         "filters": {k: params.get(k, "") for k in ("instance", "role", "schema", "at")},
         "instances": Instance.objects.order_by("name").values_list("name", flat=True),
         "csv_url": f"{reverse('api:entitlements')}?format=csv{'&' + query if query else ''}",
