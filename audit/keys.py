@@ -33,6 +33,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 UNKEYED = ""  # the key id of events chained before keys existed (plain SHA-256)
+KEY_FILE = "audit.key"  # under the state folder, when PORTAL_AUDIT_KEYS is unset (portal.embedded.AUDIT_KEY_FILE)
 KEY_BYTES = 32
 _ID_LABEL = b"dbportal audit key id\n"
 _SIGNING_LABEL = b"dbportal audit checkpoint signing key"

@@ -381,3 +381,28 @@ def test_a_reader_paging_by_seq_sees_every_event_once_in_order_while_writers_app
     assert mine == WRITERS * PER_WRITER
     assert [s for s, _ in seen] == list(range(start + 1, AuditHead.objects.get(pk=1).seq + 1))
     assert verify_chain().ok
+
+
+def test_rotate_audit_key_generate_prints_a_key_when_the_environment_holds_them(db, capsys):
+    call_command("rotate_audit_key", "--generate")
+    printed = capsys.readouterr().out.strip()
+    assert keys.parse(printed).id not in {key.id for key in keys.keyring()}  # a new, valid key
+    assert not AuditEvent.objects.filter(action="audit.key_rotated").exists()  # nothing applied
+
+
+def test_rotate_audit_key_generate_with_the_key_file_puts_the_new_key_first_and_applies_it(
+        db, settings, tmp_path, monkeypatch, capsys):
+    _fresh_log()
+    _journal(2)
+    old = keys.current()
+    monkeypatch.delenv("PORTAL_AUDIT_KEYS")
+    settings.VAR_DIR = tmp_path
+    (tmp_path / keys.KEY_FILE).write_text(",".join(settings.AUDIT_KEYS))
+    call_command("rotate_audit_key", "--generate")
+    stored = (tmp_path / keys.KEY_FILE).read_text().split(",")
+    assert len(stored) == 2 and stored[1] == settings.AUDIT_KEYS[1] and keys.parse(stored[0]).id == keys.current().id
+    assert oct((tmp_path / keys.KEY_FILE).stat().st_mode & 0o777) == "0o600"
+    assert keys.current().id != old.id
+    ensure_chained()
+    assert AuditEvent.objects.get(action="audit.key_rotated").details["from_key_id"] == old.id
+    assert verify_chain().ok

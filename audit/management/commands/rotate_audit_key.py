@@ -22,7 +22,6 @@ from django.core.management.base import BaseCommand, CommandError
 from audit import keys
 from audit.services import audit_key_rotate
 from portal.conf import Config
-from portal.embedded import AUDIT_KEY_FILE
 
 
 class Command(BaseCommand):
@@ -39,7 +38,7 @@ class Command(BaseCommand):
                 self.stdout.write(new)
                 self.stderr.write("put it first in PORTAL_AUDIT_KEYS everywhere, restart, then run rotate_audit_key")
                 return
-            path = settings.VAR_DIR / AUDIT_KEY_FILE
+            path = settings.VAR_DIR / keys.KEY_FILE
             existing = [k for k in (path.read_text().strip().split(",") if path.exists() else []) if k]
             descriptor = os.open(f"{path}.new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(descriptor, "w") as handle:
