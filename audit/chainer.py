@@ -113,7 +113,10 @@ def _settle(assigned: list[tuple[int, int, Any, str, str, str]]) -> None:
 def chain_recorded_here() -> None:
     """AuditEvent.objects' read hook: chain when this process recorded events not chained yet."""
     if getattr(_here, "unchained", 0):
-        chain_pending(wait=True)
+        try:
+            chain_pending(wait=True)
+        except StaleKeyring as exc:  # a read must not fail for it; the events stay pending, logged
+            log.warning("audit.chain_deferred", error="StaleKeyring", reason=str(exc)[:300])
 
 
 audit_models.before_read = chain_recorded_here
@@ -228,7 +231,13 @@ def ensure_chained() -> int:
     """Before a read that needs the chain (pages by seq, exports, verification, checkpoints): chain
     every committed pending event, waiting for a running chainer. One indexed probe when nothing
     is pending."""
-    return chain_pending(wait=True) if has_pending() else 0
+    if not has_pending():
+        return 0
+    try:
+        return chain_pending(wait=True)
+    except StaleKeyring as exc:  # this process's keys are old: it reads what is chained, chains nothing
+        log.warning("audit.chain_deferred", error="StaleKeyring", reason=str(exc)[:300])
+        return 0
 
 
 def has_pending() -> bool:
