@@ -36,6 +36,7 @@ from portal.selectors.requests import (
 from portal.selectors.verification import revocation_verification_of
 from portal.services.auth import client_ip
 from portal.services.requests import (
+    preview_dry_run,
     request_approve,
     request_cancel,
     request_preview,
@@ -76,10 +77,16 @@ class RequestInput(serializers.Serializer):
     team = IdOrNameField(Team)
     justification = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
     payload = serializers.JSONField(help_text="per type: see the API docs (schema, role, grant, revoke, ddl, replica)")
+    dry_run_override = serializers.CharField(
+        max_length=1000, required=False, allow_blank=True, default="",
+        help_text="DDL on dev and staging: why the request should reach the reviewers although its dry run "
+                  "failed. Without it such a submit is a 400 naming this field; with it the request is "
+                  "submitted, the reason kept on it (dry_run.override) and the failure marked for reviewers.")
 
 
 class PreviewInput(RequestInput):
     justification = None
+    dry_run_override = None
 
 
 class DecisionInput(serializers.Serializer):
@@ -316,6 +323,9 @@ class PreviewOutput(serializers.Serializer):
     owner_team = serializers.CharField(allow_null=True)
     findings = serializers.ListField(child=serializers.JSONField())
     payload = serializers.JSONField()
+    dry_run = serializers.JSONField(allow_null=True, required=False, help_text=(
+        "DDL on dev and staging: the plan run on the target and rolled back, as a submit will "
+        "({ok, error, sqlstate, statement_index, skipped, note, ms}); null where none runs"))
 
 
 # --- filters ----------------------------------------------------------------------------------
@@ -386,6 +396,8 @@ class RequestViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         data = PreviewInput(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
         result = request_preview(user=request.user, **data.validated_data)
+        result["dry_run"] = preview_dry_run(result, type=data.validated_data["type"],
+                                            instance=data.validated_data["instance"], team=data.validated_data["team"])
         return Response(PreviewOutput(result).data)
 
     def _decision(self, request, pk, service, actor_kw: str) -> Response:

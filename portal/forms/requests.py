@@ -181,6 +181,10 @@ class RequestForm(PortalForm):
     def payload(self) -> dict:
         raise NotImplementedError
 
+    def submit_options(self) -> dict:
+        """What request_submit takes besides the request itself (the DDL form's dry-run override)."""
+        return {}
+
     def common(self) -> dict:
         data = self.cleaned_data
         return {"type": self.request_type, "instance": data["instance"], "team": data["team"],
@@ -362,10 +366,19 @@ class DdlRequestForm(RequestForm):
             label="SQL", max_length=100_000, strip=False,
             widget=forms.Textarea(attrs={"rows": 10, "class": "form-control font-monospace", "spellcheck": "false"}),
             help_text="CREATE / ALTER / DROP statements; the review rules check them before a reviewer does.")
+        # #19: a plan whose dry run failed is submitted only with a reason (request_submit).
+        self.fields["dry_run_override"] = forms.CharField(
+            label="Submit despite a failed dry run: why?", required=False, max_length=1000,
+            widget=forms.Textarea(attrs={"rows": 2}),
+            help_text="Only when the dry run in the preview failed (dev and staging). Reviewers see the failure "
+                      "and this reason.")
 
     def payload(self) -> dict:
         data = self.cleaned_data
         return {"database": data["database"], "schema": data["schema"], "sql": data["sql"]}
+
+    def submit_options(self) -> dict:
+        return {"dry_run_override": self.cleaned_data.get("dry_run_override", "")}
 
 
 REPLICA_EXAMPLE = "demo_replica_1"

@@ -52,6 +52,7 @@ INVENTORY_MAX_AGE = timedelta(seconds=60)
 INVENTORY_RETRY_AFTER = 30  # seconds
 MAX_JUSTIFICATION = 5000
 MAX_COMMENT = 5000
+MAX_OVERRIDE_REASON = 1000
 
 
 # --- preview and submit -----------------------------------------------------------------------
@@ -182,8 +183,42 @@ def resubmit_allowed(user: Any, original: ChangeRequest) -> bool:
     return True
 
 
+def preview_dry_run(preview: dict, *, type: str, instance: Instance, team: Team) -> dict | None:
+    """The DDL dry run of a previewed plan (dev and staging; None where none applies): the live
+    preview shows it as the requester types (#19), and request_submit runs it again at submit.
+    It runs over the team's executor login, bounded and rolled back (provisioning/dry_run.py);
+    nothing is committed on the target and nothing is recorded in the portal: the one audited dry
+    run (ddl.dry_run) is the submit's, the one reviewers see."""
+    wanted = hook(_plan_module(type), "dry_run")
+    if wanted is None or not wanted(preview["plan_context"]):
+        return None
+    return dry_run_plan(instance, team, preview["payload"])
+
+
+def _check_override(reason: Any) -> str:
+    if reason is None:
+        return ""
+    if not isinstance(reason, str):
+        raise InvalidPayload.field("dry_run_override", "must be text")
+    reason = reason.strip()
+    if len(reason) > MAX_OVERRIDE_REASON:
+        raise InvalidPayload.field("dry_run_override", f"at most {MAX_OVERRIDE_REASON} characters")
+    return reason
+
+
+def _dry_run_refusal(dry_run: dict) -> str:
+    where = f" at statement {dry_run['statement_index']}" if dry_run.get("statement_index") else ""
+    return (f"the dry run failed{where}: {dry_run.get('error') or 'no detail'}. Fix the SQL, or give a reason "
+            "to send it to the reviewers anyway")
+
+
 def request_submit(*, user: Any, actor_ip: str | None, type: str, instance: Instance, team: Team,
-                   justification: str, payload: Any, resubmit_of: ChangeRequest | None = None) -> ChangeRequest:
+                   justification: str, payload: Any, resubmit_of: ChangeRequest | None = None,
+                   dry_run_override: str = "") -> ChangeRequest:
+    """Submit a request. A DDL plan whose dry run fails (dev and staging) is refused with a 400 on
+    `dry_run_override` unless the requester gives a reason there: the reason and who gave it are
+    kept on the request (dry_run["override"]) and in its request.submitted event, and the failure
+    is marked for reviewers (queue row, status card, approve dialog)."""
     justification = (justification or "").strip() if isinstance(justification, str) else ""
     if not justification:
         raise InvalidPayload.field("justification", "say why this change is needed")
@@ -191,17 +226,18 @@ def request_submit(*, user: Any, actor_ip: str | None, type: str, instance: Inst
         raise InvalidPayload.field("justification", f"at most {MAX_JUSTIFICATION} characters")
     if resubmit_of is not None:
         resubmit_check(user=user, original=resubmit_of, type=type)
+    override = _check_override(dry_run_override)
     preview = request_preview(user=user, type=type, instance=instance, team=team, payload=payload,
                               check_names=False)
     validated = preview["payload"]
     expires_at = parse_datetime(validated["expires_at"]) if validated.get("expires_at") else None
     # DDL on dev / staging: the plan runs and is rolled back now, outside the portal transaction
     # (bounded by its own short timeouts); the result is shown to the reviewer.
-    module = _plan_module(type)
-    dry_run = None
-    dry_run_wanted = hook(module, "dry_run")
-    if dry_run_wanted is not None and dry_run_wanted(preview["plan_context"]):
-        dry_run = dry_run_plan(instance, team, validated)
+    dry_run = preview_dry_run(preview, type=type, instance=instance, team=team)
+    if dry_run is not None and not dry_run["ok"]:
+        if not override:
+            raise InvalidPayload.field("dry_run_override", _dry_run_refusal(dry_run))
+        dry_run = {**dry_run, "override": {"reason": override, "by": user.username}}
     with transaction.atomic(), audit_batched():
         request = ChangeRequest.objects.create(
             type=type, instance=instance, team=team, requester=user, justification=justification,
@@ -221,7 +257,9 @@ def request_submit(*, user: Any, actor_ip: str | None, type: str, instance: Inst
         _audit(request, "request.submitted", actor=user, actor_ip=actor_ip, outcome=RequestStatus.SUBMITTED,
                details={"type": type, "team": team.name, "risk": request.risk, "plan_hash": request.plan_hash,
                         "plan": request.plan,
-                        **({"resubmit_of": resubmit_of.pk} if resubmit_of is not None else {})})
+                        **({"resubmit_of": resubmit_of.pk} if resubmit_of is not None else {}),
+                        **({"dry_run_failed": True, "dry_run_override": dry_run["override"]["reason"]}
+                           if dry_run is not None and "override" in dry_run else {})})
         _notify_on_commit(request, "submitted")
         if preview["auto_approve"]:
             # Policy allows it (low-risk dev only): the portal approves as `system`.

@@ -27,7 +27,7 @@ from portal.selectors.search import request_search
 from portal.selectors.verification import revocation_verification_of
 from portal.services import requests as request_services
 from portal.services.auth import client_ip
-from portal.services.requests import RESUBMITTABLE, request_submit, resubmit_allowed, resubmit_check
+from portal.services.requests import RESUBMITTABLE, preview_dry_run, request_submit, resubmit_allowed, resubmit_check
 from portal.services.requests import request_preview as preview_service
 from provisioning.models import RequestSecret
 from provisioning.secrets import secret_reveal
@@ -75,7 +75,7 @@ def request_new_form(request, request_type: str):
                     original = request_selectors.request_get_for(request.user, form.cleaned_data["resubmit_of"],
                                                                  history=False)
                 change = request_submit(user=request.user, actor_ip=client_ip(request), payload=form.payload(),
-                                        resubmit_of=original, **form.common())
+                                        resubmit_of=original, **form.common(), **form.submit_options())
             except DomainError as exc:
                 form.add_domain_error(exc)
                 if isinstance(exc, NameConflict):
@@ -127,6 +127,9 @@ def request_preview(request, request_type: str):
             common = form.common()
             common.pop("justification")
             context["preview"] = preview_service(user=request.user, payload=form.payload(), **common)
+            # DDL on dev / staging: the dry run as the requester types (#19; debounced by the form's trigger)
+            context["dry_run"] = preview_dry_run(context["preview"], type=request_type,
+                                                 instance=common["instance"], team=common["team"])
         except (InvalidPayload, NameConflict) as exc:
             form.add_domain_error(exc)
         except DomainError as exc:

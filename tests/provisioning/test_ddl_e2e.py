@@ -126,12 +126,13 @@ def test_bad_sql_is_refused_at_submit_with_a_clear_message(payments_schema, api_
 
 
 def test_dry_run_errors_reach_the_reviewer(payments_schema, api_for):
-    response = api_for("alice").post("/api/v1/requests/", ddl_body(
+    response = api_for("alice").post("/api/v1/requests/", {**ddl_body(
         payments_schema["schema"], "CREATE TABLE a (id int PRIMARY KEY); ALTER TABLE a ALTER COLUMN nope TYPE bigint"),
-        format="json")
+        "dry_run_override": "the column is added by a migration first"}, format="json")
     assert response.status_code == 201, response.json()
     dry = response.json()["dry_run"]
     assert dry["ok"] is False and dry["statement_index"] == 2 and dry["sqlstate"] == "42703"
+    assert dry["override"] == {"reason": "the column is added by a migration first", "by": "alice"}
     detail = api_for("bob").get(f"/api/v1/requests/{response.json()['id']}/").json()
     assert detail["dry_run"] == dry
 
@@ -144,9 +145,9 @@ def test_another_teams_schema_is_refused(payments_schema, api_for):
 
 
 def test_reviewer_sees_findings_and_the_failed_dry_run_on_the_request_page(payments_schema, api_for, web_for):
-    response = api_for("alice").post("/api/v1/requests/", ddl_body(
+    response = api_for("alice").post("/api/v1/requests/", {**ddl_body(
         payments_schema["schema"], "CREATE TABLE b (x int); ALTER TABLE b ALTER COLUMN nope TYPE bigint"),
-        format="json")
+        "dry_run_override": "reviewers should see this"}, format="json")
     assert response.status_code == 201, response.json()
     request_id = response.json()["id"]
     page = web_for("bob").get(f"/requests/{request_id}/").content.decode()
