@@ -41,6 +41,8 @@ class RequestType(models.TextChoices):
     DISABLE = "disable", "disable a login role"
     # End one session (a blocking one seen on the monitoring page, #21), reviewed.
     TERMINATE = "terminate", "end a session"
+    # Database D of a local instance as it was at time T, into a new local instance (#20, docs/backups.md).
+    RESTORE = "restore", "point-in-time restore"
 
 
 class RequestStatus(models.TextChoices):

@@ -72,9 +72,12 @@ RULES: list[Rule] = [
     Rule(Risk.MEDIUM, "read replica: a full copy of every database of the primary, on a new port, "
                       "readable by every role of the primary",
          lambda s: s.type == RequestType.REPLICA),
+    Rule(Risk.HIGH, "point-in-time restore: a copy of a database as it was, with the source's roles and "
+                    "passwords of that time, on a new instance",
+         lambda s: s.type == RequestType.RESTORE),
     Rule(Risk.MEDIUM, "no risk rules for this request type yet: rated medium",
          lambda s: s.type not in {RequestType.SCHEMA, RequestType.ROLE, RequestType.GRANT, RequestType.REVOKE,
-                                  RequestType.DDL, RequestType.REPLICA}),
+                                  RequestType.DDL, RequestType.REPLICA, RequestType.RESTORE}),
     # Low-level reasons do not raise the risk; they tell the reviewer what to look at.
     Rule(Risk.LOW, "access to another team's schema: its lead approves too", lambda s: s.cross_team),
     Rule(Risk.LOW, "read access", lambda s: s.is_access and bool(s.privileges & {"SELECT", "USAGE"})),

@@ -1,13 +1,14 @@
 """The data dictionary of one managed database, read from its catalog (issue #21).
 
 `read_dictionary(instance, database)` opens the instance's admin connection to the database
-(provisioning/connections.py) and reads, in five catalog queries whatever the number of tables:
-schemas (owner, comment), relations (tables, partitioned tables, views, materialised views,
-foreign tables: owner, comment, row estimate, size, scan counts), columns (type, nullability,
-default, comment), constraints (definition, referenced table) and indexes (definition, size,
-scans). System schemas and the portal's own `dbportal_meta` are left out. Catalogs are readable by
-any role, so the least-privilege admin login sees every object (sizes too); only the statistics
-views show scan counts just for tables the admin may read (else NULL).
+(provisioning/connections.py) and reads schemas (owner, comment), relations (tables, partitioned
+tables, views, materialised views, foreign tables: owner, row estimate, size estimate, scan
+counts), comments, columns (type, nullability), defaults, constraints (definition, referenced
+table) and indexes (definition, size, scans): nine short queries whatever the number of tables,
+the costly catalog functions (pg_get_indexdef, format_type, pg_total_relation_size) only where
+nothing cheaper says the same. System schemas and the portal's own `dbportal_meta` are left out.
+Catalogs and the statistics functions are readable by any role, so the least-privilege admin
+login sees every object and figure.
 
 `structure(body)` is the part that describes the schema (no sizes, estimates or counters): two
 snapshots with the same structure digest describe the same database. `diff(old, new)` lists what
@@ -16,6 +17,7 @@ changed between two structures. Nothing here writes to the portal.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any
@@ -42,32 +44,49 @@ WHERE {schema_filter}
 ORDER BY 1
 """).format(schema_filter=_SCHEMA_FILTER)
 
+# Sizes are estimates from relpages (as of the last VACUUM / ANALYZE), like the row estimate:
+# pg_total_relation_size would stat every file of every table (the monitoring sample has the
+# exact size of the biggest tables). Scan counts straight from the statistics functions, not the
+# pg_stat_user_tables view (which computes a dozen figures per table).
 RELATIONS_SQL = sql.SQL("""
 SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text, pg_catalog.pg_get_userbyid(c.relowner)::text,
-       ds.description, c.reltuples::float8,
-       CASE WHEN c.relkind IN ('r', 'p', 'm') THEN pg_catalog.pg_total_relation_size(c.oid) END,
-       s.seq_scan, s.seq_tup_read, s.idx_scan
+       c.reltuples::float8, c.relpages::bigint + coalesce(t.relpages, 0)::bigint,
+       pg_catalog.pg_stat_get_numscans(c.oid), pg_catalog.pg_stat_get_tuples_returned(c.oid)
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_catalog.pg_description ds
-       ON ds.objoid = c.oid AND ds.classoid = 'pg_catalog.pg_class'::regclass AND ds.objsubid = 0
-LEFT JOIN pg_catalog.pg_stat_user_tables s ON s.relid = c.oid
+LEFT JOIN pg_catalog.pg_class t ON t.oid = c.reltoastrelid
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT c.relispartition AND {schema_filter}
 ORDER BY 2, 3
 """).format(schema_filter=_SCHEMA_FILTER)
 
+# Comments of relations and columns, one pass (a join per column row costs more than the lot).
+DESCRIPTIONS_SQL = sql.SQL("""
+SELECT objoid, objsubid, description FROM pg_catalog.pg_description
+WHERE classoid = 'pg_catalog.pg_class'::regclass
+""")
+
+# format_type only where a type modifier needs it (numeric(12,2), varchar(40)); other types by
+# name from TYPES_SQL, once per type.
 COLUMNS_SQL = sql.SQL("""
-SELECT a.attrelid, a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull,
-       pg_catalog.pg_get_expr(d.adbin, d.adrelid), ds.description
+SELECT a.attrelid, a.attname::text, a.atttypid,
+       CASE WHEN a.atttypmod <> -1 THEN pg_catalog.format_type(a.atttypid, a.atttypmod) END,
+       a.attnotnull, a.attnum
 FROM pg_catalog.pg_attribute a
 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-LEFT JOIN pg_catalog.pg_description ds
-       ON ds.objoid = a.attrelid AND ds.classoid = 'pg_catalog.pg_class'::regclass AND ds.objsubid = a.attnum
 WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT c.relispartition
   AND {schema_filter}
 ORDER BY a.attrelid, a.attnum
+""").format(schema_filter=_SCHEMA_FILTER)
+
+TYPES_SQL = sql.SQL("SELECT oid, pg_catalog.format_type(oid, NULL) FROM pg_catalog.pg_type WHERE typtype <> 'c'")
+
+DEFAULTS_SQL = sql.SQL("""
+SELECT d.adrelid, d.adnum, pg_catalog.pg_get_expr(d.adbin, d.adrelid)
+FROM pg_catalog.pg_attrdef d
+JOIN pg_catalog.pg_class c ON c.oid = d.adrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE NOT c.relispartition AND {schema_filter}
 """).format(schema_filter=_SCHEMA_FILTER)
 
 CONSTRAINTS_SQL = sql.SQL("""
@@ -82,17 +101,23 @@ WHERE k.conrelid <> 0 AND NOT c.relispartition AND {schema_filter}
 ORDER BY k.conrelid, k.conname
 """).format(schema_filter=_SCHEMA_FILTER)
 
+# pg_get_indexdef only for what plain columns cannot say (expressions, a predicate, DESC / NULLS
+# FIRST); a plain index's definition is written from its columns (see _index_definition).
 INDEXES_SQL = sql.SQL("""
-SELECT i.indrelid, ic.relname::text, pg_catalog.pg_get_indexdef(i.indexrelid), i.indisunique, i.indisprimary,
-       pg_catalog.pg_relation_size(i.indexrelid), s.idx_scan
+SELECT i.indrelid, ic.relname::text, i.indisunique, i.indisprimary, am.amname::text, i.indkey::int2[],
+       i.indnkeyatts, ic.relpages::bigint, pg_catalog.pg_stat_get_numscans(i.indexrelid),
+       CASE WHEN i.indexprs IS NOT NULL OR i.indpred IS NOT NULL OR 0 <> ANY (i.indoption::int2[])
+            THEN pg_catalog.pg_get_indexdef(i.indexrelid) END
 FROM pg_catalog.pg_index i
 JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_catalog.pg_am am ON am.oid = ic.relam
 JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_catalog.pg_stat_user_indexes s ON s.indexrelid = i.indexrelid
 WHERE NOT c.relispartition AND {schema_filter}
 ORDER BY i.indrelid, ic.relname
 """).format(schema_filter=_SCHEMA_FILTER)
+
+BLOCK_SIZE_SQL = sql.SQL("SELECT current_setting('block_size')::int")
 
 KINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view", "f": "foreign table"}
 CONSTRAINT_TYPES = {"p": "primary key", "u": "unique", "f": "foreign key", "c": "check", "x": "exclusion",
@@ -105,32 +130,74 @@ class DictionaryUnavailable(Exception):
     """The database could not be read; the message names why, never a secret."""
 
 
+@functools.lru_cache(maxsize=65536)
+def _quoted(name: str) -> str:
+    """An identifier quoted by psycopg (cached: the same column names recur across tables)."""
+    return sql.Identifier(name).as_string(None)
+
+
+def _index_definition(schema: str, table: str, name: str, unique: bool, method: str, columns: list[str],
+                      key_columns: int) -> str:
+    """The CREATE INDEX text of a plain index (columns only), shown in the dictionary. Display
+    text, never executed: every name in it quoted by psycopg.sql.Identifier (through _quoted)."""
+    keys = ", ".join(_quoted(c) for c in columns[:key_columns])
+    text = (("CREATE UNIQUE INDEX " if unique else "CREATE INDEX ") + _quoted(name) + " ON " + _quoted(schema) + "."
+            + _quoted(table) + " USING " + _quoted(method) + " (" + keys + ")")
+    if len(columns) > key_columns:
+        text += " INCLUDE (" + ", ".join(_quoted(c) for c in columns[key_columns:]) + ")"
+    return text
+
+
 def read_catalog(conn: psycopg.Connection) -> dict[str, Any]:
     """{"schemas": {schema: {owner, comment, tables: {name: {...}}}}} of the connected database."""
+    block_size = conn.execute(BLOCK_SIZE_SQL).fetchone()[0]
+    comments: dict[tuple[int, int], str] = {(oid, sub): text for oid, sub, text in conn.execute(DESCRIPTIONS_SQL)}
     schemas: dict[str, Any] = {}
     for name, owner, comment in conn.execute(SCHEMAS_SQL):
         schemas[name] = {"owner": owner, "comment": comment, "tables": {}}
     by_oid: dict[int, dict] = {}
-    for oid, schema, name, kind, owner, comment, reltuples, size, seq, seq_read, idx in conn.execute(RELATIONS_SQL):
-        table = {"kind": KINDS.get(kind, kind), "owner": owner, "comment": comment,
+    where: dict[int, tuple[str, str]] = {}
+    for oid, schema, name, kind, owner, reltuples, pages, seq, seq_read in conn.execute(RELATIONS_SQL):
+        has_storage = kind in ("r", "p", "m")
+        table = {"kind": KINDS.get(kind, kind), "owner": owner, "comment": comments.get((oid, 0)),
                  # reltuples is -1 for a table never analysed (PostgreSQL 14+): unknown, not negative.
                  "rows_estimate": None if reltuples is None or reltuples < 0 else int(reltuples),
-                 "total_bytes": size, "seq_scan": seq, "seq_tup_read": seq_read, "idx_scan": idx,
-                 "columns": [], "constraints": [], "indexes": []}
+                 "total_bytes": int(pages) * block_size if has_storage else None,
+                 "seq_scan": seq if has_storage else None, "seq_tup_read": seq_read if has_storage else None,
+                 "idx_scan": None, "columns": [], "constraints": [], "indexes": []}
         schemas.setdefault(schema, {"owner": None, "comment": None, "tables": {}})["tables"][name] = table
         by_oid[oid] = table
-    for oid, name, type_, not_null, default, comment in conn.execute(COLUMNS_SQL):
-        if oid in by_oid:
-            by_oid[oid]["columns"].append({"name": name, "type": type_, "nullable": not not_null, "default": default,
-                                           "comment": comment})
+        where[oid] = (schema, name)
+    types = dict(conn.execute(TYPES_SQL).fetchall())
+    defaults = {(oid, num): text for oid, num, text in conn.execute(DEFAULTS_SQL)}
+    names: dict[tuple[int, int], str] = {}
+    current_oid: int | None = None
+    current: list | None = None
+    for oid, name, type_oid, formatted, not_null, num in conn.execute(COLUMNS_SQL):
+        names[(oid, num)] = name
+        if oid != current_oid:
+            current_oid, table = oid, by_oid.get(oid)
+            current = None if table is None else table["columns"]
+        if current is not None:
+            current.append({"name": name, "type": formatted or types.get(type_oid) or str(type_oid),
+                            "nullable": not not_null, "default": defaults.get((oid, num)),
+                            "comment": comments.get((oid, num))})
     for oid, name, contype, definition, references in conn.execute(CONSTRAINTS_SQL):
         if oid in by_oid:
             by_oid[oid]["constraints"].append({"name": name, "type": CONSTRAINT_TYPES.get(contype, contype),
                                                "definition": definition, "references": references})
-    for oid, name, definition, unique, primary, size, scans in conn.execute(INDEXES_SQL):
-        if oid in by_oid:
-            by_oid[oid]["indexes"].append({"name": name, "definition": definition, "unique": unique,
-                                           "primary": primary, "bytes": size, "scans": scans})
+    for oid, name, unique, primary, method, keys, key_count, pages, scans, full in conn.execute(INDEXES_SQL):
+        table = by_oid.get(oid)
+        if table is None:
+            continue
+        schema, table_name = where[oid]
+        definition = full or _index_definition(schema, table_name, name, unique, method,
+                                               [names.get((oid, k), str(k)) for k in keys], key_count)
+        table["indexes"].append({"name": name, "definition": definition, "unique": unique, "primary": primary,
+                                 "bytes": int(pages) * block_size, "scans": scans})
+        if table["total_bytes"] is not None:
+            table["total_bytes"] += int(pages) * block_size
+        table["idx_scan"] = (table["idx_scan"] or 0) + (scans or 0)
     return {"schemas": schemas}
 
 

@@ -47,6 +47,7 @@ PLAN_MODULES = {
     "drop_role": "provisioning.plans.drop_role",
     "disable": "provisioning.plans.disable",
     "terminate": "provisioning.plans.terminate",
+    "restore": "provisioning.plans.restore",
 }
 
 # Shown in the plan where the worker will put the SCRAM verifier of a generated password.

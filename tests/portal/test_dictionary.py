@@ -42,6 +42,7 @@ def payments_schema(transactional_db, people, managed_instance, managed_cluster)
             COMMENT ON TABLE {s}.invoices IS 'one row per invoice';
             COMMENT ON COLUMN {s}.invoices.amount IS '=HYPERLINK("x") | in euros';
             ALTER TABLE {s}.invoices OWNER TO {owner};
+            ANALYZE {s}.invoices;
         """).format(s=sql.Identifier(schema), owner=sql.Identifier(request.payload["owner_role"])))
     yield {"schema": schema, "owner": request.payload["owner_role"], "request": request}
     with admin_conn(managed_cluster, "app") as conn:
