@@ -407,3 +407,25 @@ def test_rotate_audit_key_generate_with_the_key_file_puts_the_new_key_first_and_
     ensure_chained()
     assert AuditEvent.objects.get(action="audit.key_rotated").details["from_key_id"] == old.id
     assert verify_chain().ok
+
+
+def test_a_checkpoint_store_that_fails_is_recorded_and_blocks_the_key_boundary(db, settings, tmp_path):
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    _fresh_log()
+    settings.AUDIT_CHECKPOINT_DIR = blocked
+    # the key boundary cannot be written: nothing is chained with the key (the events wait, pending)
+    record("test.journey", actor="alice")
+    with pytest.raises(OSError):
+        chain_pending()
+    assert AuditHead.objects.get(pk=1).seq == 0 and _raw("SELECT count(*) FROM audit_auditevent WHERE seq < 0")[0][0] == 1
+    # once the store works again the boundary is written first, then the events are chained
+    settings.AUDIT_CHECKPOINT_DIR = tmp_path / "checkpoints"
+    assert chain_pending() == 1 and checkpoints.latest().seq == 0
+    # a regular checkpoint that cannot be written is recorded (outcome failed, the reason) and raised
+    settings.AUDIT_CHECKPOINT_DIR = blocked
+    with pytest.raises(OSError):
+        audit_checkpoint(force=True)
+    ensure_chained()
+    failed = AuditEvent.objects.get(action="audit.checkpoint_failed")
+    assert failed.outcome == "failed" and "Error" in failed.details["reason"]
