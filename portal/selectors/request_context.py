@@ -151,10 +151,14 @@ def approval_progress(change: ChangeRequest, viewer: Any) -> dict[str, Any]:
 
 def request_context(viewer: Any, change: ChangeRequest) -> dict[str, Any]:
     """Everything the context panel shows (see the module docstring)."""
-    context: dict[str, Any] = {"change": change, "access_request": change.type in ACCESS_TYPES,
+    payload = change.payload if isinstance(change.payload, dict) else {}
+    # A stored payload is validated at submit; one without these (an old row) gets no diff, never a 500.
+    access_request = change.type in ACCESS_TYPES and all(
+        isinstance(payload.get(key), str) and payload[key] for key in ("database", "schema", "role"))
+    context: dict[str, Any] = {"change": change, "access_request": access_request,
                                "progress": approval_progress(change, viewer),
                                "recent": recent_requests(viewer, change)}
-    if change.type in ACCESS_TYPES:
+    if access_request:
         live = _live_access(change)
         context["unreachable"] = live["unreachable"]
         access: SchemaAccess | None = live["access"]
