@@ -5,6 +5,7 @@ removal, password change; the demo's personas keep signing in with the password.
 from __future__ import annotations
 
 import pytest
+from django.core.cache import cache
 from django.test import Client, override_settings
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_static.models import StaticToken
@@ -16,6 +17,15 @@ from portal.conf import Config
 from tests.fixtures.people import PASSWORD
 
 REQUIRED = override_settings(MFA_REQUIRED_FOR_ADMINS=True)
+
+
+@pytest.fixture(autouse=True)
+def _login_throttle_reset():
+    """POST /api/v1/auth/token/ allows 30 a minute per address (LoginThrottle): these tests sign in
+    often, from the same test client address, in the same Redis as the rest of the suite."""
+    cache.delete("throttle_login_127.0.0.1")
+    yield
+    cache.delete("throttle_login_127.0.0.1")
 
 
 def _code(device: TOTPDevice) -> str:

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from django.apps import apps
+from django.core.cache import cache
 from django.test import override_settings
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -17,6 +18,15 @@ from rest_framework.test import APIClient
 from audit.models import AuditEvent
 from portal.models import ApiToken
 from tests.fixtures.people import PASSWORD
+
+
+@pytest.fixture(autouse=True)
+def _login_throttle_reset():
+    """POST /api/v1/auth/token/ allows 30 a minute per address (LoginThrottle): these tests sign in
+    often, from the same test client address, in the same Redis as the rest of the suite."""
+    cache.delete("throttle_login_127.0.0.1")
+    yield
+    cache.delete("throttle_login_127.0.0.1")
 
 
 def _client(key: str | None = None) -> APIClient:
@@ -186,3 +196,17 @@ def test_old_drf_tokens_become_hashed_named_tokens_that_keep_working(people):
 def test_a_malformed_token_is_a_401_never_a_500(people, header):
     answer = APIClient().get("/api/v1/teams/", HTTP_AUTHORIZATION=header)
     assert answer.status_code in (400, 401)
+
+
+def test_the_users_list_page_and_api_cost_a_fixed_number_of_queries(people, api_for, web_for,
+                                                                     django_assert_max_num_queries):
+    from django.contrib.auth.models import User
+
+    User.objects.bulk_create([User(username=f"u{index}") for index in range(40)])
+    api, web = api_for("admin"), web_for("admin")
+    # the token and groups (1), count and page (2)
+    with django_assert_max_num_queries(3):
+        assert api.get("/api/v1/users/").json()["count"] == 45
+    # session, user, groups, the list, and the page frame's reads (navigation counts): not per user
+    with django_assert_max_num_queries(9):
+        assert web.get("/users/").status_code == 200
