@@ -221,6 +221,8 @@ def chain_pending(*, wait: bool = True) -> int:
 def chain_after_commit() -> None:
     """record()'s on_commit callback: chain now if nobody else is; never fail the caller, whose
     transaction has committed (the beat task and the next read chain what is left)."""
+    if not getattr(_here, "unchained", 0):
+        return  # an earlier callback of the same transaction (several record() calls) or a read chained
     try:
         chain_pending(wait=False)
     except Exception as exc:  # noqa: BLE001 - logged; the events stay pending, never lost
