@@ -397,7 +397,8 @@ class RequestViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         result = request_preview(user=request.user, **data.validated_data)
         result["dry_run"] = preview_dry_run(result, type=data.validated_data["type"],
-                                            instance=data.validated_data["instance"], team=data.validated_data["team"])
+                                            instance=data.validated_data["instance"], team=data.validated_data["team"],
+                                            reuse=True)
         return Response(PreviewOutput(result).data)
 
     def _decision(self, request, pk, service, actor_kw: str) -> Response:

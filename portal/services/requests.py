@@ -183,16 +183,31 @@ def resubmit_allowed(user: Any, original: ChangeRequest) -> bool:
     return True
 
 
-def preview_dry_run(preview: dict, *, type: str, instance: Instance, team: Team) -> dict | None:
+PREVIEW_DRY_RUN_SECONDS = 30
+
+
+def preview_dry_run(preview: dict, *, type: str, instance: Instance, team: Team, reuse: bool = False) -> dict | None:
     """The DDL dry run of a previewed plan (dev and staging; None where none applies): the live
     preview shows it as the requester types (#19), and request_submit runs it again at submit.
     It runs over the team's executor login, bounded and rolled back (provisioning/dry_run.py);
     nothing is committed on the target and nothing is recorded in the portal: the one audited dry
-    run (ddl.dry_run) is the submit's, the one reviewers see."""
+    run (ddl.dry_run) is the submit's, the one reviewers see.
+
+    reuse=True (the preview): the result for the same instance, team and plan is kept
+    PREVIEW_DRY_RUN_SECONDS, so typing the justification does not run the SQL again; a submit
+    always runs it afresh."""
     wanted = hook(_plan_module(type), "dry_run")
     if wanted is None or not wanted(preview["plan_context"]):
         return None
-    return dry_run_plan(instance, team, preview["payload"])
+    key = f"portal:preview-dry-run:{instance.pk}:{team.pk}:{preview['plan_hash']}"
+    if reuse:
+        kept = cache.get(key)
+        if kept is not None:
+            return kept
+    result = dry_run_plan(instance, team, preview["payload"])
+    if reuse:
+        cache.set(key, result, PREVIEW_DRY_RUN_SECONDS)
+    return result
 
 
 def _check_override(reason: Any) -> str:

@@ -129,7 +129,7 @@ def request_preview(request, request_type: str):
             context["preview"] = preview_service(user=request.user, payload=form.payload(), **common)
             # DDL on dev / staging: the dry run as the requester types (#19; debounced by the form's trigger)
             context["dry_run"] = preview_dry_run(context["preview"], type=request_type,
-                                                 instance=common["instance"], team=common["team"])
+                                                 instance=common["instance"], team=common["team"], reuse=True)
         except (InvalidPayload, NameConflict) as exc:
             form.add_domain_error(exc)
         except DomainError as exc:
