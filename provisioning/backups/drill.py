@@ -56,11 +56,11 @@ class DrillResult:
     error: str = ""
 
 
-def scratch_dir(drill_id: int) -> Path:
-    return Path(settings.CLUSTERS_DIR) / "drills" / str(int(drill_id))
+def scratch_dir(drill_id: int | str) -> Path:
+    return Path(settings.CLUSTERS_DIR) / "drills" / str(drill_id)
 
 
-def _check(result: DrillResult, name: str, ok: bool, detail: str = "") -> bool:
+def check(result: DrillResult, name: str, ok: bool, detail: str = "") -> bool:
     result.checks.append({"name": name, "ok": bool(ok), "detail": detail[:2000]})
     if not ok:
         result.ok = False
@@ -120,7 +120,7 @@ def _checks_on_restored(cluster: LocalCluster, backup, check_queries: list[dict]
         restored_counts[database] = counts
         unreadable += [f"{database}: {table}: {value}" for table, value in counts.items() if isinstance(value, str)]
     tables = sum(len(c) for c in restored_counts.values())
-    _check(result, "tables_readable", not unreadable,
+    check(result, "tables_readable", not unreadable,
            "; ".join(unreadable) if unreadable else f"{tables} tables in {len(databases)} databases read")
     missing, differ = [], []
     for database, counts in (backup.row_counts or {}).items():
@@ -137,12 +137,12 @@ def _checks_on_restored(cluster: LocalCluster, backup, check_queries: list[dict]
     detail = "; ".join([*(f"missing {m}" for m in missing), *differ][:50]) or "every table as counted at backup time"
     if differ and not exact_counts:
         detail = f"changed after the backup (WAL replayed past it): {detail}"
-    _check(result, "row_counts", ok, detail)
+    check(result, "row_counts", ok, detail)
     for query in check_queries:
         name = f"check:{query.get('name') or 'query'}"
         database = query.get("database", "")
         if database not in databases:
-            _check(result, name, False, f"database {database} is not in the restored copy")
+            check(result, name, False, f"database {database} is not in the restored copy")
             continue
         try:
             with psycopg.connect(cluster.socket_conninfo(database), connect_timeout=5) as conn:
@@ -154,9 +154,9 @@ def _checks_on_restored(cluster: LocalCluster, backup, check_queries: list[dict]
                 row = conn.execute(query["sql"].encode()).fetchone()  # type: ignore[call-overload]
                 conn.rollback()
             passed = row is not None and row[0] not in (False, None, 0)
-            _check(result, name, passed, f"first value: {row[0]!r}" if row else "no row")
+            check(result, name, passed, f"first value: {row[0]!r}" if row else "no row")
         except psycopg.Error as exc:
-            _check(result, name, False, str(exc).strip().splitlines()[0])
+            check(result, name, False, str(exc).strip().splitlines()[0])
 
 
 def drill_physical(*, drill_id: int, instance, backup, target_time: datetime | None,
@@ -167,9 +167,9 @@ def drill_physical(*, drill_id: int, instance, backup, target_time: datetime | N
     source = storage().path(backup.key)
     try:
         output = physical.verify(source)
-        _check(result, "manifest", True, output[-500:])
+        check(result, "manifest", True, output[-500:])
     except BackupError as exc:
-        _check(result, "manifest", False, str(exc))
+        check(result, "manifest", False, str(exc))
         return result
     folder = scratch_dir(drill_id)
     shutil.rmtree(folder, ignore_errors=True)
@@ -191,7 +191,7 @@ def drill_physical(*, drill_id: int, instance, backup, target_time: datetime | N
             cluster.start(timeout=RECOVERY_TIMEOUT)
             _wait_promoted(cluster, time.monotonic() + RECOVERY_TIMEOUT)
         except (ClusterError, psycopg.Error) as exc:
-            _check(result, "restore", False, f"{exc}\n{_log_tail(cluster)}")
+            check(result, "restore", False, f"{exc}\n{_log_tail(cluster)}")
             return result
         result.rto_seconds = time.monotonic() - started
         with psycopg.connect(cluster.socket_conninfo(), connect_timeout=5) as conn:
@@ -199,7 +199,7 @@ def drill_physical(*, drill_id: int, instance, backup, target_time: datetime | N
         result.restored_to = replayed or backup.started_at
         target = target_time or started_wall
         result.rpo_seconds = max(0.0, (target - result.restored_to).total_seconds())
-        _check(result, "restore", True, f"recovered to {result.restored_to.isoformat()}")
+        check(result, "restore", True, f"recovered to {result.restored_to.isoformat()}")
         exact = replayed is None or (backup.finished_at is not None and replayed <= backup.finished_at)
         _checks_on_restored(cluster, backup, check_queries, result, exact_counts=exact)
         return result
@@ -208,16 +208,18 @@ def drill_physical(*, drill_id: int, instance, backup, target_time: datetime | N
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def drill_logical(*, drill_id: int, instance, backup, target_time: datetime | None,
-                  check_queries: list[dict]) -> DrillResult:
+def drill_logical(*, drill_id: int | str, instance, backup, target_time: datetime | None,
+                  check_queries: list[dict], extra_checks=None) -> DrillResult:
+    """`extra_checks(cluster, result)`: more checks on the restored copy before it is removed
+    (the portal's own drill verifies the audit chain there)."""
     started_wall = timezone.now()
     started = time.monotonic()
     result = DrillResult(ok=True)
     source = storage().path(backup.key)
     try:
-        _check(result, "manifest", True, logical.verify(source)[-500:])
+        check(result, "manifest", True, logical.verify(source)[-500:])
     except BackupError as exc:
-        _check(result, "manifest", False, str(exc))
+        check(result, "manifest", False, str(exc))
         return result
     folder = scratch_dir(drill_id)
     shutil.rmtree(folder, ignore_errors=True)
@@ -246,12 +248,14 @@ def drill_logical(*, drill_id: int, instance, backup, target_time: datetime | No
                      str(source / name)])
             except BackupError as exc:
                 failed.append(f"{database}: {str(exc)[:500]}")
-        if not _check(result, "restore", not failed, "; ".join(failed) or "; ".join(errors) or "restored"):
+        if not check(result, "restore", not failed, "; ".join(failed) or "; ".join(errors) or "restored"):
             return result
         result.rto_seconds = time.monotonic() - started
         result.restored_to = backup.started_at
         result.rpo_seconds = max(0.0, ((target_time or started_wall) - backup.started_at).total_seconds())
         _checks_on_restored(cluster, backup, check_queries, result, exact_counts=True)
+        if extra_checks is not None:
+            extra_checks(cluster, result)
         return result
     finally:
         cluster.remove()
