@@ -43,8 +43,6 @@ class RequestType(models.TextChoices):
     TERMINATE = "terminate", "end a session"
     # Database D of a local instance as it was at time T, into a new local instance (#20, docs/backups.md).
     RESTORE = "restore", "point-in-time restore"
-    # Database D of a local instance as it was at time T, into a new local instance (#20, docs/backups.md).
-    RESTORE = "restore", "point-in-time restore"
 
 
 class RequestStatus(models.TextChoices):

@@ -152,6 +152,10 @@ class Config:
     hsts_seconds: int
     hsts_preload: bool
     login_failures: int
+    # --- API tokens and MFA (portal/services/tokens.py, portal/services/mfa.py) -----------------
+    api_token_days: int  # a new token's lifetime when none is asked for
+    api_token_max_days: int  # the longest lifetime a token may be given
+    mfa_required_for_admins: bool  # platform admins must use TOTP for local sign-in (off in the demo)
     # --- sign-in: local passwords and OpenID Connect (docs/identity.md) -----------------------
     local_login: bool  # PORTAL_LOCAL_LOGIN=off: no password sign-in, page nor API (break-glass off)
     oidc_issuer: str | None  # None: no single sign-on; else the issuer (its discovery document)
@@ -163,10 +167,6 @@ class Config:
     oidc_name: str  # the button reads "Sign in with <name>"
     oidc_leeway_seconds: int  # clock skew allowed on the ID token's times
     oidc_check_minutes: int  # 0: off; else refresh each linked user's groups this often
-    # --- API tokens and MFA (portal/services/tokens.py, portal/services/mfa.py) -----------------
-    api_token_days: int  # a new token's lifetime when none is asked for
-    api_token_max_days: int  # the longest lifetime a token may be given
-    mfa_required_for_admins: bool  # platform admins must use TOTP for local sign-in (off in the demo)
     log_level: str
     # --- mail --------------------------------------------------------------------------
     smtp_host: str
@@ -189,9 +189,6 @@ class Config:
     replica_backup_max_rate: str
     replica_build_timeout: float
     replica_max_lag_bytes: int
-    # --- access reviews, break-glass (issue #18) ----------------------------------------------
-    activity_sample_seconds: float
-    break_glass_max_hours: float
     # --- SIEM forwarding of the audit log (audit/siem.py) ----------------------------------
     siem_syslog: str | None  # tcp://host:port or tcp+tls://host:port; None: no syslog collector
     siem_syslog_ca_file: Path | None  # CA bundle the TLS collector's certificate must chain to
@@ -203,6 +200,9 @@ class Config:
     siem_timeout_seconds: float
     siem_backoff_max_seconds: float
     siem_lag_alert: int  # events behind the head that raise the lag alert
+    # --- access reviews, break-glass (issue #18) ----------------------------------------------
+    activity_sample_seconds: float
+    break_glass_max_hours: float
     # --- audit retention (audit/archive.py) ----------------------------------------------------
     audit_online_months: int  # whole months kept online before the current one (>= 3, PCI DSS 10.5.1)
     audit_retention_months: int  # an archive is kept this long after its month ends (>= 12, PCI DSS 10.5.1)
@@ -277,6 +277,9 @@ class Config:
             hsts_seconds=env.integer("PORTAL_HSTS_SECONDS", 0 if demo else 31536000, minimum=0),
             hsts_preload=env.flag("PORTAL_HSTS_PRELOAD", not demo),
             login_failures=env.integer("PORTAL_LOGIN_FAILURES", 5, minimum=1),
+            api_token_days=env.integer("PORTAL_API_TOKEN_DAYS", 30, minimum=1),
+            api_token_max_days=env.integer("PORTAL_API_TOKEN_MAX_DAYS", 365, minimum=1),
+            mfa_required_for_admins=env.flag("PORTAL_MFA_REQUIRED_FOR_ADMINS", not demo),
             local_login=env.flag("PORTAL_LOCAL_LOGIN", True),
             oidc_issuer=oidc_issuer,
             oidc_client_id=_oidc_required(env.text("PORTAL_OIDC_CLIENT_ID", ""), "PORTAL_OIDC_CLIENT_ID", oidc_issuer),
@@ -288,9 +291,6 @@ class Config:
             oidc_name=env.text("PORTAL_OIDC_NAME", "single sign-on"),
             oidc_leeway_seconds=env.integer("PORTAL_OIDC_LEEWAY_SECONDS", 60, minimum=0),
             oidc_check_minutes=env.integer("PORTAL_OIDC_CHECK_MINUTES", 0, minimum=0),
-            api_token_days=env.integer("PORTAL_API_TOKEN_DAYS", 30, minimum=1),
-            api_token_max_days=env.integer("PORTAL_API_TOKEN_MAX_DAYS", 365, minimum=1),
-            mfa_required_for_admins=env.flag("PORTAL_MFA_REQUIRED_FOR_ADMINS", not demo),
             log_level=env.text("PORTAL_LOG_LEVEL", "INFO"),
             smtp_host=smtp_host,
             smtp_port=env.integer("PORTAL_SMTP_PORT", 587 if smtp_starttls else 25, minimum=1),
@@ -312,8 +312,6 @@ class Config:
             replica_backup_max_rate=env.text("PORTAL_REPLICA_BACKUP_MAX_RATE", ""),
             replica_build_timeout=env.number("PORTAL_REPLICA_BUILD_TIMEOUT", 3600.0, minimum=1),
             replica_max_lag_bytes=env.integer("PORTAL_REPLICA_MAX_LAG_BYTES", 256 * 1024 * 1024, minimum=0),
-            activity_sample_seconds=env.number("PORTAL_ACTIVITY_SAMPLE_SECONDS", 60.0, minimum=1),
-            break_glass_max_hours=env.number("PORTAL_BREAK_GLASS_MAX_HOURS", 4.0, minimum=0.01),
             siem_syslog=env.url("PORTAL_SIEM_SYSLOG", ("tcp", "tcp+tls")),
             siem_syslog_ca_file=env.path("PORTAL_SIEM_SYSLOG_CA_FILE", None),
             siem_https_url=env.url("PORTAL_SIEM_HTTPS_URL", ("https",)),
@@ -324,6 +322,8 @@ class Config:
             siem_timeout_seconds=env.number("PORTAL_SIEM_TIMEOUT_SECONDS", 10.0, minimum=0.1),
             siem_backoff_max_seconds=env.number("PORTAL_SIEM_BACKOFF_MAX_SECONDS", 300.0, minimum=0),
             siem_lag_alert=env.integer("PORTAL_SIEM_LAG_ALERT", 10000, minimum=1),
+            activity_sample_seconds=env.number("PORTAL_ACTIVITY_SAMPLE_SECONDS", 60.0, minimum=1),
+            break_glass_max_hours=env.number("PORTAL_BREAK_GLASS_MAX_HOURS", 4.0, minimum=0.01),
             audit_online_months=env.integer("PORTAL_AUDIT_ONLINE_MONTHS", 3, minimum=3),
             audit_retention_months=env.integer("PORTAL_AUDIT_RETENTION_MONTHS", 12, minimum=12),
             audit_archive_dir=env.path("PORTAL_AUDIT_ARCHIVE_DIR", var_dir / "audit-archive"),

@@ -37,8 +37,8 @@ router.register("drift", DriftViewSet, basename="drift")
 router.register("tokens", ApiTokenViewSet, basename="token")
 router.register("users", UserViewSet, basename="user")
 router.register("change-sets", ChangeSetViewSet, basename="change-set")
-router.register("break-glass", BreakGlassViewSet, basename="break-glass")
 router.register("identity/group-mappings", GroupMappingViewSet, basename="group-mapping")
+router.register("break-glass", BreakGlassViewSet, basename="break-glass")
 router.register("reviews/campaigns", CampaignViewSet, basename="access-review-campaign")
 
 urlpatterns = [

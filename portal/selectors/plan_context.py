@@ -28,7 +28,6 @@ _NEEDS: dict[str, frozenset[str]] = {
     RequestType.DDL: frozenset({"schemas", "ddl_rules"}),
     RequestType.REPLICA: frozenset({"instance_names"}),
     RequestType.RESTORE: frozenset({"instance_names"}),
-    RequestType.RESTORE: frozenset({"instance_names"}),
     RequestType.DISABLE: frozenset({"inventory", "roles"}),
     RequestType.TERMINATE: frozenset({"roles"}),
 }

@@ -65,10 +65,6 @@ REPLICA_BACKUP_MAX_RATE = config.replica_backup_max_rate
 REPLICA_BUILD_TIMEOUT = config.replica_build_timeout
 # A standby further behind than this many bytes is reported unhealthy by the health job.
 REPLICA_MAX_LAG_BYTES = config.replica_max_lag_bytes
-# Access reviews (issue #18): how often beat samples pg_stat_activity (last seen connected), and
-# the longest a break-glass grant may last.
-ACTIVITY_SAMPLE_SECONDS = config.activity_sample_seconds
-BREAK_GLASS_MAX_HOURS = config.break_glass_max_hours
 # SIEM forwarding of the audit log (audit/siem.py, docs/audit.md "Streaming to a SIEM").
 SIEM_SYSLOG = config.siem_syslog
 SIEM_SYSLOG_CA_FILE = config.siem_syslog_ca_file
@@ -80,6 +76,10 @@ SIEM_INTERVAL_SECONDS = config.siem_interval_seconds
 SIEM_TIMEOUT_SECONDS = config.siem_timeout_seconds
 SIEM_BACKOFF_MAX_SECONDS = config.siem_backoff_max_seconds
 SIEM_LAG_ALERT = config.siem_lag_alert
+# Access reviews (issue #18): how often beat samples pg_stat_activity (last seen connected), and
+# the longest a break-glass grant may last.
+ACTIVITY_SAMPLE_SECONDS = config.activity_sample_seconds
+BREAK_GLASS_MAX_HOURS = config.break_glass_max_hours
 
 INSTALLED_APPS = [
     "django.contrib.admin",

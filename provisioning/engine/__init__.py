@@ -44,7 +44,6 @@ from provisioning.errors import PermanentTargetError, TargetError
 from provisioning.liveness import liveness_lock, unlock
 from provisioning.plans import Step, hook, module_for, plan_hash, plan_text
 from provisioning.backups import restore
-from provisioning.backups import restore
 from provisioning.replicas import runner
 from provisioning.secrets import password_for, secret_role
 from provisioning.verification import verify_applied
@@ -96,10 +95,6 @@ def _execute(jobs: list[Job], *, worker: str) -> None:
         if live[0].request.type == RequestType.REPLICA:
             # A replica is built by its driver, not by SQL on the target; never batched.
             statements = runner.apply(live[0].request, worker=worker)
-            live[0].result = TargetResult(outcome=Outcome.APPLIED, statements=statements, database="")
-        elif live[0].request.type == RequestType.RESTORE:
-            # A point-in-time restore (#20) builds a new cluster from a backup: never batched either.
-            statements = restore.apply(live[0].request, worker=worker)
             live[0].result = TargetResult(outcome=Outcome.APPLIED, statements=statements, database="")
         elif live[0].request.type == RequestType.RESTORE:
             # A point-in-time restore (#20) builds a new cluster from a backup: never batched either.

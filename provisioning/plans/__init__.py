@@ -48,7 +48,6 @@ PLAN_MODULES = {
     "disable": "provisioning.plans.disable",
     "terminate": "provisioning.plans.terminate",
     "restore": "provisioning.plans.restore",
-    "restore": "provisioning.plans.restore",
 }
 
 # Shown in the plan where the worker will put the SCRAM verifier of a generated password.
