@@ -36,6 +36,7 @@ import structlog
 from portal.choices import RequestStatus, RequestType
 from portal.logging import redact_text
 from portal.models import ChangeRequest
+from provisioning.backups import restore
 from provisioning.engine.claims import claim
 from provisioning.engine.jobs import Job, Outcome, TargetResult
 from provisioning.engine.record import finish
@@ -43,7 +44,6 @@ from provisioning.engine.target import apply_on_target
 from provisioning.errors import PermanentTargetError, TargetError
 from provisioning.liveness import liveness_lock, unlock
 from provisioning.plans import Step, hook, module_for, plan_hash, plan_text
-from provisioning.backups import restore
 from provisioning.replicas import runner
 from provisioning.secrets import password_for, secret_role
 from provisioning.verification import verify_applied
