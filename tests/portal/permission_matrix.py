@@ -315,4 +315,6 @@ ROWS: list[Row] = [
     Row("api:instance-dictionary-comment", "POST", "/api/v1/instances/{instance}/dictionary/app/comment/",
         "401 400 400 400 400 400", data={"schema": "s", "table": "t", "comment": "c", "justification": "matrix"}),
     Row("api:dictionary-search", "GET", "/api/v1/dictionary/search/?q=app", "401 200 200 200 200 200"),
+    Row("instance-dictionary", "GET", "/instances/{instance}/dictionary/", "302 200 200 200 200 200"),
+    Row("dictionary-search", "GET", "/dictionary/?q=app", "302 200 200 200 200 200"),
 ]

@@ -177,3 +177,20 @@ def test_figures_are_scoped_exports_and_search(managed_instance, payments_schema
     assert "app" in {d["database"] for d in dbs}
     assert api_for("alice").get(f"/api/v1/instances/{managed_instance.pk}/dictionary/nope/").status_code == 404
     assert ManagedSchema.objects.filter(name=schema).exists()
+
+
+def test_the_pages_show_the_dictionary_its_history_and_a_search(managed_instance, payments_schema, client, people,
+                                                                 django_assert_max_num_queries):
+    schema = payments_schema["schema"]
+    dictionary_refresh(managed_instance)
+    client.force_login(people["dave"])
+    with django_assert_max_num_queries(15):
+        page = client.get(f"/instances/{managed_instance.pk}/dictionary/?database=app")
+    text = page.content.decode()
+    assert page.status_code == 200 and f"<code>{schema}</code>" in text and "one row per invoice" in text
+    assert "numeric(12,2)" in text and "?export=md" in text
+    found = client.get("/dictionary/?q=in euros").content.decode()
+    assert "dictionary-results" in found and "invoices" in found and schema in found
+    bad = client.get("/dictionary/?q=x")
+    assert bad.status_code == 400 and "2 to 100 characters" in bad.content.decode()
+    assert client.get("/instances/999999/dictionary/").status_code == 404
