@@ -22,6 +22,7 @@ from portal.logging import redact_text
 from provisioning.clusters import ensure_service_user, pg_bin_dir
 
 STATEMENT_TIMEOUT_MS = 600_000
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 DATABASES_SQL = "SELECT datname FROM pg_catalog.pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1"
 # Plain tables (partitions included, their parents are counted through them), no system schema.
@@ -45,7 +46,9 @@ def run(args: list[str], *, env: dict[str, str] | None = None, as_service: bool 
     """Run a client tool; stdout on success, a BackupError naming the tool (redacted) otherwise."""
     user = ensure_service_user() if as_service else None
     cmd = (["runuser", "-u", user, "--"] if user else []) + args
-    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PGAPPNAME": "dbportal-backup",
+    # A fixed, minimal environment: the tools are called by absolute path; nothing of the
+    # worker's environment (which may hold secrets) reaches them unless passed in `env`.
+    base = {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "PGAPPNAME": "dbportal-backup",
             "PGCONNECT_TIMEOUT": "10"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**base, **(env or {})})
     if proc.returncode != 0:
