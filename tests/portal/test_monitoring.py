@@ -473,3 +473,32 @@ def test_ending_a_blocking_session_is_a_reviewed_request(managed_instance, manag
         with admin_conn(managed_cluster, "app") as conn:
             conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+# --- the beat job fans out: a hung instance never delays the others ------------------------------
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hung_instance_does_not_delay_the_others_samples(people, managed_instance, celery_workers):
+    from portal.tasks import monitoring_sample
+    from tests.fixtures.celery import wait_until
+    from tests.provisioning.test_fanout import HungServer, _hung_instance
+
+    # given three hung clusters dispatched before the good instance, on a 4-slot worker
+    hung = HungServer()
+    try:
+        for n in range(3):
+            _hung_instance(f"aa-hung-{n}", hung.port)
+        celery_workers.start(pool="threads", concurrency=4, beat=False)
+        # when beat's monitoring job runs: it only enqueues, one task per instance
+        assert monitoring_sample() == 4
+        # then the good instance's sample is stored while the hung ones still wait on their connects
+        wait_until(lambda: MonitoringSample.objects.filter(instance=managed_instance, ok=True).exists(),
+                   timeout=60, message="the good instance's sample")
+        assert hung.waiting() >= 1, "the hung instances' samples ended first: the good one was not sampled beside them"
+        # and each hung instance's sample fails on its own connect timeout, opening its alert
+        wait_until(lambda: MonitoringSample.objects.filter(instance__name__startswith="aa-hung-", ok=False).count() == 3,
+                   timeout=60, message="the hung instances' failed samples")
+        assert Alert.objects.filter(instance__name__startswith="aa-hung-", kind="sample_failed",
+                                    status="open").count() == 3
+    finally:
+        hung.close()
