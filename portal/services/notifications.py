@@ -163,9 +163,12 @@ def alert_notify_send(alert_id: int, event: str) -> dict:
         except (smtplib.SMTPException, OSError) as exc:
             log.warning("notify.email_failed", alert=alert.pk, notification=event, error=type(exc).__name__)
     webhooks: dict[str, str] = {}
+    # A team's webhook hears of its instance's alert, not of the sessions in it: the detail names
+    # roles and pids of every team (reviewers and admins get it by e-mail).
+    team_body = {**body, "alert": {**body["alert"], "detail": ""}}
     teams = Team.objects.filter(schemas__instance=alert.instance).exclude(webhook_url="").distinct()
     for team in teams:
-        delivery = outbound.post_json(team.webhook_url, body, timeout=WEBHOOK_TIMEOUT)
+        delivery = outbound.post_json(team.webhook_url, team_body, timeout=WEBHOOK_TIMEOUT)
         if delivery.outcome == "delivered":
             webhooks[team.name] = str(delivery.status)
             continue

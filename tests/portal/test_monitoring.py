@@ -502,3 +502,52 @@ def test_a_hung_instance_does_not_delay_the_others_samples(people, managed_insta
                                     status="open").count() == 3
     finally:
         hung.close()
+
+
+def test_an_alert_reaches_the_webhooks_of_teams_owning_schemas_there_without_the_sessions(
+        managed_instance, people, django_capture_on_commit_callbacks):
+    import json
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from portal.models import ManagedSchema, Team
+    from portal.services.notifications import alert_notify_send
+
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        payments, analytics = Team.objects.get(name="payments"), Team.objects.get(name="analytics")
+        payments.webhook_url = f"http://127.0.0.1:{server.server_port}/hook"
+        payments.save()
+        analytics.webhook_url = f"http://127.0.0.1:{server.server_port}/other"
+        analytics.save()
+        ManagedSchema.objects.create(instance=managed_instance, database="app", name="pay_s", owner_role="x",
+                                     team=payments)
+        AlertThreshold.objects.create(instance=managed_instance, kind="blocked_sessions", value=1)
+        body = {"metrics": {"blocked_sessions": 1.0},
+                "sessions": [{"pid": 11, "role": "secret_role", "blocked_by": [12], "state": "active"}]}
+        # the notification is published only after the alert's transaction commits
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            sample_store(managed_instance, body, duration_ms=1.0)
+        assert [c for c in callbacks if c.__qualname__.startswith("_open.")]  # besides the audit chainer's
+        alert = Alert.objects.get(instance=managed_instance, kind="blocked_sessions")
+        assert "secret_role" in alert.detail
+        sent = alert_notify_send(alert.pk, "opened")
+        # then payments (owning a schema there) hears of it, analytics (owning none) does not
+        assert sent["webhooks"] == {"payments": "204"}
+        assert len(received) == 1 and received[0]["event"] == "monitoring.alert_opened"
+        assert received[0]["alert"]["kind"] == "blocked_sessions" and received[0]["alert"]["detail"] == ""
+        assert "secret_role" not in json.dumps(received[0])
+    finally:
+        server.shutdown()
+        server.server_close()
