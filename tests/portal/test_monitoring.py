@@ -370,7 +370,8 @@ def test_a_team_sees_its_own_schemas_figures_and_a_reviewer_everything(managed_i
     assert api_for("alice").get("/api/v1/instances/999999/monitoring/").status_code == 404
 
 
-def test_the_page_shows_sessions_with_what_blocks_what(managed_instance, managed_cluster, lock_table, client, people):
+def test_the_page_shows_sessions_with_what_blocks_what(managed_instance, managed_cluster, lock_table, client, people,
+                                                       django_assert_max_num_queries):
     blocker = Blocker(managed_cluster, lock_table)
     try:
         body, duration_ms = take_sample(managed_instance)
@@ -378,7 +379,8 @@ def test_the_page_shows_sessions_with_what_blocks_what(managed_instance, managed
     finally:
         blocker.release()
     client.force_login(people["bob"])
-    page = client.get(f"/instances/{managed_instance.pk}/monitoring/").content.decode()
+    with django_assert_max_num_queries(15):
+        page = client.get(f"/instances/{managed_instance.pk}/monitoring/").content.decode()
     assert "sessions-table" in page and "chart-connections" in page and "monitoring-series" in page
     assert f"<td>{blocker.holder_pid}</td>" in page
     row = next(r for r in page.split("<tr") if f"<td>{blocker.waiter_pid}</td>" in r)
