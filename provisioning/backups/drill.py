@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -165,19 +166,22 @@ def drill_physical(*, drill_id: int, instance, backup, target_time: datetime | N
     started = time.monotonic()
     result = DrillResult(ok=True)
     source = storage().path(backup.key)
-    try:
-        output = physical.verify(source)
-        check(result, "manifest", True, output[-500:])
-    except BackupError as exc:
-        check(result, "manifest", False, str(exc))
-        return result
     folder = scratch_dir(drill_id)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     data_dir = folder / "data"
     cluster = LocalCluster(data_dir=data_dir, port=free_port(), listen="")
     try:
-        shutil.copytree(source, data_dir, ignore=shutil.ignore_patterns("backup_manifest"))
+        # pg_verifybackup and the copy read the same files at once (one process each); nothing
+        # starts on the copy before the verification passed.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            verification = pool.submit(physical.verify, source)
+            shutil.copytree(source, data_dir, ignore=shutil.ignore_patterns("backup_manifest"))
+            try:
+                check(result, "manifest", True, verification.result()[-500:])
+            except BackupError as exc:
+                check(result, "manifest", False, str(exc))
+                return result
         archive = physical.archive_folder(instance)
         conf = {"archive_mode": "off", "restore_command": f"cp {archive}/%f %p",
                 "recovery_target_action": "promote", "recovery_target_timeline": "current"}

