@@ -46,6 +46,8 @@ urlpatterns = [
     path("instances/register/", instances.instance_register_view, name="instance-register"),
     path("instances/<int:pk>/", instances.instance_detail, name="instance-detail"),
     path("instances/<int:pk>/monitoring/", monitoring.instance_monitoring, name="instance-monitoring"),
+    path("instances/<int:pk>/monitoring/thresholds/", monitoring.instance_threshold_set,
+         name="instance-threshold-set"),
     path("instances/<int:pk>/dictionary/", dictionary.instance_dictionary, name="instance-dictionary"),
     path("dictionary/", dictionary.dictionary_search_page, name="dictionary-search"),
     path("instances/<int:pk>/backups/", backups.instance_backups, name="instance-backups"),

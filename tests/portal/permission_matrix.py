@@ -317,4 +317,6 @@ ROWS: list[Row] = [
     Row("api:dictionary-search", "GET", "/api/v1/dictionary/search/?q=app", "401 200 200 200 200 200"),
     Row("instance-dictionary", "GET", "/instances/{instance}/dictionary/", "302 200 200 200 200 200"),
     Row("dictionary-search", "GET", "/dictionary/?q=app", "302 200 200 200 200 200"),
+    Row("instance-threshold-set", "POST", "/instances/{instance}/monitoring/thresholds/", "302 403 403 403 403 302",
+        data={"kind": "wraparound", "value": "1000000000", "action": "set"}),
 ]

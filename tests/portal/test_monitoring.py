@@ -553,3 +553,22 @@ def test_an_alert_reaches_the_webhooks_of_teams_owning_schemas_there_without_the
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_admin_sets_a_threshold_on_the_page(managed_instance, client, people):
+    url = f"/instances/{managed_instance.pk}/monitoring/thresholds/"
+    client.force_login(people["bob"])
+    assert client.post(url, {"kind": "wraparound", "value": "5", "action": "set"}).status_code == 403
+    client.force_login(people["admin"])
+    assert 'id="threshold-wraparound"' in client.get(f"/instances/{managed_instance.pk}/monitoring/").content.decode()
+    answer = client.post(url, {"kind": "wraparound", "value": "5", "action": "set"}, follow=True)
+    assert "now opens at 5" in answer.content.decode()
+    assert AlertThreshold.objects.get(instance=managed_instance, kind="wraparound").value == 5.0
+    for bad, reason in (({"kind": "wraparound", "value": "lots", "action": "set"}, "value: a number"),
+                        ({"kind": "nope", "value": "1", "action": "set"}, "kind: must be one of"),
+                        ({"kind": "wraparound", "value": "-1", "action": "set"}, "value: must be"),
+                        ({"kind": "wraparound", "action": "drop"}, "action: set, off or reset")):
+        assert reason in client.post(url, bad, follow=True).content.decode(), bad
+    client.post(url, {"kind": "wraparound", "action": "reset"})
+    assert not AlertThreshold.objects.filter(instance=managed_instance).exists()
+    assert AuditEvent.objects.filter(action="monitoring.threshold_set", actor="admin").count() == 2
