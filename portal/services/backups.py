@@ -346,7 +346,8 @@ def backup_schedule(*, now: datetime | None = None) -> dict[str, int]:
         last = (Backup.objects.filter(instance=policy.instance).exclude(state=BackupState.FAILED)
                 .order_by("-started_at").values_list("started_at", flat=True).first())
         if last is None or last <= now - timedelta(hours=policy.interval_hours):
-            app.send_task("portal.backup_instance", args=[policy.instance_id], retry=False)
+            # Expires with the period: a backlog behind busy workers is re-sent once, not piled up.
+            app.send_task("portal.backup_instance", args=[policy.instance_id], retry=False, expires=60)
             due["backups"] += 1
         if policy.drill_interval_hours > 0:
             last_drill = (RestoreDrill.objects.filter(instance=policy.instance).order_by("-started_at")
