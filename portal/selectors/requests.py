@@ -95,7 +95,9 @@ def request_get_for(user: Any, pk: Any, *, history: bool = True) -> ChangeReques
     if not history:
         return get_object_or_404(request_list_for(user), pk=pk)
     # Whether the user may decide on it comes with the row (a detail page shows it).
-    return get_object_or_404(with_decision_rules(request_list_for(user), user).prefetch_related(*_history()), pk=pk)
+    # change_set_item: the change set it belongs to (access as code), in the same query.
+    return get_object_or_404(with_decision_rules(request_list_for(user), user).select_related("change_set_item")
+                             .prefetch_related(*_history()), pk=pk)
 
 
 def request_history_load(request: ChangeRequest, *, new: bool = False) -> ChangeRequest:

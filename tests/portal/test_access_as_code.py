@@ -149,3 +149,15 @@ def test_the_change_set_page_shows_the_set_and_a_reviewer_approves_it_all(api_fo
     assert set(ChangeRequest.objects.values_list("status", flat=True)) == {"queued"}
     assert f"/change-sets/{filed['id']}/" in reviewer.get("/change-sets/").content.decode()
     assert web_for("dave").get(f"/change-sets/{filed['id']}/").status_code == 404
+
+
+def test_a_request_of_a_change_set_links_to_it(api_for, web_for, managed_instance):
+    filed = api_for("alice").post("/api/v1/change-sets/", {"document": DOC, "justification": "ledger"},
+                                  format="json").json()
+    request_id = filed["requests"][0]["id"]
+    page = web_for("alice").get(f"/requests/{request_id}/").content.decode()
+    assert f'href="/change-sets/{filed["id"]}/"' in page
+    alone = api_for("alice").post("/api/v1/requests/", {
+        "type": "role", "instance": "demo", "team": "payments", "justification": "x",
+        "payload": {"name": "not_in_a_set", "login": False}}, format="json").json()
+    assert "change set #" not in web_for("alice").get(f"/requests/{alone['id']}/").content.decode()
