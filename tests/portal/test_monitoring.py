@@ -29,6 +29,7 @@ from portal.tasks import monitoring_sample_instance
 from provisioning.clusters import LocalCluster, free_port
 from provisioning.monitoring import SampleFailed, take_sample
 from tests.provisioning.helpers import admin_conn, unique
+from tests.provisioning.test_activity import connected_role, least_privilege_instance  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.slow
 
@@ -572,3 +573,17 @@ def test_an_admin_sets_a_threshold_on_the_page(managed_instance, client, people)
     client.post(url, {"kind": "wraparound", "action": "reset"})
     assert not AlertThreshold.objects.filter(instance=managed_instance).exists()
     assert AuditEvent.objects.filter(action="monitoring.threshold_set", actor="admin").count() == 2
+
+
+def test_a_least_privilege_admin_samples_without_pg_monitor(least_privilege_instance, connected_role,  # noqa: F811
+                                                           lock_table):
+    # given an admin login that is neither superuser nor pg_monitor, and another role's open session
+    body, _ = take_sample(least_privilege_instance)
+    # then the other role's session counts, its state hidden (never counted as long or idle in transaction)
+    theirs = [s for s in body["sessions"] if s["role"] == connected_role]
+    assert len(theirs) == 1 and theirs[0]["state"] == "hidden" and theirs[0]["xact_seconds"] is None
+    assert body["sessions_hidden"] >= 1 and body["connections"]["by_role"][connected_role] == 1
+    # and sizes, xid ages and the tables of the managed databases are all there
+    assert {d["name"] for d in body["databases"] if d["size_bytes"]} >= {"postgres", "app"}
+    assert any(t["table"] == lock_table for t in body["tables"])
+    assert body["metrics"]["max_xid_age"] > 0
