@@ -126,12 +126,31 @@ def alerts_evaluate(instance: Instance, *, metrics: dict | None, body: dict | No
             _resolve(instance, kind, value, at)
 
 
+# The per-object detail of a sample (sessions, tables, statements) is what the pages show of "now":
+# only the newest successful sample keeps it; older rows keep their figures (metrics, connection
+# counts, databases), which is what charts, hourly folding and history read. This keeps a raw row
+# a few kilobytes whatever the number of sessions and tables.
+DETAIL_KEYS = ("sessions", "tables", "statements")
+
+
+def _trim_older_detail(instance: Instance, at: datetime) -> int:
+    trimmed = 0
+    for row in (MonitoringSample.objects.filter(instance=instance, resolution=SampleResolution.RAW, ok=True,
+                                                taken_at__lt=at, body__has_key="sessions").only("id", "body")):
+        row.body = {key: value for key, value in row.body.items() if key not in DETAIL_KEYS}
+        row.save(update_fields=["body"])
+        trimmed += 1
+    return trimmed
+
+
 def sample_store(instance: Instance, body: dict, *, duration_ms: float, at: datetime | None = None) -> MonitoringSample:
-    """Store one successful sample and evaluate the instance's alerts (one transaction)."""
+    """Store one successful sample, trim the detail of the older ones and evaluate the instance's
+    alerts (one transaction)."""
     at = at or timezone.now()
     with transaction.atomic():
         sample = MonitoringSample.objects.create(instance=instance, taken_at=at, ok=True, duration_ms=duration_ms,
                                                  body=body)
+        _trim_older_detail(instance, at)
         alerts_evaluate(instance, metrics=body.get("metrics", {}), body=body, failed_in_a_row=0, at=at)
     return sample
 

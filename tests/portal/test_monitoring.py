@@ -6,6 +6,7 @@ lock in an open transaction, a second waits for it on another thread.
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 import threading
@@ -587,3 +588,15 @@ def test_a_least_privilege_admin_samples_without_pg_monitor(least_privilege_inst
     assert {d["name"] for d in body["databases"] if d["size_bytes"]} >= {"postgres", "app"}
     assert any(t["table"] == lock_table for t in body["tables"])
     assert body["metrics"]["max_xid_age"] > 0
+
+
+def test_only_the_newest_sample_keeps_its_sessions_and_tables(managed_instance, lock_table):
+    body, duration_ms = take_sample(managed_instance)
+    first = sample_store(managed_instance, body, duration_ms=duration_ms, at=timezone.now() - timedelta(minutes=1))
+    second = sample_store(managed_instance, body, duration_ms=duration_ms)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert {"sessions", "tables", "statements"} <= set(second.body)
+    assert not {"sessions", "tables", "statements"} & set(first.body)
+    assert first.body["metrics"] == body["metrics"] and first.body["databases"] == body["databases"]
+    assert len(json.dumps(first.body)) < len(json.dumps(second.body))
