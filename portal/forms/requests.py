@@ -398,6 +398,27 @@ class ReplicaRequestForm(RequestForm):
         return {"name": self.cleaned_data["name"]}
 
 
+class RestoreRequestForm(RequestForm):
+    """Point-in-time restore (#20): database D of a local instance as it was at T, in a new instance."""
+
+    request_type = RequestType.RESTORE
+    payload_fields = ("database", "target_time", "name")
+    refresh_fields = ("instance",)
+
+    def setup_payload_fields(self) -> None:
+        self.pick("database", self.databases(), help_text="The database to restore.")
+        self.fields["target_time"] = forms.CharField(
+            label="As it was at", max_length=40,
+            help_text="ISO 8601 with its offset, e.g. 2026-12-04T21:30:00+00:00; the newest verified backup "
+                      "before it plus the archived WAL up to it are restored.")
+        self.fields["name"] = _name_field(help_text="Name of the new local instance, e.g. demo_asof. "
+                                                    + NAME_RULE[0].upper() + NAME_RULE[1:] + ".")
+
+    def payload(self) -> dict:
+        data = self.cleaned_data
+        return {"database": data["database"], "target_time": data["target_time"], "name": data["name"]}
+
+
 FORMS: dict[str, type[RequestForm]] = {
     RequestType.SCHEMA: SchemaRequestForm,
     RequestType.ROLE: RoleRequestForm,
@@ -405,6 +426,7 @@ FORMS: dict[str, type[RequestForm]] = {
     RequestType.REVOKE: RevokeRequestForm,
     RequestType.DDL: DdlRequestForm,
     RequestType.REPLICA: ReplicaRequestForm,
+    RequestType.RESTORE: RestoreRequestForm,
 }
 
 # The cards of the type picker: (type, title, what it does, icon).
@@ -416,4 +438,6 @@ TYPE_CARDS = [
     (RequestType.DDL, "Schema change (DDL)", "CREATE / ALTER / DROP statements, checked by review rules.",
      "code-square"),
     (RequestType.REPLICA, "Read replica", "A streaming read replica of a local instance.", "layers"),
+    (RequestType.RESTORE, "Point-in-time restore", "A database of a local instance as it was at a time, in a "
+     "new instance (docs/backups.md).", "clock-history"),
 ]

@@ -119,3 +119,12 @@ def test_a_reviewed_restore_request_builds_the_database_as_it_was(api_for, peopl
     finally:
         if restored is not None:
             LocalCluster(data_dir=Path(restored.data_dir), port=restored.port).remove()
+
+
+def test_the_new_request_page_offers_a_point_in_time_restore(web_for, backup_instance):
+    picker = web_for("alice").get("/requests/new/").content.decode()
+    assert "Point-in-time restore" in picker
+    page = web_for("alice").get(f"/requests/new/restore/?instance={backup_instance.pk}")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'name="target_time"' in html and 'name="database"' in html and 'name="name"' in html
