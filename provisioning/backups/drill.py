@@ -36,6 +36,7 @@ import psycopg
 from django.conf import settings
 from django.utils import timezone
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from provisioning.backups import logical, physical
 from provisioning.backups.storage import storage
@@ -112,8 +113,10 @@ def _checks_on_restored(cluster: LocalCluster, backup, check_queries: list[dict]
                         *, exact_counts: bool) -> None:
     with psycopg.connect(cluster.socket_conninfo(), autocommit=True, connect_timeout=5) as conn:
         databases = [row[0] for row in conn.execute(DATABASES_SQL).fetchall()]
-        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(CHECK_ROLE)))
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(CHECK_ROLE)))
         conn.execute(sql.SQL("GRANT pg_read_all_data TO {}").format(sql.Identifier(CHECK_ROLE)))
+        conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(
+            sql.Identifier(CHECK_ROLE)))
     unreadable, restored_counts = [], {}
     for database in databases:
         with psycopg.connect(cluster.socket_conninfo(database), autocommit=True, connect_timeout=5) as conn:
@@ -146,13 +149,17 @@ def _checks_on_restored(cluster: LocalCluster, backup, check_queries: list[dict]
             check(result, name, False, f"database {database} is not in the restored copy")
             continue
         try:
-            with psycopg.connect(cluster.socket_conninfo(database), connect_timeout=5) as conn:
+            # Connected as the check role itself (unix socket, local trust of the scratch cluster), not
+            # SET ROLE from the superuser: a session whose user is a superuser could set the role back.
+            conninfo = make_conninfo(cluster.socket_conninfo(database), user=CHECK_ROLE)
+            with psycopg.connect(conninfo, connect_timeout=5) as conn:
                 conn.execute("BEGIN READ ONLY")
                 conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
                     sql.Literal(CHECK_STATEMENT_TIMEOUT_MS)))
-                conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(CHECK_ROLE)))
-                # The team's SQL as written: read-only transaction, restricted role, scratch cluster.
-                row = conn.execute(query["sql"].encode()).fetchone()  # type: ignore[call-overload]
+                # The policy's SQL as written, in a read-only transaction, as a role that may only
+                # read, on the scratch cluster. Prepared: a server-side prepared statement holds one
+                # command, so "…; COMMIT; …" cannot leave the read-only transaction.
+                row = conn.execute(query["sql"].encode(), prepare=True).fetchone()  # type: ignore[call-overload]
                 conn.rollback()
             passed = row is not None and row[0] not in (False, None, 0)
             check(result, name, passed, f"first value: {row[0]!r}" if row else "no row")

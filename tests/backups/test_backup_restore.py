@@ -106,3 +106,27 @@ def test_a_corrupted_backup_file_fails_the_drill_at_the_manifest(people, backup_
     event = AuditEvent.objects.get(action="backup.drill_failed", object_id=str(drill.pk))
     assert event.outcome == "failed" and "manifest" in event.details["reason"]
     assert RestoreDrill.objects.get(pk=drill.pk).rto_seconds is None
+
+
+def test_check_queries_run_as_a_read_only_non_superuser(people, backup_instance, backup_cluster):
+    admin = people["admin"]
+    backup_policy_set(instance=backup_instance, actor=admin, enabled=True, method="physical", check_queries=[
+        {"name": "not-superuser", "database": "app",
+         "sql": "SELECT NOT rolsuper FROM pg_roles WHERE rolname = session_user"},
+        {"name": "no-files", "database": "app", "sql": "SELECT length(pg_read_file('PG_VERSION')) > 0"},
+        {"name": "no-role-escape", "database": "app",
+         "sql": "SELECT set_config('role', 'postgres', true) IS NOT NULL AND length(pg_read_file('PG_VERSION')) > 0"},
+        {"name": "no-writes", "database": "app", "sql": "CREATE TABLE intruder (id int)"},
+        {"name": "one-statement", "database": "app", "sql": "SELECT 1; SELECT 2"},
+    ])
+    assert backup_run(backup_instance.pk) == "ok"
+    drill = drill_request(instance=backup_instance, actor=admin)
+    drill_run(drill.pk)
+    drill.refresh_from_db()
+    checks = {c["name"]: c for c in drill.checks}
+    assert checks["manifest"]["ok"] and checks["restore"]["ok"] and checks["tables_readable"]["ok"]
+    assert checks["check:not-superuser"]["ok"]
+    assert not checks["check:no-files"]["ok"] and "permission denied" in checks["check:no-files"]["detail"]
+    assert not checks["check:no-role-escape"]["ok"]
+    assert not checks["check:no-writes"]["ok"] and "read-only" in checks["check:no-writes"]["detail"]
+    assert not checks["check:one-statement"]["ok"]
