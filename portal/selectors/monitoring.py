@@ -213,3 +213,23 @@ def metrics_page() -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MonitoringCollector())
     return generate_latest(registry)
+
+
+def lag_sparklines(instances, *, hours: float = 24, width: int = 100, height: int = 20) -> dict[int, dict]:
+    """{instance id: {"points": SVG polyline points, "max": bytes}} of each replica's lag over the
+    last `hours`, from its samples (one query for all of them); instances without samples left out."""
+    since = timezone.now() - timedelta(hours=hours)
+    values: dict[int, list[tuple[float, float]]] = {}
+    rows = (MonitoringSample.objects.filter(instance__in=instances, taken_at__gte=since, ok=True)
+            .order_by("instance_id", "taken_at")
+            .values_list("instance_id", "taken_at", "body__metrics__replication_lag_bytes"))
+    start = since.timestamp()
+    for instance_id, taken_at, lag in rows:
+        if lag is not None:
+            values.setdefault(instance_id, []).append(((taken_at.timestamp() - start) / (hours * 3600), float(lag)))
+    lines = {}
+    for instance_id, points in values.items():
+        top = max(lag for _, lag in points) or 1.0
+        lines[instance_id] = {"max": max(lag for _, lag in points), "points": " ".join(
+            f"{x * width:.1f},{height - 1 - (lag / top) * (height - 2):.1f}" for x, lag in points)}
+    return lines

@@ -11,6 +11,7 @@ from portal.forms.instances import InstanceRegisterForm
 from portal.personas import is_admin, is_auditor, is_reviewer
 from portal.selectors.drift import drift_list_for
 from portal.selectors.instances import instance_get_for, instance_list_for, instance_recent_requests
+from portal.selectors.monitoring import lag_sparklines
 from portal.services.auth import client_ip
 from portal.services.instances import instance_register
 from portal.services.replicas import replica_decommission, replica_promote
@@ -27,9 +28,14 @@ def instance_list(request):
 @require_GET
 def instance_detail(request, pk: int):
     instance = instance_get_for(request.user, pk)
+    replicas = list(instance.replicas.order_by("name"))
+    # each replica's lag over the last 24 hours, from its monitoring samples (#21)
+    lines = lag_sparklines(replicas)
+    for replica in replicas:
+        replica.lag_line = lines.get(replica.pk)
     return render(request, "instances/detail.html", {
         "instance": instance,
-        "replicas": instance.replicas.order_by("name"),
+        "replicas": replicas,
         "recent_requests": instance_recent_requests(request.user, instance),
         # Auditors see the findings read-only; only reviewers scan and act.
         "drift": list(drift_list_for(request.user, instance=instance)[:50])

@@ -600,3 +600,19 @@ def test_only_the_newest_sample_keeps_its_sessions_and_tables(managed_instance, 
     assert not {"sessions", "tables", "statements"} & set(first.body)
     assert first.body["metrics"] == body["metrics"] and first.body["databases"] == body["databases"]
     assert len(json.dumps(first.body)) < len(json.dumps(second.body))
+
+
+def test_the_instance_page_shows_each_replicas_lag_sparkline(managed_instance, client, people,
+                                                             django_assert_max_num_queries):
+    replica = Instance.objects.create(name="demo-r1", host="127.0.0.1", port=1, admin_user="x", replica_of=managed_instance,
+                                      status=InstanceStatus.REACHABLE)
+    now = timezone.now()
+    for minutes, lag in ((120, 0.0), (60, 4096.0), (1, 1024.0)):
+        MonitoringSample.objects.create(instance=replica, taken_at=now - timedelta(minutes=minutes),
+                                        body={"metrics": {"replication_lag_bytes": lag}})
+    client.force_login(people["alice"])
+    with django_assert_max_num_queries(20):
+        page = client.get(f"/instances/{managed_instance.pk}/").content.decode()
+    assert 'class="lag-sparkline"' in page and "at most 4096 bytes" in page
+    points = page.split('<polyline points="')[1].split('"')[0].split()
+    assert len(points) == 3 and points[1].endswith(",1.0")  # the highest lag at the top
