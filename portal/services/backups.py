@@ -105,6 +105,9 @@ def backup_policy_set(*, instance: Instance, actor: Any, actor_ip: str | None = 
         raise InvalidPayload.field(sorted(unknown)[0], "unknown field")
     if instance.status == "retired":
         raise Conflict("a retired instance is not backed up")
+    if instance.replica_of_id is not None:
+        # A standby neither archives (archive_mode=on) nor takes ALTER SYSTEM: back up its primary.
+        raise InvalidPayload.field("instance", f"{instance.name} is a replica; back up its primary")
     with transaction.atomic():
         Instance.objects.select_for_update().filter(pk=instance.pk).first()
         policy = policy_for(instance)

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from portal.choices import InstanceKind
-from portal.models import Backup, BackupPolicy, RestoreDrill
+from portal.models import Backup, BackupPolicy, Instance, RestoreDrill
 from portal.services.backups import backup_run, drill_request, drill_run
 from provisioning.backups.storage import storage
 
@@ -123,3 +123,25 @@ def test_a_logical_backup_of_an_external_instance_is_restored_by_a_drill(people,
                                                  "check:parcels"}
     globals_sql = (storage().path(backup.key) / "globals.sql").read_text()
     assert "CREATE ROLE postgres" in globals_sql and "SCRAM-SHA-256$" not in globals_sql
+
+
+def test_a_replica_gets_no_policy_of_its_own(api_for, backup_instance):
+    replica = Instance.objects.create(name="vault_ro", kind=InstanceKind.LOCAL, host="127.0.0.1", port=1,
+                                      admin_user="postgres", replica_of=backup_instance)
+    answer = api_for("admin").put(POLICY.format(replica.pk), {"enabled": True}, format="json")
+    assert answer.status_code == 400 and "instance" in answer.json()["errors"]
+    assert not BackupPolicy.objects.filter(instance=replica).exists()
+
+
+def test_the_backups_page_is_pinned_in_queries(web_for, backup_instance, django_assert_max_num_queries):
+    now = timezone.now()
+    BackupPolicy.objects.create(instance=backup_instance, method="physical")
+    for n in range(30):
+        backup = Backup.objects.create(instance=backup_instance, method="physical", state="ok", started_at=now,
+                                       finished_at=now, key=f"vault-{backup_instance.pk}/base/{n}")
+        RestoreDrill.objects.create(instance=backup_instance, backup=backup, started_at=now, state="passed",
+                                    rto_seconds=1.0, rpo_seconds=0.1)
+    client = web_for("admin")
+    with django_assert_max_num_queries(13):
+        page = client.get(f"/instances/{backup_instance.pk}/backups/")
+    assert page.status_code == 200 and page.content.decode().count("<tr") >= 60
