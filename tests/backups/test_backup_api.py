@@ -145,3 +145,17 @@ def test_the_backups_page_is_pinned_in_queries(web_for, backup_instance, django_
     with django_assert_max_num_queries(13):
         page = client.get(f"/instances/{backup_instance.pk}/backups/")
     assert page.status_code == 200 and page.content.decode().count("<tr") >= 60
+
+
+def test_the_policy_form_saves_for_an_admin_and_names_a_bad_field(web_for, backup_instance):
+    client = web_for("admin")
+    url = f"/instances/{backup_instance.pk}/backups/"
+    form = {"action": "policy", "enabled": "on", "method": "physical", "interval_hours": "12", "retention_count": "5",
+            "retention_days": "7", "drill_interval_hours": "48",
+            "check_queries": '[{"name": "rows", "database": "app", "sql": "SELECT true"}]'}
+    assert client.post(url, form).status_code == 302
+    policy = BackupPolicy.objects.get(instance=backup_instance)
+    assert policy.enabled and policy.retention_count == 5 and policy.check_queries[0]["name"] == "rows"
+    page = client.post(url, {**form, "check_queries": "[{]"}, follow=True).content.decode()
+    assert "check_queries" in page and "not JSON" in page
+    assert AuditEvent.objects.filter(action="backup.policy_changed").count() == 1
