@@ -138,6 +138,11 @@ def main() -> None:
     print(f"restore: drill RTO {d:.1f} s vs bare restore + start {r:.1f} s = {d / r:.2f}x (goal <= 1.5x); "
           f"whole drill with its checks {statistics.median(drill_total):.1f} s")
     cluster.remove()
+    # Several GB of base backups and WAL: the bench leaves none behind.
+    from provisioning.backups.storage import instance_prefix
+
+    storage().delete(instance_prefix(instance))
+    storage().delete("bench")
 
 
 if __name__ == "__main__":
