@@ -5,6 +5,7 @@ a cluster is tests/e2e_api/test_cli.py."""
 from __future__ import annotations
 
 import time
+from html import unescape
 
 import pytest
 
@@ -137,7 +138,7 @@ def test_the_change_set_page_shows_the_set_and_a_reviewer_approves_it_all(api_fo
                                   format="json").json()
     page = web_for("alice").get(f"/change-sets/{filed['id']}/")
     assert page.status_code == 200
-    text = page.content.decode()
+    text = unescape(page.content.decode())  # the plan's copyable text, as the reviewer reads it
     assert 'CREATE SCHEMA "ledger"' in text and "Approve all" not in text  # alice is no reviewer
     assert web_for("alice").post(f"/change-sets/{filed['id']}/approve/").status_code == 403
 
