@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from portal.api.pagination import Pagination
+from portal.api.schema import error_responses
 from portal.models import Backup, RestoreDrill
 from portal.models.backup import BackupHealth, BackupMethod, BackupState, DrillState, DrillTrigger
 from portal.selectors.backups import backup_list, check_may_read_backups, drill_list
@@ -133,7 +134,8 @@ class BackupListView(ListAPIView):
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(request=None, responses={202: QueuedOutput}, operation_id="instances_backups_create")
+    @extend_schema(request=None, responses={202: QueuedOutput, **error_responses(409)},
+                   operation_id="instances_backups_create")
     def post(self, request, pk: int):
         instance = instance_get_for(request.user, pk)
         backup_request(instance=instance, actor=request.user, actor_ip=client_ip(request))
@@ -153,7 +155,8 @@ class DrillListView(ListAPIView):
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(request=DrillInput, responses={202: DrillOutput}, operation_id="instances_drills_create")
+    @extend_schema(request=DrillInput, responses={202: DrillOutput, **error_responses(409)},
+                   operation_id="instances_drills_create")
     def post(self, request, pk: int):
         instance = instance_get_for(request.user, pk)
         data = DrillInput(data=request.data)

@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from portal.api.filters import TextFilter
 from portal.api.schema import error_responses
 from portal.choices import RequestStatus, RequestType
+from portal.errors import InvalidPayload
 from portal.models import Approval, BreakGlass, ChangeRequest, Execution, Instance, Team
 from portal.personas import is_reviewer
 from portal.selectors.approvals import approval_tally, approvals_of, requirement_of
@@ -367,17 +368,21 @@ class RequestViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("wait", OpenApiTypes.INT, description=(
-                "Long-poll: hold the answer up to this many seconds (at most 30) until the status is no "
-                "longer `status`; loop on it to follow a request without polling")),
+            OpenApiParameter("wait", {"type": "integer", "minimum": 0, "maximum": 30}, description=(
+                "Long-poll: hold the answer up to this many seconds until the status is no longer `status` "
+                "(required with it); loop on it to follow a request without polling")),
             OpenApiParameter("status", OpenApiTypes.STR, description="the status the caller last saw (with `wait`)"),
         ],
         responses={200: RequestDetailOutput})
     def retrieve(self, request, pk=None):
         wait = parse_wait(request.query_params.get("wait"))
         if wait:
-            seen = request_get_for(request.user, pk, history=False)  # 404 outside the caller's scope first
-            wait_for_change(seen.pk, request.query_params.get("status") or seen.status, wait)
+            seen_status = request.query_params.get("status")
+            if not seen_status:
+                # Without it the answer would wait for any change from now: say what was seen last.
+                raise InvalidPayload.field("status", "required with wait: the status you last saw")
+            seen = request_get_for(request.user, pk, history=False)  # 404 outside the caller's scope
+            wait_for_change(seen.pk, seen_status, wait)
         return self._detail(pk)
 
     @extend_schema(request=RequestInput, responses={201: RequestDetailOutput},

@@ -128,8 +128,10 @@ def test_wait_holds_the_answer_until_the_status_changes_or_time_is_up(api_for, m
     began = time.monotonic()
     changed = api_for("alice").get(f"/api/v1/requests/{created['id']}/?wait=5&status=queued")
     assert changed.json()["status"] == "submitted" and time.monotonic() - began < 2
-    assert api_for("alice").get(f"/api/v1/requests/{created['id']}/?wait=99").status_code == 400
-    assert api_for("dave").get(f"/api/v1/requests/{created['id']}/?wait=1").status_code == 404
+    assert api_for("alice").get(f"/api/v1/requests/{created['id']}/?wait=99&status=submitted").status_code == 400
+    no_status = api_for("alice").get(f"/api/v1/requests/{created['id']}/?wait=1")
+    assert no_status.status_code == 400 and "status" in no_status.json()["errors"]
+    assert api_for("dave").get(f"/api/v1/requests/{created['id']}/?wait=1&status=submitted").status_code == 404
 
 
 def test_the_change_set_page_shows_the_set_and_a_reviewer_approves_it_all(api_for, web_for, managed_instance,
