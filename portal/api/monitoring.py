@@ -9,7 +9,6 @@ a platform admin's act (403 for anyone else), audited as `monitoring.threshold_s
 
 from __future__ import annotations
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
@@ -97,7 +96,8 @@ class MonitoringView(APIView):
 
 class MonitoringSeriesView(APIView):
     @extend_schema(
-        parameters=[OpenApiParameter("hours", OpenApiTypes.NUMBER, description=f"how far back (1 to {MAX_SERIES_HOURS})")],
+        parameters=[OpenApiParameter("hours", {"type": "number", "minimum": 1, "maximum": MAX_SERIES_HOURS},
+                                     description=f"how far back, in hours (1 to {MAX_SERIES_HOURS})")],
         responses={200: SeriesOutput}, operation_id="instances_monitoring_series_retrieve")
     def get(self, request, pk: int):
         instance = instance_get_for(request.user, pk)

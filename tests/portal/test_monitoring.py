@@ -489,10 +489,11 @@ def test_a_hung_instance_does_not_delay_the_others_samples(people, managed_insta
 
     # given three hung clusters dispatched before the good instance, on a 4-slot worker
     hung = HungServer()
+    worker = None
     try:
         for n in range(3):
             _hung_instance(f"aa-hung-{n}", hung.port)
-        celery_workers.start(pool="threads", concurrency=4, beat=False)
+        worker = celery_workers.start(pool="threads", concurrency=4, beat=False)
         # when beat's monitoring job runs: it only enqueues, one task per instance
         assert monitoring_sample() == 4
         # then the good instance's sample is stored while the hung ones still wait on their connects
@@ -505,6 +506,8 @@ def test_a_hung_instance_does_not_delay_the_others_samples(people, managed_insta
         assert Alert.objects.filter(instance__name__startswith="aa-hung-", kind="sample_failed",
                                     status="open").count() == 3
     finally:
+        if worker is not None:
+            worker.stop()  # no task of it may still hold the portal database when the test's flush runs
         hung.close()
 
 

@@ -76,13 +76,14 @@ def test_a_hung_cluster_does_not_delay_the_other_instances_drift_scan(people, ma
     # given three hung clusters that sort (and are dispatched) before the good one, and a portal grant
     # on the good one for a role that does not exist there: its scan finds that drift
     hung = HungServer()
+    worker = None
     try:
         for n in range(3):
             _hung_instance(f"aa-hung-{n}", hung.port)
         ghost = f"ghost_{uuid.uuid4().hex[:8]}"
         Grant.objects.create(instance=managed_instance, database="app", schema="public", role=ghost,
                              privileges=["SELECT"], tables="all", team=Team.objects.get(name="payments"))
-        celery_workers.start(pool="threads", concurrency=4, beat=False)
+        worker = celery_workers.start(pool="threads", concurrency=4, beat=False)
 
         # when beat's drift job runs: it only enqueues, one task per instance
         assert drift_scan() == 4
@@ -93,6 +94,8 @@ def test_a_hung_cluster_does_not_delay_the_other_instances_drift_scan(people, ma
         assert hung.waiting() >= 1, "the hung clusters' scans ended first: the good one was not scanned beside them"
         assert hung.accepted >= 3
     finally:
+        if worker is not None:
+            worker.stop()  # its hung scans end on their connect timeouts before the test's flush
         hung.close()
 
 
