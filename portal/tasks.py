@@ -26,15 +26,13 @@ def refresh_instance_status() -> int:
     # Replicas (and instances being built) are watched by provisioning.refresh_replicas (below).
     ids = list(Instance.objects.exclude(status__in=["retired", "provisioning"]).filter(replica_of__isnull=True)
                .order_by("name").values_list("pk", flat=True))
-    for instance_id in ids:
-        refresh_one_instance_status.delay(instance_id)
-    return len(ids)
+    return fanout.dispatch(refresh_one_instance_status, ids)
 
 
 @shared_task(name="portal.refresh_one_instance_status", ignore_result=True, expires=30, soft_time_limit=25)
 def refresh_one_instance_status(instance_id: int) -> str | None:
     """Reachable / unreachable and the version of one instance."""
-    instance = Instance.objects.exclude(status="retired").filter(pk=instance_id).first()
+    instance = fanout.live_instance(instance_id)
     if instance is None:
         return None
     result = fanout.run_locked("status", instance_id, lambda: instance_refresh_status(instance))
@@ -71,9 +69,7 @@ def notify_requests(request_ids: list[int], event: str) -> None:
 def refresh_replicas() -> int:
     """Beat job: one health task per watched replica (state and lag; provisioning/fanout.py)."""
     ids = replicas_watched_ids()
-    for replica_id in ids:
-        refresh_replica.delay(replica_id)
-    return len(ids)
+    return fanout.dispatch(refresh_replica, ids)
 
 
 @shared_task(name="provisioning.refresh_replica", ignore_result=True, expires=15, soft_time_limit=14)
@@ -109,9 +105,7 @@ def monitoring_sample() -> int:
     ids = list(Instance.objects.exclude(status__in=["retired", "provisioning"]).order_by("pk")
                .values_list("pk", flat=True))
     period = max(float(settings.MONITORING_SAMPLE_SECONDS), 1.0)
-    for instance_id in ids:
-        monitoring_sample_instance.apply_async(args=[instance_id], expires=period)
-    return len(ids)
+    return fanout.dispatch(monitoring_sample_instance, ids, expires=period)
 
 
 # The soft limit bounds a sample that hangs past its connection and statement timeouts
@@ -184,9 +178,7 @@ def dictionary_refresh_all() -> int:
     ids = list(Instance.objects.exclude(status__in=["retired", "provisioning"]).filter(replica_of__isnull=True)
                .order_by("pk").values_list("pk", flat=True))
     period = 60.0 * float(settings.DICTIONARY_REFRESH_MINUTES)
-    for instance_id in ids:
-        dictionary_refresh_instance.apply_async(args=[instance_id], expires=period)
-    return len(ids)
+    return fanout.dispatch(dictionary_refresh_instance, ids, expires=period)
 
 
 @shared_task(name="portal.dictionary_refresh_instance", ignore_result=True, soft_time_limit=300)

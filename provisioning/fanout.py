@@ -16,12 +16,14 @@ worker is dropped, not run late in a burst (the next period enqueues them afresh
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import structlog
 from django.db import connection
+
+from portal.models import Instance
 
 log = structlog.get_logger(__name__)
 
@@ -55,3 +57,20 @@ def run_locked(job: str, instance_id: int, work: Callable[[], Any]) -> Any:
             log.info("fanout.skipped", job=job, instance=instance_id)
             return SKIPPED
         return work()
+
+
+def dispatch(task: Any, ids: Iterable[int], *, expires: float | None = None) -> int:
+    """A beat job's dispatcher: enqueue `task` once per instance id (expiring after `expires`
+    seconds when given, else as the task declares); returns how many were enqueued."""
+    ids = list(ids)
+    for instance_id in ids:
+        if expires is None:
+            task.delay(instance_id)
+        else:
+            task.apply_async(args=[instance_id], expires=expires)
+    return len(ids)
+
+
+def live_instance(instance_id: int) -> Instance | None:
+    """The instance a per-instance task works on, or None once it is gone or retired."""
+    return Instance.objects.filter(pk=instance_id).exclude(status="retired").first()

@@ -65,14 +65,12 @@ def rotate_executor_logins() -> int:
 def inventory_refresh() -> int:
     """Beat job: one inventory task per instance (databases, schemas, roles, tables; fanout.py)."""
     ids = list(Instance.objects.exclude(status="retired").order_by("name").values_list("pk", flat=True))
-    for instance_id in ids:
-        inventory_refresh_instance.delay(instance_id)
-    return len(ids)
+    return fanout.dispatch(inventory_refresh_instance, ids)
 
 
 @shared_task(name="provisioning.inventory_refresh_instance", ignore_result=True, expires=300, soft_time_limit=240)
 def inventory_refresh_instance(instance_id: int) -> Any:
-    instance = Instance.objects.filter(pk=instance_id).exclude(status="retired").first()
+    instance = fanout.live_instance(instance_id)
     if instance is None:
         return None
 
@@ -89,15 +87,13 @@ def expire_grants() -> list[int]:
 def drift_scan() -> int:
     """Beat job: one drift scan task per primary instance (replicas mirror theirs; fanout.py)."""
     ids = drift.scanned_instance_ids()
-    for instance_id in ids:
-        drift_scan_instance.delay(instance_id)
-    return len(ids)
+    return fanout.dispatch(drift_scan_instance, ids)
 
 
 @shared_task(name="provisioning.drift_scan_instance", ignore_result=True, expires=600, soft_time_limit=540)
 def drift_scan_instance(instance_id: int) -> Any:
     """Scan one instance (an unreachable one is reported by drift_scan_all, not raised)."""
-    instance = Instance.objects.filter(pk=instance_id).exclude(status="retired").first()
+    instance = fanout.live_instance(instance_id)
     if instance is None:
         return None
     return fanout.run_locked("drift", instance_id, lambda: drift.drift_scan_all(instance=instance))
@@ -107,9 +103,7 @@ def drift_scan_instance(instance_id: int) -> Any:
 def sample_activity() -> int:
     """Beat job: one sampling task per instance (an unreachable one delays only its own task)."""
     ids = activity.sampled_instances()
-    for instance_id in ids:
-        sample_instance_activity.delay(instance_id)
-    return len(ids)
+    return fanout.dispatch(sample_instance_activity, ids)
 
 
 # A sample is worth nothing late: it expires rather than queue up behind a backlog, and a
@@ -117,7 +111,7 @@ def sample_activity() -> int:
 @shared_task(name="provisioning.sample_instance_activity", ignore_result=True, expires=300, soft_time_limit=60)
 def sample_instance_activity(instance_id: int) -> int:
     """Record which roles are connected to one instance now (RoleLastSeen)."""
-    instance = Instance.objects.filter(pk=instance_id).exclude(status="retired").first()
+    instance = fanout.live_instance(instance_id)
     if instance is None:
         return 0
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import yaml
+from psycopg import sql
 
 from portal.models import ChangeRequest, ChangeSet
 from tests.fixtures.people import PASSWORD
@@ -135,8 +136,8 @@ def test_access_as_code_plan_apply_idempotent_and_narrowed(cli_for, managed_clus
     first = _apply_and_approve(alice, bob, path)
     assert len(first) == 2 and ChangeSet.objects.count() == 1
     with psycopg.connect(managed_cluster.socket_conninfo("app"), autocommit=True) as admin:
-        admin.execute(f'SET ROLE "{schema}_owner"')
-        admin.execute(f'CREATE TABLE "{schema}".ledger (id int)')
+        admin.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(f"{schema}_owner")))
+        admin.execute(sql.SQL("CREATE TABLE {}.ledger (id int)").format(sql.Identifier(schema)))
     # second apply: the grant
     second = _apply_and_approve(alice, bob, path)
     assert [ChangeRequest.objects.get(pk=i).type for i in second] == ["grant"]
