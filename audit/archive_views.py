@@ -13,7 +13,8 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
 
-from audit.archive import ArchiveNotFound, archive_events_page, archive_get, archive_list, online_cutoff
+from audit.archive import online_cutoff
+from audit.archive_reads import ArchiveNotFound, archive_events_page, archive_get, archive_list
 from audit.selectors import FILTER_FIELDS, parse_filters, parse_seq
 from audit.services import audit_access_record
 from portal.errors import Gone, InvalidPayload

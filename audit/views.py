@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods
 
-from audit.archive import archived_event_get
+from audit.archive_reads import archived_event_get
 from audit.models import AuditEvent
 from audit.selectors import (
     COUNT_CAP,

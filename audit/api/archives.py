@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 from audit.api.permissions import IsAuditorOrAdmin
 from audit.api.serializers import AuditEventPageOutput
 from audit.api.views import FILTER_PARAMETERS, IgnoreFormatNegotiation
-from audit.archive import archive_events_page, archive_export_lines, archive_get, archive_list
+from audit.archive_reads import archive_events_page, archive_export_lines, archive_get, archive_list
 from audit.exports.stream import CONTENT_TYPES
 from audit.models import AuditArchive
 from audit.selectors import parse_filters, parse_seq

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from audit.api.permissions import IsAuditorOrAdmin
 from audit.api.serializers import AuditEventOutput, AuditEventPageOutput, VerifyOutput
-from audit.archive import archived_event_get, export_with_archives
+from audit.archive_reads import archived_event_get, export_with_archives
 from audit.exports.pdf import EntitlementsAt, build_report
 from audit.exports.stream import CONTENT_TYPES, filename
 from audit.selectors import event_get, event_page, parse_filters, parse_seq

@@ -13,7 +13,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from audit.archive import ArchiveError, archive_delete, archive_list, run, verify_all_record
+from audit.archive import ArchiveError, archive_delete, run, verify_all_record
+from audit.archive_reads import archive_list
 from audit.services import SYSTEM
 from portal.errors import DomainError
 
