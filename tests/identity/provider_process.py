@@ -97,7 +97,8 @@ class OidcProvider:
                                         env={**os.environ, "OIDC_CLOCK_SKEW_SECONDS": str(self.clock_skew_seconds),
                                              "OIDC_ID_TOKEN_TTL": str(self.id_token_ttl)})
         log.close()
-        ready, _, _ = select.select([self.process.stdout], [], [], 20)
+        # Node's cold start (loading oidc-provider) took over 20 s once on a loaded 2-CPU CI machine.
+        ready, _, _ = select.select([self.process.stdout], [], [], 90)
         if not ready:
             self.stop()
             raise RuntimeError(f"the provider did not start: see {self.state_dir / 'provider.log'}")
