@@ -2,7 +2,7 @@
 
 from portal.models.access_review import AccessReviewCampaign, AccessReviewItem
 from portal.models.approval import Approval
-from portal.models.backup import Backup, BackupPolicy, RestoreDrill
+from portal.models.backup import Backup, BackupPolicy, RestoreDrill, TeamCheck
 from portal.models.breakglass import BreakGlass, BreakGlassSetting
 from portal.models.change_set import ChangeSet, ChangeSetItem
 from portal.models.identity import GroupMapping, IdentityLink
@@ -45,4 +45,5 @@ __all__ = [
     "Membership",
     "NameReservation",
     "Team",
+    "TeamCheck",
 ]

@@ -129,3 +129,45 @@ class RestoreDrill(models.Model):
     class Meta:
         ordering = ["-started_at"]
         indexes = [models.Index(fields=["instance", "-started_at"], name="drill_recent")]
+
+
+class TeamCheckExpect(models.TextChoices):
+    """What a team's check query must return for the drill to pass (a small, closed vocabulary)."""
+
+    ROWS = "rows", "returns at least one row"
+    NO_ROWS = "no_rows", "returns no rows"
+    EQUALS = "equals", "the first column of the first row equals the expected value (as text)"
+
+
+class TeamCheck(models.Model):
+    """A check query the team owning schemas of a database defines for the drills of its instance.
+
+    Its leads create, change and delete it (portal/services/team_checks.py); its members read it;
+    reviewers, auditors and admins see every team's. `sql` is the normalised text the portal
+    checked (provisioning/backups/team_checks.py), never the text as typed: one plain SELECT over
+    the team's own schemas calling only allow-listed built-ins, run in each drill as a read-only
+    role of the team's that may read its schemas and nothing else.
+    """
+
+    instance = models.ForeignKey("portal.Instance", on_delete=models.CASCADE, related_name="team_checks")
+    team = models.ForeignKey("portal.Team", on_delete=models.CASCADE, related_name="drill_checks")
+    database = models.CharField(max_length=63)
+    name = models.CharField(max_length=63)
+    sql = models.TextField()
+    expect = models.CharField(max_length=10, choices=TeamCheckExpect.choices, default=TeamCheckExpect.ROWS)
+    expected = models.CharField(max_length=200, blank=True, help_text="the value compared with (expect = equals)")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = RestrictedQuerySet.as_manager()
+    # Members of the team see it (restrict's default by team); changes are checked by the service.
+    team_path = "team"
+
+    class Meta:
+        ordering = ["team__name", "name"]
+        constraints = [models.UniqueConstraint(fields=["instance", "team", "name"], name="team_check_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.instance}/{self.team}/{self.name}"
