@@ -23,6 +23,7 @@ from portal.views import (
     requests,
     review_rules,
     reviews,
+    team_checks,
 )
 
 urlpatterns = [
@@ -51,6 +52,7 @@ urlpatterns = [
     path("instances/<int:pk>/dictionary/", dictionary.instance_dictionary, name="instance-dictionary"),
     path("dictionary/", dictionary.dictionary_search_page, name="dictionary-search"),
     path("instances/<int:pk>/backups/", backups.instance_backups, name="instance-backups"),
+    path("instances/<int:pk>/drill-checks/", team_checks.instance_team_checks, name="instance-team-checks"),
     # requests (ui)
     path("requests/", requests.request_list, name="request-list"),
     path("requests/new/", requests.request_new, name="request-new"),

@@ -23,6 +23,7 @@ from portal.api.entitlements import EntitlementView
 from portal.api.identity import GroupMappingViewSet
 from portal.api.monitoring import MonitoringSeriesView, MonitoringThresholdsView, MonitoringView
 from portal.api.requests import RequestViewSet
+from portal.api.team_checks import TeamCheckDetailView, TeamCheckListView
 from portal.api.tokens import ApiTokenViewSet
 from portal.api.users import UserViewSet
 from portal.api.views import InstanceViewSet, TeamViewSet, TokenView
@@ -55,6 +56,8 @@ urlpatterns = [
     path("instances/<int:pk>/backup-policy/", BackupPolicyView.as_view(), name="instance-backup-policy"),
     path("instances/<int:pk>/backups/", BackupListView.as_view(), name="instance-backups"),
     path("instances/<int:pk>/drills/", DrillListView.as_view(), name="instance-drills"),
+    path("instances/<int:pk>/team-checks/", TeamCheckListView.as_view(), name="instance-team-checks"),
+    path("instances/<int:pk>/team-checks/<int:check_id>/", TeamCheckDetailView.as_view(), name="instance-team-check"),
     path("instances/<int:pk>/monitoring/series/", MonitoringSeriesView.as_view(), name="instance-monitoring-series"),
     path("instances/<int:pk>/monitoring/thresholds/", MonitoringThresholdsView.as_view(),
          name="instance-monitoring-thresholds"),

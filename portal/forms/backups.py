@@ -6,7 +6,7 @@ import json
 
 from django import forms
 
-from portal.models.backup import BackupMethod
+from portal.models.backup import BackupMethod, TeamCheckExpect
 
 
 class BackupPolicyForm(forms.Form):
@@ -40,3 +40,22 @@ class BackupPolicyForm(forms.Form):
             elif name != "enabled":
                 field.widget.attrs["class"] = " ".join(filter(None, ["form-control form-control-sm",
                                                                      field.widget.attrs.get("class")]))
+
+
+class TeamCheckForm(forms.Form):
+    """A team's drill check (create: with team and database; change: the rest). Rules: the service's."""
+
+    team = forms.CharField(max_length=63, required=False)
+    database = forms.CharField(max_length=63, required=False)
+    name = forms.CharField(max_length=63)
+    sql = forms.CharField(max_length=4000, widget=forms.Textarea(attrs={"rows": 3, "class": "font-monospace"}),
+                          help_text="One SELECT over your team's schemas, schema-qualified: "
+                                    "SELECT count(*) > 0 FROM payments.orders")
+    expect = forms.ChoiceField(choices=TeamCheckExpect.choices)
+    expected = forms.CharField(max_length=200, required=False, help_text="for equals: true/false, null, a number, text")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for name, field in self.fields.items():
+            css = "form-select form-select-sm" if name == "expect" else "form-control form-control-sm"
+            field.widget.attrs["class"] = " ".join(filter(None, [css, field.widget.attrs.get("class")]))

@@ -239,6 +239,13 @@ def _teams_led_by(user: Any) -> RawSQL:
     return RawSQL(_led_teams_sql(), [user.pk, user.pk, user.pk])
 
 
+def leads_team(user: Any, team: Team) -> bool:
+    """True when the user belongs to the team and leads it (the same rule as _led_teams_sql)."""
+    if not getattr(user, "is_authenticated", False):
+        return False
+    return Team.objects.filter(pk=team.pk).filter(pk__in=_teams_led_by(user)).exists()
+
+
 def _may_approve(user: Any) -> Q:
     """The user is someone the request's policy asks for: in one of its approver groups (the
     fallback groups when no policy row exists, as policy_for), or a lead of the team owning the

@@ -10,7 +10,8 @@ Who runs what:
   system) under the fan-out lock of their job (provisioning/fanout.py: "backup", "drill").
   A Backup row is `running` while the worker works and becomes `ok` only after its files are
   verified; any error makes it `failed` (`backup.taken` / `backup.failed`). Drills end
-  `passed` or `failed` (`backup.drill_passed` / `backup.drill_failed`).
+  `passed` or `failed` (`backup.drill_passed` / `backup.drill_failed`); a failed check of a team's
+  own (portal/services/team_checks.py) fails the drill like any other.
 - `backup_sweep` (beat) marks `failed` every running backup or drill whose instance's lock is
   free: the worker that held it is gone (its database session died with it), so nothing is
   still writing; leftover processes and files are removed. It also finds late backups.
@@ -41,6 +42,7 @@ from portal.logging import redact_text
 from portal.models import Backup, BackupPolicy, Instance, RestoreDrill
 from portal.models.backup import BackupHealth, BackupMethod, BackupState, DrillState, DrillTrigger
 from portal.personas import is_admin
+from portal.selectors.team_checks import drill_team_checks
 from provisioning import fanout
 from provisioning.backups import drill as drill_engine
 from provisioning.backups import logical, physical
@@ -414,7 +416,7 @@ def drill_run(drill_id: int) -> str:
     engine = drill_engine.drill_physical if backup.method == BackupMethod.PHYSICAL else drill_engine.drill_logical
     try:
         result = engine(drill_id=drill.pk, instance=instance, backup=backup, target_time=drill.target_time,
-                        check_queries=policy.check_queries or [])
+                        check_queries=policy.check_queries or [], team_checks=drill_team_checks(instance))
     except FAILURES as exc:
         result = drill_engine.DrillResult(ok=False, error=redact_text(str(exc))[:2000] or type(exc).__name__)
     _drill_finish(drill, result)

@@ -15,6 +15,8 @@ when nothing was replayed past the backup, else the differences are listed), and
 `check:<name>` per check query of the policy. Check queries are the owning team's SQL, so they
 run in a READ ONLY transaction, with a statement timeout, as a role holding only
 pg_read_all_data (never the superuser: on the scratch cluster it could read the host's files).
+Then one `team:<team>:<name>` per check a team defined for its own schemas
+(provisioning/backups/team_checks.py): each team's as a role that reads only that team's schemas.
 
 RTO: drill start to a cluster that answers queries after recovery. RPO: the target (the drill's
 start for "latest") minus the last commit the restored copy holds.
@@ -39,6 +41,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from provisioning.backups import logical, physical
+from provisioning.backups import team_checks as team_check_engine
 from provisioning.backups.storage import storage
 from provisioning.backups.tools import DATABASES_SQL, BackupError, count_rows, run, tool
 from provisioning.clusters import ClusterError, LocalCluster, free_port
@@ -110,7 +113,7 @@ def _log_tail(cluster: LocalCluster) -> str:
 
 
 def _checks_on_restored(cluster: LocalCluster, backup, check_queries: list[dict], result: DrillResult,
-                        *, exact_counts: bool) -> None:
+                        *, exact_counts: bool, team_checks: list[dict] | None = None) -> None:
     with psycopg.connect(cluster.socket_conninfo(), autocommit=True, connect_timeout=5) as conn:
         databases = [row[0] for row in conn.execute(DATABASES_SQL).fetchall()]
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(CHECK_ROLE)))
@@ -165,10 +168,20 @@ def _checks_on_restored(cluster: LocalCluster, backup, check_queries: list[dict]
             check(result, name, passed, f"first value: {row[0]!r}" if row else "no row")
         except psycopg.Error as exc:
             check(result, name, False, str(exc).strip().splitlines()[0])
+    team_check_engine.run_team_checks(cluster, team_checks or [], databases,
+                                      lambda entry: _record_team_check(result, entry))
+
+
+def _record_team_check(result: DrillResult, entry: dict[str, Any]) -> None:
+    # A team's failing check fails the drill like any other check (and so alerts).
+    entry["detail"] = str(entry.get("detail", ""))[:2000]
+    result.checks.append(entry)
+    if not entry["ok"]:
+        result.ok = False
 
 
 def drill_physical(*, drill_id: int, instance, backup, target_time: datetime | None,
-                   check_queries: list[dict]) -> DrillResult:
+                   check_queries: list[dict], team_checks: list[dict] | None = None) -> DrillResult:
     started_wall = timezone.now()
     started = time.monotonic()
     result = DrillResult(ok=True)
@@ -212,7 +225,7 @@ def drill_physical(*, drill_id: int, instance, backup, target_time: datetime | N
         result.rpo_seconds = max(0.0, (target - result.restored_to).total_seconds())
         check(result, "restore", True, f"recovered to {result.restored_to.isoformat()}")
         exact = replayed is None or (backup.finished_at is not None and replayed <= backup.finished_at)
-        _checks_on_restored(cluster, backup, check_queries, result, exact_counts=exact)
+        _checks_on_restored(cluster, backup, check_queries, result, exact_counts=exact, team_checks=team_checks)
         return result
     finally:
         cluster.remove()
@@ -220,7 +233,8 @@ def drill_physical(*, drill_id: int, instance, backup, target_time: datetime | N
 
 
 def drill_logical(*, drill_id: int | str, instance, backup, target_time: datetime | None,
-                  check_queries: list[dict], extra_checks=None) -> DrillResult:
+                  check_queries: list[dict], extra_checks=None,
+                  team_checks: list[dict] | None = None) -> DrillResult:
     """`extra_checks(cluster, result)`: more checks on the restored copy before it is removed
     (the portal's own drill verifies the audit chain there)."""
     started_wall = timezone.now()
@@ -264,7 +278,7 @@ def drill_logical(*, drill_id: int | str, instance, backup, target_time: datetim
         result.rto_seconds = time.monotonic() - started
         result.restored_to = backup.started_at
         result.rpo_seconds = max(0.0, ((target_time or started_wall) - backup.started_at).total_seconds())
-        _checks_on_restored(cluster, backup, check_queries, result, exact_counts=True)
+        _checks_on_restored(cluster, backup, check_queries, result, exact_counts=True, team_checks=team_checks)
         if extra_checks is not None:
             extra_checks(cluster, result)
         return result

@@ -31,6 +31,7 @@ class Row:
     route: str            # URL name, with its namespace ("api:request-detail")
     method: str
     path: str             # placeholders: {request} {instance} {team} {seq} {policy} {drift} {campaign} {item}
+                          # {team_check}
     expect: str           # six statuses, PERSONAS order
     data: dict = field(default_factory=dict)  # the body: valid, so allowed personas get the success status
 
@@ -295,6 +296,22 @@ ROWS: list[Row] = [
     Row("api:instance-backups", "POST", "/api/v1/instances/{instance}/backups/", "401 403 403 403 403 202"),
     Row("api:instance-drills", "GET", "/api/v1/instances/{instance}/drills/", "401 403 403 200 200 200"),
     Row("api:instance-drills", "POST", "/api/v1/instances/{instance}/drills/", "401 403 403 403 403 409"),
+    # the teams' own drill checks (#20): {team_check} is payments' (alice leads it) on schema
+    # matrix_checks of demo/app. Everyone who sees the instance lists (their teams' checks only, so dave's
+    # list is empty); leads of the owning team and platform admins write; another team's check is a 404.
+    Row("instance-team-checks", "GET", "/instances/{instance}/drill-checks/", "302 200 200 200 200 200"),
+    Row("instance-team-checks", "POST", "/instances/{instance}/drill-checks/", "302 302 403 403 403 302",
+        data={"action": "create", "team": "payments", "database": "app", "name": "matrix-new",
+              "sql": "SELECT 1 FROM matrix_checks.t", "expect": "rows"}),
+    Row("api:instance-team-checks", "GET", "/api/v1/instances/{instance}/team-checks/", "401 200 200 200 200 200"),
+    Row("api:instance-team-checks", "POST", "/api/v1/instances/{instance}/team-checks/", "401 201 403 403 403 201",
+        data={"team": "payments", "database": "app", "name": "matrix-new", "sql": "SELECT 1 FROM matrix_checks.t"}),
+    Row("api:instance-team-check", "GET", "/api/v1/instances/{instance}/team-checks/{team_check}/",
+        "401 200 404 200 200 200"),
+    Row("api:instance-team-check", "PUT", "/api/v1/instances/{instance}/team-checks/{team_check}/",
+        "401 200 404 403 403 200", data={"expect": "no_rows"}),
+    Row("api:instance-team-check", "DELETE", "/api/v1/instances/{instance}/team-checks/{team_check}/",
+        "401 204 404 403 403 204"),
     Row("api:instance-monitoring", "GET", "/api/v1/instances/{instance}/monitoring/", "401 200 200 200 200 200"),
     Row("api:instance-monitoring-series", "GET", "/api/v1/instances/{instance}/monitoring/series/?hours=6",
         "401 200 200 200 200 200"),

@@ -25,7 +25,9 @@ from portal.models import (
     ChangeSet,
     ChangeSetItem,
     GroupMapping,
+    ManagedSchema,
     Team,
+    TeamCheck,
 )
 from portal.services.requests import request_submit
 from provisioning.models import DriftFinding
@@ -77,7 +79,16 @@ def world(people, managed_instance):
         "policy": ApprovalPolicy.objects.order_by("pk").values_list("pk", flat=True).first(),
         "drift": drift.pk, "change_set": _change_set(people, managed_instance, payments, request),
         **_access_review(people, managed_instance, payments), **_identity(people),
+        "team_check": _team_check(people, managed_instance, payments),
     }
+
+
+def _team_check(people, instance, team) -> int:
+    """A drill check of payments (alice leads it) on schema matrix_checks of `demo`'s database app."""
+    ManagedSchema.objects.create(instance=instance, database="app", name="matrix_checks", owner_role="matrix_owner",
+                                 team=team)
+    return TeamCheck.objects.create(instance=instance, team=team, database="app", name="matrix",
+                                    sql="SELECT 1 FROM matrix_checks.t", created_by=people["alice"]).pk
 
 
 def _change_set(people, instance, team, request) -> int:
