@@ -81,7 +81,7 @@ def _qualified_by_catalog(names: Iterable[Any]) -> bool:
 
 
 def _check_nodes(tree: ast.Node, schemas: set[str]) -> None:
-    cte_names = {node.ctename for node in walk(tree) if isinstance(node, ast.CommonTableExpr)}
+    """Node kinds, functions, operators and types anywhere in the tree (scope-free rules)."""
     for node in walk(tree):
         kind = type(node).__name__
         if kind not in ALLOWED_NODES:
@@ -95,16 +95,51 @@ def _check_nodes(tree: ast.Node, schemas: set[str]) -> None:
             raise _refuse("operators may be qualified only with pg_catalog")
         elif isinstance(node, ast.TypeName) and (not _qualified_by_catalog(node.names) or node.pct_type):
             raise _refuse("types may be qualified only with pg_catalog")
-        elif isinstance(node, ast.RangeVar):
-            if node.catalogname:
-                raise _refuse(f"{node.catalogname}.{node.schemaname}.{node.relname}: no database names")
-            if node.schemaname is None:
-                if node.relname not in cte_names:
-                    raise _refuse(f"table {node.relname}: qualify it with one of your team's schemas "
-                                  f"({', '.join(sorted(schemas)) or 'none in this database'})")
-            elif node.schemaname not in schemas:
-                raise _refuse(f"table {node.schemaname}.{node.relname}: schema {node.schemaname} is not "
-                              "one of your team's schemas in this database")
+
+
+def _check_tables(node: Any, schemas: set[str], ctes: frozenset[str]) -> None:
+    """Every table named is in one of the team's schemas, or is a CTE *in scope* where it is named.
+
+    Scope as PostgreSQL resolves it: a WITH list's names are visible in the statement it belongs
+    to and below; without RECURSIVE a CTE sees only the siblings before it. A bare name out of
+    every CTE's scope would resolve through search_path (pg_catalog) and read the catalogs, so it
+    is refused even when a CTE of that name exists elsewhere in the query.
+    """
+    if isinstance(node, tuple | list):
+        for item in node:
+            _check_tables(item, schemas, ctes)
+        return
+    if not isinstance(node, ast.Node):
+        return
+    if isinstance(node, ast.RangeVar):
+        if node.catalogname:
+            raise _refuse(f"{node.catalogname}.{node.schemaname}.{node.relname}: no database names")
+        if node.schemaname is None:
+            if node.relname not in ctes:
+                raise _refuse(f"table {node.relname}: qualify it with one of your team's schemas "
+                              f"({', '.join(sorted(schemas)) or 'none in this database'})")
+        elif node.schemaname not in schemas:
+            raise _refuse(f"table {node.schemaname}.{node.relname}: schema {node.schemaname} is not "
+                          "one of your team's schemas in this database")
+        return
+    if isinstance(node, ast.SelectStmt) and node.withClause is not None:
+        with_clause = node.withClause
+        names = [cte.ctename for cte in with_clause.ctes]
+        visible = ctes
+        if with_clause.recursive:
+            visible = ctes | frozenset(names)
+            for cte in with_clause.ctes:
+                _check_tables(cte.ctequery, schemas, visible)
+        else:
+            for cte in with_clause.ctes:
+                _check_tables(cte.ctequery, schemas, visible)
+                visible = visible | {cte.ctename}
+        for attr in type(node).__slots__:
+            if attr != "withClause":
+                _check_tables(getattr(node, attr, None), schemas, visible)
+        return
+    for attr in type(node).__slots__:
+        _check_tables(getattr(node, attr, None), schemas, ctes)
 
 
 def clean_sql(text: object, *, schemas: Iterable[str]) -> str:
@@ -134,6 +169,10 @@ def clean_sql(text: object, *, schemas: Iterable[str]) -> str:
         kind = type(tree).__name__
         raise _refuse(f"only a plain SELECT may run in a drill: {_REFUSED_WORDS.get(kind, kind)} is not allowed")
     _check_nodes(tree, set(schemas))
+    try:
+        _check_tables(tree, set(schemas), frozenset())
+    except RecursionError:
+        raise _refuse("the query is nested too deeply") from None
     pin_to_builtins(tree)
     try:
         normalised = deparse(tree)

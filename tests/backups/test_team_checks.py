@@ -9,10 +9,11 @@ import pytest
 from django.contrib.auth.models import Group
 
 from audit.models import AuditEvent
-from portal.choices import MembershipRole, Persona
+from portal.choices import InstanceKind, MembershipRole, Persona
 from portal.models import BackupPolicy, ManagedSchema, Team, TeamCheck
 from portal.services.backups import backup_policy_set, backup_run, drill_request, drill_run
 from portal.services.demo import membership_add
+from portal.services.team_checks import team_check_create
 from provisioning.backups.team_checks import role_for
 
 pytestmark = pytest.mark.django_db
@@ -114,6 +115,9 @@ HOSTILE = [
     "SELECT 1 OPERATOR(pay.===) 1",
     "COPY pay.orders TO '/tmp/x'",
     "SELECT $1",
+    # a bare name outside its CTE's scope would resolve to the catalogs (search_path = pg_catalog)
+    "SELECT * FROM (WITH pg_authid AS (SELECT 1) SELECT 1) s, pg_authid",
+    "WITH a AS (SELECT * FROM pg_roles), pg_roles AS (SELECT 1) SELECT * FROM a",
 ]
 
 
@@ -195,6 +199,27 @@ def test_team_checks_run_in_the_drill_and_a_failing_one_fails_it(people, api_for
     drill.refresh_from_db()
     assert result == "passed", drill.checks
     assert sum(c["name"].startswith("team:payments:") for c in drill.checks) == 3
+
+
+def test_a_logical_drill_runs_the_team_checks_too(people, backup_instance, backup_cluster, payments_schema):
+    # given the cluster as an external instance (logical backups) and two checks of payments
+    backup_instance.kind = InstanceKind.EXTERNAL
+    backup_instance.save()
+    BackupPolicy.objects.create(instance=backup_instance, method="logical")
+    for name, sql, expect, expected in (("open-orders", "SELECT id FROM pay.orders WHERE state = 'open'", "rows", ""),
+                                        ("all-paid", "SELECT bool_and(state = 'paid') FROM pay.orders", "equals",
+                                         "false")):
+        team_check_create(actor=people["alice"], instance=backup_instance, team=payments_schema, database="app",
+                          name=name, sql=sql, expect=expect, expected=expected)
+    assert backup_run(backup_instance.pk) == "ok"
+    # when it is drilled, then both team checks ran on the restored dumps and passed
+    drill = drill_request(instance=backup_instance, actor=people["admin"])
+    result = drill_run(drill.pk)
+    drill.refresh_from_db()
+    assert result == "passed", drill.checks
+    checks = {c["name"]: c for c in drill.checks}
+    assert checks["team:payments:open-orders"]["ok"] and checks["team:payments:all-paid"]["ok"]
+    assert checks["team:payments:all-paid"]["detail"] == "first value 'false', expected 'false'"
 
 
 def test_the_drill_checks_page_lets_leads_edit_and_names_a_bad_field(people, web_for, backup_instance,
