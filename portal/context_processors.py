@@ -95,13 +95,15 @@ def navigation(request) -> dict:
         persona=persona,
         persona_label=Persona(persona).label,
         user_teams=[m.team.name for m in user.memberships.select_related("team")],
-        review_count=_review_count(user) if any(i["url_name"] == "review-queue" for i in items) else 0,
+        review_count=_review_count(request) if any(i["url_name"] == "review-queue" for i in items) else 0,
         search_query=request.GET.get("q", "") if request.resolver_match and
         request.resolver_match.url_name == "request-search" else "",
     )
     return context
 
 
-def _review_count(user) -> int:
-    """How many requests wait for this reviewer (the nav badge)."""
-    return pending_review_count(user)
+def _review_count(request) -> int:
+    """How many requests wait for this reviewer (the nav badge); the review queue has counted them
+    already for its pages (views/reviews.py), so it is not counted twice."""
+    counted = getattr(request, "pending_review_count", None)
+    return counted if counted is not None else pending_review_count(request.user)

@@ -1,7 +1,8 @@
-"""The review queue: pending requests sorted by risk then age; rows expand to the plan."""
+"""The review queue: pending requests sorted by risk then age, a page at a time; rows expand to the plan."""
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
@@ -9,7 +10,11 @@ from portal.personas import is_reviewer
 from portal.selectors.breakglass import break_glass_reviews_pending, mark_overdue
 from portal.selectors.requests import pending_reviews_queryset
 
-QUEUE_LIMIT = 200
+# A page of the queue, as on the request list: its cost stays flat however many requests wait
+# (bench/scale.py). A decision lands on the queue's first row (views/requests.py _next_in_queue),
+# which is always on page 1.
+PAGE_SIZE = 25
+BREAK_GLASS_LIMIT = 200
 
 
 @login_required
@@ -17,8 +22,10 @@ QUEUE_LIMIT = 200
 def review_queue(request):
     if not is_reviewer(request.user):
         raise PermissionDenied
-    rows = list(pending_reviews_queryset(request.user)[:QUEUE_LIMIT])
+    page = Paginator(pending_reviews_queryset(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
+    # The paginator's COUNT is the nav badge's number too (context_processors.navigation): one COUNT.
+    request.pending_review_count = page.paginator.count
     # Break-glass requests applied without approval, owed a post-hoc review (most overdue first).
-    break_glass_rows = mark_overdue(list(break_glass_reviews_pending(request.user)[:QUEUE_LIMIT]))
-    return render(request, "reviews/queue.html", {"rows": rows, "limit": QUEUE_LIMIT,
+    break_glass_rows = mark_overdue(list(break_glass_reviews_pending(request.user)[:BREAK_GLASS_LIMIT]))
+    return render(request, "reviews/queue.html", {"page": page, "rows": page.object_list,
                                                   "break_glass_rows": break_glass_rows})

@@ -215,6 +215,28 @@ def test_review_queue_is_sorted_by_risk_then_age_and_rows_expand_to_the_plan(web
     assert "DELETE on all tables" in row  # the rule that made it high
 
 
+def test_review_queue_pages_and_counts_every_pending_request_in_sql(web_for, people, dev,
+                                                                   django_assert_max_num_queries):
+    from portal.views.reviews import PAGE_SIZE
+
+    # given more pending requests than a page holds (the oldest first at equal risk)
+    pending = [given_request(requester=people["alice"], instance=dev) for _ in range(PAGE_SIZE + 3)]
+    client = web_for("bob")
+    client.get(reverse("review-queue"))  # warm the session
+    # when bob opens the queue: one page of rows, the count of all in the heading and the nav
+    with django_assert_max_num_queries(PINNED["review-queue"]) as first:
+        html = client.get(reverse("review-queue")).content.decode()
+    assert html.count('class="review-item"') == PAGE_SIZE
+    assert f'id="review-{pending[0].pk}"' in html and f'id="review-{pending[-1].pk}"' not in html
+    assert re.search(rf'id="queue-count">{PAGE_SIZE + 3}<', html)
+    assert sum("COUNT(*)" in q["sql"] for q in first.captured_queries) == 1  # the queue's and the nav's
+    assert 'id="page-next"' in html
+    # then the next page holds the rest, keys and dialogs included
+    html = client.get(reverse("review-queue"), {"page": 2}).content.decode()
+    assert html.count('class="review-item"') == 3 and f'id="review-{pending[-1].pk}"' in html
+    assert f'id="modal-approve-{pending[-1].pk}"' in html and 'id="page-prev"' in html
+
+
 def test_review_queue_approve_returns_to_the_queue(web_for, people, managed_instance):
     change = given_request(requester=people["alice"], instance=managed_instance, type="schema",
                            payload={"database": "app", "name": "q_schema"},
