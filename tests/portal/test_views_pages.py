@@ -133,6 +133,34 @@ def test_search_finds_requests_by_id_role_and_schema_within_scope(web_for, world
     assert f"request-row-{pk}" not in html and "No request matches" in html
 
 
+def test_search_matches_names_where_words_start_and_reads_the_index(people):
+    from django.db import connection
+
+    from portal.models import ChangeRequest
+    from portal.models.request import SEARCH_TEXT
+    from portal.selectors.search import _WordsStartLike, request_search
+
+    # given a request for the role app_reporting_ro in schema ledger_2024
+    change = given_request(requester=people["alice"], instance=dev_instance(),
+                           payload={"role": "app_reporting_ro", "database": "app", "schema": "ledger_2024",
+                                    "privileges": ["SELECT"], "tables": "all"})
+    # then the starts of its words find it, as typed or in capitals; the middle of a word does not
+    for query in ("app_reporting", "reporting_r", "LEDGER_20", "ledger", "ro"):
+        assert [r.pk for r in request_search(people["alice"], query)] == [change.pk], query
+    for query in ("porting", "edger", "reporting ledger"):
+        assert request_search(people["alice"], query) == [], query
+    assert [r.pk for r in request_search(people["alice"], "_ro")] == [change.pk]  # the words: ro
+    # and the words are looked up in the GIN index (bench/scale.py: flat in the number of requests)
+    query = (ChangeRequest.objects.alias(search_text=SEARCH_TEXT).filter(search_text__contains="ledger")
+             .filter(_WordsStartLike("ledger")))
+    sql, params = query.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # a handful of rows: the planner would read them all
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "request_search_idx" in plan
+
+
 def test_auditor_home_goes_to_the_audit_log_when_installed(web_for, world):
     from django.urls import NoReverseMatch
 
