@@ -124,12 +124,18 @@ def read_databases(conn: psycopg.Connection) -> list[str]:
 
 
 def snapshot(instance, databases: list[str] | None = None) -> tuple[dict[str, RoleInfo], list[Privilege]]:
-    """Roles and privileges of an instance: one connection and one query per database."""
+    """Roles and privileges of an instance: one connection and one query per database (the
+    connection that read the roles serves its own database too: a connection costs more than
+    the query, password authentication included)."""
+    by_database: dict[str, list[Privilege]] = {}
     with connect(instance, autocommit=True) as conn:
         roles = read_roles(conn)
         names = databases if databases is not None else read_databases(conn)
-    privileges: list[Privilege] = []
+        first = conn.info.dbname
+        if first in names:
+            by_database[first] = read_privileges(conn, first)
     for name in names:
-        with connect(instance, name, autocommit=True) as conn:
-            privileges.extend(read_privileges(conn, name))
-    return roles, privileges
+        if name not in by_database:
+            with connect(instance, name, autocommit=True) as conn:
+                by_database[name] = read_privileges(conn, name)
+    return roles, [privilege for name in names for privilege in by_database[name]]

@@ -16,8 +16,9 @@ acknowledged), one no longer seen is resolved. New and resolved findings are aud
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from django.db import transaction
@@ -49,15 +50,29 @@ class Key:
     privilege: str
 
 
-def _tables_of(privileges: list[catalog.Privilege], database: str, schema: str) -> set[str]:
-    return {p.object for p in privileges
-            if p.database == database and p.schema == schema and p.object_type == "table" and p.object}
+class GrantRow(NamedTuple):
+    """An active grant, as the comparison reads it (a row of values: a scan reads thousands, and
+    building a model object per row was most of a scan's time, bench/scale.py)."""
+
+    database: str
+    schema: str
+    role: str
+    privileges: list[str]
+    tables: list[str] | str | None  # "all" or table names
+    default_privileges: bool
 
 
-def expected_privileges(instance: Instance, observed: list[catalog.Privilege]) -> tuple[set[tuple], list[Grant]]:
+def active_grants(instance: Instance) -> list[GrantRow]:
+    return [GrantRow(*row) for row in Grant.objects.filter(instance=instance, revoked_at__isnull=True).values_list(
+        "database", "schema", "role", "privileges", "tables", "default_privileges")]
+
+
+def expected_privileges(instance: Instance, observed: list[catalog.Privilege]) -> tuple[set[tuple], list[GrantRow]]:
     """(database, object_type, schema, object, role, privilege) tuples the active grants give."""
-    grants = list(Grant.objects.filter(instance=instance, revoked_at__isnull=True))
-    owners = {(s.database, s.name): s.owner_role for s in ManagedSchema.objects.filter(instance=instance)}
+    grants = active_grants(instance)
+    owners = dict(((database, name), owner) for database, name, owner in
+                  ManagedSchema.objects.filter(instance=instance).values_list("database", "name", "owner_role"))
+    tables_in: dict[tuple[str, str], set[str]] | None = None  # (database, schema) -> tables, built once
     expected: set[tuple] = set()
     for grant in grants:
         privileges = set(grant.privileges)
@@ -71,7 +86,11 @@ def expected_privileges(instance: Instance, observed: list[catalog.Privilege]) -
         if grant.tables == "all":
             # ON ALL TABLES covers the tables of that moment; later tables only through default
             # privileges, so only then is every table of today expected.
-            tables = _tables_of(observed, grant.database, grant.schema) if grant.default_privileges else set()
+            tables: set[str] = set()
+            if grant.default_privileges:
+                if tables_in is None:
+                    tables_in = _tables_by_schema(observed)
+                tables = tables_in.get((grant.database, grant.schema), set())
         else:
             tables = set(grant.tables or [])
         for table in tables:
@@ -84,11 +103,19 @@ def expected_privileges(instance: Instance, observed: list[catalog.Privilege]) -
     return expected, grants
 
 
-def _explained(p: catalog.Privilege, grants: list[Grant]) -> bool:
-    """A table privilege on a table created after an ON ALL TABLES grant is still explained by it."""
+def _tables_by_schema(privileges: list[catalog.Privilege]) -> dict[tuple[str, str], set[str]]:
+    tables: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for p in privileges:
+        if p.object_type == "table" and p.object:
+            tables[(p.database, p.schema)].add(p.object)
+    return tables
+
+
+def _explained(p: catalog.Privilege, grants: list[GrantRow]) -> bool:
+    """A table privilege on a table created after an ON ALL TABLES grant is still explained by it.
+
+    `grants`: the active grants of p's (database, schema, grantee) only."""
     for grant in grants:
-        if (grant.database, grant.schema, grant.role) != (p.database, p.schema, p.grantee):
-            continue
         if p.object_type == "schema" and (p.privilege in grant.privileges
                                           or (p.privilege == "USAGE" and set(grant.privileges) & TABLE_PRIVILEGES)):
             return True
@@ -112,9 +139,14 @@ def _object_name(object_type: str, schema: str, obj: str | None) -> str:
 def compute_findings(instance: Instance, roles: dict[str, catalog.RoleInfo],
                      privileges: list[catalog.Privilege]) -> dict[Key, str]:
     """The drift of one instance as {Key: detail}. Pure: no writes, no connections."""
-    managed = {r.name: r for r in ManagedRole.objects.filter(instance=instance, dropped_at__isnull=True)}
-    managed_schemas = {(s.database, s.name) for s in ManagedSchema.objects.filter(instance=instance)}
+    # name -> the memberships the portal gave
+    managed: dict[str, list[str]] = dict(
+        ManagedRole.objects.filter(instance=instance, dropped_at__isnull=True).values_list("name", "member_of"))
+    managed_schemas = set(ManagedSchema.objects.filter(instance=instance).values_list("database", "name"))
     expected, grants = expected_privileges(instance, privileges)
+    grants_on: dict[tuple[str, str, str], list[GrantRow]] = defaultdict(list)  # (database, schema, role)
+    for grant in grants:
+        grants_on[(grant.database, grant.schema, grant.role)].append(grant)
     # A schema the portal grants on is in scope too: a hand-made grant next to a portal grant is
     # drift (the entitlements page applies the same scope, #19).
     managed_schemas |= {(g.database, g.schema) for g in grants}
@@ -131,7 +163,8 @@ def compute_findings(instance: Instance, roles: dict[str, catalog.RoleInfo],
             continue
         obj = p.object if p.object_type != "schema" else None
         observed.add((p.database, p.object_type, p.schema, obj, p.grantee, p.privilege))
-        if (p.database, p.object_type, p.schema, obj, p.grantee, p.privilege) in expected or _explained(p, grants):
+        if (p.database, p.object_type, p.schema, obj, p.grantee, p.privilege) in expected or _explained(
+                p, grants_on.get((p.database, p.schema, p.grantee), [])):
             continue
         name = _object_name(p.object_type, p.schema, p.object)
         found[Key(p.database, DriftKind.UNEXPECTED, p.grantee, p.object_type, name, p.privilege)] = (
@@ -147,7 +180,7 @@ def compute_findings(instance: Instance, roles: dict[str, catalog.RoleInfo],
         found[Key(database, DriftKind.MISSING, role, object_type, _object_name(object_type, schema, obj),
                   privilege)] = detail
 
-    for name, record_ in managed.items():
+    for name, member_of in managed.items():
         info = roles.get(name)
         if info is None:
             continue
@@ -155,7 +188,7 @@ def compute_findings(instance: Instance, roles: dict[str, catalog.RoleInfo],
             if getattr(info, attribute):
                 found[Key("", DriftKind.DANGEROUS, name, "role", name, attribute.upper())] = (
                     f"{name} has {attribute.upper()}; the portal never gives it")
-        allowed = set(record_.member_of or [])
+        allowed = set(member_of or [])
         for group in info.member_of:
             if group not in allowed:
                 found[Key("", DriftKind.UNEXPECTED, name, "role", group, "MEMBER")] = (
