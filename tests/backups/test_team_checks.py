@@ -7,6 +7,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 from django.contrib.auth.models import Group
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from audit.models import AuditEvent
 from portal.choices import InstanceKind, MembershipRole, Persona
@@ -238,3 +240,33 @@ def test_the_drill_checks_page_lets_leads_edit_and_names_a_bad_field(people, web
     assert "SELECT 1 FROM pay.orders" not in dave.get(url).content.decode()
     assert dave.post(url, {"action": "create", "team": "payments", "database": "app", "name": "x",
                            "sql": "SELECT 1 FROM pay.orders", "expect": "rows"}).status_code == 403
+
+
+def test_the_check_list_and_page_do_not_grow_in_queries_with_the_checks(people, api_for, web_for, backup_instance,
+                                                                        payments_schema,
+                                                                        django_assert_max_num_queries):
+    def add(first: int, count: int) -> None:
+        TeamCheck.objects.bulk_create(
+            TeamCheck(instance=backup_instance, team=payments_schema, database="app", name=f"c{i}",
+                      sql="SELECT 1 FROM pay.orders", created_by=people["alice"]) for i in range(first, first + count))
+
+    add(0, 1)
+    api, page = _url(backup_instance), f"/instances/{backup_instance.pk}/drill-checks/"
+    counts = {}
+    for who in ("alice", "admin"):
+        client = api_for(who)
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(api).status_code == 200
+        counts[("api", who)] = len(captured)
+        with CaptureQueriesContext(connection) as captured:
+            assert web_for(who).get(page).status_code == 200
+        counts[("page", who)] = len(captured)
+    add(1, 14)
+    for (kind, who), count in counts.items():
+        client = api_for(who) if kind == "api" else web_for(who)
+        with django_assert_max_num_queries(count):
+            response = client.get(api if kind == "api" else page)
+        if kind == "api":
+            assert len(response.json()["results"]) == 15
+        else:
+            assert response.content.decode().count('<tr id="team-check-') == 15
