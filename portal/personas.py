@@ -1,4 +1,5 @@
-"""Persona checks: is this user a platform admin, a reviewer, an auditor (Django groups, cached per request)."""
+"""Persona checks: is this user a platform admin, a reviewer, an auditor (Django groups, cached per request),
+and which teams they belong to."""
 
 from __future__ import annotations
 
@@ -15,6 +16,18 @@ def user_groups(user: Any) -> set[str]:
     if cached is None:
         cached = set(user.groups.values_list("name", flat=True))
         user._portal_groups = cached
+    return cached
+
+
+def member_team_ids(user: Any) -> frozenset[int]:
+    """Ids of the teams a user belongs to, cached on the user object for the request's life (the
+    API's token statement fills it with the groups, portal/api/authentication.py)."""
+    if not getattr(user, "is_authenticated", False):
+        return frozenset()
+    cached = getattr(user, "_portal_team_ids", None)
+    if cached is None:
+        cached = frozenset(user.memberships.values_list("team_id", flat=True))
+        user._portal_team_ids = cached
     return cached
 
 

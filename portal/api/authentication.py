@@ -8,7 +8,8 @@ by portal/middleware.py). `last_used_at` is written at most once a minute per to
 
 Every API call authenticates, and every one needs the caller's groups (restrict() and the
 permission classes read them): one prepared statement (built once, identifiers through
-psycopg.sql, the digest a parameter) returns the token's state, the user's row and its group names.
+psycopg.sql, the digest a parameter) returns the token's state, the user's row, its group names
+and the ids of its teams.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from django.utils.translation import gettext_lazy as _
 from psycopg import sql
 from rest_framework import authentication, exceptions
 
-from portal.models import ApiToken
+from portal.models import ApiToken, Membership
 from portal.services.tokens import token_digest
 
 
@@ -39,7 +40,8 @@ def _statement() -> tuple[str, list[str]]:
         "WITH touched AS (UPDATE {token} SET {t_used} = now() WHERE {t_digest} = %s AND {t_revoked} IS NULL"
         " AND {t_expires} > now() AND ({t_used} IS NULL OR {t_used} < now() - interval '1 minute') RETURNING 1) "
         "SELECT {columns}, ARRAY(SELECT g.{group_name} FROM {group} g JOIN {membership} m ON m.{m_group} = g.{g_pk}"
-        " WHERE m.{m_user} = u.{u_pk}), t.{t_id}, t.{t_expires}, t.{t_revoked}, t.{t_used}"
+        " WHERE m.{m_user} = u.{u_pk}), t.{t_id}, t.{t_expires}, t.{t_revoked}, t.{t_used},"
+        " ARRAY(SELECT tm.{tm_team} FROM {team_membership} tm WHERE tm.{tm_user} = u.{u_pk})"
         " FROM {token} t JOIN {user} u ON u.{u_pk} = t.{t_user} WHERE t.{t_digest} = %s"
     ).format(
         columns=sql.SQL(", ").join(sql.Identifier("u", f.column) for f in fields),
@@ -58,6 +60,9 @@ def _statement() -> tuple[str, list[str]]:
         t_expires=sql.Identifier(ApiToken._meta.get_field("expires_at").column),
         t_revoked=sql.Identifier(ApiToken._meta.get_field("revoked_at").column),
         t_used=sql.Identifier(ApiToken._meta.get_field("last_used_at").column),
+        team_membership=sql.Identifier(Membership._meta.db_table),
+        tm_team=sql.Identifier(Membership._meta.get_field("team").column),
+        tm_user=sql.Identifier(Membership._meta.get_field("user").column),
     ).as_string(None)
     return text, [f.attname for f in fields]
 
@@ -78,7 +83,7 @@ class TokenAuthentication(authentication.TokenAuthentication):
         if row is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
         user_values, groups = row[:len(attnames)], row[len(attnames)]
-        token_id, expires_at, revoked_at, last_used_at = row[len(attnames) + 1:]
+        token_id, expires_at, revoked_at, last_used_at, team_ids = row[len(attnames) + 1:]
         now = timezone.now()
         if revoked_at is not None:
             raise exceptions.AuthenticationFailed(_("Token revoked."))
@@ -92,6 +97,8 @@ class TokenAuthentication(authentication.TokenAuthentication):
             raise exceptions.AuthenticationFailed(_("User holds no persona."))
         # The cache portal.personas.user_groups() reads: the same set it would have queried.
         user._portal_groups = set(groups)
+        # And the teams they belong to (portal.personas.member_team_ids): a submit's membership check.
+        user._portal_team_ids = frozenset(team_ids)
         token = ApiToken.from_db(connection.alias, ["id", "user_id", "expires_at", "revoked_at", "last_used_at"],
                                  [token_id, user.pk, expires_at, revoked_at, last_used_at])
         token.user = user

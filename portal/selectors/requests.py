@@ -21,6 +21,7 @@ from django.shortcuts import get_object_or_404
 from portal.choices import RISK_ORDER
 from portal.errors import DomainError
 from portal.models import Approval, ChangeRequest, Execution, Grant, Instance, ManagedRole, Team
+from portal.personas import is_reviewer
 from portal.selectors.approvals import decision_check, decision_rules, with_decision_rules
 
 
@@ -83,29 +84,44 @@ def _history(*, empty: bool = False) -> tuple[Prefetch, Prefetch]:
             Prefetch("executions", queryset=executions))
 
 
+def request_id_or_404(pk: Any) -> int:
+    """`pk` as a request id, or Http404 when it cannot be one (no row could have it)."""
+    # isascii: "²".isdigit() is True, yet int("²") raises (a 500).
+    if not (str(pk).isascii() and str(pk).isdigit()) or int(pk) >= 2**63:
+        raise Http404("no such request")
+    return int(pk)
+
+
 def request_get_for(user: Any, pk: Any, *, history: bool = True) -> ChangeRequest:
     """One request with its approvals and executions, or Http404 when out of scope (or not an id).
 
     history=False: without them (two queries fewer), for a transition that locks and re-reads
     the row anyway.
     """
-    # isascii: "²".isdigit() is True, yet int("²") raises (a 500).
-    if not (str(pk).isascii() and str(pk).isdigit()) or int(pk) >= 2**63:
-        raise Http404("no such request")
+    request_id_or_404(pk)
     if not history:
         return get_object_or_404(request_list_for(user), pk=pk)
-    # Whether the user may decide on it comes with the row (a detail page shows it).
+    rows = request_list_for(user)
+    if is_reviewer(user):
+        # Whether a reviewer may decide on it comes with the row (a detail page shows it). Others
+        # mostly read their own requests, which the first rules settle on the loaded row with no
+        # query (selectors.approvals._in_memory): compiling and planning the rules' subqueries
+        # for every read of those cost more than the read itself (bench/load.py's detail reads).
+        rows = with_decision_rules(rows, user)
     # change_set_item: the change set it belongs to (access as code), in the same query.
-    return get_object_or_404(with_decision_rules(request_list_for(user), user).select_related("change_set_item")
-                             .prefetch_related(*_history()), pk=pk)
+    return get_object_or_404(rows.select_related("change_set_item").prefetch_related(*_history()), pk=pk)
 
 
-def request_history_load(request: ChangeRequest, *, new: bool = False) -> ChangeRequest:
+def request_history_load(request: ChangeRequest, *, new: bool = False, never_ran: bool = False) -> ChangeRequest:
     """Attach approvals and executions to a request a service has just read or written, as
     request_get_for would (two queries; none when `new`: a request the caller has just created
-    has neither yet). The response of a transition is built from the row the service locked,
-    without reading it again."""
-    prefetch_related_objects([request], *_history(empty=new))
+    has neither yet; one when `never_ran`: a request that was never queued has no executions).
+    What is attached already is not read again. The response of a transition is built from the
+    row the service locked, without reading it again."""
+    approvals, executions = _history(empty=new)
+    if never_ran:
+        executions = _history(empty=True)[1]
+    prefetch_related_objects([request], approvals, executions)
     return request
 
 

@@ -407,6 +407,8 @@ def _apply_mappings(*, user: Any, mappings: list[GroupMapping], ip: str | None, 
         changes.append(f"identity.persona_removed:{persona}")
     if hasattr(user, "_portal_groups"):
         del user._portal_groups
+    if hasattr(user, "_portal_team_ids"):  # portal.personas.member_team_ids: the memberships changed too
+        del user._portal_team_ids
     return changes
 
 

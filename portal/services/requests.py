@@ -16,6 +16,7 @@ import psycopg
 import structlog
 from django.core.cache import cache
 from django.db import transaction
+from django.http import Http404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -25,7 +26,7 @@ from portal.choices import Decision, InstanceStatus, RequestStatus, RequestType
 from portal.errors import Conflict, InvalidPayload, PolicyViolation, StalePlan
 from portal.models import Approval, ChangeRequest, Instance, InstanceInventory, Team
 from portal.notifications import notify_enqueue
-from portal.personas import is_admin, is_reviewer
+from portal.personas import is_admin, is_reviewer, member_team_ids
 from portal.risk import owner_team_id_for, risk_assess
 from portal.selectors.approvals import (
     approval_tally,
@@ -37,6 +38,7 @@ from portal.selectors.approvals import (
     with_decision_rules,
 )
 from portal.selectors.plan_context import plan_context_for
+from portal.selectors.requests import request_history_load
 from portal.services.names import names_check_free, names_release, names_reserve
 from provisioning.ddl.facts import facts_for_review
 from provisioning.dry_run import run as dry_run_plan
@@ -68,7 +70,7 @@ def _plan_module(request_type: str) -> PlanModule:
 
 
 def _check_requester(user: Any, team: Team, instance: Instance) -> None:
-    if not team.memberships.filter(user=user).exists() and not is_admin(user):
+    if team.pk not in member_team_ids(user) and not is_admin(user):
         raise PolicyViolation(f"you are not a member of team {team}",
                               errors={"team": [f"you are not a member of team {team}"]})
     if instance.status == InstanceStatus.RETIRED:
@@ -285,14 +287,21 @@ def request_submit(*, user: Any, actor_ip: str | None, type: str, instance: Inst
 # --- decisions --------------------------------------------------------------------------------
 
 
-def _locked(request: ChangeRequest, *, decider: Any = None) -> ChangeRequest:
+def _locked(request: ChangeRequest | int, *, decider: Any = None, scope: Any = None) -> ChangeRequest:
     """The request re-read and locked; with `decider`, carrying whether each decision rule holds for
-    them (selectors.approvals.with_decision_rules: in the same SELECT, no query of its own)."""
-    rows = (ChangeRequest.objects.select_for_update(of=("self",))
-            .select_related("instance", "team", "owner_team", "requester", "filed_by"))
+    them (selectors.approvals.with_decision_rules: in the same SELECT, no query of its own); with
+    `scope`, only among the requests that user sees (Http404 otherwise, as request_get_for)."""
+    rows = ChangeRequest.objects.restrict(scope, "view") if scope is not None else ChangeRequest.objects
+    rows = rows.select_for_update(of=("self",)).select_related("instance", "team", "owner_team", "requester",
+                                                               "filed_by")
     if decider is not None:
         rows = with_decision_rules(rows, decider)
-    return rows.get(pk=request.pk)
+    try:
+        return rows.get(pk=request if isinstance(request, int) else request.pk)
+    except ChangeRequest.DoesNotExist:
+        if scope is None:
+            raise
+        raise Http404("no such request") from None
 
 
 def _check_comment(comment: Any) -> str:
@@ -320,13 +329,20 @@ def _decide(request: ChangeRequest, reviewer: Any, decision: str, comment: str) 
     return request
 
 
-def request_approve(*, request: ChangeRequest, reviewer: Any, comment: str, actor_ip: str | None = None
+def request_approve(*, request: ChangeRequest | int, reviewer: Any, comment: str, actor_ip: str | None = None
                     ) -> ChangeRequest:
+    """Approve as `reviewer`; the request is approved and queued when this approval completes its
+    policy. `request` may be given by id (the API): the lock then reads it within the reviewer's
+    scope (Http404 outside it), so the row is read once, not once to check and once to lock.
+    The request returned carries its approvals and (no) executions: an answer needs no more reads."""
     comment = _check_comment(comment)
     # One append for the approval's events (approval or approved, queued), at the end.
     with transaction.atomic(), audit_batched():
-        request = _locked(request, decider=reviewer)
+        request = _locked(request, decider=reviewer, scope=reviewer if isinstance(request, int) else None)
         _decide(request, reviewer, Decision.APPROVE, comment)
+        # Its approvals, this one included: the tally counts them and the answer lists them (one
+        # query for both). It was waiting for a decision, so it was never queued and never ran.
+        request_history_load(request, never_ran=True)
         requirement = requirement_of(request)
         tally = approval_tally(request, requirement, viewer=reviewer)
         decision = {"comment": comment, "plan_hash": request.plan_hash, "approvals": tally.group_approvals,
