@@ -224,7 +224,14 @@ document.addEventListener("change", (event) => {
     const source = document.getElementById("preview-field-errors");
     if (!source) return;
     const errors = JSON.parse(source.textContent) || {};
-    touched.forEach((name) => showFieldErrors(name, errors[name] || []));
+    // htmx queues a request made while another is in flight: the older answer arrives first, judging
+    // values the user has changed since. Show a field's verdict only when it is about what the field
+    // holds now; the queued request's answer follows with the rest.
+    const sent = event.detail.requestConfig && event.detail.requestConfig.unfilteredFormData;
+    const form = document.getElementById("request-form");
+    const now = form ? new FormData(form) : null;
+    const same = (name) => !sent || !now || sent.getAll(name).join("\u0000") === now.getAll(name).join("\u0000");
+    touched.forEach((name) => { if (same(name)) showFieldErrors(name, errors[name] || []); });
   });
 
   document.addEventListener("DOMContentLoaded", () => {

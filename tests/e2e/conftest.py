@@ -69,11 +69,20 @@ def login(live_server):
 
 
 # getAnimations() flushes pending style changes first, so a transition a class change has just
-# started is in the list too.
+# started is in the list too; one started later by a timer (Bootstrap shows a modal after its
+# backdrop's fade) is caught by the next round.
 AXE_AFTER_TRANSITIONS = """async () => {
-  const finite = document.getAnimations().filter(
-    (a) => Number.isFinite(a.effect?.getComputedTiming().endTime ?? Infinity));
-  await Promise.all(finite.map((a) => a.finished.catch(() => null)));
+  // A transition exists only once the browser has recalculated styles: Bootstrap's modal adds its
+  // .show class a frame after it is inserted, so wait two frames before looking, and look again
+  // after each round (a backdrop's fade ends before the dialog's starts).
+  const frame = () => new Promise((resolve) => requestAnimationFrame(() => resolve()));
+  for (let round = 0; round < 20; round++) {
+    await frame(); await frame();
+    const finite = document.getAnimations().filter((a) => a.playState !== 'finished'
+      && Number.isFinite(a.effect?.getComputedTiming().endTime ?? Infinity));
+    if (finite.length === 0) break;
+    await Promise.all(finite.map((a) => a.finished.catch(() => null)));
+  }
   return JSON.stringify(await axe.run(document, {resultTypes: ['violations']}));
 }"""
 
