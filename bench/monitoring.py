@@ -18,10 +18,11 @@ var/bench/monitoring-*; removed at the end), never the dev or test ones.
    under 50 ms. Not included: the portal side (one INSERT of the row and the alert evaluation,
    a few ORM queries on the portal database).
 2. Dictionary: one database with --tables tables of --columns columns each (a primary key, one
-   more index, a comment on each table), read by provisioning.dictionary.read_catalog (the five
-   catalog queries with types, defaults, constraint and index definitions, sizes) against the bare
-   catalog queries (the same five catalogs, plain columns, no functions), both fetched to Python
-   on one warm connection, interleaved, median of 7. Goal: under 2x.
+   more index, a comment on each table), read by provisioning.dictionary.read_catalog (seven
+   set-based catalog queries in two pipelined batches: names, owners, comments, types, defaults,
+   constraint and index definitions, sizes, folded into the dictionary) against the bare catalog
+   queries (the same five catalogs, plain columns, no functions), both fetched to Python on one
+   warm connection, interleaved, median of 7. Goal: under 2x.
 """
 
 from __future__ import annotations

@@ -72,6 +72,52 @@ def test_the_catalog_is_read_whole(managed_instance, payments_schema):
     assert "dbportal_meta" not in body["schemas"] and "pg_catalog" not in body["schemas"]
 
 
+def test_the_catalog_read_keeps_columns_in_order_and_writes_index_definitions(managed_instance, managed_cluster):
+    # given a table made by hand with a dropped column, a generated column, a composite-typed
+    # column and indexes of every shape the reader writes or asks the server for
+    schema = unique("shapes")
+    with admin_conn(managed_cluster, "app") as conn:
+        conn.execute(sql.SQL("""
+            CREATE SCHEMA {s};
+            CREATE TYPE {s}.point2 AS (x int, y int);
+            CREATE TABLE {s}."Odd table" (
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                gone text,
+                qty integer NOT NULL DEFAULT 1,
+                price numeric(10, 2) DEFAULT 0.5,
+                total numeric GENERATED ALWAYS AS (qty * price) STORED,
+                "a""b c" varchar(40),
+                at {s}.point2);
+            ALTER TABLE {s}."Odd table" DROP COLUMN gone;
+            CREATE UNIQUE INDEX odd_qty_incl ON {s}."Odd table" (qty, price) INCLUDE ("a""b c");
+            CREATE INDEX odd_lower ON {s}."Odd table" (lower("a""b c"));
+            CREATE INDEX odd_desc ON {s}."Odd table" (qty DESC);
+            CREATE VIEW {s}.odd_view AS SELECT id, qty FROM {s}."Odd table";
+        """).format(s=sql.Identifier(schema)))
+    try:
+        # when the dictionary is read
+        body = read_dictionary(managed_instance, "app")
+        table = _table(body, schema, "Odd table")
+        # then the columns come in table order, the dropped one left out, with types and defaults
+        assert [c["name"] for c in table["columns"]] == ["id", "qty", "price", "total", 'a"b c', "at"]
+        columns = {c["name"]: c for c in table["columns"]}
+        assert columns["qty"]["default"] == "1" and columns["price"]["default"] == "0.5"
+        assert columns["total"]["default"] == "((qty)::numeric * price)"
+        assert columns["price"]["type"] == "numeric(10,2)" and columns['a"b c']["type"] == "character varying(40)"
+        assert columns["at"]["type"] == f"{schema}.point2" and columns["id"]["nullable"] is False
+        # and a plain index is written from its columns (past the dropped one), the others by the server
+        indexes = {i["name"]: i["definition"] for i in table["indexes"]}
+        quoted = sql.Identifier(schema).as_string(None)
+        assert indexes["odd_qty_incl"] == (f'CREATE UNIQUE INDEX "odd_qty_incl" ON {quoted}."Odd table" USING "btree" '
+                                           '("qty", "price") INCLUDE ("a""b c")')
+        assert "lower(" in indexes["odd_lower"] and "DESC" in indexes["odd_desc"]
+        assert _table(body, schema, "odd_view")["kind"] == "view"
+        assert [c["name"] for c in _table(body, schema, "odd_view")["columns"]] == ["id", "qty"]
+    finally:
+        with admin_conn(managed_cluster, "app") as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
 def test_history_links_a_change_to_its_request_or_says_outside_the_portal(managed_instance, managed_cluster,
                                                                           payments_schema, people):
     schema = payments_schema["schema"]
