@@ -160,6 +160,13 @@ def _position(columns: _Columns, number: int) -> int:
     return numbers.index(number) if number in numbers else -1
 
 
+def _quoted_column(columns: _Columns | None, number: int) -> str:
+    """Column `number` of a relation, quoted, for an index definition (the number itself when
+    unknown: an expression column of an index is 0)."""
+    at = -1 if columns is None else _position(columns, number)
+    return str(number) if at < 0 else _quoted(columns[0][at]["name"])
+
+
 def read_catalog(conn: psycopg.Connection) -> dict[str, Any]:
     """{"schemas": {schema: {owner, comment, tables: {name: {...}}}}} of the connected database.
 
@@ -242,23 +249,26 @@ def _fold(descriptions: list[tuple], named: psycopg.Cursor, related: psycopg.Cur
                                          "definition": definition, "references": references})
 
     # A plain index's definition (display text, never run): every name quoted by psycopg.sql.
-    prefixes: dict[int, str] = {}
+    prefixes: dict[int, tuple[str, _Columns | None]] = {}
     for oid, name, unique, primary, method, keys, key_count, size, scans, full in indexed.fetchall():
         table = by_oid.get(oid)
         if table is None:
             continue
         if full is None:
-            on = prefixes.get(oid)
-            if on is None:
+            known = prefixes.get(oid)
+            if known is None:
                 schema, table_name = where[oid]
-                on = prefixes[oid] = " ON " + _quoted(schema) + "." + _quoted(table_name) + " USING "
-            entry = of.get(oid)
-            quoted = [_quoted(entry[0][at]["name"]) if entry and (at := _position(entry, k)) >= 0 else str(k)
-                      for k in keys]
+                known = prefixes[oid] = (" ON " + _quoted(schema) + "." + _quoted(table_name) + " USING ", of.get(oid))
+            on, entry = known
+            if len(keys) == 1 == key_count:  # most indexes: one column, no INCLUDE
+                columns_text = _quoted_column(entry, keys[0])
+            else:
+                quoted = [_quoted_column(entry, k) for k in keys]
+                columns_text = ", ".join(quoted[:key_count])
+                if len(quoted) > key_count:
+                    columns_text += ") INCLUDE (" + ", ".join(quoted[key_count:])
             full = (("CREATE UNIQUE INDEX " if unique else "CREATE INDEX ") + _quoted(name) + on + _quoted(method)
-                    + " (" + ", ".join(quoted[:key_count]) + ")")
-            if len(quoted) > key_count:
-                full += " INCLUDE (" + ", ".join(quoted[key_count:]) + ")"
+                    + " (" + columns_text + ")")
         table["indexes"].append({"name": name, "definition": full, "unique": unique, "primary": primary,
                                  "bytes": size, "scans": scans})
         if table["total_bytes"] is not None:
