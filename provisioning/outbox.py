@@ -39,18 +39,26 @@ SWEEP_LIMIT = 200
 PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
 
-def enqueue_apply(request) -> None:
+def enqueue_apply(request, *, approved_at=None) -> None:
     """Queue an approved (or retried, failed) request: approved|failed → queued, outbox row,
-    audit event `request.queued`; the task is sent once the surrounding transaction commits."""
+    audit event `request.queued`; the task is sent once the surrounding transaction commits.
+
+    approved_at: the approval of a submitted request (whose row the caller has locked and whose
+    `request.approved` it has recorded) is written by the same UPDATE, submitted → queued with
+    approved_at set, instead of a statement of its own just before."""
     if not connection.in_atomic_block:
         with transaction.atomic():
-            return enqueue_apply(request)
+            return enqueue_apply(request, approved_at=approved_at)
     # Statements of the caller's transaction, with no savepoint of their own (two round trips
     # fewer); the Conflict comes before any write and leaves that transaction usable.
     now = timezone.now()
-    updated = ChangeRequest.objects.filter(
-        pk=request.pk, status__in=[RequestStatus.APPROVED, RequestStatus.FAILED]
-    ).update(status=RequestStatus.QUEUED, status_detail="", updated_at=now)
+    if approved_at is not None:
+        updated = ChangeRequest.objects.filter(pk=request.pk, status=RequestStatus.SUBMITTED).update(
+            status=RequestStatus.QUEUED, status_detail="", approved_at=approved_at, updated_at=now)
+    else:
+        updated = ChangeRequest.objects.filter(
+            pk=request.pk, status__in=[RequestStatus.APPROVED, RequestStatus.FAILED]
+        ).update(status=RequestStatus.QUEUED, status_detail="", updated_at=now)
     if not updated:
         current = ChangeRequest.objects.filter(pk=request.pk).values_list("status", flat=True).first()
         raise Conflict(f"a {current} request cannot be queued")

@@ -360,16 +360,19 @@ def request_approve(*, request: ChangeRequest | int, reviewer: Any, comment: str
 
 def _approve_and_queue(request: ChangeRequest, *, approvers: list[str], actor: Any, actor_ip: str | None,
                        auto: bool = False, decision: dict | None = None) -> None:
-    """submitted → approved → queued, with the outbox row, in the caller's transaction; `decision`:
-    the details of the reviewer's approval that completed the policy (one event records both)."""
+    """submitted → approved → queued, with the outbox row, in the caller's transaction (which holds
+    the row: it has just inserted or locked it); `decision`: the details of the reviewer's approval
+    that completed the policy (one event records both)."""
     request.status = RequestStatus.APPROVED
     request.approved_at = timezone.now()
-    request.save(update_fields=["status", "approved_at", "updated_at"])
     _audit(request, "request.approved", actor=actor, actor_ip=actor_ip, approvers=approvers,
            outcome=RequestStatus.APPROVED,
            details={**(decision or {}), "plan_hash": request.plan_hash, "auto_approved": auto})
     _notify_on_commit(request, "approved")
-    enqueue_apply(request)  # approved → queued; writes request.queued and the outbox row
+    # submitted → queued with approved_at in one UPDATE (approved is the state between the two
+    # events, which nothing outside this transaction could ever see); writes request.queued and
+    # the outbox row.
+    enqueue_apply(request, approved_at=request.approved_at)
 
 
 def request_reject(*, request: ChangeRequest, reviewer: Any, comment: str, actor_ip: str | None = None

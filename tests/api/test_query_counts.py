@@ -91,13 +91,13 @@ def test_hot_endpoints_query_pins(people, api_for, managed_instance, django_asse
 
 
 # approve: the row read and locked within the reviewer's scope with its eligibility (one SELECT),
-# approval, its approvals (the tally's and the answer's), policy, the two status updates + outbox,
+# approval, its approvals (the tally's and the answer's), policy, submitted -> queued (one UPDATE) + outbox,
 # the audit events in one append (the savepoint and its release are the transaction's BEGIN and
 # COMMIT outside tests); a request that waited for a decision never ran: no executions to read.
 # submit: scope of team and instance (the membership came with the token), inventory (one read),
 # validation (roles, schemas), policy, insert + the name reservations (one INSERT ... ON CONFLICT) +
 # audit; the answer is built from the new row.
-PINS = {"approve": 11, "submit": 12}
+PINS = {"approve": 10, "submit": 12}
 
 
 def test_transition_answers_equal_a_fresh_read(people, api_for, managed_instance):
