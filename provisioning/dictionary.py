@@ -172,47 +172,29 @@ def read_catalog(conn: psycopg.Connection) -> dict[str, Any]:
 
     One query per kind of object for the whole database, in two pipelined batches: the server
     runs each batch's queries back to back without a round trip each, and runs the second
-    (constraints, indexes) while this side folds in the first (relations, columns)."""
+    (schemas, relations, constraints, indexes) while this side folds in the first (columns)."""
     with conn.pipeline():
-        described, named, related, typed, listed = (conn.cursor(binary=True).execute(query) for query in (
-            DESCRIPTIONS_SQL, SCHEMAS_SQL, RELATIONS_SQL, TYPES_SQL, COLUMNS_SQL))
+        described, typed, listed = (conn.cursor(binary=True).execute(query) for query in (
+            DESCRIPTIONS_SQL, TYPES_SQL, COLUMNS_SQL))
         descriptions = described.fetchall()  # waits for the whole first batch
-        constrained, indexed = (conn.cursor(binary=True).execute(query) for query in (CONSTRAINTS_SQL, INDEXES_SQL))
-        return _fold(descriptions, named, related, typed, listed, constrained, indexed)
+        named, related, constrained, indexed = (conn.cursor(binary=True).execute(query) for query in (
+            SCHEMAS_SQL, RELATIONS_SQL, CONSTRAINTS_SQL, INDEXES_SQL))
+        return _fold(descriptions, typed, listed, named, related, constrained, indexed)
 
 
-def _fold(descriptions: list[tuple], named: psycopg.Cursor, related: psycopg.Cursor, typed: psycopg.Cursor,
-          listed: psycopg.Cursor, constrained: psycopg.Cursor, indexed: psycopg.Cursor) -> dict[str, Any]:
+def _fold(descriptions: list[tuple], typed: psycopg.Cursor, listed: psycopg.Cursor, named: psycopg.Cursor,
+          related: psycopg.Cursor, constrained: psycopg.Cursor, indexed: psycopg.Cursor) -> dict[str, Any]:
     """read_catalog's results into the dictionary, one pass over each; every lookup per row is a
     dict access keyed by oid. Each query is its own snapshot: a relation created between two of
-    them is left out."""
+    them is left out (or shows no columns)."""
     comments: dict[int, dict[int, str]] = {}  # {relation oid: {column number (0: the relation): text}}
     for oid, sub, text in descriptions:
         comments.setdefault(oid, {})[sub] = text
-    schemas: dict[str, Any] = {name: {"owner": owner, "comment": comment, "tables": {}}
-                               for name, owner, comment in named.fetchall()}
-    by_oid: dict[int, dict] = {}
-    where: dict[int, tuple[str, str]] = {}
-    for oid, schema, name, kind, owner, reltuples, size, seq, seq_read in related.fetchall():
-        has_storage = kind in ("r", "p", "m")
-        notes = comments.get(oid)
-        table = {"kind": KINDS.get(kind, kind), "owner": owner, "comment": notes.get(0) if notes else None,
-                 # reltuples is -1 for a table never analysed (PostgreSQL 14+): unknown, not negative.
-                 "rows_estimate": None if reltuples is None or reltuples < 0 else int(reltuples),
-                 "total_bytes": size if has_storage else None,
-                 "seq_scan": seq if has_storage else None, "seq_tup_read": seq_read if has_storage else None,
-                 "idx_scan": None, "columns": [], "constraints": [], "indexes": []}
-        tables = schemas.get(schema)
-        if tables is None:
-            tables = schemas[schema] = {"owner": None, "comment": None, "tables": {}}
-        tables["tables"][name] = table
-        by_oid[oid] = table
-        where[oid] = (schema, name)
 
     types = _TypeNames(typed.fetchall())
-    of: dict[int, _Columns | None] = {}
+    of: dict[int, _Columns] = {}  # by relation oid
     unordered: set[int] = set()
-    current_oid = entry = add_column = add_number = notes = None
+    current_oid = add_column = add_number = notes = None
     last = 0
     # In chunks: rows done with are freed as the loop goes, not held (and walked by the garbage
     # collector) until the end.
@@ -220,16 +202,11 @@ def _fold(descriptions: list[tuple], named: psycopg.Cursor, related: psycopg.Cur
         for oid, num, name, type_oid, formatted, nullable, default in rows:
             if oid != current_oid:  # the rows of a relation mostly come together
                 current_oid = oid
-                entry = of.get(oid, False)
-                if entry is False:
-                    table = by_oid.get(oid)
-                    entry = of[oid] = None if table is None else (table["columns"], [], comments.get(oid))
+                entry = of.get(oid)
                 if entry is None:
-                    continue
+                    entry = of[oid] = ([], [], comments.get(oid))
                 add_column, add_number, notes = entry[0].append, entry[1].append, entry[2]
                 last = entry[1][-1] if entry[1] else 0
-            elif entry is None:
-                continue
             if num < last:
                 unordered.add(oid)
             last = num
@@ -241,6 +218,27 @@ def _fold(descriptions: list[tuple], named: psycopg.Cursor, related: psycopg.Cur
         order = sorted(range(len(numbers)), key=numbers.__getitem__)
         columns[:] = [columns[i] for i in order]
         numbers[:] = [numbers[i] for i in order]
+
+    schemas: dict[str, Any] = {name: {"owner": owner, "comment": comment, "tables": {}}
+                               for name, owner, comment in named.fetchall()}
+    by_oid: dict[int, dict] = {}
+    where: dict[int, tuple[str, str]] = {}
+    for oid, schema, name, kind, owner, reltuples, size, seq, seq_read in related.fetchall():
+        has_storage = kind in ("r", "p", "m")
+        notes = comments.get(oid)
+        entry = of.get(oid)
+        table = {"kind": KINDS.get(kind, kind), "owner": owner, "comment": notes.get(0) if notes else None,
+                 # reltuples is -1 for a table never analysed (PostgreSQL 14+): unknown, not negative.
+                 "rows_estimate": None if reltuples is None or reltuples < 0 else int(reltuples),
+                 "total_bytes": size if has_storage else None,
+                 "seq_scan": seq if has_storage else None, "seq_tup_read": seq_read if has_storage else None,
+                 "idx_scan": None, "columns": [] if entry is None else entry[0], "constraints": [], "indexes": []}
+        tables = schemas.get(schema)
+        if tables is None:
+            tables = schemas[schema] = {"owner": None, "comment": None, "tables": {}}
+        tables["tables"][name] = table
+        by_oid[oid] = table
+        where[oid] = (schema, name)
 
     for oid, name, contype, definition, references in constrained.fetchall():
         table = by_oid.get(oid)
