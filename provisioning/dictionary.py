@@ -71,14 +71,15 @@ WHERE classoid = 'pg_catalog.pg_class'::regclass
 # pg_attrdef costs less than a query of its own, which must join pg_attribute again to tell
 # generated columns). pg_get_expr is given the table only for a generated column, the one kind of
 # default that names columns: with a table it opens the relation, which cost 5x the rest of the
-# query on 1,000 tables. format_type only where a type modifier needs it (numeric(12,2),
-# varchar(40)) or the type is not built in (16384 is FirstNormalObjectId: enums, domains,
-# composite and extension types); built-in types by name from TYPES_SQL, once per type. No ORDER
-# BY: the sort cost more than putting the rare relation whose rows came out of attnum order back
-# in order in _fold.
+# query on 1,000 tables. Type names: built-in types by name from TYPES_SQL, once per type; the
+# modifiers of numeric, varchar and char written in Python (_with_modifier, as the server's
+# typmodout functions do: format_type on every such column was a quarter of the query);
+# format_type for other modifiers (time(3), bit(8), arrays) and types not built in (16384 is
+# FirstNormalObjectId: enums, domains, composite and extension types). No ORDER BY: the sort cost
+# more than putting the rare relation whose rows came out of attnum order back in order in _fold.
 COLUMNS_SQL = sql.SQL("""
-SELECT a.attrelid, a.attnum, a.attname::text, a.atttypid,
-       CASE WHEN a.atttypmod <> -1 OR a.atttypid >= 16384
+SELECT a.attrelid, a.attnum, a.attname::text, a.atttypid, a.atttypmod,
+       CASE WHEN a.atttypid >= 16384 OR a.atttypmod <> -1 AND a.atttypid NOT IN ({modified})
             THEN pg_catalog.format_type(a.atttypid, NULLIF(a.atttypmod, -1)) END,
        NOT a.attnotnull,
        pg_catalog.pg_get_expr(d.adbin, CASE WHEN a.attgenerated <> '' THEN a.attrelid ELSE 0 END)
@@ -88,7 +89,11 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT c.relispartition
   AND {schema_filter}
-""").format(schema_filter=_SCHEMA_FILTER)
+""")
+
+NUMERIC, VARCHAR, BPCHAR = 1700, 1043, 1042  # built-in type oids, fixed in every PostgreSQL
+COLUMNS_SQL = COLUMNS_SQL.format(schema_filter=_SCHEMA_FILTER,
+                                 modified=sql.SQL(", ").join(map(sql.Literal, (NUMERIC, VARCHAR, BPCHAR))))
 
 TYPES_SQL = sql.SQL("SELECT oid, pg_catalog.format_type(oid, NULL) FROM pg_catalog.pg_type WHERE oid < 16384")
 
@@ -137,6 +142,19 @@ class DictionaryUnavailable(Exception):
 def _quoted(name: str) -> str:
     """An identifier quoted by psycopg (cached: the same names recur across tables and reads)."""
     return sql.Identifier(name).as_string(None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _with_modifier(type_oid: int, typmod: int) -> str:
+    """format_type(type_oid, typmod) of numeric, varchar and char, as numerictypmodout,
+    varchartypmodout and bpchartypmodout write the modifier (4 is VARHDRSZ)."""
+    if type_oid == NUMERIC:
+        if typmod < 4:
+            return "numeric"
+        precision, scale = ((typmod - 4) >> 16) & 0xFFFF, (((typmod - 4) & 0x7FF) ^ 1024) - 1024
+        return f"numeric({precision},{scale})"
+    name = "character varying" if type_oid == VARCHAR else "character"
+    return f"{name}({typmod - 4})" if typmod > 4 else name
 
 
 class _TypeNames(dict):
@@ -199,7 +217,7 @@ def _fold(descriptions: list[tuple], typed: psycopg.Cursor, listed: psycopg.Curs
     # In chunks: rows done with are freed as the loop goes, not held (and walked by the garbage
     # collector) until the end.
     while rows := listed.fetchmany(2000):
-        for oid, num, name, type_oid, formatted, nullable, default in rows:
+        for oid, num, name, type_oid, typmod, formatted, nullable, default in rows:
             if oid != current_oid:  # the rows of a relation mostly come together
                 current_oid = oid
                 entry = of.get(oid)
@@ -211,8 +229,9 @@ def _fold(descriptions: list[tuple], typed: psycopg.Cursor, listed: psycopg.Curs
                 unordered.add(oid)
             last = num
             add_number(num)
-            add_column({"name": name, "type": formatted or types[type_oid], "nullable": nullable,
-                        "default": default, "comment": notes.get(num) if notes else None})
+            add_column({"name": name,
+                        "type": formatted or (types[type_oid] if typmod == -1 else _with_modifier(type_oid, typmod)),
+                        "nullable": nullable, "default": default, "comment": notes.get(num) if notes else None})
     for oid in unordered:
         columns, numbers, _ = of[oid]
         order = sorted(range(len(numbers)), key=numbers.__getitem__)

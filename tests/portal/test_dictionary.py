@@ -93,7 +93,13 @@ def test_the_catalog_read_keeps_columns_in_order_and_writes_index_definitions(ma
             CREATE INDEX odd_lower ON {s}."Odd table" (lower("a""b c"));
             CREATE INDEX odd_desc ON {s}."Odd table" (qty DESC);
             CREATE VIEW {s}.odd_view AS SELECT id, qty FROM {s}."Odd table";
+            CREATE TABLE {s}.modifiers (a numeric(5), b numeric(3, -1), c varchar(1), d char(10), e char,
+                f numeric, g varchar, h time(3), i bit(8), j numeric(12, 2)[], k text[], l {s}.point2[]);
         """).format(s=sql.Identifier(schema)))
+        catalog_types = dict(conn.execute(sql.SQL(
+            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = {}::regclass AND attnum > 0").format(
+                sql.Literal(sql.Identifier(schema, "modifiers").as_string(None)))).fetchall())
     try:
         # when the dictionary is read
         body = read_dictionary(managed_instance, "app")
@@ -111,6 +117,8 @@ def test_the_catalog_read_keeps_columns_in_order_and_writes_index_definitions(ma
         assert indexes["odd_qty_incl"] == (f'CREATE UNIQUE INDEX "odd_qty_incl" ON {quoted}."Odd table" USING "btree" '
                                            '("qty", "price") INCLUDE ("a""b c")')
         assert "lower(" in indexes["odd_lower"] and "DESC" in indexes["odd_desc"]
+        # and every type with a modifier reads as the server's format_type writes it
+        assert {c["name"]: c["type"] for c in _table(body, schema, "modifiers")["columns"]} == catalog_types
         assert _table(body, schema, "odd_view")["kind"] == "view"
         assert [c["name"] for c in _table(body, schema, "odd_view")["columns"]] == ["id", "qty"]
     finally:
