@@ -110,10 +110,12 @@ def json_safe(value: Any) -> Any:
 # the rest of a pending event this way and adds the final ts and seq; verification renders the same
 # text for every event (audit/verify.py), so what is hashed on the way in and on the way out is one
 # definition. Only `details` and `approvers` go through jsonb's own output: about three times
-# cheaper for the server than jsonb_build_object(...)::text, byte for byte the same (tests).
+# cheaper for the server than jsonb_build_object(...)::text, byte for byte the same (tests). host()
+# only ever writes hex digits, dots and colons, so the address is quoted without to_json's escaping
+# pass (the same text, about a tenth of the server's rendering cost less).
 CANONICAL_REST_SQL = """', "actor": ' || to_json(actor)::text || ', "action": ' || to_json(action)::text
     || ', "details": ' || details::text || ', "outcome": ' || to_json(outcome)::text
-    || ', "actor_ip": ' || coalesce(to_json(host(actor_ip))::text, 'null')
+    || ', "actor_ip": ' || coalesce('"' || host(actor_ip) || '"', 'null')
     || ', "database": ' || to_json(database)::text || ', "instance": ' || to_json(instance)::text
     || ', "approvers": ' || approvers::text || ', "object_id": ' || to_json(object_id)::text
     || ', "statement": ' || to_json(statement)::text

@@ -19,9 +19,10 @@ A seq-ordered reader (`seq > cursor`) only ever sees chained events: pending seq
 and one chainer transaction makes a whole batch visible at once, after every earlier batch.
 
 Who runs it: record()'s on_commit callback in the writer's own process (non-blocking: skipped
-when this process or another is already chaining), the beat task `audit.chain` every second,
-and every read that needs the chain (verification, exports, the log's list pages, checkpoints)
-with wait=True.
+when this process or another is already chaining, and at most one attempt per process every
+AFTER_COMMIT_INTERVAL, so a busy writer's commits are chained as one batch instead of each paying
+a chainer transaction and its fsync), the beat task `audit.chain` every second, and every read that
+needs the chain (verification, exports, the log's list pages, checkpoints) with wait=True.
 
 Keys: the chainer uses the first configured key. Before it first chains with a key other than the
 head event's (an upgrade from the unkeyed chain, or a rotation), it writes a checkpoint of the
@@ -33,6 +34,7 @@ old process after a rotation) chains nothing and logs why.
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -74,6 +76,10 @@ _ASSIGN = sql.SQL(
     " UPDATE {head} SET seq = %s, hash = %s, key_id = %s WHERE id = 1 RETURNING (SELECT count(*) FROM assigned)"
 ).format(events=_EVENTS, head=_HEAD)
 _HAS_PENDING = sql.SQL("SELECT EXISTS (SELECT 1 FROM {events} WHERE seq < 0)").format(events=_EVENTS)
+
+# At most one after-commit chainer attempt per process in this many seconds (chain_after_commit).
+AFTER_COMMIT_INTERVAL = 0.05
+_last_attempt = 0.0  # time.monotonic() of this process's last after-commit attempt
 
 # One chainer at a time in this process (the on_commit callbacks of many threads): the others
 # return at once instead of queueing for the head row.
@@ -219,10 +225,24 @@ def chain_pending(*, wait: bool = True) -> int:
 
 
 def chain_after_commit() -> None:
-    """record()'s on_commit callback: chain now if nobody else is; never fail the caller, whose
-    transaction has committed (the beat task and the next read chain what is left)."""
+    """record()'s on_commit callback: chain now if nobody else is and this process has not tried in
+    the last AFTER_COMMIT_INTERVAL; never fail the caller, whose transaction has committed (the
+    beat task and the next read chain what is left).
+
+    Why the interval: a chainer run is a transaction of its own with its own commit (an fsync), so
+    running one after every business commit doubled the commits and capped appends at half the
+    disk's commit rate. One attempt per process per interval chains the events of every commit in
+    between as one batch. An event committed inside the interval stays pending until the next
+    commit after it in this process, another process's chainer, the beat task (every second) or a
+    read that needs the chain, whichever comes first; pending events are committed, never lost,
+    and no reader by seq sees them before they are chained."""
+    global _last_attempt
     if not getattr(_here, "unchained", 0):
         return  # an earlier callback of the same transaction (several record() calls) or a read chained
+    now = time.monotonic()
+    if now - _last_attempt < AFTER_COMMIT_INTERVAL:
+        return
+    _last_attempt = now
     try:
         chain_pending(wait=False)
     except Exception as exc:  # noqa: BLE001 - logged; the events stay pending, never lost

@@ -14,7 +14,8 @@ Uses its own embedded PostgreSQL under var/bench (never the dev or test database
 4. appends: 1 writer and 8 concurrent writers, each event its own transaction (record() inside
    transaction.atomic(), committed, then chained by the writer's after-commit chainer or another's),
    timed until every event is chained; against a bare one-row INSERT + COMMIT per transaction, on
-   one connection and on 8 at once. The 8 writers are separate PROCESSES (fork), not threads: the
+   one connection and on 8 at once, and the same INSERT inside Django's transaction.atomic() on 8
+   processes (the floor of any business transaction). The 8 writers are separate PROCESSES (fork), not threads: the
    portal's real writers are separate gunicorn workers and Celery processes, and threads in one
    process would measure Python's GIL rather than the log.
 Goals (issue #16): export >= 50% of the bare COPY's speed with < 100 MB RSS growth; verify of 1M
@@ -270,6 +271,26 @@ def _bare_writer(index: int, count: int, barrier) -> None:
             conn.execute("INSERT INTO bench_commit_durable VALUES (%s)", (n,))
 
 
+def _django_writer(index: int, count: int, barrier) -> None:
+    from django.db import connection, connections, transaction
+
+    try:
+        barrier.wait()
+        for n in range(count):
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("INSERT INTO bench_commit_durable VALUES (%s)", [n])
+    finally:
+        connections.close_all()
+
+
+def django_commits(count: int, writers: int) -> float:
+    """The floor of any business transaction: the same one-row INSERT inside Django's
+    transaction.atomic() (BEGIN, INSERT, COMMIT: three round trips, and Django's own work)."""
+    with psycopg.connect(**conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_commit_durable (n int)")
+    return writers * count / _run_processes(_django_writer, writers, (count,))
+
+
 def bare_commits(count: int, writers: int = 1) -> float:
     """The ceiling: one-row INSERT + COMMIT per transaction, on `writers` connections at once."""
     with psycopg.connect(**conninfo(), autocommit=True) as conn:
@@ -343,10 +364,12 @@ def verify() -> None:
           f"{result.checkpoints} checkpoints) {result.events:,} events in {verify_s:.2f} s, ok={result.ok}")
     print(f"verify: ratio verify/bare = {verify_s / bare_s:.2f} (goal <= 1.50)")
     # incremental: a checkpoint at the head, 10,000 more events, then only those are read
+    from audit.chainer import ensure_chained
     from audit.services import audit_checkpoint
 
     audit_checkpoint(force=True)
     record_many([event(**given) for given in synthetic(10_000, 1 + result.events // 8)])
+    ensure_chained()  # as audit_verify does first (the after-commit chainer may have left them to the beat task)
     began = time.perf_counter()
     result = verify_chain(incremental=True)
     print(f"verify: incremental from the newest checkpoint (seq {result.start_seq - 1:,}): {result.events:,} events "
@@ -356,13 +379,17 @@ def verify() -> None:
 def append_figures() -> None:
     ceiling = bare_commits(2000)
     ceiling8 = bare_commits(500, writers=8)
+    floor8 = django_commits(500, writers=8)
     one = appends(1, 2000)
     eight = appends(8, 1000)
     print(f"appends: bare INSERT+COMMIT {ceiling:,.0f}/s on one connection, {ceiling8:,.0f}/s on 8 processes at "
           f"once; audit record() 1 writer {one:,.0f} events/s; 8 concurrent writer processes {eight:,.0f} events/s "
           "(each event its own committed transaction, all chained)")
     print(f"appends: 8 writers / goal 3,000 = {eight / 3000:.2f} (goal >= 1.00); 8 writers / bare INSERT+COMMIT "
-          f"= {eight / ceiling:.2f} (one connection), {eight / ceiling8:.2f} (8 connections)")
+          f"= {eight / ceiling:.2f} (one connection), {eight / ceiling8:.2f} (8 connections); 1 writer / bare = "
+          f"{one / ceiling:.2f}")
+    print(f"appends: the same one-row INSERT inside Django's transaction.atomic() on 8 processes {floor8:,.0f}/s "
+          f"(any business transaction's floor): 8 audit writers reach {eight / floor8:.2f} of it")
     result = verify_chain()
     print(f"appends: chain after the concurrent appends ok={result.ok}, {result.events:,} events, "
           f"pending {result.pending}")

@@ -8,18 +8,20 @@ tests chain explicitly (ensure_chained) where a real reader would."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, connections, transaction
+from psycopg import sql
 
-from audit import keys
+from audit import chainer, keys
 from audit.chain import GENESIS_HASH, canonical
 from audit.chainer import PENDING_BASE, ensure_chained
 from audit.models import AuditEvent, AuditHead
-from audit.services import batched, event_dict, record
-from audit.verify import verify_chain
+from audit.services import batched, event, event_dict, record, record_many
+from audit.verify import CHUNK, verify_chain
 
 
 def _raw(statement: str, params=None) -> None:
@@ -165,6 +167,34 @@ def test_a_deleted_event_is_a_gap(db):
     assert result.first_broken_seq == events[1].seq and "gap" in result.problem
 
 
+@pytest.mark.parametrize(("column", "value"), [
+    ("hash", "\x02" * 64),  # the line's field separator
+    ("hash", "a\x01b"),  # the COPY's quote character (CSV doubles it)
+    ("key_id", "\x03"),  # the separator between lines in a COPY row
+    ("prev_hash", "a\nb"),  # the separator before the canonical form
+    ("actor", "x\x02\x03\x01\ny"),  # content: escaped by the canonical form, so only altered
+])
+def test_a_hand_edited_column_holding_a_separator_is_named_at_its_seq(db, column, value):
+    events = _events(3, "separators")
+    _tamper(sql.SQL("UPDATE audit_auditevent SET {} = %s WHERE seq = %s").format(sql.Identifier(column)),
+            [value, events[1].seq])
+    result = verify_chain()
+    assert not result.ok and result.first_broken_seq == events[1].seq, result
+
+
+def test_an_altered_event_is_found_past_the_first_copy_chunk(db):
+    """Verification reads CHUNK events a COPY row; an edit deep in a later chunk is named exactly."""
+    record_many([event("test.chunks", actor="tester", details={"i": i}) for i in range(CHUNK * 2 + 50)])
+    ensure_chained()
+    seqs = list(AuditEvent.objects.filter(action="test.chunks").order_by("seq").values_list("seq", flat=True))
+    assert verify_chain().ok
+    target = seqs[CHUNK + CHUNK // 2]
+    _tamper("UPDATE audit_auditevent SET actor = 'mallory' WHERE seq = %s", [target])
+    result = verify_chain()
+    assert result.first_broken_seq == target and "altered" in result.problem
+    assert result.events >= len(seqs)  # every line is still counted past the break
+
+
 def test_a_deleted_tail_and_a_forged_head_are_found(db):
     events = _events(3, "tail")
     _tamper("DELETE FROM audit_auditevent WHERE seq = %s", [events[2].seq])
@@ -187,6 +217,24 @@ def test_audit_verify_command_reports_and_is_audited(db, capsys):
     _tamper("UPDATE audit_auditevent SET outcome = 'forged' WHERE seq = %s", [events[0].seq])
     with pytest.raises(CommandError, match=f"seq {events[0].seq}"):
         call_command("audit_verify")
+
+
+def test_the_after_commit_chainer_tries_once_per_interval_per_process(db, django_capture_on_commit_callbacks,
+                                                                       monkeypatch):
+    """A busy writer's commits are chained in batches: inside the interval an event stays pending
+    (committed, never lost) until the next attempt, which chains it in recording order."""
+    monkeypatch.setattr(chainer, "_last_attempt", 0.0)
+    with django_capture_on_commit_callbacks(execute=True):
+        first = record("test.interval", actor="tester")
+    assert first.__dict__["seq"] > 0  # chained right after its commit
+    with django_capture_on_commit_callbacks(execute=True):
+        second = record("test.interval", actor="tester")
+    assert second.__dict__["seq"] < 0  # the process tried moments ago: left for the next attempt
+    monkeypatch.setattr(chainer, "_last_attempt", time.monotonic() - chainer.AFTER_COMMIT_INTERVAL)
+    with django_capture_on_commit_callbacks(execute=True):
+        third = record("test.interval", actor="tester")
+    assert 0 < first.__dict__["seq"] < second.__dict__["seq"] < third.__dict__["seq"]
+    assert verify_chain().ok
 
 
 def test_rolled_back_change_leaves_no_event_and_no_gap(db):
