@@ -8,6 +8,7 @@ portal/services/policies.py.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,8 +197,15 @@ class DecisionRule:
     """
 
     name: str
-    condition: Q
+    build: Callable[[], Q]
     error: type[DomainError]
+
+    @functools.cached_property
+    def condition(self) -> Q:
+        """The rule's Q, built on first use: a refusal an earlier rule settles on the loaded row
+        (one's own request, on every submit's answer and most detail reads) never needs the
+        approver rule's subqueries, and building them cost more than the rest of that check."""
+        return self.build()
 
 
 @functools.cache
@@ -278,13 +286,16 @@ def decision_rules(user: Any) -> list[DecisionRule]:
     cached = vars(user).get("_portal_decision_rules")
     if cached is not None:
         return cached
-    already = Approval.objects.filter(request=OuterRef("pk"), reviewer=user, plan_hash=OuterRef("plan_hash"))
+    def undecided() -> Q:
+        return ~Q(Exists(Approval.objects.filter(request=OuterRef("pk"), reviewer=user,
+                                                 plan_hash=OuterRef("plan_hash"))))
+
     user._portal_decision_rules = rules = [
-        DecisionRule("waiting", Q(status=RequestStatus.SUBMITTED), Conflict),
-        DecisionRule("not_requester", ~Q(requester=user), PolicyViolation),
-        DecisionRule("not_filer", ~Q(filed_by=user), PolicyViolation),
-        DecisionRule("undecided", ~Q(Exists(already)), Conflict),
-        DecisionRule("approver", _may_approve(user), PolicyViolation),
+        DecisionRule("waiting", lambda: Q(status=RequestStatus.SUBMITTED), Conflict),
+        DecisionRule("not_requester", lambda: ~Q(requester=user), PolicyViolation),
+        DecisionRule("not_filer", lambda: ~Q(filed_by=user), PolicyViolation),
+        DecisionRule("undecided", undecided, Conflict),
+        DecisionRule("approver", lambda: _may_approve(user), PolicyViolation),
     ]
     return rules
 
