@@ -82,7 +82,7 @@ def test_hot_endpoints_query_pins(people, api_for, managed_instance, django_asse
         assert alice.get(f"/api/v1/requests/{newest[1]}/").status_code == 200
     file_many(people, managed_instance, 1)
     filed = ChangeRequest.objects.order_by("-id").values_list("id", flat=True).first()
-    with django_assert_max_num_queries(5):  # the filer's name comes with the row
+    with django_assert_max_num_queries(4):  # the filer's name and the policy come with the row
         assert bob.get(f"/api/v1/requests/{filed}/").json()["filed_by"] == "bob"
     body = {"type": "schema", "instance": "demo", "team": "payments", "justification": "pins",
             "payload": {"database": "app", "name": f"qc_pin_{newest[0]}"}}
@@ -90,14 +90,14 @@ def test_hot_endpoints_query_pins(people, api_for, managed_instance, django_asse
         assert alice.post("/api/v1/requests/", body, format="json").status_code == 201
 
 
-# approve: the row read and locked within the reviewer's scope with its eligibility (one SELECT),
-# approval, its approvals (the tally's and the answer's), policy, submitted -> queued (one UPDATE) + outbox,
+# approve: the row read and locked within the reviewer's scope with its eligibility and its policy
+# (one SELECT), approval, its approvals (the tally's and the answer's), submitted -> queued (one UPDATE) + outbox,
 # the audit events in one append (the savepoint and its release are the transaction's BEGIN and
 # COMMIT outside tests); a request that waited for a decision never ran: no executions to read.
 # submit: scope of team and instance (the membership came with the token), inventory (one read),
 # validation (roles, schemas), policy, insert + the name reservations (one INSERT ... ON CONFLICT) +
 # audit; the answer is built from the new row.
-PINS = {"approve": 10, "submit": 12}
+PINS = {"approve": 9, "submit": 12}
 
 
 def test_transition_answers_equal_a_fresh_read(people, api_for, managed_instance):
