@@ -36,8 +36,10 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from functools import lru_cache
 from typing import Any
 
+import psycopg
 import structlog
 from django.db import connection, transaction
 from psycopg import sql
@@ -59,13 +61,37 @@ _LOCK_HEAD = sql.SQL(
     "SELECT h.seq, h.hash, h.key_id, (SELECT e.ts FROM {events} e WHERE e.seq = h.seq)"
     " FROM {head} h WHERE h.id = 1 FOR UPDATE"
 ).format(events=_EVENTS, head=_HEAD)
-_TRY_LOCK_HEAD = sql.Composed([_LOCK_HEAD, sql.SQL(" SKIP LOCKED")])
+_TRY_LOCK_HEAD = sql.Composed([_LOCK_HEAD, sql.SQL(" SKIP LOCKED")]).as_string(None)
+# The statements as text once (they are prepared: psycopg knows a statement by its text, and a
+# Composed would be rendered again on every execution).
+_LOCK_HEAD = _LOCK_HEAD.as_string(None)
 _CREATE_HEAD = sql.SQL(
     "INSERT INTO {head} (id, seq, hash, key_id) VALUES (1, 0, %s, '') ON CONFLICT (id) DO NOTHING"
 ).format(head=_HEAD)
-# (Composed: the canonical text holds braces that format() would read.)
-_PENDING = sql.Composed([sql.SQL("SELECT seq, ts, "), sql.SQL(CANONICAL_REST_SQL),
-                         sql.SQL(" FROM {events} WHERE seq < 0 ORDER BY seq LIMIT %s").format(events=_EVENTS)])
+
+
+@lru_cache(maxsize=8)
+def _pending_sql(limit: int, *, from_placeholder: bool = False) -> str:
+    """The committed pending events, oldest placeholder first, with the canonical text of all but
+    ts and seq; from_placeholder: only those at or after a placeholder (one parameter).
+
+    Every chained event leaves its pending row version behind, dead, at the low end of the primary
+    key until vacuum (hundreds of thousands of entries between two autovacuums at 1.5M events): a
+    scan from the first placeholder reads all of them (1-2 ms a chainer run), and so does the
+    planner when it looks up the index's lower end for `seq < 0`. So the statement is prepared with
+    the limit written in (no parameter: one generic plan, planned once per connection), and the
+    after-commit chainer starts at its own thread's oldest unchained placeholder (a parameter; the
+    transaction runs it under a generic plan, whose planning looks at no value).
+    (Composed: the canonical text holds braces that format() would read.)"""
+    lower = sql.SQL(" AND seq >= %s") if from_placeholder else sql.SQL("")
+    return sql.Composed([sql.SQL("SELECT seq, ts, "), sql.SQL(CANONICAL_REST_SQL),
+                         sql.SQL(" FROM {events} WHERE seq < 0{lower} ORDER BY seq LIMIT {limit}").format(
+                             events=_EVENTS, lower=lower, limit=sql.Literal(limit))]).as_string(None)
+
+
+_GENERIC_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan"
+
+
 # The assignment and the head's move in one statement; it returns how many events it assigned, which
 # must be all of them (anything else rolls the batch back).
 _ASSIGN = sql.SQL(
@@ -74,8 +100,8 @@ _ASSIGN = sql.SQL(
     " FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::text[], %s::text[], %s::text[])"
     " AS v(old, seq, ts, prev, hash, kid) WHERE e.seq = v.old RETURNING 1)"
     " UPDATE {head} SET seq = %s, hash = %s, key_id = %s WHERE id = 1 RETURNING (SELECT count(*) FROM assigned)"
-).format(events=_EVENTS, head=_HEAD)
-_HAS_PENDING = sql.SQL("SELECT EXISTS (SELECT 1 FROM {events} WHERE seq < 0)").format(events=_EVENTS)
+).format(events=_EVENTS, head=_HEAD).as_string(None)
+_HAS_PENDING = sql.SQL("SELECT EXISTS (SELECT 1 FROM {events} WHERE seq < 0)").format(events=_EVENTS).as_string(None)
 
 # At most one after-commit chainer attempt per process in this many seconds (chain_after_commit).
 AFTER_COMMIT_INTERVAL = 0.05
@@ -99,6 +125,9 @@ _here = threading.local()
 def note_recorded(placed: list[tuple[int, AuditEvent]]) -> None:
     """record_many's events, by their placeholder seq (read before: a RecordedEvent's .seq chains)."""
     _here.unchained = getattr(_here, "unchained", 0) + len(placed)
+    lowest = min(placeholder for placeholder, _ in placed)
+    if getattr(_here, "lowest", None) is None or lowest < _here.lowest:
+        _here.lowest = lowest  # where this thread's after-commit chainer starts reading (chain_after_commit)
     with _recorded_lock:
         for placeholder, item in placed:
             _recorded.setdefault(placeholder, []).append(weakref.ref(item))
@@ -126,6 +155,41 @@ def chain_recorded_here() -> None:
 
 
 audit_models.before_read = chain_recorded_here
+
+
+class PreparedCursor(psycopg.Cursor):
+    """Server-side binding, every statement prepared: parsed and planned once per connection (psycopg
+    keeps track of which connection has which statement). For the log's hot statements: record()'s
+    INSERT of one event and the chainer's."""
+
+    def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None,
+                binary: bool | None = None) -> Any:
+        return super().execute(query, params, prepare=True, binary=binary)
+
+
+# Django opens its connections with prepare_threshold None (nothing prepared, for poolers in
+# transaction mode; the portal's database is reached directly). Its ORM cursors bind on the client
+# and never prepare whatever the threshold; a threshold this high keeps any other server-binding
+# cursor from preparing on its own, while PreparedCursor's explicit prepare=True takes effect.
+_NO_AUTOMATIC_PREPARE = 2**31 - 1
+
+# One cursor per database connection, kept open: a new psycopg cursor sets up its loaders (the
+# timestamp's looks up the time zone) each time otherwise.
+_prepared: weakref.WeakKeyDictionary[psycopg.Connection, PreparedCursor] = weakref.WeakKeyDictionary()
+
+
+def prepared_cursor() -> Any:
+    """A cursor of Django's connection (this thread's) whose statements are prepared, wrapped as
+    Django wraps its own: each statement is one query in Django's query log (the tests' query-count
+    pins) and its database errors are Django's. Not to be closed by the caller (it is reused)."""
+    connection.ensure_connection()
+    raw = connection.connection
+    cursor = _prepared.get(raw)
+    if cursor is None or cursor.closed:
+        if raw.prepare_threshold is None:
+            raw.prepare_threshold = _NO_AUTOMATIC_PREPARE
+        cursor = _prepared[raw] = PreparedCursor(raw)
+    return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
 
 
 class StaleKeyring(RuntimeError):
@@ -165,16 +229,22 @@ def write_boundary(head_seq: int, head_hash: str, head_key_id: str, key: keys.Au
     return written
 
 
-def chain_batch(*, wait: bool = True, limit: int = BATCH) -> int | None:
+def chain_batch(*, wait: bool = True, limit: int = BATCH, from_placeholder: int | None = None) -> int | None:
     """Chain up to `limit` committed pending events in one transaction. Returns how many, or None
-    when another chainer holds the head (wait=False)."""
-    with transaction.atomic(), connection.cursor() as cursor:
+    when another chainer holds the head (wait=False). from_placeholder: only the pending events
+    from that placeholder on (the after-commit chainer's own and later ones; see chain_after_commit)."""
+    with transaction.atomic():
+        cursor = prepared_cursor()
         row = _lock_head(cursor, wait)
         if row is None:
             return None
         head_seq, prev_hash, head_key_id, prev_ts = row
         key = _key_for(head_key_id)
-        cursor.execute(_PENDING, [limit])
+        if from_placeholder is None:
+            cursor.execute(_pending_sql(limit))
+        else:
+            cursor.execute(_GENERIC_PLANS)
+            cursor.execute(_pending_sql(limit, from_placeholder=True), [from_placeholder])
         pending = cursor.fetchall()
         if not pending:
             return 0
@@ -205,16 +275,22 @@ def chain_batch(*, wait: bool = True, limit: int = BATCH) -> int | None:
     return len(pending)
 
 
-def chain_pending(*, wait: bool = True) -> int:
+def chain_pending(*, wait: bool = True, from_own: bool = False) -> int:
     """Chain every committed pending event, batch after batch. wait=False returns at once when
-    another chainer (in this process or another) is at work. Returns how many it chained."""
+    another chainer (in this process or another) is at work. from_own: only those from this
+    thread's oldest unchained placeholder on (chain_after_commit). Returns how many it chained."""
     if not _process_lock.acquire(blocking=wait):
         return 0
     try:
         _here.unchained = 0  # before reading: what is recorded from now on counts again
+        start = getattr(_here, "lowest", None) if from_own else None
         total = 0
         while True:
-            done = chain_batch(wait=wait)
+            done = chain_batch(wait=wait, from_placeholder=start)
+            if done is None:
+                return total  # another chainer holds the head: this thread's lowest stays for its next try
+            # Every committed event of this thread is chained now (they are all at or after `start`).
+            _here.lowest = None
             if not done:
                 return total
             total += done
@@ -233,9 +309,15 @@ def chain_after_commit() -> None:
     running one after every business commit doubled the commits and capped appends at half the
     disk's commit rate. One attempt per process per interval chains the events of every commit in
     between as one batch. An event committed inside the interval stays pending until the next
-    commit after it in this process, another process's chainer, the beat task (every second) or a
-    read that needs the chain, whichever comes first; pending events are committed, never lost,
-    and no reader by seq sees them before they are chained."""
+    commit after it in this thread, another chainer that reaches it, the beat task (every second)
+    or a read that needs the chain, whichever comes first; pending events are committed, never
+    lost, and no reader by seq sees them before they are chained.
+
+    Where it reads from: this thread's oldest unchained placeholder, not the first pending one, so
+    it does not walk the dead row versions that chained events leave at the low end of the index
+    until vacuum (_pending_sql). An event of another writer committed later than events after its
+    placeholder were chained is left to that writer's own after-commit chainer, the beat task or
+    a read (their chainers read from the first pending placeholder)."""
     global _last_attempt
     if not getattr(_here, "unchained", 0):
         return  # an earlier callback of the same transaction (several record() calls) or a read chained
@@ -244,7 +326,7 @@ def chain_after_commit() -> None:
         return
     _last_attempt = now
     try:
-        chain_pending(wait=False)
+        chain_pending(wait=False, from_own=True)
     except Exception as exc:  # noqa: BLE001 - logged; the events stay pending, never lost
         log.warning("audit.chain_deferred", error=type(exc).__name__, reason=str(exc)[:300])
 
@@ -263,9 +345,9 @@ def ensure_chained() -> int:
 
 
 def has_pending() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(_HAS_PENDING)
-        return bool(cursor.fetchone()[0])
+    cursor = prepared_cursor()  # prepared: planning it read every dead pending index entry too
+    cursor.execute(_HAS_PENDING)
+    return bool(cursor.fetchone()[0])
 
 
 def pending_insert_sql(columns: tuple[str, ...]) -> str:

@@ -320,6 +320,63 @@ def test_concurrent_writers_keep_seq_gap_free_and_the_chain_valid():
     assert result.ok, result.problem
 
 
+def _seq_of(action: str, tag: str) -> int:
+    """The stored seq of one event, read without the model (whose reads may chain first)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT seq FROM audit_auditevent WHERE action = %s AND details->>'tag' = %s", [action, tag])
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("own_attempt", ["runs", "skipped"])
+def test_an_event_committed_after_later_ones_were_chained_is_chained_and_never_lost(monkeypatch, own_attempt):
+    """The after-commit chainer reads from its own thread's oldest unchained placeholder (not
+    through the dead row versions chained events leave at the low end of the index): an event whose
+    transaction took its placeholder first but commits last is chained by its own writer's
+    after-commit run, or, when that run is skipped, by the beat task; seq stays gap-free."""
+    from audit.tasks import chain
+
+    monkeypatch.setattr(chainer, "AFTER_COMMIT_INTERVAL", 0.0)
+    tag = f"late-{own_attempt}-{time.monotonic_ns()}"
+    recorded, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def slow_writer() -> None:
+        try:
+            with transaction.atomic():
+                record("test.late", actor="slow", details={"tag": tag})
+                recorded.set()
+                release.wait(30)
+                if own_attempt == "skipped":  # this process "tried moments ago"
+                    monkeypatch.setattr(chainer, "_last_attempt", time.monotonic() + 3600)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    # given a writer whose transaction recorded an event (the lower placeholder) and is still open
+    start = AuditHead.objects.get(pk=1).seq
+    thread = threading.Thread(target=slow_writer)
+    thread.start()
+    assert recorded.wait(30)
+    # when another writer records and commits meanwhile (its after-commit chainer chains its event)
+    with transaction.atomic():
+        record("test.early", actor="fast", details={"tag": tag})
+    assert _seq_of("test.early", tag) > 0
+    # and the first writer commits last
+    release.set()
+    thread.join(30)
+    assert not errors
+    if own_attempt == "skipped":
+        assert _seq_of("test.late", tag) < 0  # committed and pending: left to the beat task
+        chain()
+    # then its event is chained after the other one, and the log is gap-free and valid
+    assert 0 < _seq_of("test.early", tag) < _seq_of("test.late", tag)
+    seqs = list(AuditEvent.objects.filter(seq__gt=start).order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(start + 1, start + 1 + len(seqs)))
+    assert verify_chain().ok
+
+
 def test_the_application_role_can_append_and_chain_but_not_change_or_unguard(db):
     """The role setup in docs/audit.md: INSERT and UPDATE on events (the guard lets only the
     chainer's assignment through), the placeholder sequence, UPDATE on the head row, owning nothing."""
