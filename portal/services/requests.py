@@ -37,7 +37,7 @@ from portal.selectors.approvals import (
     requirement_of,
     with_decision_rules,
 )
-from portal.selectors.plan_context import plan_context_for
+from portal.selectors.plan_context import InventorySlice, inventory_slice, lookups_for, plan_context_for
 from portal.selectors.requests import request_history_load
 from portal.services.names import names_check_free, names_release, names_reserve
 from provisioning.ddl.facts import facts_for_review
@@ -45,7 +45,7 @@ from provisioning.dry_run import run as dry_run_plan
 from provisioning.inventory import inventory_refresh
 from provisioning.outbox import enqueue_apply
 from provisioning.plans import PlanModule, hook, module_for, plan_hash, plan_text
-from provisioning.plans.context import PlanContext
+from provisioning.plans.context import Lookups, PlanContext
 from provisioning.replicas.base import ensure_writable
 
 log = structlog.get_logger(__name__)
@@ -77,10 +77,14 @@ def _check_requester(user: Any, team: Team, instance: Instance) -> None:
         raise InvalidPayload.field("instance", "this instance is retired")
 
 
-def inventory_ensure_fresh(instance: Instance) -> InstanceInventory | None:
+def inventory_ensure_fresh(instance: Instance, lookups: Lookups | None = None
+                           ) -> InstanceInventory | InventorySlice | None:
     """Refresh the inventory when missing or older than a minute; a failure keeps the old one.
-    Returns the row as it now stands (None: the instance has none)."""
-    inventory = InstanceInventory.objects.filter(instance=instance).first()
+    Returns the row as it now stands (None: the instance has none). `lookups`: of a row not
+    refreshed here, only the names a validation looks up (plan_context.inventory_slice: one
+    indexed read, the same whatever the instance's size); a refreshed row comes whole."""
+    inventory = InstanceInventory.objects.filter(instance=instance).first() if lookups is None \
+        else inventory_slice(instance, lookups)
     if inventory is not None and inventory.refreshed_at is not None \
             and inventory.refreshed_at > timezone.now() - INVENTORY_MAX_AGE:
         return inventory
@@ -114,10 +118,13 @@ def request_preview(*, user: Any, type: str, instance: Instance, team: Team, pay
         # A read replica takes no writes: 400 on "instance" before anything reads its inventory.
         ensure_writable(instance)
     fresh = {}
+    # Only the role(s), schema and database the payload names are read (the instance's size does
+    # not matter); the plan's lookups hook says which, and its context refuses any other lookup.
+    lookups = lookups_for(type, payload)
     if type in (RequestType.SCHEMA, RequestType.ROLE, RequestType.GRANT, RequestType.REVOKE):
         # Handed to the context so the row just read or refreshed is not read again.
-        fresh["inventory"] = inventory_ensure_fresh(instance)
-    ctx = plan_context_for(instance, team, user, request_type=type, **fresh)
+        fresh["inventory"] = inventory_ensure_fresh(instance, lookups)
+    ctx = plan_context_for(instance, team, user, request_type=type, lookups=lookups, **fresh)
     validated = module.validate(payload, ctx)
     # Review-rule findings (DDL: provisioning/ddl/rules.py) feed the risk; error findings are a 400.
     findings = plan_review(module, validated, ctx, instance)

@@ -150,10 +150,14 @@ class PlanModule(Protocol):
 #                  target and rolls back (provisioning/dry_run.py: I/O, never in the plan)
 #   preconditions  preconditions(request) -> str | None: the one hook with I/O (the portal's records,
 #                  read on the worker before each attempt); called by the engine
+#   lookups        lookups(payload) -> context.Lookups: every name validate() may look up in the
+#                  context (roles, schemas, inventory), so the portal reads only those (a submit
+#                  costs the same on an instance of ten roles or ten thousand)
 OPTIONAL_HOOKS: dict[str, tuple[str, ...]] = {
     "review": ("review", "facts_wanted"),
     "dry_run": ("dry_run_wanted", "numbered_steps"),
     "preconditions": ("preconditions",),
+    "lookups": ("lookups",),
 }
 
 

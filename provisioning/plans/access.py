@@ -28,7 +28,7 @@ from provisioning.plans.checks import (
     schemas_of,
     validation_start,
 )
-from provisioning.plans.context import REQUESTER, PlanContext
+from provisioning.plans.context import REQUESTER, Lookups, PlanContext, names_in
 
 REQUIRED = {"role", "database", "schema", "privileges"}
 OPTIONAL = {"tables", "default_privileges", "expires_at", "schema_owner"}
@@ -102,6 +102,14 @@ def validate(payload: dict, ctx: PlanContext, *, kind: str) -> dict:
         "role": role, "database": database, "schema": schema, "privileges": privileges, "tables": tables,
         "default_privileges": default_privileges, "expires_at": expires_at, "schema_owner": owner,
     }
+
+
+def lookups(payload: Any) -> Lookups:
+    """The names validate() looks up in the context: the role, the database and the schema."""
+    if not isinstance(payload, dict):
+        return Lookups()
+    return Lookups(databases=names_in(payload.get("database")), roles=names_in(payload.get("role")),
+                   schemas=names_in(payload.get("schema")))
 
 
 def _privileges(errors: Errors, value: Any) -> list[str]:

@@ -54,6 +54,30 @@ class ManagedSchemaFact:
 
 
 @dataclass(frozen=True)
+class Lookups:
+    """The names a validation looks up (a plan's `lookups` hook): roles, schemas (in each of the
+    databases) and databases, in the portal's records and the inventory snapshot alike."""
+
+    roles: frozenset[str] = frozenset()
+    schemas: frozenset[str] = frozenset()
+    databases: frozenset[str] = frozenset()
+
+
+def names_in(*values: Any) -> frozenset[str]:
+    """The values that can be names to look up: text PostgreSQL can hold (no NUL, no unpaired
+    surrogate). Anything else never passes validation's own checks, so it is never looked up."""
+    names = set()
+    for value in values:
+        if isinstance(value, str) and value and "\x00" not in value:
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                continue
+            names.add(value)
+    return frozenset(names)
+
+
+@dataclass(frozen=True)
 class PlanContext:
     """What validate() and render() may consult besides the payload.
 
@@ -72,6 +96,9 @@ class PlanContext:
     schemas: dict[tuple[str, str], ManagedSchemaFact] = field(default_factory=dict)
     instance_names: frozenset[str] = frozenset()
     enabled_ddl_rules: frozenset[str] | None = None
+    # Not None: `roles`, `schemas` and the inventory hold only these names (plan_context_for read
+    # what the plan's lookups hook named); a lookup of any other name is a bug, never "absent".
+    only: Lookups | None = None
 
     def __post_init__(self) -> None:
         if self.persona not in PERSONAS:
@@ -84,16 +111,22 @@ class PlanContext:
 
     def role(self, name: str, *, include_dropped: bool = False) -> ManagedRoleFact | None:
         """The portal's record of role `name` on the instance (dropped ones only when asked)."""
+        if self.only is not None and name not in self.only.roles:
+            raise LookupError(f"role {name!r} was not read into this context (see the plan's lookups)")
         role = self.roles.get(name)
         if role is None or (role.dropped and not include_dropped):
             return None
         return role
 
     def schema(self, database: str, name: str) -> ManagedSchemaFact | None:
+        if self.only is not None and (database not in self.only.databases or name not in self.only.schemas):
+            raise LookupError(f"schema {database}.{name} was not read into this context (see the plan's lookups)")
         return self.schemas.get((database, name))
 
     def team_group_roles(self) -> dict[str, ManagedRoleFact]:
         """The requesting team's live NOLOGIN group roles, by name."""
+        if self.only is not None:
+            raise LookupError("this context holds only the roles the payload names")
         return {name: role for name, role in self.roles.items()
                 if role.team_id == self.team_id and not role.login and not role.dropped}
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 from provisioning.plans import Step, access
 from provisioning.plans.context import PlanContext
 
-HOOKS: frozenset[str] = frozenset()
+HOOKS = frozenset({"lookups"})
 
 
 def validate(payload: dict, ctx: PlanContext) -> dict:
     return access.validate(payload, ctx, kind="revoke")
+
+
+lookups = access.lookups
 
 
 def render(payload: dict, ctx: PlanContext | None = None, *, secrets: dict | None = None) -> list[Step]:

@@ -6,6 +6,8 @@ so the reviewer reads it and a changed default on the server cannot widen the ro
 
 from __future__ import annotations
 
+from typing import Any
+
 from psycopg import sql
 
 from provisioning.plans import PASSWORD_PLACEHOLDER, Step, ident, role_absent
@@ -17,9 +19,9 @@ from provisioning.plans.checks import (
     rendered_name,
     validation_start,
 )
-from provisioning.plans.context import PlanContext
+from provisioning.plans.context import Lookups, PlanContext, names_in
 
-HOOKS: frozenset[str] = frozenset()
+HOOKS = frozenset({"lookups"})
 
 REQUIRED = {"name", "login"}
 OPTIONAL = {"member_of", "connection_limit", "valid_until"}
@@ -42,13 +44,12 @@ def validate(payload: dict, ctx: PlanContext) -> dict:
     if not isinstance(member_of, list) or len(member_of) > MAX_MEMBER_OF:
         errors.add("member_of", f"must be a list of at most {MAX_MEMBER_OF} group role names")
     else:
-        allowed = ctx.team_group_roles()
         team = ctx.team
         for group in member_of:
             problem = name_problem(group, role=True)
             if problem:
                 errors.add("member_of", f"{group!r}: {problem}")
-            elif group not in allowed or live_roles.get(group, {}).get("login"):
+            elif not _team_group_role(ctx, group) or live_roles.get(group, {}).get("login"):
                 errors.add("member_of", f"{group!r} is not a group role the portal manages for team {team}")
             elif group == name:
                 errors.add("member_of", "a role cannot be a member of itself")
@@ -64,6 +65,21 @@ def validate(payload: dict, ctx: PlanContext) -> dict:
     errors.raise_if_any()
     return {"name": name, "login": login, "member_of": sorted(groups), "connection_limit": limit,
             "valid_until": valid_until}
+
+
+def _team_group_role(ctx: PlanContext, name: str) -> bool:
+    """Whether `name` is one of the requesting team's live NOLOGIN group roles (the portal's
+    records; looked up by name, so a context holding only the names the payload gives will do)."""
+    role = ctx.role(name)
+    return role is not None and role.team_id == ctx.team_id and not role.login
+
+
+def lookups(payload: Any) -> Lookups:
+    """The names validate() looks up in the context: the new role and the groups it joins."""
+    if not isinstance(payload, dict):
+        return Lookups()
+    groups = payload.get("member_of")
+    return Lookups(roles=names_in(payload.get("name"), *(groups if isinstance(groups, list) else [])))
 
 
 def render(payload: dict, ctx: PlanContext | None = None, *, secrets: dict | None = None) -> list[Step]:

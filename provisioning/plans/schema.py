@@ -25,10 +25,10 @@ from provisioning.plans.checks import (
     schemas_of,
     validation_start,
 )
-from provisioning.plans.context import PlanContext
+from provisioning.plans.context import Lookups, PlanContext, names_in
 
 # preconditions: the engine calls it before each attempt (see PlanModule in provisioning/plans).
-HOOKS = frozenset({"preconditions"})
+HOOKS = frozenset({"preconditions", "lookups"})
 
 REQUIRED = {"database", "name"}
 # create_owner_role: derived by validate (True: the plan creates the owner role); accepted back
@@ -71,6 +71,18 @@ def validate(payload: dict, ctx: PlanContext) -> dict:
         errors.add("create_owner_role", "is derived from the owner role (whether it exists yet); leave it out")
     errors.raise_if_any()
     return {"database": database, "name": name, "owner_role": owner, "create_owner_role": create_owner}
+
+
+def lookups(payload: Any) -> Lookups:
+    """The names validate() looks up in the context: the database, the schema and its owner role
+    (given, or derived from the schema's name)."""
+    if not isinstance(payload, dict):
+        return Lookups()
+    name, owner = payload.get("name"), payload.get("owner_role")
+    if owner is None and isinstance(name, str):
+        owner = default_owner(name)
+    return Lookups(databases=names_in(payload.get("database")), roles=names_in(owner),
+                   schemas=names_in(payload.get("name")))
 
 
 def _check_owner(errors: Errors, owner: str, field: str, *, ctx: PlanContext, snapshot: dict | None) -> bool:
