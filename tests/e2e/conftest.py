@@ -72,16 +72,23 @@ def login(live_server):
 # started is in the list too; one started later by a timer (Bootstrap shows a modal after its
 # backdrop's fade) is caught by the next round.
 AXE_AFTER_TRANSITIONS = """async () => {
-  // A transition exists only once the browser has recalculated styles: Bootstrap's modal adds its
-  // .show class a frame after it is inserted, so wait two frames before looking, and look again
-  // after each round (a backdrop's fade ends before the dialog's starts).
-  const frame = () => new Promise((resolve) => requestAnimationFrame(() => resolve()));
-  for (let round = 0; round < 20; round++) {
-    await frame(); await frame();
-    const finite = document.getAnimations().filter((a) => a.playState !== 'finished'
+  // Bootstrap shows a modal from a timer after its backdrop's fade: wait for what runs, then look
+  // again, a little later, for transitions that were not there before. Timers, not animation
+  // frames: Chromium throttles the frames of a page that is not in front (a second browser
+  // context). Bounded (4 rounds, 2 s): a page that keeps starting finite animations must not hold
+  // the test.
+  const pause = () => new Promise((resolve) => setTimeout(resolve, 50));
+  const deadline = performance.now() + 2000;
+  const seen = new Set();
+  for (let round = 0; round < 4 && performance.now() < deadline; round++) {
+    if (round > 0) await pause();
+    const fresh = document.getAnimations().filter((a) => !seen.has(a) && a.playState !== 'finished'
       && Number.isFinite(a.effect?.getComputedTiming().endTime ?? Infinity));
-    if (finite.length === 0) break;
-    await Promise.all(finite.map((a) => a.finished.catch(() => null)));
+    if (fresh.length === 0) break;
+    fresh.forEach((a) => seen.add(a));
+    const left = Math.max(0, deadline - performance.now());
+    await Promise.race([Promise.all(fresh.map((a) => a.finished.catch(() => null))),
+                        new Promise((resolve) => setTimeout(resolve, left))]);
   }
   return JSON.stringify(await axe.run(document, {resultTypes: ['violations']}));
 }"""
