@@ -313,11 +313,12 @@ def chain_after_commit() -> None:
     or a read that needs the chain, whichever comes first; pending events are committed, never
     lost, and no reader by seq sees them before they are chained.
 
-    Where it reads from: this thread's oldest unchained placeholder, not the first pending one, so
-    it does not walk the dead row versions that chained events leave at the low end of the index
-    until vacuum (_pending_sql). An event of another writer committed later than events after its
-    placeholder were chained is left to that writer's own after-commit chainer, the beat task or
-    a read (their chainers read from the first pending placeholder)."""
+    Where it reads from: the first pending placeholder, like every other chainer. Reading from this
+    thread's own oldest placeholder skipped the dead row versions at the low end of the index, but
+    it also skipped another process's events committed *before* this one's (a web request's
+    request.queued, rate-limited out of its own chaining, behind the worker's request.running) and
+    chained them after: seq order must follow commit order where one caused the other (CI caught
+    it in the break-glass journey)."""
     global _last_attempt
     if not getattr(_here, "unchained", 0):
         return  # an earlier callback of the same transaction (several record() calls) or a read chained
@@ -326,7 +327,7 @@ def chain_after_commit() -> None:
         return
     _last_attempt = now
     try:
-        chain_pending(wait=False, from_own=True)
+        chain_pending(wait=False)
     except Exception as exc:  # noqa: BLE001 - logged; the events stay pending, never lost
         log.warning("audit.chain_deferred", error=type(exc).__name__, reason=str(exc)[:300])
 

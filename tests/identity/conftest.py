@@ -13,7 +13,7 @@ TEST_CALLBACK = "http://testserver/login/oidc/callback/"
 def oidc_provider(tmp_path):
     """A provider for Django's test client (callback on http://testserver), the portal pointed at it."""
     provider = OidcProvider(tmp_path / "provider", [TEST_CALLBACK])
-    provider.start()
+    provider.start_with_retries()
     try:
         with portal_settings(provider):
             yield provider
