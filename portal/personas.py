@@ -3,20 +3,26 @@ and which teams they belong to."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from portal.choices import Persona
+
+
+def _cached_on(user: Any, attribute: str, load: Callable[[], Any]) -> Any:
+    """What load() returns, kept on the user object for the request's life."""
+    cached = getattr(user, attribute, None)
+    if cached is None:
+        cached = load()
+        setattr(user, attribute, cached)
+    return cached
 
 
 def user_groups(user: Any) -> set[str]:
     """Group names of a user, cached on the user object for the request's life."""
     if not getattr(user, "is_authenticated", False):
         return set()
-    cached = getattr(user, "_portal_groups", None)
-    if cached is None:
-        cached = set(user.groups.values_list("name", flat=True))
-        user._portal_groups = cached
-    return cached
+    return _cached_on(user, "_portal_groups", lambda: set(user.groups.values_list("name", flat=True)))
 
 
 def member_team_ids(user: Any) -> frozenset[int]:
@@ -24,11 +30,7 @@ def member_team_ids(user: Any) -> frozenset[int]:
     API's token statement fills it with the groups, portal/api/authentication.py)."""
     if not getattr(user, "is_authenticated", False):
         return frozenset()
-    cached = getattr(user, "_portal_team_ids", None)
-    if cached is None:
-        cached = frozenset(user.memberships.values_list("team_id", flat=True))
-        user._portal_team_ids = cached
-    return cached
+    return _cached_on(user, "_portal_team_ids", lambda: frozenset(user.memberships.values_list("team_id", flat=True)))
 
 
 def is_admin(user: Any) -> bool:
