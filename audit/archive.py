@@ -25,18 +25,17 @@ What happens, in order, and who may do it:
 Nobody archives, detaches or deletes through the web or the API: they only read (auditors and
 platform admins: `archive_list`, `archive_events_page`, `archive_export_lines` in audit/archive_reads.py). Verification spans
 archive and online: `audit.verify.verify_chain` starts after the last detached archive with its last
-hash, and `verify_all` checks every archive file (checksum, internal chain) and that consecutive
-archives and the online log link up. Hashing is audit.chain's (`link`), never re-implemented here.
+hash, and `verify_all` (audit/archive_verify.py, which also checks each file this module writes or
+detaches) checks every archive file (checksum, internal chain) and that consecutive archives and the
+online log link up. The files' names, manifest fields and checksum are audit/archive_files.py's.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,16 +47,15 @@ from django.db import connection, transaction
 from django.utils import timezone
 from psycopg import sql
 
-from audit import checkpoints, keys
-from audit.chain import GENESIS_HASH, TS_SQL, canonical
+from audit.archive_files import _manifest_fields, _names, _sha256_file, archive_dir
+from audit.archive_verify import _HASH_AT, check_archive, check_file, checkpoint_anchors
+from audit.chain import GENESIS_HASH, TS_SQL
 from audit.models import AuditArchive, AuditEvent
 from audit.services import SYSTEM, record
 from audit.siem import forwarded_up_to
-from audit.verify import Verification, verify_chain
 from portal.errors import Conflict, Gone, InvalidPayload, PolicyViolation
 from portal.personas import is_admin
 
-FORMAT = "dbportal-audit-archive/1"
 MIN_RETENTION_MONTHS = 12  # PCI DSS v4 10.5.1
 MIN_ONLINE_MONTHS = 3  # the same: three months immediately available (the DELETE guard holds this too)
 # pg_advisory_lock key: one archiving run at a time (beat and an operator may overlap).
@@ -81,7 +79,6 @@ _FIRST_ONLINE = sql.SQL("SELECT seq, ts, prev_hash FROM {events} WHERE seq >= %s
     events=_EVENTS)
 _ONLINE_RANGE = sql.SQL(
     "SELECT count(*), min(seq), max(seq) FROM {events} WHERE seq BETWEEN %s AND %s").format(events=_EVENTS)
-_HASH_AT = sql.SQL("SELECT prev_hash, hash FROM {events} WHERE seq = %s").format(events=_EVENTS)
 _DETACH = sql.SQL("DELETE FROM {events} WHERE seq BETWEEN %s AND %s").format(events=_EVENTS)
 
 CSV_COLUMNS = ("seq", "ts", "actor", "actor_ip", "action", "object_type", "object_id", "instance", "database",
@@ -107,10 +104,6 @@ def retention_months() -> int:
         raise ImproperlyConfigured(
             f"PORTAL_AUDIT_RETENTION_MONTHS={months} is under {MIN_RETENTION_MONTHS} (PCI DSS 10.5.1)")
     return months
-
-
-def archive_dir() -> Path:
-    return Path(settings.AUDIT_ARCHIVE_DIR)
 
 
 def month_start(moment: datetime) -> datetime:
@@ -154,25 +147,12 @@ def _operator(actor: Any) -> str:
 
 
 # --- files -------------------------------------------------------------------------------------
-def _names(period: str) -> tuple[str, str, str]:
-    base = f"audit-{period}.jsonl.gz"
-    return base, f"audit-{period}.manifest.json", base + ".sha256"
-
-
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _place(tmp: Path, final: Path) -> None:
@@ -221,142 +201,6 @@ def _export_month(directory: Path, name: str, lo: int, hi: int) -> None:
         raw.flush()
         os.fsync(raw.fileno())
     _place(tmp, directory / name)
-
-
-# --- reading and checking an archive file --------------------------------------------------------
-class _Number(float):
-    """A JSON number that renders back as the exact digits it was read from (jsonb's own text), so
-    audit.chain.canonical() of a line read back is byte for byte what the database rendered."""
-
-    text: str
-
-    def __new__(cls, text: str) -> _Number:
-        number = super().__new__(cls, text)
-        number.text = text
-        return number
-
-    def __repr__(self) -> str:
-        return self.text
-
-
-def _parse_line(line: bytes) -> dict[str, Any]:
-    return json.loads(line, parse_float=_Number)
-
-
-def _file_events(path: Path) -> Iterator[dict[str, Any]]:
-    with gzip.open(path, "rb") as handle:
-        for line in handle:
-            if line.strip():
-                yield _parse_line(line)
-
-
-@dataclass
-class ArchiveCheck:
-    """What checking one archive found; `first_broken_seq` names the first event that fails."""
-
-    period: str
-    ok: bool = True
-    events: int = 0
-    first_broken_seq: int | None = None
-    problems: list[str] = field(default_factory=list)
-
-    def fail(self, problem: str, seq: int | None = None) -> None:
-        self.ok = False
-        if seq is not None and self.first_broken_seq is None:
-            self.first_broken_seq = seq
-        self.problems.append(problem)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def check_file(path: Path, *, period: str, first_seq: int, last_seq: int, count: int, prev_hash: str,
-               last_hash: str, sha256: str | None, anchors: dict[int, tuple[str, str]] | None = None) -> ArchiveCheck:
-    """Re-read an archive file: its checksum (when given), then every event's seq, link and hash from
-    `prev_hash` to `last_hash`, and at each signed checkpoint's seq (`anchors`: seq -> hash, key id)
-    the checkpoint's hash, naming the first event that fails."""
-    found = ArchiveCheck(period=period)
-    if not path.is_file():
-        found.fail(f"{path.name} is missing", first_seq)
-        return found
-    if sha256 is not None and _sha256_file(path) != sha256:
-        found.fail(f"{path.name}: SHA-256 does not match the manifest's")
-    expected_seq, previous, previous_rank = first_seq, prev_hash, None
-    try:
-        for event in _file_events(path):
-            found.events += 1
-            seq = event.get("seq")
-            if seq != expected_seq:
-                found.fail(f"seq {expected_seq}: missing from the archive (found {seq})", expected_seq)
-                return found
-            if event.get("prev_hash") != previous:
-                found.fail(f"seq {seq}: prev_hash does not match the hash of seq {seq - 1}", seq)
-                return found
-            # The event's key, by the rules verify_chain applies online (audit/keys.py): a known key,
-            # never an older one (or none) after a newer one, HMAC under it (plain SHA-256 unkeyed).
-            key_id = event.get("key_id") or keys.UNKEYED
-            rank = keys.rank(key_id)
-            if rank is None:
-                found.fail(f"seq {seq}: keyed with {key_id!r}, a key not configured here", seq)
-                return found
-            if previous_rank is not None and rank > previous_rank:
-                found.fail(f"seq {seq}: keyed with an older key than seq {seq - 1} (downgraded)", seq)
-                return found
-            if keys.link(keys.by_id(key_id) if key_id else None, previous, canonical(event)) != event.get("hash"):
-                found.fail(f"seq {seq}: the event's content does not match its hash (altered)", seq)
-                return found
-            anchor = (anchors or {}).get(seq)
-            if anchor is not None and anchor != (event.get("hash"), event.get("key_id") or keys.UNKEYED):
-                found.fail(f"seq {seq} does not match its signed checkpoint (the archive was rewritten)", seq)
-                return found
-            previous, previous_rank, expected_seq = event["hash"], rank, seq + 1
-    except (OSError, EOFError, ValueError) as exc:  # gzip, zlib and JSON errors: a damaged file
-        found.fail(f"{path.name} is unreadable after seq {expected_seq - 1}: {type(exc).__name__}", expected_seq)
-        return found
-    if found.events != count or expected_seq != last_seq + 1:
-        found.fail(f"the archive holds {found.events} events ending at seq {expected_seq - 1}; its manifest says "
-                   f"{count} ending at seq {last_seq}", expected_seq if expected_seq <= last_seq else last_seq)
-    elif previous != last_hash:
-        found.fail(f"seq {last_seq}: the last hash does not match the manifest's", last_seq)
-    return found
-
-
-def _manifest_fields(archive: AuditArchive) -> dict[str, Any]:
-    return {
-        "format": FORMAT, "period": archive.period, "first_seq": archive.first_seq, "last_seq": archive.last_seq,
-        "count": archive.count, "first_ts": archive.first_ts.astimezone(UTC).isoformat(),
-        "last_ts": archive.last_ts.astimezone(UTC).isoformat(), "prev_hash": archive.prev_hash,
-        "last_hash": archive.last_hash, "file": archive.file_name, "sha256": archive.sha256,
-        "size_bytes": archive.size_bytes, "created_at": archive.created_at.astimezone(UTC).isoformat(),
-        "created_by": archive.created_by, "retain_until": archive.retain_until.astimezone(UTC).isoformat(),
-    }
-
-
-def checkpoint_anchors() -> dict[int, tuple[str, str]]:
-    """seq -> (hash, key id) of every valid signed checkpoint kept outside the database."""
-    return {c.seq: (c.hash, c.key_id) for c in checkpoints.load().valid if c.seq > 0}
-
-
-def check_archive(archive: AuditArchive, anchors: dict[int, tuple[str, str]] | None = None) -> ArchiveCheck:
-    """A recorded archive: its file against the manifest row (and the signed checkpoints in its range,
-    when given), and the manifest and checksum files."""
-    directory = archive_dir()
-    found = check_file(directory / archive.file_name, period=archive.period, first_seq=archive.first_seq,
-                       last_seq=archive.last_seq, count=archive.count, prev_hash=archive.prev_hash,
-                       last_hash=archive.last_hash, sha256=archive.sha256, anchors=anchors)
-    _, manifest_name, checksum_name = _names(archive.period)
-    try:
-        manifest = json.loads((directory / manifest_name).read_text())
-        if manifest != _manifest_fields(archive):
-            found.fail(f"{manifest_name} differs from the manifest row")
-    except (OSError, ValueError):
-        found.fail(f"{manifest_name} is missing or unreadable")
-    try:
-        if (directory / checksum_name).read_text() != f"{archive.sha256}  {archive.file_name}\n":
-            found.fail(f"{checksum_name} differs from the manifest row")
-    except OSError:
-        found.fail(f"{checksum_name} is missing")
-    return found
 
 
 # --- archive, detach, delete ---------------------------------------------------------------------
@@ -585,75 +429,3 @@ def run(*, actor: Any = SYSTEM, now: datetime | None = None) -> RunReport:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
     return report
-
-
-# --- verification across archive and online ------------------------------------------------------
-@dataclass
-class FullVerification:
-    ok: bool
-    archives: list[dict[str, Any]]
-    online: dict[str, Any]
-    first_broken_seq: int | None
-    problem: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def verify_all() -> FullVerification:
-    """Every archive (its file, unless deleted after retention: then its manifest row's hashes still
-    link), that consecutive archives and the online log link up, the signed checkpoints that fall in
-    archived ranges, and the online chain (verify_chain, which starts after the last detached
-    archive and checks the checkpoints from there). Records nothing itself (see `verify_all_record`)."""
-    checks: list[dict[str, Any]] = []
-    anchors = checkpoint_anchors()
-    broken: int | None = None
-    problem = ""
-    expected_seq, expected_prev = 1, GENESIS_HASH
-    for archive in AuditArchive.objects.order_by("first_seq"):
-        if broken is None and (archive.first_seq != expected_seq or archive.prev_hash != expected_prev):
-            broken = expected_seq
-            problem = (f"period {archive.period} (seq {archive.first_seq}) does not continue seq {expected_seq - 1} "
-                       "of the previous archive")
-        anchor = anchors.get(archive.last_seq)
-        if broken is None and anchor is not None and anchor[0] != archive.last_hash:
-            broken = archive.last_seq
-            problem = f"archive {archive.period}: seq {archive.last_seq} does not match its signed checkpoint"
-        if archive.deleted_at is None:
-            found = check_archive(archive, anchors)
-            if broken is None and not found.ok:
-                broken = found.first_broken_seq or archive.first_seq
-                problem = f"archive {archive.period}: {'; '.join(found.problems)}"
-            checks.append({**found.as_dict(), "status": archive.status})
-        else:
-            checks.append({"period": archive.period, "ok": True, "status": "deleted", "events": archive.count,
-                           "first_broken_seq": None, "problems": []})
-        expected_seq, expected_prev = archive.last_seq + 1, archive.last_hash
-    online: Verification = verify_chain()
-    detached = AuditArchive.objects.filter(detached_at__isnull=False).order_by("-last_seq").first()
-    undetached = AuditArchive.objects.filter(detached_at__isnull=True).order_by("first_seq").first()
-    if broken is None and undetached is not None and (detached is None or undetached.first_seq == detached.last_seq + 1):
-        # An archive whose rows are still online must match them at its ends.
-        with connection.cursor() as cursor:
-            cursor.execute(_HASH_AT, [undetached.last_seq])
-            row = cursor.fetchone()
-        if row is None or row[1] != undetached.last_hash:
-            broken, problem = undetached.last_seq, f"archive {undetached.period} does not match the online log"
-    if broken is None and not online.ok:
-        broken, problem = online.first_broken_seq, online.problem
-    return FullVerification(ok=broken is None, archives=checks, online=online.as_dict(), first_broken_seq=broken,
-                            problem=problem)
-
-
-def verify_all_record(*, actor: Any, actor_ip: str | None = None) -> FullVerification:
-    result = verify_all()
-    with transaction.atomic():
-        record("audit.verified", actor=actor, actor_ip=actor_ip, object_type="audit_log",
-               outcome="ok" if result.ok else "broken",
-               details={"scope": "archives+online", "ok": result.ok, "first_broken_seq": result.first_broken_seq,
-                        "problem": result.problem, "archives": len(result.archives),
-                        "head_seq": result.online["head_seq"], "head_hash": result.online["head_hash"]})
-    return result
-
-
-# --- reads for auditors (API and pages) -----------------------------------------------------------

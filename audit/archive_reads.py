@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from audit.archive import CSV_COLUMNS, _file_events, archive_dir, parse_period
+from audit.archive import CSV_COLUMNS, parse_period
+from audit.archive_files import _file_events, archive_dir
 from audit.exports.stream import stream_copy
 from audit.models import AuditArchive, AuditEvent
 from audit.selectors import MAX_PAGE, AuditFilters

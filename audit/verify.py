@@ -288,7 +288,7 @@ PARALLEL_WORKERS = 4
 def online_start() -> tuple[int, str]:
     """Where the online log starts: seq 1 from the genesis hash, or, once months are archived and
     detached, the seq after the last detached archive with that archive's last hash as the link
-    (audit.archive.verify_all checks the archive files and that they link up to here)."""
+    (audit.archive_verify.verify_all checks the archive files and that they link up to here)."""
     last = (AuditArchive.objects.filter(detached_at__isnull=False).order_by("-last_seq")
             .values_list("last_seq", "last_hash").first())
     return (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)

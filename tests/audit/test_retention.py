@@ -29,14 +29,13 @@ from audit.archive import (
     _write_bytes,
     add_months,
     archive_delete,
-    archive_dir,
     archive_next,
-    check_archive,
     detach,
     month_start,
     run,
-    verify_all,
 )
+from audit.archive_files import _manifest_fields, archive_dir
+from audit.archive_verify import check_archive, verify_all
 from audit.chain import GENESIS_HASH, canonical
 from audit.models import AuditArchive, AuditEvent, AuditHead, SiemCursor
 from audit.services import event_dict
@@ -242,7 +241,6 @@ def test_an_archive_rewritten_with_its_manifest_is_found_by_a_signed_checkpoint(
          [sha256, last_hash, len(data), archive.pk])
     _raw("ALTER TABLE audit_auditarchive ENABLE TRIGGER USER")
     archive.refresh_from_db()
-    from audit.archive import _manifest_fields
     manifest = _file_of(archive).parent / f"audit-{period}.manifest.json"
     manifest.chmod(0o600)
     manifest.write_text(json.dumps(_manifest_fields(archive), indent=2) + "\n")

@@ -13,8 +13,9 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from audit.archive import ArchiveError, archive_delete, run, verify_all_record
+from audit.archive import ArchiveError, archive_delete, run
 from audit.archive_reads import archive_list
+from audit.archive_verify import verify_all_record
 from audit.services import SYSTEM
 from portal.errors import DomainError
 
