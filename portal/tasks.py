@@ -5,7 +5,7 @@ from celery import shared_task
 from django.conf import settings
 
 from portal.models import Instance, RestoreDrill
-from portal.services.access_reviews import campaigns_process_deadlines, campaigns_send_reminders
+from portal.services.access_review_decisions import campaigns_process_deadlines, campaigns_send_reminders
 from portal.services.backups import backup_run, backup_schedule, drill_run
 from portal.services.breakglass import break_glass_overdue
 from portal.services.dictionary import dictionary_refresh

@@ -36,7 +36,8 @@ from portal.selectors.access_reviews import (
     items_for,
     with_live_evidence,
 )
-from portal.services.access_reviews import campaign_open, campaign_report_export, item_reassign, items_decide
+from portal.services.access_review_decisions import item_reassign, items_decide
+from portal.services.access_reviews import campaign_open, campaign_report_export
 from portal.services.auth import client_ip
 
 # --- output -----------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Access review pages (issue #18): campaigns, a certifier's queue, bulk decisions, the report.
 
 Not the review queue of request approvals (portal/views/reviews.py). Who may do what is the
-services' and selectors' (portal/services/access_reviews.py): these views only add the page
+services' and selectors' (portal/services/access_reviews.py, access_review_decisions.py): these views only add the page
 rules — the campaign list and a campaign's page for anyone with a campaign in scope (a 404
 otherwise), the opening form for reviewers and admins (403 otherwise).
 """
@@ -33,7 +33,8 @@ from portal.selectors.access_reviews import (
     may_decide,
     with_live_evidence,
 )
-from portal.services.access_reviews import campaign_open, campaign_report_export, item_reassign, items_decide
+from portal.services.access_review_decisions import item_reassign, items_decide
+from portal.services.access_reviews import campaign_open, campaign_report_export
 from portal.services.auth import client_ip
 
 PAGE_SIZE = 100

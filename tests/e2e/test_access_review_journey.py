@@ -16,7 +16,7 @@ from django.utils import timezone
 from pypdf import PdfReader
 
 from portal.models import AccessReviewCampaign, AccessReviewItem
-from portal.services.access_reviews import campaigns_process_deadlines
+from portal.services.access_review_decisions import campaigns_process_deadlines
 from tests.fixtures.people import PASSWORD
 from tests.portal.test_access_reviews import _privilege, reviewed_world  # noqa: F401 - the fixture
 

@@ -22,15 +22,13 @@ from audit.models import AuditEvent
 from audit.selectors import AuditFilters
 from portal.choices import MembershipRole, RequestStatus
 from portal.models import AccessReviewCampaign, AccessReviewItem, ChangeRequest, Grant, Instance, Team
-from portal.services.access_reviews import (
-    campaign_open,
-    campaign_report_export,
+from portal.services.access_review_decisions import (
     campaigns_process_deadlines,
     campaigns_send_reminders,
-    choose_certifier,
     item_reassign,
     items_decide,
 )
+from portal.services.access_reviews import campaign_open, campaign_report_export, choose_certifier
 from portal.services.demo import membership_add
 from provisioning.models import RoleLastSeen
 from tests.provisioning.helpers import admin_conn, approved_request, grant_payload, role_payload, schema_payload, unique
