@@ -17,17 +17,14 @@ from audit.chainer import chain_pending
 from audit.models import AuditEvent, AuditHead, SiemCursor
 from audit.services import record
 from audit.siem import (
-    HttpsCollector,
-    SyslogCollector,
     collector_statuses,
     events_after,
     forward_all,
     forward_one_batch,
-    octet_frame,
     siem_pause,
     siem_resume,
-    syslog_message,
 )
+from audit.siem_transports import HttpsCollector, SyslogCollector, octet_frame, syslog_message
 from tests.audit.siem_helpers import TOKEN, Listener, make_ca
 from tests.fixtures.celery import wait_until
 from tests.support.siem_listener import parse_message
