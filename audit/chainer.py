@@ -104,7 +104,11 @@ _ASSIGN = sql.SQL(
 _HAS_PENDING = sql.SQL("SELECT EXISTS (SELECT 1 FROM {events} WHERE seq < 0)").format(events=_EVENTS).as_string(None)
 
 # At most one after-commit chainer attempt per process in this many seconds (chain_after_commit).
-AFTER_COMMIT_INTERVAL = 0.05
+# 0.2, not 0.05: with 8 busy writer processes, 0.05 meant ~160 attempts a second, six in ten of
+# them finding the head taken and the others chaining ~25 events each; the chainer run's fixed cost
+# (a transaction, its commit, the pending scan, the Python around them) then was 15-25% of the CPU
+# of an append (docs/audit.md "Figures"). A lone commit after a quiet moment is still chained at once.
+AFTER_COMMIT_INTERVAL = 0.2
 _last_attempt = 0.0  # time.monotonic() of this process's last after-commit attempt
 
 # One chainer at a time in this process (the on_commit callbacks of many threads): the others
