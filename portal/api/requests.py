@@ -98,6 +98,14 @@ class DecisionInput(serializers.Serializer):
 # --- output -----------------------------------------------------------------------------------
 
 
+def _when(value, tz) -> str | None:
+    """A datetime as DRF's DateTimeField renders it (ISO 8601 in `tz`, "Z" for UTC)."""
+    if value is None:
+        return None
+    text = value.astimezone(tz).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
 class RequestOutput(serializers.ModelSerializer):
     instance = serializers.SlugRelatedField(slug_field="name", read_only=True)
     team = serializers.SlugRelatedField(slug_field="name", read_only=True)
@@ -130,10 +138,7 @@ class RequestOutput(serializers.ModelSerializer):
         tz = timezone.get_current_timezone()
 
         def when(value):
-            if value is None:
-                return None
-            text = value.astimezone(tz).isoformat()
-            return text[:-6] + "Z" if text.endswith("+00:00") else text
+            return _when(value, tz)
 
         if hasattr(obj, "listed_team"):  # a list page (selectors.requests.request_page_for): names annotated
             instance, team, owner_team = obj.listed_instance, obj.listed_team, obj.listed_owner_team
@@ -224,10 +229,25 @@ class RequestDetailOutput(RequestOutput):
         read_only_fields = fields
 
     def to_representation(self, obj) -> dict:
+        """RequestOutput's dict, with the approvals and executions built directly too.
+
+        Through DRF's fields, every answer of detail, submit and approve built the fields of three
+        model serializers (this one, ApprovalOutput, ExecutionOutput) from the models' metadata,
+        about a fifth of a detail's CPU. tests/api/test_request_output.py compares both ways.
+        """
         data = super().to_representation(obj)
-        fields = self.fields
-        data["approvals"] = fields["approvals"].to_representation(approvals_of(obj))
-        data["executions"] = fields["executions"].to_representation(obj.executions.all())
+        tz = timezone.get_current_timezone()
+        data["approvals"] = [
+            {"reviewer": approval.reviewer.username, "decision": approval.decision, "comment": approval.comment,
+             "plan_hash": approval.plan_hash, "current": approval.plan_hash == approval.request.plan_hash,
+             "created_at": _when(approval.created_at, tz)}
+            for approval in approvals_of(obj)]
+        data["executions"] = [
+            {"attempt": execution.attempt, "worker": execution.worker, "plan_hash": execution.plan_hash,
+             "started_at": _when(execution.started_at, tz), "finished_at": _when(execution.finished_at, tz),
+             "statements": execution.statements, "outcome": execution.outcome, "error": execution.error,
+             "sqlstate": execution.sqlstate}
+            for execution in obj.executions.all()]
         data["review"] = self.get_review(obj)
         data["break_glass_review"] = self.get_break_glass_review(obj)
         data["revocation_verified"] = self.get_revocation_verified(obj)

@@ -15,7 +15,7 @@ from rest_framework import serializers
 from rest_framework.test import APIClient, APIRequestFactory
 
 from portal.api.requests import RequestDetailOutput, RequestOutput
-from portal.models import ChangeRequest, Team
+from portal.models import ChangeRequest, Execution, Team
 from portal.selectors.requests import request_get_for, request_page_for
 from portal.services.requests import request_approve, request_submit
 from tests.portal.requests_helpers import unique
@@ -52,16 +52,28 @@ def test_list_output_is_drfs_own(people, managed_instance):
 
 def test_detail_output_is_drfs_own(people, managed_instance):
     rows = _variety(people, managed_instance)
+    # approvals and executions are built directly too: one finished attempt and one running
+    approved = next(row for row in rows if row.status != "submitted")
+    started = timezone.now() - timedelta(minutes=5, microseconds=3)
+    Execution.objects.create(request=approved, attempt=1, worker="w1", plan_hash=approved.plan_hash,
+                             finished_at=started + timedelta(seconds=2), outcome="failed", error="boom ✓",
+                             sqlstate="40P01", statements=[{"sql": "CREATE SCHEMA x", "ms": 1.5}])
+    Execution.objects.create(request=approved, attempt=2, worker="w2", plan_hash="other")
     api_request = APIRequestFactory().get("/api/v1/requests/")
-    for username in ("bob", "admin", "alice"):
-        api_request.user = people[username]
-        for row in rows:
-            obj = request_get_for(people[username], row.pk)
-            fast = RequestDetailOutput(obj, context={"request": api_request}).data
-            generic = serializers.ModelSerializer.to_representation(
-                RequestDetailOutput(context={"request": api_request}), request_get_for(people[username], row.pk))
-            assert fast == generic
-            assert set(fast) == set(RequestDetailOutput.Meta.fields)
+    for zone in ("UTC", "America/St_Johns"):
+        with timezone.override(zone):
+            for username in ("bob", "admin", "alice"):
+                api_request.user = people[username]
+                for row in rows:
+                    obj = request_get_for(people[username], row.pk)
+                    fast = RequestDetailOutput(obj, context={"request": api_request}).data
+                    generic = serializers.ModelSerializer.to_representation(
+                        RequestDetailOutput(context={"request": api_request}),
+                        request_get_for(people[username], row.pk))
+                    assert fast == generic
+                    assert set(fast) == set(RequestDetailOutput.Meta.fields)
+    shown = RequestDetailOutput(request_get_for(people["bob"], approved.pk), context={"request": api_request}).data
+    assert (len(shown["approvals"]), [e["attempt"] for e in shown["executions"]]) == (1, [1, 2])
 
 
 def test_list_reads_only_the_names_of_related_rows(people, api_for, managed_instance):
