@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db.models import (
     Case,
-    F,
     IntegerField,
     Prefetch,
     Q,
@@ -15,8 +16,10 @@ from django.db.models import (
     When,
     prefetch_related_objects,
 )
+from django.db.models.expressions import RawSQL
 from django.http import Http404
 from django.shortcuts import get_object_or_404
+from psycopg import sql
 
 from portal.choices import RISK_ORDER
 from portal.errors import DomainError
@@ -69,10 +72,30 @@ def request_page_for(user: Any) -> QuerySet[ChangeRequest]:
     credentials, password hash, timestamps) per row only to read their names was most of a
     list's CPU time. portal/api/requests.py RequestOutput reads the `listed_*` names.
     """
+    # Each name by a subquery on its primary key, not a join: five joins made PostgreSQL plan the
+    # page's statement over six relations and every index of the requests table (2.7 ms of
+    # planning for a 0.3 ms execution of the review queue's page), and the count kept the inner
+    # joins. instance and team are NOT NULL (PROTECT): no row is dropped either way; an empty
+    # owner team, requester or filer gives NULL as the outer join did. Fixed text (RawSQL), not
+    # Subquery(): compiling five ORM subqueries cost the web 2 ms a page, more than it saved.
+    user_model = get_user_model()
     return request_list_for(user).select_related(None).annotate(
-        listed_instance=F("instance__name"), listed_team=F("team__name"),
-        listed_owner_team=F("owner_team__name"), listed_requester=F("requester__username"),
-        listed_filed_by=F("filed_by__username"))
+        listed_instance=RawSQL(_name_sql(Instance, "instance", "name"), ()),
+        listed_team=RawSQL(_name_sql(Team, "team", "name"), ()),
+        listed_owner_team=RawSQL(_name_sql(Team, "owner_team", "name"), ()),
+        listed_requester=RawSQL(_name_sql(user_model, "requester", "username"), ()),
+        listed_filed_by=RawSQL(_name_sql(user_model, "filed_by", "username"), ()))
+
+
+@cache
+def _name_sql(model: Any, foreign_key: str, name: str) -> str:
+    """`(SELECT name FROM model's table WHERE pk = the request row's foreign_key column)`: refers to
+    the requests table by its own name, so only for a top-level query over ChangeRequest (the API's
+    list page), never for one used as a subquery (Django would alias the table there)."""
+    return sql.SQL("SELECT {name} FROM {table} WHERE {pk} = {requests}.{column}").format(
+        name=sql.Identifier(model._meta.get_field(name).column), table=sql.Identifier(model._meta.db_table),
+        pk=sql.Identifier(model._meta.pk.column), requests=sql.Identifier(ChangeRequest._meta.db_table),
+        column=sql.Identifier(ChangeRequest._meta.get_field(foreign_key).column)).as_string(None)
 
 
 def _history(*, empty: bool = False) -> tuple[Prefetch, Prefetch]:
