@@ -14,10 +14,11 @@ import os
 import socket
 from typing import Any
 
+import structlog
 from django.db import close_old_connections, transaction
 
 from audit.models import AuditEvent
-from audit.services import record
+from audit.services import ensure_chained, record
 
 COMPONENTS = ("worker", "beat")
 
@@ -44,10 +45,17 @@ def machinery_started(component: str, *, hostname: str | None = None) -> AuditEv
 
 
 def machinery_stopped(component: str, *, hostname: str | None = None) -> AuditEvent:
-    """Record an orderly stop of `component`."""
+    """Record an orderly stop of `component`, and chain it before the process goes: its after-commit
+    chainer may be inside its interval (audit/chainer.py), and an orderly stop leaves nothing it
+    recorded to another process's chainer."""
     if component not in COMPONENTS:
         raise ValueError(f"component: unknown audit machinery component {component!r}")
     close_old_connections()
     with transaction.atomic():
-        return record("audit.machinery_stopped", object_type="audit_machinery", object_id=component,
-                      outcome="ok", details=_identity(component, hostname))
+        stopped = record("audit.machinery_stopped", object_type="audit_machinery", object_id=component,
+                         outcome="ok", details=_identity(component, hostname))
+    try:
+        ensure_chained()
+    except Exception as exc:  # noqa: BLE001 - the stop is recorded (committed, pending): beat or a read chains it
+        structlog.get_logger(__name__).warning("audit.chain_deferred", error=type(exc).__name__, reason=str(exc)[:300])
+    return stopped
