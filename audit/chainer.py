@@ -7,7 +7,9 @@ and share fsyncs. The chainer then, in its own short transaction:
 
 1. locks the head row (SELECT ... FOR UPDATE, or SKIP LOCKED when another chainer is at work:
    the call returns and that chainer, or the next, takes the events);
-2. reads up to BATCH committed pending events, oldest placeholder first;
+2. reads up to BATCH committed pending events, oldest placeholder first, from the pending bound on
+   (no event is pending below it; it moves up as the transactions that could hold a lower
+   placeholder end: _next_bound), so the scan skips the dead row versions chained events leave;
 3. assigns head.seq + 1, + 2, ... (gap-free: a rolled-back chainer rolls back every assignment),
    ts = max(its recorded ts, the previous event's ts) (ts never decreases with seq), prev_hash, and
    hash = HMAC-SHA256 under the current key (audit/keys.py) in one UPDATE; moves the head; commits.
@@ -57,10 +59,16 @@ BATCH = 5_000
 
 _EVENTS = sql.Identifier(AuditEvent._meta.db_table)
 _HEAD = sql.Identifier(AuditHead._meta.db_table)
+# With the head: the pending bound and its mark (see _next_bound), the oldest transaction still running
+# (this statement's snapshot: older than the pending scan's) and the last placeholder handed out (read
+# now, before the assignment's snapshot gives the mark its transaction id).
 _LOCK_HEAD = sql.SQL(
-    "SELECT h.seq, h.hash, h.key_id, (SELECT e.ts FROM {events} e WHERE e.seq = h.seq)"
+    "SELECT h.seq, h.hash, h.key_id, (SELECT e.ts FROM {events} e WHERE e.seq = h.seq),"
+    " h.pending_from, h.mark_placeholder, h.mark_xid,"
+    " pg_snapshot_xmin(pg_current_snapshot())::text::bigint,"
+    " pg_sequence_last_value({sequence}::regclass) + {base}"
     " FROM {head} h WHERE h.id = 1 FOR UPDATE"
-).format(events=_EVENTS, head=_HEAD)
+).format(events=_EVENTS, head=_HEAD, sequence=sql.Literal(PENDING_SEQUENCE), base=sql.Literal(PENDING_BASE))
 _TRY_LOCK_HEAD = sql.Composed([_LOCK_HEAD, sql.SQL(" SKIP LOCKED")]).as_string(None)
 # The statements as text once (they are prepared: psycopg knows a statement by its text, and a
 # Composed would be rendered again on every execution).
@@ -70,38 +78,45 @@ _CREATE_HEAD = sql.SQL(
 ).format(head=_HEAD)
 
 
+# From the pending bound on (the head row's pending_from; the first placeholder while it is NULL).
+_FROM_BOUND = sql.SQL(" AND seq >= (SELECT coalesce(pending_from, {base}) FROM {head} WHERE id = 1)").format(
+    head=_HEAD, base=sql.Literal(PENDING_BASE))
+
+
 @lru_cache(maxsize=8)
-def _pending_sql(limit: int, *, from_placeholder: bool = False) -> str:
+def _pending_sql(limit: int, *, bounded: bool = True) -> str:
     """The committed pending events, oldest placeholder first, with the canonical text of all but
-    ts and seq; from_placeholder: only those at or after a placeholder (one parameter).
+    ts and seq; bounded: from the pending bound on, else from the first placeholder.
 
     Every chained event leaves its pending row version behind, dead, at the low end of the primary
     key until vacuum (hundreds of thousands of entries between two autovacuums at 1.5M events): a
-    scan from the first placeholder reads all of them (1-2 ms a chainer run), and so does the
-    planner when it looks up the index's lower end for `seq < 0`. So the statement is prepared with
-    the limit written in (no parameter: one generic plan, planned once per connection), and the
-    after-commit chainer starts at its own thread's oldest unchained placeholder (a parameter; the
-    transaction runs it under a generic plan, whose planning looks at no value).
+    scan from the first placeholder reads all of them (0.5-2 ms a chainer run), and so does the
+    planner when it looks up the index's lower end for `seq < 0`. So the scan starts at the pending
+    bound (_next_bound), below which nothing is pending, read by the statement itself, and the
+    statement is prepared without parameters (one generic plan, planned once per connection).
     (Composed: the canonical text holds braces that format() would read.)"""
-    lower = sql.SQL(" AND seq >= %s") if from_placeholder else sql.SQL("")
+    lower = _FROM_BOUND if bounded else sql.SQL("")
     return sql.Composed([sql.SQL("SELECT seq, ts, "), sql.SQL(CANONICAL_REST_SQL),
                          sql.SQL(" FROM {events} WHERE seq < 0{lower} ORDER BY seq LIMIT {limit}").format(
                              events=_EVENTS, lower=lower, limit=sql.Literal(limit))]).as_string(None)
 
 
-_GENERIC_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan"
-
-
 # The assignment and the head's move in one statement; it returns how many events it assigned, which
-# must be all of them (anything else rolls the batch back).
+# must be all of them (anything else rolls the batch back). It moves the pending bound too and, when
+# asked (a new mark), takes the mark's transaction id from its own snapshot: the first id not yet
+# assigned when it starts, after the lock statement read the mark's placeholder (_next_bound).
 _ASSIGN = sql.SQL(
     "WITH assigned AS (UPDATE {events} AS e SET seq = v.seq, ts = v.ts, prev_hash = v.prev, hash = v.hash,"
     " key_id = v.kid"
     " FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::text[], %s::text[], %s::text[])"
     " AS v(old, seq, ts, prev, hash, kid) WHERE e.seq = v.old RETURNING 1)"
-    " UPDATE {head} SET seq = %s, hash = %s, key_id = %s WHERE id = 1 RETURNING (SELECT count(*) FROM assigned)"
+    " UPDATE {head} SET seq = %s, hash = %s, key_id = %s, pending_from = %s,"
+    " mark_placeholder = CASE WHEN %s THEN %s ELSE mark_placeholder END,"
+    " mark_xid = CASE WHEN %s THEN pg_snapshot_xmax(pg_current_snapshot())::text::bigint ELSE mark_xid END"
+    " WHERE id = 1 RETURNING (SELECT count(*) FROM assigned)"
 ).format(events=_EVENTS, head=_HEAD).as_string(None)
-_HAS_PENDING = sql.SQL("SELECT EXISTS (SELECT 1 FROM {events} WHERE seq < 0)").format(events=_EVENTS).as_string(None)
+_HAS_PENDING = sql.SQL("SELECT EXISTS (SELECT 1 FROM {events} WHERE seq < 0{lower})").format(
+    events=_EVENTS, lower=_FROM_BOUND).as_string(None)
 
 # At most one after-commit chainer attempt per process in this many seconds (chain_after_commit).
 # 0.2, not 0.05: with 8 busy writer processes, 0.05 meant ~160 attempts a second, six in ten of
@@ -129,9 +144,6 @@ _here = threading.local()
 def note_recorded(placed: list[tuple[int, AuditEvent]]) -> None:
     """record_many's events, by their placeholder seq (read before: a RecordedEvent's .seq chains)."""
     _here.unchained = getattr(_here, "unchained", 0) + len(placed)
-    lowest = min(placeholder for placeholder, _ in placed)
-    if getattr(_here, "lowest", None) is None or lowest < _here.lowest:
-        _here.lowest = lowest  # where this thread's after-commit chainer starts reading (chain_after_commit)
     with _recorded_lock:
         for placeholder, item in placed:
             _recorded.setdefault(placeholder, []).append(weakref.ref(item))
@@ -233,25 +245,51 @@ def write_boundary(head_seq: int, head_hash: str, head_key_id: str, key: keys.Au
     return written
 
 
-def chain_batch(*, wait: bool = True, limit: int = BATCH, from_placeholder: int | None = None) -> int | None:
+def _next_bound(pending_from: int | None, mark_placeholder: int | None, mark_xid: int | None,
+                oldest_running: int, last_placeholder: int | None, pending: list, limit: int,
+                ) -> tuple[int, bool]:
+    """The pending bound after this run, and whether to take a new mark (call under the head lock).
+
+    The bound: no pending event, committed or still to commit, has a placeholder below it; the scan
+    starts there. A mark is (the last placeholder handed out, read by the lock statement; the first
+    transaction id not yet assigned when the assignment statement started, after that read). record()
+    takes its transaction's id before its placeholder (pending_insert_sql), so every transaction
+    holding a placeholder up to the mark has an id below the mark's. Once the oldest transaction
+    still running (the lock statement's snapshot, older than the scan's) is at or past the mark's id,
+    every one of them has ended: each committed event among them is visible to this run's scan, which
+    reads from the old bound on and chains them all (unless the batch is full: then the bound stops
+    after the last one chained). The bound moves past the mark, and a new mark is taken. A long
+    transaction holds the bound back (the scan then reads what it used to), never past its event."""
+    bound = PENDING_BASE if pending_from is None else pending_from
+    passed = mark_xid is not None and mark_placeholder is not None and oldest_running >= mark_xid
+    if passed:
+        bound = max(bound, mark_placeholder + 1)
+    if len(pending) >= limit:
+        bound = min(bound, max(pending[-1][0] + 1, PENDING_BASE if pending_from is None else pending_from))
+    return bound, (passed or mark_xid is None) and last_placeholder is not None
+
+
+def chain_batch(*, wait: bool = True, limit: int = BATCH, bounded: bool = True) -> int | None:
     """Chain up to `limit` committed pending events in one transaction. Returns how many, or None
-    when another chainer holds the head (wait=False). from_placeholder: only the pending events
-    from that placeholder on (the after-commit chainer's own and later ones; see chain_after_commit)."""
+    when another chainer holds the head (wait=False). bounded: read pending events from the pending
+    bound on (_next_bound), else from the first placeholder (the beat task's run: should an event
+    ever be pending below the bound, it is chained within a second, and logged)."""
     with transaction.atomic():
         cursor = prepared_cursor()
         row = _lock_head(cursor, wait)
         if row is None:
             return None
-        head_seq, prev_hash, head_key_id, prev_ts = row
+        head_seq, prev_hash, head_key_id, prev_ts, pending_from, mark_placeholder, mark_xid, oldest_running, \
+            last_placeholder = row
         key = _key_for(head_key_id)
-        if from_placeholder is None:
-            cursor.execute(_pending_sql(limit))
-        else:
-            cursor.execute(_GENERIC_PLANS)
-            cursor.execute(_pending_sql(limit, from_placeholder=True), [from_placeholder])
+        cursor.execute(_pending_sql(limit, bounded=bounded))
         pending = cursor.fetchall()
         if not pending:
             return 0
+        if not bounded and pending_from is not None and pending[0][0] < pending_from:
+            log.warning("audit.pending_below_bound", placeholder=pending[0][0], pending_from=pending_from)
+        bound, new_mark = _next_bound(pending_from, mark_placeholder, mark_xid, oldest_running, last_placeholder,
+                                      pending, limit)
         key_id = key.id if key else keys.UNKEYED
         if key is not None and key_id != head_key_id:
             write_boundary(head_seq, prev_hash, head_key_id, key)
@@ -271,7 +309,8 @@ def chain_batch(*, wait: bool = True, limit: int = BATCH, from_placeholder: int 
             prevs.append(prev_hash)
             hashes.append(digest)
             prev_hash, prev_ts = digest, ts
-        cursor.execute(_ASSIGN, [olds, seqs, stamps, prevs, hashes, [key_id] * len(olds), seq, prev_hash, key_id])
+        cursor.execute(_ASSIGN, [olds, seqs, stamps, prevs, hashes, [key_id] * len(olds), seq, prev_hash, key_id,
+                                 bound, new_mark, last_placeholder, new_mark])
         assigned = cursor.fetchone()[0]
         if assigned != len(olds):  # cannot happen under the head lock; never move the head past a gap
             raise RuntimeError(f"audit chainer: assigned {assigned} of {len(olds)} events; batch rolled back")
@@ -279,22 +318,19 @@ def chain_batch(*, wait: bool = True, limit: int = BATCH, from_placeholder: int 
     return len(pending)
 
 
-def chain_pending(*, wait: bool = True, from_own: bool = False) -> int:
+def chain_pending(*, wait: bool = True, bounded: bool = True) -> int:
     """Chain every committed pending event, batch after batch. wait=False returns at once when
-    another chainer (in this process or another) is at work. from_own: only those from this
-    thread's oldest unchained placeholder on (chain_after_commit). Returns how many it chained."""
+    another chainer (in this process or another) is at work. bounded=False: read from the first
+    placeholder, not the pending bound (the beat task). Returns how many it chained."""
     if not _process_lock.acquire(blocking=wait):
         return 0
     try:
         _here.unchained = 0  # before reading: what is recorded from now on counts again
-        start = getattr(_here, "lowest", None) if from_own else None
         total = 0
         while True:
-            done = chain_batch(wait=wait, from_placeholder=start)
+            done = chain_batch(wait=wait, bounded=bounded)
             if done is None:
-                return total  # another chainer holds the head: this thread's lowest stays for its next try
-            # Every committed event of this thread is chained now (they are all at or after `start`).
-            _here.lowest = None
+                return total  # another chainer holds the head: it, or the next, takes the events
             if not done:
                 return total
             total += done
@@ -317,12 +353,12 @@ def chain_after_commit() -> None:
     or a read that needs the chain, whichever comes first; pending events are committed, never
     lost, and no reader by seq sees them before they are chained.
 
-    Where it reads from: the first pending placeholder, like every other chainer. Reading from this
-    thread's own oldest placeholder skipped the dead row versions at the low end of the index, but
-    it also skipped another process's events committed *before* this one's (a web request's
-    request.queued, rate-limited out of its own chaining, behind the worker's request.running) and
-    chained them after: seq order must follow commit order where one caused the other (CI caught
-    it in the break-glass journey)."""
+    Where it reads from: the pending bound (_next_bound), like every chainer but the beat task's: no
+    event is pending below it, so an event of another process committed before this one's is read
+    and chained before it. Reading from this thread's own oldest placeholder instead, tried once,
+    skipped such events (a web request's request.queued, rate-limited out of its own chaining,
+    behind the worker's request.running) and chained them after: seq order must follow commit order
+    where one caused the other (CI caught it in the break-glass journey)."""
     global _last_attempt
     if not getattr(_here, "unchained", 0):
         return  # an earlier callback of the same transaction (several record() calls) or a read chained
@@ -355,16 +391,22 @@ def has_pending() -> bool:
     return bool(cursor.fetchone()[0])
 
 
+# Before its placeholder, record()'s INSERT makes sure its transaction has its id (a MATERIALIZED CTE
+# is read, and so run, before the rows built from it): the pending bound (_next_bound) relies on every
+# transaction holding a placeholder having an id no later than the placeholder.
+_XACT_FIRST = sql.SQL("WITH xact AS MATERIALIZED (SELECT pg_current_xact_id()) ")
+
+
 def pending_insert_sql(columns: tuple[str, ...]) -> str:
     """The INSERT record() runs: every event of a call in one statement, each with its placeholder
     seq and the database clock's ts; the other columns as parameter arrays."""
     return sql.SQL(
-        "INSERT INTO {events} (seq, ts, {columns})"
+        "{xact_first}INSERT INTO {events} (seq, ts, {columns})"
         " SELECT nextval({sequence}) + {base}, clock_timestamp(), {values}"
-        " FROM unnest({arrays}) WITH ORDINALITY AS u({columns}, ord) ORDER BY ord"
+        " FROM xact, unnest({arrays}) WITH ORDINALITY AS u({columns}, ord) ORDER BY ord"
         " RETURNING seq, ts"
     ).format(
-        events=_EVENTS, columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        xact_first=_XACT_FIRST, events=_EVENTS, columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
         values=sql.SQL(", ").join(sql.Identifier("u", c) for c in columns),
         sequence=sql.Literal(PENDING_SEQUENCE), base=sql.Literal(PENDING_BASE),
         arrays=sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(_ARRAY_TYPES[c])) for c in columns),
@@ -372,13 +414,14 @@ def pending_insert_sql(columns: tuple[str, ...]) -> str:
 
 
 def pending_insert_one_sql(columns: tuple[str, ...]) -> str:
-    """The same for one event (the common case): a plain VALUES row, cheaper for the server to parse
-    and plan than the arrays."""
+    """The same for one event (the common case): one row of parameters, cheaper for the server to
+    parse and plan than the arrays."""
     return sql.SQL(
-        "INSERT INTO {events} (seq, ts, {columns}) VALUES (nextval({sequence}) + {base}, clock_timestamp(), {values})"
+        "{xact_first}INSERT INTO {events} (seq, ts, {columns})"
+        " SELECT nextval({sequence}) + {base}, clock_timestamp(), {values} FROM xact"
         " RETURNING seq, ts"
     ).format(
-        events=_EVENTS, columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        xact_first=_XACT_FIRST, events=_EVENTS, columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
         sequence=sql.Literal(PENDING_SEQUENCE), base=sql.Literal(PENDING_BASE),
         values=sql.SQL(", ").join(sql.SQL("%s::{}").format(sql.SQL(_ARRAY_TYPES[c])) for c in columns),
     ).as_string(None)

@@ -88,6 +88,13 @@ class AuditHead(models.Model):
     seq = models.BigIntegerField(default=0)
     hash = models.CharField(max_length=64)
     key_id = models.CharField(max_length=16, blank=True, db_default="")  # the key of the event at seq
+    # Where the chainer's pending scan starts (audit/chainer.py, "the pending bound"): no pending event,
+    # committed or still to commit, has a placeholder below pending_from. NULL: from the first one.
+    pending_from = models.BigIntegerField(null=True)
+    # The next bound, once every transaction running when it was taken has ended: the last placeholder
+    # handed out then, and the first transaction id not yet assigned just after.
+    mark_placeholder = models.BigIntegerField(null=True)
+    mark_xid = models.BigIntegerField(null=True)
 
     objects = ChainedReadManager()
 

@@ -330,10 +330,10 @@ def _seq_of(action: str, tag: str) -> int:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("own_attempt", ["runs", "skipped"])
 def test_an_event_committed_after_later_ones_were_chained_is_chained_and_never_lost(monkeypatch, own_attempt):
-    """The after-commit chainer reads from its own thread's oldest unchained placeholder (not
-    through the dead row versions chained events leave at the low end of the index): an event whose
-    transaction took its placeholder first but commits last is chained by its own writer's
-    after-commit run, or, when that run is skipped, by the beat task; seq stays gap-free."""
+    """The after-commit chainer reads from the pending bound (not through the dead row versions
+    chained events leave at the low end of the index): an event whose transaction took its
+    placeholder first but commits last is chained by its own writer's after-commit run, or, when
+    that run is skipped, by the beat task; seq stays gap-free."""
     from audit.tasks import chain
 
     monkeypatch.setattr(chainer, "AFTER_COMMIT_INTERVAL", 0.0)
@@ -374,6 +374,69 @@ def test_an_event_committed_after_later_ones_were_chained_is_chained_and_never_l
     assert 0 < _seq_of("test.early", tag) < _seq_of("test.late", tag)
     seqs = list(AuditEvent.objects.filter(seq__gt=start).order_by("seq").values_list("seq", flat=True))
     assert seqs == list(range(start + 1, start + 1 + len(seqs)))
+    assert verify_chain().ok
+
+
+def _pending_from() -> int | None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pending_from FROM audit_audithead WHERE id = 1")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_pending_bound_never_passes_an_open_transactions_event_and_moves_past_chained_ones(monkeypatch):
+    """The pending scan starts at the head's pending_from (audit/chainer.py _next_bound): it must
+    stay at or below the placeholder of an event whose transaction is still open however often
+    others chain, so that event, committed last and left by its own writer, is still read and
+    chained before an event recorded after its commit (causal order); once no transaction is open
+    the bound moves past what was chained (the scan no longer reads it)."""
+    monkeypatch.setattr(chainer, "AFTER_COMMIT_INTERVAL", 0.0)
+    monkeypatch.setattr(chainer, "_last_attempt", 0.0)
+    tag = f"bound-{time.monotonic_ns()}"
+    recorded, release = threading.Event(), threading.Event()
+    placeholders: dict[str, int] = {}
+    errors: list[BaseException] = []
+
+    def open_writer() -> None:
+        try:
+            with transaction.atomic():
+                placeholders["held"] = record("test.held", actor="slow", details={"tag": tag}).__dict__["seq"]
+                recorded.set()
+                release.wait(30)
+                monkeypatch.setattr(chainer, "_last_attempt", time.monotonic() + 3600)  # its own run is skipped
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    # given a transaction that recorded an event and stays open
+    thread = threading.Thread(target=open_writer)
+    thread.start()
+    assert recorded.wait(30)
+    # when other writers commit and their after-commit chainers run, again and again
+    for i in range(4):
+        with transaction.atomic():
+            record("test.passing", actor="fast", details={"tag": f"{tag}-{i}"})
+        assert _seq_of("test.passing", f"{tag}-{i}") > 0  # chained right after its commit
+        bound = _pending_from()
+        # then the bound never passes the open transaction's placeholder
+        assert bound is None or bound <= placeholders["held"]
+    # when the open transaction commits (its own chainer run skipped) and another event is recorded
+    release.set()
+    thread.join(30)
+    assert not errors
+    assert _seq_of("test.held", tag) < 0  # committed and pending
+    monkeypatch.setattr(chainer, "_last_attempt", 0.0)
+    with transaction.atomic():
+        later = record("test.after", actor="fast", details={"tag": tag})
+        placeholders["after"] = later.__dict__["seq"]
+    # then the held event is chained, before the one recorded after its commit
+    assert 0 < _seq_of("test.held", tag) < _seq_of("test.after", tag)
+    # and with nothing open the bound moves past what was chained (one more run passes the mark)
+    with transaction.atomic():
+        record("test.after", actor="fast", details={"tag": f"{tag}-next"})
+    assert _pending_from() > placeholders["after"]
+    assert not AuditEvent.objects.filter(seq__lt=0, details__tag=tag).exists()
     assert verify_chain().ok
 
 
