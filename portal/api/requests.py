@@ -142,11 +142,14 @@ class RequestOutput(serializers.ModelSerializer):
 
         if hasattr(obj, "listed_team"):  # a list page (selectors.requests.request_page_for): names annotated
             instance, team, owner_team = obj.listed_instance, obj.listed_team, obj.listed_owner_team
+        else:
+            instance, team = obj.instance.name, obj.team.name
+            owner_team = obj.owner_team.name if obj.owner_team_id is not None else None
+        if hasattr(obj, "listed_requester"):  # a list page, or a detail read with user_names
             requester = obj.listed_requester if obj.requester_id else "system"
             filed_by = obj.listed_filed_by
         else:
-            instance, team, requester = obj.instance.name, obj.team.name, self.get_requester(obj)
-            owner_team = obj.owner_team.name if obj.owner_team_id is not None else None
+            requester = self.get_requester(obj)
             filed_by = obj.filed_by.username if obj.filed_by_id is not None else None
         return {
             "id": obj.pk, "type": obj.type, "status": obj.status, "status_detail": obj.status_detail,
@@ -382,7 +385,7 @@ class RequestViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return request_page_for(self.request.user)
 
     def _detail(self, pk) -> Response:
-        return self._respond(request_get_for(self.request.user, pk))
+        return self._respond(request_get_for(self.request.user, pk, user_names=True))
 
     def _respond(self, obj: ChangeRequest, status_code: int = status.HTTP_200_OK) -> Response:
         return Response(RequestDetailOutput(obj, context={"request": self.request}).data, status=status_code)

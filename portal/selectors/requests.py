@@ -115,16 +115,24 @@ def request_id_or_404(pk: Any) -> int:
     return int(pk)
 
 
-def request_get_for(user: Any, pk: Any, *, history: bool = True) -> ChangeRequest:
+def request_get_for(user: Any, pk: Any, *, history: bool = True, user_names: bool = False) -> ChangeRequest:
     """One request with its approvals and executions, or Http404 when out of scope (or not an id).
 
     history=False: without them (two queries fewer), for a transition that locks and re-reads
-    the row anyway.
+    the row anyway. user_names: the requester's and the filer's usernames as `listed_requester`
+    and `listed_filed_by` instead of their rows (the API's answer reads nothing else of them):
+    two joins fewer, which PostgreSQL planned for longer than it ran the statement (1.0 ms of
+    planning with six joins, 0.3 ms with four).
     """
     request_id_or_404(pk)
     if not history:
         return get_object_or_404(request_list_for(user), pk=pk)
     rows = request_list_for(user)
+    if user_names:
+        user_model = get_user_model()
+        rows = rows.select_related(None).select_related("instance", "team", "owner_team").annotate(
+            listed_requester=RawSQL(_name_sql(user_model, "requester", "username"), ()),
+            listed_filed_by=RawSQL(_name_sql(user_model, "filed_by", "username"), ()))
     if is_reviewer(user):
         # Whether a reviewer may decide on it comes with the row (a detail page shows it). Others
         # mostly read their own requests, which the first rules settle on the loaded row with no

@@ -71,6 +71,9 @@ def test_detail_output_is_drfs_own(people, managed_instance):
                         RequestDetailOutput(context={"request": api_request}),
                         request_get_for(people[username], row.pk))
                     assert fast == generic
+                    # the API's detail read: the requester's and filer's names annotated, not joined
+                    named = request_get_for(people[username], row.pk, user_names=True)
+                    assert RequestDetailOutput(named, context={"request": api_request}).data == generic
                     assert set(fast) == set(RequestDetailOutput.Meta.fields)
     shown = RequestDetailOutput(request_get_for(people["bob"], approved.pk), context={"request": api_request}).data
     assert (len(shown["approvals"]), [e["attempt"] for e in shown["executions"]]) == (1, [1, 2])
