@@ -1,5 +1,8 @@
 """Shared test setup: fixtures live in tests/fixtures/ and are loaded here."""
 
+import itertools
+from pathlib import Path
+
 import pytest
 
 pytest_plugins = [
@@ -31,8 +34,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.unit)
 
 
+@pytest.fixture(scope="session")
+def _audit_checkpoint_dirs(tmp_path_factory) -> tuple[Path, itertools.count]:
+    return tmp_path_factory.mktemp("audit-checkpoints"), itertools.count()
+
+
 @pytest.fixture(autouse=True)
-def _audit_checkpoints_per_test(tmp_path_factory, settings):
+def _audit_checkpoints_per_test(_audit_checkpoint_dirs, settings):
     """Each test writes audit checkpoints (files outside the database, audit/checkpoints.py) to its
-    own folder: a test's rolled-back events must not meet another test's checkpoints."""
-    settings.AUDIT_CHECKPOINT_DIR = tmp_path_factory.mktemp("audit-checkpoints")
+    own folder: a test's rolled-back events must not meet another test's checkpoints.
+
+    Numbered folders under one session folder: tmp_path_factory.mktemp lists the whole base temp
+    folder to number a new one, and one a test for ~2,240 tests made that quadratic (~4 s idle),
+    slowing every tmp_path after it too."""
+    base, numbers = _audit_checkpoint_dirs
+    path = base / str(next(numbers))
+    path.mkdir()
+    settings.AUDIT_CHECKPOINT_DIR = path
