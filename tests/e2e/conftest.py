@@ -68,6 +68,45 @@ def login(live_server):
     return sign_in
 
 
+# What networkidle waits for (no request in flight), counted in the page itself from the
+# document's start: the XHRs htmx sends and fetch calls (portal.js). networkidle then waits a fixed
+# 500 ms of silence every time; wait_settled returns once nothing is in flight, no htmx swap or
+# settle is pending and nothing has started or ended for 200 ms (an `intersect` or `load` trigger
+# fires within a frame of the layout; a timer-paced poll of seconds is not waited for, as before).
+TRACK_REQUESTS = """(() => {
+  const state = {inflight: 0, changed: performance.now()};
+  window.__e2eRequests = state;
+  const touch = () => { state.changed = performance.now(); };
+  const end = () => { state.inflight--; touch(); };
+  const send = XMLHttpRequest.prototype.send;
+  XMLHttpRequest.prototype.send = function (...args) {
+    state.inflight++; touch();
+    this.addEventListener('loadend', end, {once: true});
+    return send.apply(this, args);
+  };
+  const fetch = window.fetch;
+  window.fetch = function (...args) { state.inflight++; touch(); return fetch.apply(window, args).finally(end); };
+  addEventListener('load', touch);
+})();"""
+
+SETTLED = """(quiet) => {
+  const state = window.__e2eRequests;
+  return document.readyState === 'complete' && state !== undefined && state.inflight === 0
+    && document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling') === null
+    && performance.now() - state.changed >= quiet;
+}"""
+
+
+def track_requests(context) -> None:
+    """Count the requests of every page of `context` (before any page script runs): wait_settled needs it."""
+    context.add_init_script(TRACK_REQUESTS)
+
+
+def wait_settled(page, quiet_ms: int = 200) -> None:
+    """Wait until the page has loaded and its own requests are done (see TRACK_REQUESTS)."""
+    page.wait_for_function(SETTLED, arg=quiet_ms, polling=50, timeout=30_000)
+
+
 # getAnimations() flushes pending style changes first, so a transition a class change has just
 # started is in the list too; one started later by a timer (Bootstrap shows a modal after its
 # backdrop's fade) is caught by the next round.

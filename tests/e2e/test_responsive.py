@@ -9,6 +9,7 @@ import pytest
 
 from portal.models import ApprovalPolicy, Team
 from portal.services.requests import request_reject, request_submit
+from tests.e2e.conftest import track_requests, wait_settled
 from tests.fixtures.people import PASSWORD
 
 pytestmark = pytest.mark.e2e
@@ -63,6 +64,7 @@ def test_every_main_page_fits_a_phone_and_a_desktop(people, managed_instance, br
     problems: dict[str, object] = {}
     for width_name, viewport in VIEWPORTS.items():
         context = browser.new_context(viewport=viewport)
+        track_requests(context)
         page = context.new_page()
         errors: list[str] = []
         page.on("console", lambda msg, errors=errors: errors.append(msg.text) if msg.type == "error" else None)
@@ -85,7 +87,7 @@ def test_every_main_page_fits_a_phone_and_a_desktop(people, managed_instance, br
         for path in dict.fromkeys(hrefs + extra_pages(username, change, rejected, managed_instance)):
             response = page.goto(live_server.url + path)
             assert response is not None and response.status == 200, (path, response and response.status)
-            page.wait_for_load_state("networkidle")
+            wait_settled(page)
             # then nothing is wider than the window, and axe-core finds nothing serious
             size = page.evaluate(OVERFLOW)
             if size["scroll"] > size["inner"]:
