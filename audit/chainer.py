@@ -41,15 +41,15 @@ import weakref
 from functools import lru_cache
 from typing import Any
 
-import psycopg
 import structlog
-from django.db import connection, transaction
+from django.db import transaction
 from psycopg import sql
 
 from audit import checkpoints, keys
 from audit import models as audit_models
 from audit.chain import CANONICAL_REST_SQL, GENESIS_HASH, canonical_head, format_ts
 from audit.models import AuditEvent, AuditHead
+from portal.prepared import prepared_cursor
 
 log = structlog.get_logger(__name__)
 
@@ -171,41 +171,6 @@ def chain_recorded_here() -> None:
 
 
 audit_models.before_read = chain_recorded_here
-
-
-class PreparedCursor(psycopg.Cursor):
-    """Server-side binding, every statement prepared: parsed and planned once per connection (psycopg
-    keeps track of which connection has which statement). For the log's hot statements: record()'s
-    INSERT of one event and the chainer's."""
-
-    def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None,
-                binary: bool | None = None) -> Any:
-        return super().execute(query, params, prepare=True, binary=binary)
-
-
-# Django opens its connections with prepare_threshold None (nothing prepared, for poolers in
-# transaction mode; the portal's database is reached directly). Its ORM cursors bind on the client
-# and never prepare whatever the threshold; a threshold this high keeps any other server-binding
-# cursor from preparing on its own, while PreparedCursor's explicit prepare=True takes effect.
-_NO_AUTOMATIC_PREPARE = 2**31 - 1
-
-# One cursor per database connection, kept open: a new psycopg cursor sets up its loaders (the
-# timestamp's looks up the time zone) each time otherwise.
-_prepared: weakref.WeakKeyDictionary[psycopg.Connection, PreparedCursor] = weakref.WeakKeyDictionary()
-
-
-def prepared_cursor() -> Any:
-    """A cursor of Django's connection (this thread's) whose statements are prepared, wrapped as
-    Django wraps its own: each statement is one query in Django's query log (the tests' query-count
-    pins) and its database errors are Django's. Not to be closed by the caller (it is reused)."""
-    connection.ensure_connection()
-    raw = connection.connection
-    cursor = _prepared.get(raw)
-    if cursor is None or cursor.closed:
-        if raw.prepare_threshold is None:
-            raw.prepare_threshold = _NO_AUTOMATIC_PREPARE
-        cursor = _prepared[raw] = PreparedCursor(raw)
-    return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
 
 
 class StaleKeyring(RuntimeError):

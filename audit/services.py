@@ -28,6 +28,7 @@ from audit.chainer import chain_after_commit, pending_insert_one_sql, pending_in
 from audit.models import AuditEvent, AuditHead, RecordedEvent
 from audit.verify import verify_chain
 from portal.logging import redact_text
+from portal.prepared import prepared_cursor
 
 SYSTEM = "system"
 
@@ -174,7 +175,7 @@ def _append_one(row: list[Any]) -> AuditEvent:
     # savepoint=False: an append that fails dooms the caller's transaction, as it should (the
     # change must not commit without its event).
     with transaction.atomic(savepoint=False):
-        cursor = chainer.prepared_cursor()
+        cursor = prepared_cursor()
         cursor.execute(_INSERT_ONE_PENDING, values)
         seq, ts = cursor.fetchone()
         transaction.on_commit(chain_after_commit)

@@ -24,6 +24,7 @@ from psycopg import sql
 from rest_framework import authentication, exceptions
 
 from portal.models import ApiToken, Membership
+from portal.prepared import prepared_cursor
 from portal.services.tokens import token_digest
 
 
@@ -76,10 +77,10 @@ class TokenAuthentication(authentication.TokenAuthentication):
         if "\x00" in key or len(key) > MAX_TOKEN_LENGTH:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
         text, attnames = _statement()
-        with connection.cursor() as cursor:
-            digest = token_digest(key)
-            cursor.execute(text, [digest, digest])
-            row = cursor.fetchone()
+        cursor = prepared_cursor()  # planned once per connection (portal/prepared.py)
+        digest = token_digest(key)
+        cursor.execute(text, [digest, digest])
+        row = cursor.fetchone()
         if row is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
         user_values, groups = row[:len(attnames)], row[len(attnames)]
