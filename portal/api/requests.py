@@ -17,6 +17,7 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from portal.api.filters import TextFilter
+from portal.api.pagination import BoundedCountPagination
 from portal.api.schema import error_responses
 from portal.choices import RequestStatus, RequestType
 from portal.errors import InvalidPayload
@@ -379,6 +380,7 @@ class RequestFilter(django_filters.FilterSet):
 class RequestViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = RequestOutput
     filterset_class = RequestFilter
+    pagination_class = BoundedCountPagination
     queryset = ChangeRequest.objects.none()  # for the schema generator; get_queryset scopes it
 
     def get_queryset(self):
