@@ -6,24 +6,15 @@ from functools import cache
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import (
-    Case,
-    IntegerField,
-    Prefetch,
-    Q,
-    QuerySet,
-    Value,
-    When,
-    prefetch_related_objects,
-)
+from django.db.models import Prefetch, Q, QuerySet, prefetch_related_objects
 from django.db.models.expressions import RawSQL
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from psycopg import sql
 
-from portal.choices import RISK_ORDER
 from portal.errors import DomainError
 from portal.models import Approval, ChangeRequest, Execution, Grant, Instance, ManagedRole, Team
+from portal.models.request import risk_rank
 from portal.personas import is_reviewer
 from portal.selectors.approvals import decision_check, decision_rules, with_decision_rules
 
@@ -173,10 +164,9 @@ def pending_reviews_queryset(user: Any) -> QuerySet[ChangeRequest]:
     """
     if not getattr(user, "is_authenticated", False):
         return ChangeRequest.objects.none()
-    rank = Case(*[When(risk=risk, then=Value(order)) for risk, order in RISK_ORDER.items()],
-                output_field=IntegerField())
+    # The order of request_pending_idx (its expression and columns), so the page reads it in order.
     return (request_list_for(user).filter(*[rule.condition for rule in decision_rules(user)])
-            .annotate(risk_rank=rank).order_by("-risk_rank", "created_at", "id"))
+            .annotate(risk_rank=risk_rank()).order_by("-risk_rank", "created_at", "id"))
 
 
 def pending_reviews(user: Any) -> list[ChangeRequest]:
