@@ -7,7 +7,7 @@ from django.urls import NoReverseMatch, reverse
 
 from portal.choices import Persona
 from portal.personas import is_admin, user_groups
-from portal.selectors.requests import pending_review_count
+from portal.selectors.requests import pending_count_label, pending_review_count
 
 # (label, url name, icon); a url name that is not installed yet is skipped.
 NAV = {
@@ -99,6 +99,8 @@ def navigation(request) -> dict:
         search_query=request.GET.get("q", "") if request.resolver_match and
         request.resolver_match.url_name == "request-search" else "",
     )
+    # "100+" past PENDING_COUNT_SHOWN: the count stops there (selectors.requests.pending_review_count).
+    context["review_count_label"] = pending_count_label(context["review_count"])
     return context
 
 

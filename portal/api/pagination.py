@@ -1,10 +1,10 @@
 """Page-number pagination that refuses a bad page size instead of silently ignoring it."""
 
-from django.core.paginator import Paginator
-from django.utils.functional import cached_property
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
+
+from portal.selectors.paging import BoundedCountPaginator, count_bound
 
 
 class Pagination(PageNumberPagination):
@@ -36,24 +36,6 @@ class Pagination(PageNumberPagination):
         return parameters
 
 
-class BoundedCountPaginator(Paginator):
-    """A paginator whose count stops at `bound` rows: `COUNT(*)` over a `LIMIT bound` subquery.
-
-    `None` counts every row (Django's own behaviour)."""
-
-    def __init__(self, object_list, per_page, *, bound: int | None) -> None:
-        super().__init__(object_list, per_page)
-        self.bound = bound
-
-    @cached_property
-    def count(self) -> int:
-        if self.bound is None:
-            return super().count
-        # Only the primary key in the subquery: the list's annotations (scalar subqueries for names)
-        # would otherwise be evaluated for every counted row.
-        return self.object_list.values("pk")[: self.bound].count()
-
-
 class BoundedCountPagination(Pagination):
     """Page-number pagination for lists that grow with the portal's history (the request list):
     `count` is exact up to COUNT_BOUND rows and otherwise a lower bound, flagged by `count_exact`.
@@ -66,11 +48,9 @@ class BoundedCountPagination(Pagination):
     COUNT_BOUND = 1000
 
     def paginate_queryset(self, queryset, request, view=None):
-        page_size = self.get_page_size(request)
-        raw = request.query_params.get(self.page_query_param) or "1"
-        # "last" (or a page DRF will refuse anyway) needs the exact count, as before.
-        number = int(raw) if raw.isdecimal() else None
-        self._count_bound = None if number is None else max(self.COUNT_BOUND, number * page_size) + 1
+        # "last" (or a page DRF will refuse anyway) counts exactly, as before.
+        page = request.query_params.get(self.page_query_param)
+        self._count_bound = count_bound(page, self.get_page_size(request), self.COUNT_BOUND)
         return super().paginate_queryset(queryset, request, view)
 
     def django_paginator_class(self, object_list, per_page) -> BoundedCountPaginator:
@@ -78,11 +58,10 @@ class BoundedCountPagination(Pagination):
 
     def get_paginated_response(self, data) -> Response:
         paginator = self.page.paginator
-        exact = paginator.bound is None or paginator.count < paginator.bound
         return Response(
             {
                 "count": paginator.count,
-                "count_exact": exact,
+                "count_exact": paginator.count_exact,
                 "next": self.get_next_link(),
                 "previous": self.get_previous_link(),
                 "results": data,
