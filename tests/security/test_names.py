@@ -187,6 +187,10 @@ def test_the_unique_constraint_decides_even_when_both_submits_passed_the_early_c
 
 def _someone_waits_for_a_lock() -> bool:
     with connection.cursor() as cursor:
+        # Asked inside payments' open transaction: PostgreSQL keeps the first pg_stat_activity read
+        # of a transaction for the rest of it, so a read taken before analytics waited would never
+        # change (the hold then ran its whole 30 s); clear that snapshot to see the sessions now.
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
         cursor.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                        "AND datname = current_database())")
         return bool(cursor.fetchone()[0])
