@@ -49,6 +49,7 @@ os.environ.pop("REDIS_URL", None)
 
 FULL = {"clusters": 20, "roles": 100_000, "grants": 200_000, "events": 10_000_000, "requests": 100_000}
 CLUSTERS_AT = {1: 4, 10: 8, 100: 20}
+FULL_QUEUE = 40  # pending requests at every size: two pages of the review queue (20 a page)
 SCHEMAS_PER_CLUSTER = 40
 FLAT, LINEAR, BARE, FANOUT = 1.5, 1.5, 2.0, 2.5
 
@@ -201,9 +202,13 @@ class World:
         rows = []
         for n in range(self.requests, want):
             instance = self.clusters[n % len(self.clusters)][1]
+            # The first FULL_QUEUE requests are pending at every size, so the review queue shows full
+            # pages at 1% too (1% of 1k requests is 10 pending: half a page, which made the queue's
+            # growth measure the rows on its page rather than the size of the data).
+            status = RequestStatus.SUBMITTED if n < FULL_QUEUE else statuses[n % len(statuses)]
             rows.append(ChangeRequest(
                 type=RequestType.GRANT, instance=instance, team=self.team, requester=alice,
-                justification=f"scale request {n}", status=statuses[n % len(statuses)],
+                justification=f"scale request {n}", status=status,
                 payload={"role": f"r{n % max(1, self.roles_per_cluster)}", "database": "app", "schema": "s00",
                          "privileges": ["SELECT"], "tables": ["t"], "default_privileges": False},
                 plan=[f'GRANT SELECT ON "s00"."t" TO "r{n}"'], plan_hash=f"{n:064x}"[-64:]))
