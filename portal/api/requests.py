@@ -138,9 +138,6 @@ class RequestOutput(serializers.ModelSerializer):
         """
         tz = timezone.get_current_timezone()
 
-        def when(value):
-            return _when(value, tz)
-
         if hasattr(obj, "listed_team"):  # a list page (selectors.requests.request_page_for): names annotated
             instance, team, owner_team = obj.listed_instance, obj.listed_team, obj.listed_owner_team
         else:
@@ -158,9 +155,9 @@ class RequestOutput(serializers.ModelSerializer):
             "owner_team": owner_team, "requester": requester,
             "filed_by": filed_by, "justification": obj.justification, "payload": obj.payload,
             "plan": obj.plan, "plan_hash": obj.plan_hash, "risk": obj.risk, "risk_reasons": obj.risk_reasons,
-            "findings": obj.findings, "dry_run": obj.dry_run, "expires_at": when(obj.expires_at),
-            "created_at": when(obj.created_at), "updated_at": when(obj.updated_at),
-            "approved_at": when(obj.approved_at), "applied_at": when(obj.applied_at),
+            "findings": obj.findings, "dry_run": obj.dry_run, "expires_at": _when(obj.expires_at, tz),
+            "created_at": _when(obj.created_at, tz), "updated_at": _when(obj.updated_at, tz),
+            "approved_at": _when(obj.approved_at, tz), "applied_at": _when(obj.applied_at, tz),
             # Applied without prior approval for an incident (break-glass): the badge, in every list.
             "break_glass": obj.break_glass,
         }
