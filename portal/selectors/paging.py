@@ -14,7 +14,14 @@ def count_bound(page: str | None, per_page: int, at_least: int) -> int | None:
     the page and whether a next one exists come out exact; None (count all) when the page is not a
     number ("last", or one the paginator refuses anyway)."""
     raw = page or "1"
-    return max(at_least, int(raw) * per_page) + 1 if raw.isdecimal() else None
+    if not raw.isdecimal():
+        return None
+    # A page past any table's end still gets a LIMIT PostgreSQL takes (bigint): the paginator then
+    # answers it as out of range, never a 500.
+    return min(max(at_least, int(raw) * per_page) + 1, _MAX_LIMIT)
+
+
+_MAX_LIMIT = 2**63 - 1
 
 
 class BoundedCountPaginator(Paginator):

@@ -49,7 +49,7 @@ def test_bounded_count_stays_scoped_to_the_caller(api_for, five_requests):
     assert (body["count"], body["count_exact"], body["results"], body["next"]) == (0, True, [], None)
 
 
-@pytest.mark.parametrize("page", ["last", "9", "0", "x"])
+@pytest.mark.parametrize("page", ["last", "9", "0", "x", "-1", "1e3", "99999999999999999999999999", "\u0669"])  # the last: an Arabic-Indic 9
 def test_last_and_out_of_range_pages_answer_as_before(api_for, five_requests, page):
     response = api_for("alice").get(f"/api/v1/requests/?page_size=2&page={page}")
     if page == "last":
@@ -57,3 +57,9 @@ def test_last_and_out_of_range_pages_answer_as_before(api_for, five_requests, pa
         assert len(response.json()["results"]) == 1
     else:
         assert response.status_code == 404
+
+
+@pytest.mark.parametrize("page", ["99999999999999999999999999", "x", "-1"])
+def test_the_review_queue_answers_any_page_number_without_a_500(web_for, five_requests, page):
+    # a reviewer's queue counts up to a bound as the API list does; a hostile page is the last page
+    assert web_for("bob").get(f"/reviews/?page={page}").status_code == 200
