@@ -45,8 +45,3 @@ class BoundedCountPaginator(Paginator):
     @property
     def count_exact(self) -> bool:
         return self.bound is None or self.count < self.bound
-
-    @property
-    def count_label(self) -> str:
-        """The count as shown: "1000+" when it stopped at the bound."""
-        return str(self.count) if self.count_exact else f"{self.bound - 1}+"

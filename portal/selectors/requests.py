@@ -188,6 +188,10 @@ def pending_review_count(user: Any) -> int:
 
 
 def pending_count_label(count: int) -> str:
+    """The one rule for showing how many requests wait, for the nav badge and the queue's heading
+    alike: exact up to PENDING_COUNT_SHOWN, "100+" past it. Past it even when the count is exact:
+    a queue page past the fifth counts to its own end (selectors.paging.count_bound), and the
+    heading saying "110" beside a badge saying "100+" would be two answers to one question."""
     return f"{PENDING_COUNT_SHOWN}+" if count > PENDING_COUNT_SHOWN else str(count)
 
 

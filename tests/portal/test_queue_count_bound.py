@@ -49,8 +49,37 @@ def test_every_page_past_the_bound_is_reachable(web_for, five_pending):
             break
         page += 1
     assert sorted(seen) == sorted(r.pk for r in five_pending) and page == 3
-    # the last page counted to its end: exact, with its total
-    assert re.search(r'id="queue-count">5<', html) and "Page 3 of 3" in html
+    # the last page counted to its end: its total is exact ("Page 3 of 3"), and the heading still
+    # says "3+" as the badge does: one rule for both labels, whatever page counted how far
+    assert "Page 3 of 3" in html
+    assert re.search(r'id="queue-count">3\+<', html) and _badge(html) == "3+"
+
+
+def test_a_deep_page_and_the_badge_never_disagree(web_for, five_pending):
+    # the page past the bound (page 2 of 2 rows: it counts to 5, exactly) and every other page
+    client = web_for("bob")
+    for page in (1, 2, 3):
+        html = client.get(reverse("review-queue"), {"page": page}).content.decode()
+        heading = re.search(r'id="queue-count">([^<]+)<', html).group(1)
+        assert heading == _badge(html) == "3+", (page, heading, _badge(html))
+
+
+def test_one_label_rule(monkeypatch):
+    monkeypatch.setattr(request_selectors, "PENDING_COUNT_SHOWN", 100)
+    label = request_selectors.pending_count_label
+    assert [label(n) for n in (0, 1, 99, 100, 101, 110, 10**6)] == ["0", "1", "99", "100", "100+", "100+", "100+"]
+
+
+def test_the_count_stops_at_the_bound_or_the_page(five_pending):
+    # five wait; a bound of 3 and pages of 2: page 1 counts 4 rows (one past the bound), page 2
+    # counts 5 (one past its end would be 5: all there are), never every pending request
+    from portal.models import ChangeRequest
+    from portal.selectors.paging import BoundedCountPaginator, count_bound
+
+    pending = ChangeRequest.objects.filter(pk__in=[r.pk for r in five_pending])
+    assert BoundedCountPaginator(pending, 2, bound=count_bound("1", 2, 3)).count == 4
+    assert BoundedCountPaginator(pending, 2, bound=count_bound("2", 2, 3)).count == 5
+    assert BoundedCountPaginator(pending, 2, bound=count_bound("1", 2, 1)).count == 3
 
 
 def test_below_the_bound_the_count_is_exact(web_for, five_pending, monkeypatch):
