@@ -68,7 +68,8 @@ _COPY_MONTH = sql.SQL(
     "COPY (SELECT json_build_object('seq', seq, 'ts', {ts}, 'actor', actor, 'actor_ip', host(actor_ip), "
     "'action', action, 'object_type', object_type, 'object_id', object_id, 'instance', instance, "
     "'database', database, 'statement', statement, 'request_id', request_id, 'approvers', approvers, "
-    "'outcome', outcome, 'details', details, 'prev_hash', prev_hash, 'hash', hash, 'key_id', key_id)::text "
+    "'outcome', outcome, 'details', details, 'prev_hash', prev_hash, 'hash', hash, 'key_id', key_id, "
+    "'chain_format', chain_format)::text "
     "FROM {events} WHERE seq BETWEEN %s AND %s ORDER BY seq) "
     "TO STDOUT (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')"
 ).format(ts=sql.SQL(TS_SQL), events=_EVENTS)
@@ -83,7 +84,7 @@ _DETACH = sql.SQL("DELETE FROM {events} WHERE seq BETWEEN %s AND %s").format(eve
 
 CSV_COLUMNS = ("seq", "ts", "actor", "actor_ip", "action", "object_type", "object_id", "instance", "database",
                "statement", "request_id", "approvers", "outcome", "details", "prev_hash", "hash")
-MODEL_FIELDS = (*CSV_COLUMNS, "key_id")
+MODEL_FIELDS = (*CSV_COLUMNS, "key_id", "chain_format")
 
 
 class ArchiveError(Exception):

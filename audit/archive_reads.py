@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from audit.archive import CSV_COLUMNS, parse_period
+from audit.archive import CSV_COLUMNS, MODEL_FIELDS, parse_period
 from audit.archive_files import _file_events, archive_dir
 from audit.exports.stream import stream_copy
 from audit.models import AuditArchive, AuditEvent
@@ -84,7 +84,8 @@ def _matching(archive: AuditArchive, filters: AuditFilters, after: int | None) -
 
 
 def _as_model(event: dict[str, Any]) -> AuditEvent:
-    return AuditEvent(**{name: event.get(name) for name in CSV_COLUMNS}, key_id=event.get("key_id") or "")
+    return AuditEvent(**{name: event.get(name) for name in CSV_COLUMNS}, key_id=event.get("key_id") or "",
+                      chain_format=event.get("chain_format") or 1)  # archives from before format 2 hold none
 
 
 def archive_events_page(archive: AuditArchive, filters: AuditFilters, *, after: int | None = None,
@@ -130,14 +131,14 @@ def archive_export_lines(archive: AuditArchive, filters: AuditFilters, export_fo
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")  # as COPY writes CSV
         if export_format == "csv" and header:
-            writer.writerow(CSV_COLUMNS)
+            writer.writerow(MODEL_FIELDS)
         for event in events:
             event["ts"] = event["ts"].strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             if export_format == "jsonl":
                 buffer.write(json.dumps(event, ensure_ascii=False) + "\n")
             else:
                 writer.writerow([json.dumps(event[c], ensure_ascii=False) if c in ("approvers", "details")
-                                 else ("" if event.get(c) is None else event.get(c)) for c in CSV_COLUMNS])
+                                 else ("" if event.get(c) is None else event.get(c)) for c in MODEL_FIELDS])
             if buffer.tell() >= 1 << 18:
                 yield buffer.getvalue().encode()
                 buffer.seek(0)

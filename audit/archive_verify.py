@@ -2,7 +2,7 @@
 the signed checkpoints in its range), and `verify_all` across every archive and the online log
 (`manage.py audit_archive verify`). audit/archive.py checks each file it writes and each archive
 before it detaches it with `check_file` / `check_archive`. Hashing is audit.chain's and
-audit/keys.py's (`link`), never re-implemented here."""
+audit/keys.py's (`seal_event`), never re-implemented here."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from psycopg import sql
 
 from audit import checkpoints, keys
 from audit.archive_files import _file_events, _manifest_fields, _names, _sha256_file, archive_dir
-from audit.chain import GENESIS_HASH, canonical
+from audit.chain import GENESIS_HASH
 from audit.models import AuditArchive, AuditEvent
 from audit.services import record
 from audit.verify import Verification, verify_chain
@@ -78,7 +78,7 @@ def check_file(path: Path, *, period: str, first_seq: int, last_seq: int, count:
             if previous_rank is not None and rank > previous_rank:
                 found.fail(f"seq {seq}: keyed with an older key than seq {seq - 1} (downgraded)", seq)
                 return found
-            if keys.link(keys.by_id(key_id) if key_id else None, previous, canonical(event)) != event.get("hash"):
+            if keys.seal_event(keys.by_id(key_id) if key_id else None, event) != event.get("hash"):
                 found.fail(f"seq {seq}: the event's content does not match its hash (altered)", seq)
                 return found
             anchor = (anchors or {}).get(seq)

@@ -11,6 +11,18 @@ for verification at COPY speed and anyone can re-render it from an export:
 - `ts` as ISO 8601 UTC with microseconds and a Z; an absent actor_ip or request_id as null.
 hash = HMAC-SHA256(key, prev_hash + "\\n" + canonical form) as 64 lowercase hex digits (audit/keys.py);
 events chained before keys existed (key_id "") keep SHA-256(prev_hash + "\\n" + canonical form).
+
+That is chain format 1. Events chained since migration audit/0009 use format 2 (their
+`chain_format` column says which), whose MACed message is the event's own line as PostgreSQL's
+COPY writes it, so verification reads the table with a plain COPY and no rendering at all
+(docs/audit.md "Canonical form"):
+- the fields of COPY_FIELDS in that order, tab-separated, each as COPY's text format writes it
+  (DateStyle ISO, TimeZone UTC): `\\N` for NULL; in text, a backslash doubled and backspace, form
+  feed, newline, carriage return, tab and vertical tab as \\b \\f \\n \\r \\t \\v, every other
+  character as itself; ts as `YYYY-MM-DD HH:MM:SS[.fraction without trailing zeros]+00`; inet as
+  PostgreSQL prints it; jsonb as in format 1 (its own text output);
+- hash = HMAC-SHA256(key, that line) (plain SHA-256 when unkeyed). prev_hash, key_id and the format
+  are inside the line, so the MAC covers them.
 """
 
 from __future__ import annotations
@@ -126,3 +138,65 @@ CANONICAL_REST_SQL = """', "actor": ' || to_json(actor)::text || ', "action": ' 
 def canonical_head(ts_text: str, seq: int) -> str:
     """The start of the canonical form, before CANONICAL_REST_SQL's text."""
     return '{"ts": "' + ts_text + '", "seq": ' + str(seq)
+
+
+# --- format 2: the event's COPY line ------------------------------------------------------------
+FORMAT_JSON = 1  # the canonical JSON object above, MACed after prev_hash and a newline
+FORMAT_COPY = 2  # the event's COPY text line (COPY_FIELDS), MACed as it is
+
+# The MACed fields of format 2, in order (verification's COPY reads `hash` and then exactly these).
+COPY_FIELDS = ("seq", "chain_format", "key_id", "prev_hash", "ts", "actor", "actor_ip", "action", "object_type",
+               "object_id", "instance", "database", "statement", "request_id", "approvers", "outcome", "details")
+# The part the chainer renders from the stored row; the fields before it are what it assigns.
+COPY_STORED_FIELDS = COPY_FIELDS[5:]
+# What COPY's text format escapes (PostgreSQL's CopyAttributeOutText with a tab delimiter).
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+                               "\t": "\\t", "\v": "\\v"})
+COPY_NULL = "\\N"
+
+
+def copy_text(value: str | None) -> str:
+    """A text value as COPY's text format writes it."""
+    return COPY_NULL if value is None else value.translate(_COPY_ESCAPES)
+
+
+def copy_ts(ts: datetime | str) -> str:
+    """A timestamptz as COPY writes it under DateStyle ISO and TimeZone UTC (a datetime, or the
+    exports' ISO 8601 text)."""
+    if isinstance(ts, str):
+        ts = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    ts = ts.astimezone(UTC)
+    text = ts.strftime("%Y-%m-%d %H:%M:%S")
+    if ts.microsecond:
+        text += "." + f"{ts.microsecond:06d}".rstrip("0")
+    return text + "+00"
+
+
+def copy_stored(event: dict[str, Any]) -> str:
+    """COPY_STORED_FIELDS of an event as read back (exports, archives, models): the line's tail."""
+    request_id = event.get("request_id")
+    return "\t".join((
+        copy_text(event.get("actor") or ""), copy_text(event.get("actor_ip") or None),
+        copy_text(event.get("action") or ""), copy_text(event.get("object_type") or ""),
+        copy_text(event.get("object_id") or ""), copy_text(event.get("instance") or ""),
+        copy_text(event.get("database") or ""), copy_text(event.get("statement") or ""),
+        COPY_NULL if request_id is None else str(int(request_id)),
+        copy_text(render(event.get("approvers") if event.get("approvers") is not None else [])),
+        copy_text(event.get("outcome") or ""),
+        copy_text(render(event.get("details") if event.get("details") is not None else {})),
+    ))
+
+
+def copy_head(seq: int, key_id: str, prev_hash: str, ts_text: str) -> str:
+    """The fields of a format-2 line the chainer assigns, before copy_stored()'s tail."""
+    return "\t".join((str(seq), str(FORMAT_COPY), copy_text(key_id), copy_text(prev_hash), ts_text))
+
+
+def message(event: dict[str, Any]) -> bytes:
+    """What an event's hash covers, from the event as exported, archived or loaded (format 1 or 2 by
+    its `chain_format`; absent means 1, as in exports made before format 2)."""
+    if int(event.get("chain_format") or FORMAT_JSON) == FORMAT_COPY:
+        head = copy_head(int(event["seq"]), event.get("key_id") or "", event.get("prev_hash") or "",
+                         copy_ts(event["ts"]))
+        return (head + "\t" + copy_stored(event)).encode("utf-8")
+    return (event.get("prev_hash") or "").encode() + b"\n" + canonical(event).encode("utf-8")

@@ -11,11 +11,13 @@ and share fsyncs. The chainer then, in its own short transaction:
    (no event is pending below it; it moves up as the transactions that could hold a lower
    placeholder end: _next_bound), so the scan skips the dead row versions chained events leave;
 3. assigns head.seq + 1, + 2, ... (gap-free: a rolled-back chainer rolls back every assignment),
-   ts = max(its recorded ts, the previous event's ts) (ts never decreases with seq), prev_hash, and
-   hash = HMAC-SHA256 under the current key (audit/keys.py) in one UPDATE; moves the head; commits.
+   ts = max(its recorded ts, the previous event's ts) (ts never decreases with seq), prev_hash,
+   chain format 2 and hash = HMAC-SHA256 under the current key (audit/keys.py) of the event's COPY
+   line (audit/chain.py) in one UPDATE; moves the head; commits.
 
 The database lets exactly this UPDATE through (migration 0006): a pending row may receive its
-seq, prev_hash, hash, key id and a ts no earlier than its own, once; anything else is refused.
+seq, prev_hash, hash, key id, chain format and a ts no earlier than its own, once; anything else is
+refused.
 
 A seq-ordered reader (`seq > cursor`) only ever sees chained events: pending seqs are negative,
 and one chainer transaction makes a whole batch visible at once, after every earlier batch.
@@ -47,7 +49,7 @@ from psycopg import sql
 
 from audit import checkpoints, keys
 from audit import models as audit_models
-from audit.chain import CANONICAL_REST_SQL, GENESIS_HASH, canonical_head, format_ts
+from audit.chain import COPY_STORED_FIELDS, FORMAT_COPY, GENESIS_HASH, copy_head, copy_text, copy_ts
 from audit.models import AuditEvent, AuditHead
 from portal.prepared import prepared_cursor
 
@@ -85,20 +87,35 @@ _FROM_BOUND = sql.SQL(" AND seq >= (SELECT coalesce(pending_from, {base}) FROM {
 
 @lru_cache(maxsize=8)
 def _pending_sql(limit: int, *, bounded: bool = True) -> str:
-    """The committed pending events, oldest placeholder first, with the canonical text of all but
-    ts and seq; bounded: from the pending bound on, else from the first placeholder.
+    """The committed pending events, oldest placeholder first: placeholder, ts and the stored
+    fields of the COPY line (audit.chain.COPY_STORED_FIELDS) as PostgreSQL's output functions write
+    them (jsonb as text; inet by abbrev(), which is its output function's text where a cast to
+    text would add the netmask); bounded: from the pending bound on, else from the first placeholder.
 
     Every chained event leaves its pending row version behind, dead, at the low end of the primary
     key until vacuum (hundreds of thousands of entries between two autovacuums at 1.5M events): a
     scan from the first placeholder reads all of them (0.5-2 ms a chainer run), and so does the
     planner when it looks up the index's lower end for `seq < 0`. So the scan starts at the pending
     bound (_next_bound), below which nothing is pending, read by the statement itself, and the
-    statement is prepared without parameters (one generic plan, planned once per connection).
-    (Composed: the canonical text holds braces that format() would read.)"""
+    statement is prepared without parameters (one generic plan, planned once per connection)."""
     lower = _FROM_BOUND if bounded else sql.SQL("")
-    return sql.Composed([sql.SQL("SELECT seq, ts, "), sql.SQL(CANONICAL_REST_SQL),
-                         sql.SQL(" FROM {events} WHERE seq < 0{lower} ORDER BY seq LIMIT {limit}").format(
-                             events=_EVENTS, lower=lower, limit=sql.Literal(limit))]).as_string(None)
+    return sql.SQL("SELECT seq, ts, {stored} FROM {events} WHERE seq < 0{lower} ORDER BY seq LIMIT {limit}").format(
+        stored=sql.SQL(", ").join(_STORED_OUTPUT[name] for name in COPY_STORED_FIELDS),
+        events=_EVENTS, lower=lower, limit=sql.Literal(limit)).as_string(None)
+
+
+# Each stored field as its type's output function writes it (what COPY writes before escaping).
+_STORED_OUTPUT = {name: sql.Identifier(name) for name in COPY_STORED_FIELDS} | {
+    "actor_ip": sql.SQL("abbrev({})").format(sql.Identifier("actor_ip")),
+    "request_id": sql.SQL("{}::text").format(sql.Identifier("request_id")),
+    "approvers": sql.SQL("{}::text").format(sql.Identifier("approvers")),
+    "details": sql.SQL("{}::text").format(sql.Identifier("details")),
+}
+
+
+def _copy_tail(stored: tuple) -> str:
+    """The stored fields (as _pending_sql reads them) as the tail of the event's COPY line."""
+    return "\t".join([copy_text(value) for value in stored])
 
 
 # The assignment and the head's move in one statement; it returns how many events it assigned, which
@@ -107,14 +124,14 @@ def _pending_sql(limit: int, *, bounded: bool = True) -> str:
 # assigned when it starts, after the lock statement read the mark's placeholder (_next_bound).
 _ASSIGN = sql.SQL(
     "WITH assigned AS (UPDATE {events} AS e SET seq = v.seq, ts = v.ts, prev_hash = v.prev, hash = v.hash,"
-    " key_id = v.kid"
+    " key_id = v.kid, chain_format = {chain_format}"
     " FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::text[], %s::text[], %s::text[])"
     " AS v(old, seq, ts, prev, hash, kid) WHERE e.seq = v.old RETURNING 1)"
     " UPDATE {head} SET seq = %s, hash = %s, key_id = %s, pending_from = %s,"
     " mark_placeholder = CASE WHEN %s THEN %s ELSE mark_placeholder END,"
     " mark_xid = CASE WHEN %s THEN pg_snapshot_xmax(pg_current_snapshot())::text::bigint ELSE mark_xid END"
     " WHERE id = 1 RETURNING (SELECT count(*) FROM assigned)"
-).format(events=_EVENTS, head=_HEAD).as_string(None)
+).format(events=_EVENTS, head=_HEAD, chain_format=sql.Literal(FORMAT_COPY)).as_string(None)
 _HAS_PENDING = sql.SQL("SELECT EXISTS (SELECT 1 FROM {events} WHERE seq < 0{lower})").format(
     events=_EVENTS, lower=_FROM_BOUND).as_string(None)
 
@@ -159,6 +176,7 @@ def _settle(assigned: list[tuple[int, int, Any, str, str, str]]) -> None:
                 item = ref()
                 if item is not None:
                     item.seq, item.ts, item.prev_hash, item.hash, item.key_id = seq, ts, prev, digest, key_id
+                    item.chain_format = FORMAT_COPY
 
 
 def chain_recorded_here() -> None:
@@ -260,14 +278,13 @@ def chain_batch(*, wait: bool = True, limit: int = BATCH, bounded: bool = True) 
             write_boundary(head_seq, prev_hash, head_key_id, key)
         olds, seqs, stamps, prevs, hashes = [], [], [], [], []
         seq = head_seq
-        mac = key.mac if key else None
-        for old, ts, rest in pending:
+        for old, ts, *stored in pending:
             seq += 1
             if prev_ts is not None and ts < prev_ts:
                 ts = prev_ts
-            text = (canonical_head(format_ts(ts), seq) + rest).encode("utf-8")
-            message = prev_hash.encode() + b"\n" + text
-            digest = mac(message) if mac else keys.link(None, prev_hash, text)
+            # The event's COPY line as verification will read it (audit/chain.py, format 2).
+            message = (copy_head(seq, key_id, prev_hash, copy_ts(ts)) + "\t" + _copy_tail(stored)).encode("utf-8")
+            digest = keys.seal(key, message)
             olds.append(old)
             seqs.append(seq)
             stamps.append(ts)

@@ -7,7 +7,8 @@ the key itself (the first 8 hex digits of a SHA-256 over a label and the key), s
 name the wrong key, and it is public: events store it (`key_id`) and checkpoints carry it.
 
 What a key does:
-- event hashes: hash = HMAC-SHA256(key, prev_hash + "\\n" + canonical form), 64 hex digits;
+- event hashes: hash = HMAC-SHA256(key, the event's message), 64 hex digits (audit/chain.py: the
+  message is the event's COPY line in chain format 2, prev_hash + "\\n" + canonical form in format 1);
 - checkpoint signatures: an Ed25519 key pair derived from the key (HKDF-SHA256, its own label), so
   an auditor checks a checkpoint with the public key alone (`manage.py audit_keys` prints them).
 
@@ -134,13 +135,24 @@ def rank(key_id: str) -> int | None:
     return None
 
 
+def seal(key: AuditKey | None, message: bytes) -> str:
+    """The hash of an event's message (audit.chain.message): HMAC-SHA256 under `key`, or plain
+    SHA-256 for an unkeyed event."""
+    return hashlib.sha256(message).hexdigest() if key is None else key.mac(message)
+
+
+def seal_event(key: AuditKey | None, event: dict) -> str:
+    """The hash an event (as exported, archived or loaded: audit.chain.message) carries under `key`."""
+    from audit.chain import message  # audit.chain renders; this module only MACs
+
+    return seal(key, message(event))
+
+
 def link(key: AuditKey | None, prev_hash: str | bytes, canonical: str | bytes) -> str:
-    """An event's hash: HMAC-SHA256 under `key`, or plain SHA-256 for an unkeyed (old) event."""
+    """A format-1 event's hash: its message is prev_hash, a newline and the canonical form."""
     prev = prev_hash.encode() if isinstance(prev_hash, str) else prev_hash
     text = canonical.encode("utf-8") if isinstance(canonical, str) else canonical
-    if key is None:
-        return hashlib.sha256(prev + b"\n" + text).hexdigest()
-    return key.mac(prev + b"\n" + text)
+    return seal(key, prev + b"\n" + text)
 
 
 def constant_time_equal(a: str, b: str) -> bool:

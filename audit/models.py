@@ -41,6 +41,9 @@ class AuditEvent(models.Model):
     prev_hash = models.CharField(max_length=64)  # "" while pending (seq < 0, not chained yet)
     hash = models.CharField(max_length=64)  # HMAC-SHA256 under key_id (plain SHA-256 when key_id is "")
     key_id = models.CharField(max_length=16, blank=True, db_default="")  # audit/keys.py
+    # What the hash covers (audit/chain.py): 1, the canonical JSON form (events chained before
+    # migration 0009); 2, the event's COPY line. Set by the chainer with the hash.
+    chain_format = models.SmallIntegerField(db_default=1)
 
     objects = ChainedReadManager()
 

@@ -219,14 +219,15 @@ _EVENTS = sql.Identifier(AuditEvent._meta.db_table)
 _EXPORT_SELECT = sql.SQL(
     "SELECT seq, {ts} AS ts, actor, host(actor_ip) AS actor_ip, action, object_type, object_id, "
     "instance, database, statement, request_id, approvers::text AS approvers, outcome, details::text AS details, "
-    "prev_hash, hash, key_id FROM {events}"
+    "prev_hash, hash, key_id, chain_format FROM {events}"
 ).format(ts=sql.SQL(TS_SQL), events=_EVENTS)
 # One JSON object per line; jsonb values embedded as JSON (not as strings).
 _JSONL_SELECT = sql.SQL(
     "SELECT json_build_object('seq', seq, 'ts', {ts}, 'actor', actor, 'actor_ip', host(actor_ip), "
     "'action', action, 'object_type', object_type, 'object_id', object_id, 'instance', instance, "
     "'database', database, 'statement', statement, 'request_id', request_id, 'approvers', approvers, "
-    "'outcome', outcome, 'details', details, 'prev_hash', prev_hash, 'hash', hash, 'key_id', key_id)::text FROM {events}"
+    "'outcome', outcome, 'details', details, 'prev_hash', prev_hash, 'hash', hash, 'key_id', key_id, "
+    "'chain_format', chain_format)::text FROM {events}"
 ).format(ts=sql.SQL(TS_SQL), events=_EVENTS)
 
 

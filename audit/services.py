@@ -233,6 +233,9 @@ def event_dict(event: AuditEvent) -> dict[str, Any]:
         "approvers": event.approvers,
         "outcome": event.outcome,
         "details": event.details,
+        "prev_hash": event.prev_hash,
+        "key_id": event.key_id,
+        "chain_format": event.chain_format,
     }
 
 

@@ -60,7 +60,8 @@ COLLECTORS = ("syslog", "https")
 RUN_BUDGET_SECONDS = 20.0
 _ADVISORY_KEY = 0x5349454D  # "SIEM": serialises the start/stop bookkeeping of cursors across workers
 EVENT_FIELDS = ("seq", "ts", "actor", "actor_ip", "action", "object_type", "object_id", "instance", "database",
-                "statement", "request_id", "approvers", "outcome", "details", "prev_hash", "hash", "key_id")
+                "statement", "request_id", "approvers", "outcome", "details", "prev_hash", "hash", "key_id",
+                "chain_format")
 
 
 # --- reading the log ------------------------------------------------------------------------------

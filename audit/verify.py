@@ -8,8 +8,9 @@ nor slow the check (pending events, seq < 0, are not part of the chain yet).
 
 What is checked (docs/audit.md, "Keyed chain" and "Checkpoints"):
 - seq gap-free from where the online log starts (online_start(), the retention hook) to the head;
-- each prev_hash is the previous event's hash, each hash the HMAC-SHA256 of prev_hash and the
-  canonical form under the event's key (plain SHA-256 for events from before keys, key_id "");
+- each prev_hash is the previous event's hash, each hash the HMAC-SHA256 of the event's message in
+  its chain format (audit/chain.py) under the event's key (plain SHA-256 for events from before
+  keys, key_id ""); a format other than 1 or 2 is a change;
 - keys only move forward: an event keyed with an older key than the event before it, or unkeyed
   after a keyed one, is a downgrade; after a checkpoint, every event is keyed with the
   checkpoint's next_key_id or a newer key (so a log rewritten with recomputed plain SHA-256
@@ -22,11 +23,15 @@ incremental=True starts after the newest valid checkpoint whose event still matc
 proportional to the events since (the checkpoint files and the checkpointed events are still
 all checked: a few small reads).
 
-Speed: PostgreSQL renders each event's canonical form while Python MACs the previous lines, so
-the server and Python work in parallel, and large logs are split into seq ranges read by
-several server processes at once. The COPY sends CHUNK events per row and each event's line ends
-with the exact message its MAC covers, so Python's work per event is one split, one slice
-comparison and the MAC (per-row overhead of the COPY protocol and of psycopg is paid once a chunk).
+Speed: events of chain format 2 (audit/chain.py: the MAC covers the event's own COPY line) are
+read with a plain COPY of the table's columns, so the server does no more than a bare COPY, and
+Python's work per event is one split of the line's first fields, one comparison and the MAC. Older
+events (format 1, before migration audit/0009) are read as before: PostgreSQL renders their
+canonical form and sends CHUNK events per COPY row, each line ending with the exact message its MAC
+covers. Where format 2 starts is the first event from the start seq on whose format is not 1; a
+format-1 event after that (chained by an older process during an upgrade) is linked in the format-2
+pass and its MAC checked by the format-1 reader afterwards. Large logs are split into seq ranges read
+by several server processes at once, the server's work running beside Python's.
 """
 
 from __future__ import annotations
@@ -42,31 +47,46 @@ from django.db import connection
 from psycopg import sql
 
 from audit import checkpoints, keys
-from audit.chain import CANONICAL_REST_SQL, GENESIS_HASH, TS_SQL
+from audit.chain import CANONICAL_REST_SQL, COPY_FIELDS, FORMAT_COPY, FORMAT_JSON, GENESIS_HASH, TS_SQL
 from audit.models import AuditArchive, AuditEvent, AuditHead
 
 _EVENTS = sql.Identifier(AuditEvent._meta.db_table)
 CHUNK = 1000  # events per COPY row
-# One line per event: seq \x02 hash \x02 key_id \x02 prev_hash \n canonical form (audit.chain's
-# CANONICAL_REST_SQL), so the line's last field is the MACed message itself; CHUNK lines (seq
-# BETWEEN g AND g + CHUNK - 1, in seq order) joined by \x03 make one COPY row. No rendered
-# canonical form holds a raw control character (strings and jsonb escape them), and the hashes and
-# key ids are hex: a separator inside a line comes from a hand-edited column, and makes that event
-# fail its checks. CSV mode quotes each row with \x01 (it holds newlines) and doubles a \x01 in it;
-# a range without events gives an empty row. The parameters are (hi, lo, hi). The lines are
-# aggregated from a subquery read in seq order (the primary key's index; string_agg(... ORDER BY)
+# Format 1: one line per event, hash \t seq \t chain format \t key_id \t prev_hash \n canonical form
+# (audit.chain's CANONICAL_REST_SQL), so the line's tail from prev_hash on is the MACed message itself;
+# CHUNK lines (seq BETWEEN g AND g + CHUNK - 1, in seq order) joined by \x03 make one COPY row. No
+# rendered canonical form holds a raw control character (strings and jsonb escape them), and the
+# hashes and key ids are hex: a separator inside a line comes from a hand-edited column, and makes
+# that event fail its checks. CSV mode quotes each row with \x01 (it holds newlines) and doubles a
+# \x01 in it; a range without events gives an empty row. The parameters are (hi, lo, hi). The lines
+# are aggregated from a subquery read in seq order (the primary key's index; string_agg(... ORDER BY)
 # would sort every chunk again: about a third more server time) and the chunks come in
 # generate_series's order (ORDER BY g would sort the rendered rows, spilling to disk). Were lines
 # ever out of order, their links would break: verification would fail, never pass.
 _COPY = sql.Composed([
-    sql.SQL("COPY (SELECT (SELECT string_agg(line, E'\\x03') FROM (SELECT seq::text || E'\\x02' || hash"
-            " || E'\\x02' || key_id || E'\\x02' || prev_hash || E'\\n' || '{\"ts\": \"' || "), sql.SQL(TS_SQL),
+    sql.SQL("COPY (SELECT (SELECT string_agg(line, E'\\x03') FROM (SELECT hash || E'\\t' || seq::text"
+            " || E'\\t' || chain_format::text || E'\\t' || key_id || E'\\t' || prev_hash || E'\\n'"
+            " || '{\"ts\": \"' || "), sql.SQL(TS_SQL),
     sql.SQL(" || '\", \"seq\": ' || seq::text || "), sql.SQL(CANONICAL_REST_SQL),
     sql.SQL(" AS line FROM {events} WHERE seq BETWEEN g AND least(g + {last}, %s) ORDER BY seq) AS chunk)"
             " FROM generate_series(%s::bigint, %s::bigint, {chunk}) AS g)"
             " TO STDOUT (FORMAT csv, DELIMITER E'\\x05', QUOTE E'\\x01')").format(
         events=_EVENTS, last=sql.Literal(CHUNK - 1), chunk=sql.Literal(CHUNK)),
 ])
+
+# Format 2 (audit/chain.py): one plain COPY text row per event, its hash, a tab, then the MACed line
+# (COPY_FIELDS: seq, chain format, key_id, prev_hash, ...: the same first fields as format 1's lines,
+# so one loop reads both). The server only runs each column's output function, as a bare COPY of the table
+# does; the session's DateStyle and TimeZone are set first (_SESSION), as the chainer's ts text has them.
+_COPY_LINES = sql.SQL("COPY (SELECT hash, {fields} FROM {events} WHERE seq BETWEEN %s AND %s ORDER BY seq)"
+                      " TO STDOUT").format(fields=sql.SQL(", ").join(map(sql.Identifier, COPY_FIELDS)),
+                                           events=_EVENTS)
+_SESSION = ("SELECT set_config('DateStyle', 'ISO, MDY', false), set_config('TimeZone', 'UTC', false),"
+            " set_config('client_encoding', 'UTF8', false)")
+# Where format 2 starts (events before it are format 1): the primary key walked from `lo` up.
+_FIRST_COPY_FORMAT = sql.SQL(
+    "SELECT min(seq) FROM {events} WHERE seq BETWEEN %s AND %s AND chain_format <> {json}").format(
+    events=_EVENTS, json=sql.Literal(FORMAT_JSON))
 
 # The same text the general way, for the test that pins the two together.
 CANONICAL_SQL = sql.SQL("""
@@ -144,47 +164,96 @@ class _Range:
     last_rank: int | None = None
     broken: int | None = None
     problem: str = ""
+    deferred: list[int] = field(default_factory=list)  # format-1 events among format-2 rows (_check)
 
 
 _NO_FLOOR = 1 << 62
 
 
+class _KeyRules:
+    """The key rules for consecutive events from seq `lo` on (module docstring): a known key, never an
+    older one (or none) after a newer one, and after a checkpoint's seq its next key or a newer one.
+    The readers' loops call it only when an event's key id differs from the one before, or when they
+    pass a checkpoint's seq; `floors`: (seq, rank, label) from the checkpoints, ascending."""
+
+    def __init__(self, floors: list[tuple[int, int, str]], lo: int, prev_rank: int | None) -> None:
+        self.floors = floors
+        index = 0
+        while index < len(floors) and floors[index][0] < lo:
+            index += 1
+        self.index = index
+        self.max_rank = min((rank for _, rank, _ in floors[:index]), default=_NO_FLOOR)
+        self.label = floors[index - 1][2] if index else ""
+        self.next_floor = floors[index][0] if index < len(floors) else _NO_FLOOR
+        self.rank = prev_rank  # the current key's rank (the event before `lo`'s when given)
+        self.first_rank: int | None = None
+        self.pads: tuple[Any, Any] = (None, None)  # the current key's HMAC states; None: unkeyed
+
+    def pass_floors(self, seq: int) -> None:
+        floors = self.floors
+        while self.index < len(floors) and floors[self.index][0] < seq:
+            if floors[self.index][1] < self.max_rank:
+                self.max_rank, self.label = floors[self.index][1], floors[self.index][2]
+            self.index += 1
+        self.next_floor = floors[self.index][0] if self.index < len(floors) else _NO_FLOOR
+
+    def take(self, seq: int, kid: bytes) -> str:
+        """Make `kid` the current key: "" when the rules allow it, else the problem."""
+        key_id = kid.decode(errors="replace")
+        rank = keys.rank(key_id)
+        if rank is None:
+            return f"seq {seq}: keyed with {key_id!r}, a key not configured here"
+        if self.rank is not None and rank > self.rank:
+            return f"seq {seq}: keyed with {key_id or 'no key'!r} after a newer key (downgraded: rewritten)"
+        if rank > self.max_rank:
+            return f"seq {seq}: keyed with {key_id or 'no key'!r} but {self.label} (rewritten)"
+        if self.first_rank is None:
+            self.first_rank = rank
+        key = keys.by_id(key_id)
+        self.pads = key.pads if key else (None, None)
+        self.rank = rank
+        return ""
+
+
 def _check(lines: Any, lo: int, prev_hash: bytes | None, floors: list[tuple[int, int, str]],
-           prev_rank: int | None = None) -> _Range:
-    """Check seq continuity, links, keys and MACs of consecutive lines starting at seq `lo`.
+           prev_rank: int | None = None, *, rendered: bool = False) -> _Range:
+    """Check seq continuity, links, keys and MACs of consecutive events from seq `lo`: format-2 rows of
+    _COPY_LINES (the hash, a tab, the MACed line, a newline) or, rendered=True, format-1 lines of _COPY
+    (the hash, a tab, seq, format and key id, then prev_hash, a newline and the canonical form: the
+    MACed message). Both begin hash, seq, format, key id, prev_hash, so one loop reads them.
 
     With prev_hash None the first line's own prev_hash is trusted here and checked by the caller
-    (likewise its key against the event before it). `floors`: (seq, rank, label) from the
-    checkpoints, ascending: every event after seq must be keyed at that rank or newer.
+    (likewise its key against the event before it). A format-1 event among format-2 rows (chained by
+    an older process during an upgrade) is linked like the others and its MAC checked afterwards by
+    the format-1 reader (`deferred`: verify_chain, _check_deferred).
 
     The loop is the verification's hot path (a million lines): locals only, the key's HMAC written
     out (two hash-state copies), the key checks only when the key id changes or a floor is passed.
-    A line's message is prev_hash + "\n" + canonical form as stored and rendered: when its first 64
-    bytes are the previous event's hash and its MAC is the stored hash, the stored prev_hash is exactly
-    that hash too (neither it nor any canonical form holds a raw newline, the message exactly one).
+    When an event's prev_hash field is the previous event's hash and its MAC the stored hash, the
+    stored prev_hash is exactly that hash (the MACed message holds it, ended by a separator no
+    hash holds).
     """
     found = _Range(lo=lo)
-    floor_index = 0
-    while floor_index < len(floors) and floors[floor_index][0] < lo:
-        floor_index += 1
-    max_rank = min((rank for _, rank, _ in floors[:floor_index]), default=_NO_FLOOR)
-    floor_label = floors[floor_index - 1][2] if floor_index else ""
-    next_floor = floors[floor_index][0] if floor_index < len(floors) else _NO_FLOOR
+    rules = _KeyRules(floors, lo, prev_rank)
+    next_floor = rules.next_floor
     current_kid: bytes | None = None
-    current_rank = prev_rank
     inner = outer = None
     sha256 = hashlib.sha256
+    end = None if rendered else -1  # a COPY row ends with its newline; a rendered line does not
+    own_format = b"1" if rendered else b"2"
     expected_seq = lo
     events = 0
     broken: int | None = None
     problem = ""
     last_hash = b""
+    deferred = found.deferred
     for line in lines:
         events += 1
         if broken is not None:
             continue  # drain the COPY; the count still tells how many events there are
+        message = line[65:end]
         try:
-            seq_text, stored_hash, kid, message = line.split(b"\x02", 3)
+            seq_text, chain_format, kid, tail = message.split(b"\t", 3)
             seq = int(seq_text)
         except ValueError:
             broken, problem = expected_seq, f"seq {expected_seq}: the row cannot be read (a column was edited by hand)"
@@ -193,78 +262,88 @@ def _check(lines: Any, lo: int, prev_hash: bytes | None, floors: list[tuple[int,
             broken, problem = expected_seq, f"gap: seq {expected_seq} is missing (next is {seq})"
             continue
         if seq > next_floor:
-            while floor_index < len(floors) and floors[floor_index][0] < seq:
-                if floors[floor_index][1] < max_rank:
-                    max_rank, floor_label = floors[floor_index][1], floors[floor_index][2]
-                floor_index += 1
-            next_floor = floors[floor_index][0] if floor_index < len(floors) else _NO_FLOOR
-            current_kid = None  # re-check the key against the new floor
+            rules.pass_floors(seq)
+            next_floor, current_kid = rules.next_floor, None  # re-check the key against the new floor
         if kid != current_kid:
-            key_id = kid.decode(errors="replace")
-            rank = keys.rank(key_id)
-            if rank is None:
-                broken, problem = seq, f"seq {seq}: keyed with {key_id!r}, a key not configured here"
+            problem = rules.take(seq, kid)
+            if problem:
+                broken = seq
                 continue
-            if current_rank is not None and rank > current_rank:
-                broken, problem = seq, f"seq {seq}: keyed with {key_id or 'no key'!r} after a newer key (downgraded: rewritten)"
-                continue
-            if rank > max_rank:
-                broken, problem = seq, f"seq {seq}: keyed with {key_id or 'no key'!r} but {floor_label} (rewritten)"
-                continue
-            if found.first_rank is None:
-                found.first_rank = rank
-            key = keys.by_id(key_id)
-            inner, outer = key.pads if key else (None, None)
-            current_kid, current_rank = kid, rank
+            current_kid, (inner, outer) = kid, rules.pads
         if prev_hash is None:
-            found.first_prev = prev_hash = message[:message.find(b"\n")]
-        elif message[:64] != prev_hash:
+            found.first_prev = prev_hash = tail[:64]
+        elif tail[:64] != prev_hash:
             broken, problem = seq, f"seq {seq}: prev_hash does not match the hash of seq {seq - 1}"
             continue
-        if inner is None:
-            digest = sha256(message).hexdigest()
+        stored_hash = line[:64]
+        if chain_format == own_format:
+            signed = tail if rendered else message
+            if inner is None:
+                digest = sha256(signed).hexdigest()
+            else:
+                h = inner.copy()
+                h.update(signed)
+                o = outer.copy()
+                o.update(h.digest())
+                digest = o.hexdigest()
+            if digest.encode() != stored_hash:
+                broken, problem = seq, f"seq {seq}: the event's content does not match its hash (altered)"
+                continue
+        elif chain_format == b"1":
+            deferred.append(seq)
         else:
-            h = inner.copy()
-            h.update(message)
-            o = outer.copy()
-            o.update(h.digest())
-            digest = o.hexdigest()
-        if digest.encode() != stored_hash:
-            broken, problem = seq, f"seq {seq}: the event's content does not match its hash (altered)"
+            broken = seq
+            problem = f"seq {seq}: chain format {chain_format.decode(errors='replace')!r} is not one it can be (altered)"
             continue
         prev_hash = last_hash = stored_hash
         expected_seq = seq + 1
     found.events, found.broken, found.problem = events, broken, problem
     found.last_hash, found.last_seq = last_hash, expected_seq - 1 if last_hash else 0
-    found.last_rank = current_rank
+    found.first_rank, found.last_rank = rules.first_rank, rules.rank
     return found
 
 
-def _copy_range(cursor, lo: int, hi: int, prev_hash: bytes | None, floors: list, prev_rank: int | None) -> _Range:
-    with cursor.copy(_COPY, (hi, lo, hi)) as copy:
-        return _check(_lines(copy), lo, prev_hash, floors, prev_rank)
+def _copy_range(cursor, lo: int, hi: int, prev_hash: bytes | None, floors: list, prev_rank: int | None,
+                chain_format: int = FORMAT_JSON) -> _Range:
+    if chain_format == FORMAT_JSON:
+        with cursor.copy(_COPY, (hi, lo, hi)) as copy:
+            return _check(_lines(copy), lo, prev_hash, floors, prev_rank, rendered=True)
+    with cursor.copy(_COPY_LINES, (lo, hi)) as copy:
+        return _check(map(bytes, copy), lo, prev_hash, floors, prev_rank)
 
 
-def _parallel(first_seq: int, head_seq: int, workers: int, first_prev: bytes, floors: list,
+def _segments(lo: int, hi: int, pieces: int, copy_from: int) -> list[tuple[int, int, int]]:
+    """lo..hi in about `pieces` ranges of seq, split where format 2 starts: (lo, hi, format)."""
+    size = max(1, -(-(hi - lo + 1) // pieces))
+    found = []
+    for start in range(lo, hi + 1, size):
+        end = min(start + size - 1, hi)
+        if start < copy_from <= end:
+            found += [(start, copy_from - 1, FORMAT_JSON), (copy_from, end, FORMAT_COPY)]
+        else:
+            found.append((start, end, FORMAT_COPY if start >= copy_from else FORMAT_JSON))
+    return found
+
+
+def _parallel(segments: list[tuple[int, int, int]], first_prev: bytes, floors: list,
               prev_rank: int | None) -> list[_Range]:
-    """Split first_seq..head_seq into `workers` ranges, each read by its own connection and server process."""
+    """Each segment read by its own connection and server process, at once."""
     params = dict(connection.get_connection_params())
     params.pop("cursor_factory", None)
     params.pop("context", None)
-    size = -(-(head_seq - first_seq + 1) // workers)
-    bounds = [(lo, min(lo + size - 1, head_seq)) for lo in range(first_seq, head_seq + 1, size)]
-    results: list[_Range | BaseException | None] = [None] * len(bounds)
+    results: list[_Range | BaseException | None] = [None] * len(segments)
 
-    def run(index: int, lo: int, hi: int) -> None:
+    def run(index: int, lo: int, hi: int, chain_format: int) -> None:
         try:
             with psycopg.connect(**params) as conn, conn.cursor() as cursor:
-                first = lo == first_seq
+                cursor.execute(_SESSION)
+                first = index == 0
                 results[index] = _copy_range(cursor, lo, hi, first_prev if first else None, floors,
-                                             prev_rank if first else None)
+                                             prev_rank if first else None, chain_format)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             results[index] = exc
 
-    threads = [threading.Thread(target=run, args=(i, lo, hi)) for i, (lo, hi) in enumerate(bounds)]
+    threads = [threading.Thread(target=run, args=(i, *segment)) for i, segment in enumerate(segments)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -273,6 +352,22 @@ def _parallel(first_seq: int, head_seq: int, workers: int, first_prev: bytes, fl
         if isinstance(result, BaseException):
             raise result
     return results  # type: ignore[return-value]
+
+
+def _check_deferred(cursor, seqs: list[int], floors: list) -> _Range | None:
+    """The MACs of format-1 events found among format-2 ones (_check linked them already), by the
+    format-1 reader over each run of consecutive seqs; the first that fails, if any."""
+    runs: list[list[int]] = []
+    for seq in seqs:
+        if runs and runs[-1][1] == seq - 1:
+            runs[-1][1] = seq
+        else:
+            runs.append([seq, seq])
+    for lo, hi in runs:
+        found = _copy_range(cursor, lo, hi, None, floors, None, FORMAT_JSON)
+        if found.broken is not None or found.events != hi - lo + 1:
+            return found
+    return None
 
 
 PARALLEL_MIN_EVENTS = 200_000
@@ -338,10 +433,17 @@ def verify_chain(*, workers: int | None = None, parallel_min: int = PARALLEL_MIN
                     start_rank = keys.rank(checkpoint.key_id)
                     break
         online = head_seq - start_seq + 1
+        cursor.execute(_SESSION)  # COPY writes ts as the chainer rendered it (audit.chain.copy_ts)
+        cursor.execute(_FIRST_COPY_FORMAT, [start_seq, head_seq])
+        copy_from = cursor.fetchone()[0] or head_seq + 1
         if workers > 1 and online >= max(parallel_min, workers) and not connection.in_atomic_block:
-            ranges = _parallel(start_seq, head_seq, workers, start_prev.encode(), floors, start_rank)
+            ranges = _parallel(_segments(start_seq, head_seq, workers, copy_from), start_prev.encode(), floors,
+                               start_rank)
         else:
-            ranges = [_copy_range(cursor, start_seq, head_seq, start_prev.encode(), floors, start_rank)]
+            ranges = [_copy_range(cursor, lo, hi, start_prev.encode() if lo == start_seq else None, floors,
+                                  start_rank if lo == start_seq else None, chain_format)
+                      for lo, hi, chain_format in _segments(start_seq, head_seq, 1, copy_from)]
+        deferred = _check_deferred(cursor, [seq for found in ranges for seq in found.deferred], floors)
         cursor.execute(_CHECKPOINTED, [first_seq, head_seq])
         checkpointed = cursor.fetchall()
         cursor.execute(_PENDING_COUNT)
@@ -366,6 +468,9 @@ def verify_chain(*, workers: int | None = None, parallel_min: int = PARALLEL_MIN
             break  # nothing from here on: the head check below names the first missing seq
         prev_hash, last_seq = found.last_hash, found.last_seq
         prev_rank = found.last_rank if found.last_rank is not None else prev_rank
+    if deferred is not None and (broken is None or deferred.lo < broken):
+        broken = deferred.broken if deferred.broken is not None else deferred.lo
+        problem = deferred.problem or f"seq {deferred.lo}: the row cannot be read as chain format 1"
     if broken is None:
         if last_seq != head_seq:
             broken, problem = last_seq + 1, f"head says seq {head_seq} but the log ends at seq {last_seq}"
@@ -412,13 +517,22 @@ def _matches(checkpoint: checkpoints.Checkpoint, at: dict[int, tuple[str, str]],
     return at.get(checkpoint.seq) == (checkpoint.hash, checkpoint.key_id)
 
 
+def copy_line_in_database(seq: int) -> bytes | None:
+    """The format-2 line (the MACed message) PostgreSQL writes for one event (tests, investigations)."""
+    with connection.cursor() as django_cursor:
+        django_cursor.cursor.execute(_SESSION)
+        with django_cursor.cursor.copy(_COPY_LINES, (seq, seq)) as copy:
+            rows = [bytes(data) for data in copy]
+    return rows[0][65:-1] if rows else None
+
+
 def canonical_in_database(seq: int) -> str | None:
     """The canonical text PostgreSQL renders for one event (for tests and investigations)."""
     with connection.cursor() as django_cursor:
         found = None
         with django_cursor.cursor.copy(_COPY, (seq, seq, seq)) as copy:
             for line in _lines(copy):
-                seq_text, _, _, message = line.split(b"\x02", 3)
+                seq_text, _, _, message = line[65:].split(b"\t", 3)
                 if int(seq_text) == seq:
                     found = message.split(b"\n", 1)[1].decode("utf-8")
     return found

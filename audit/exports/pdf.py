@@ -398,9 +398,10 @@ def build_report(*, filters: AuditFilters, author: Any, entitlements_at: Entitle
                                      ("TOPPADDING", (0, 0), (-1, -1), 5), ("BOTTOMPADDING", (0, 0), (-1, -1), 5)]))
     story += [cover_table, Spacer(1, 8 * mm), Paragraph(
         "The audit log is append-only (database triggers reject UPDATE, DELETE and TRUNCATE) and hash-chained: each "
-        "event's hash is SHA-256 over the previous hash and the event's canonical form, so a changed, removed or "
-        "inserted event breaks the chain at its seq. Anyone can recompute it from the JSON Lines export "
-        "(docs/audit.md).", SMALL), PageBreak()]
+        "event's hash is an HMAC-SHA256, under a key held outside the portal database, over the event with its "
+        "previous event's hash, so a changed, removed or inserted event breaks the chain at its seq, and signed "
+        "checkpoints kept outside the database bound any rewrite. Holders of the key can recompute every hash from "
+        "the JSON Lines export (docs/audit.md, \"The canonical form\").", SMALL), PageBreak()]
 
     story += [Paragraph("Summary", H1)]
     half = CONTENT_WIDTH / 2 - 4 * mm

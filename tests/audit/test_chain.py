@@ -17,7 +17,7 @@ from django.db import connection, connections, transaction
 from psycopg import sql
 
 from audit import chainer, keys
-from audit.chain import GENESIS_HASH, canonical
+from audit.chain import GENESIS_HASH
 from audit.chainer import PENDING_BASE, ensure_chained
 from audit.models import AuditEvent, AuditHead
 from audit.services import batched, event, event_dict, record, record_many
@@ -46,7 +46,7 @@ def _events(n: int, tag: str) -> list[AuditEvent]:
 
 
 def _link(event: AuditEvent) -> str:
-    return keys.link(keys.by_id(event.key_id), event.prev_hash, canonical(event_dict(event)))
+    return keys.seal_event(keys.by_id(event.key_id), event_dict(event))
 
 
 def test_record_inserts_pending_and_the_chainer_assigns_seq_and_keyed_hash(db):
@@ -155,7 +155,7 @@ def test_a_rehashed_event_breaks_the_next_link(db):
     events = _events(3, "rehash")
     forged = dict(event_dict(events[0]), actor="mallory")  # re-MACed with the key itself
     _tamper("UPDATE audit_auditevent SET actor = 'mallory', hash = %s WHERE seq = %s",
-            [keys.link(keys.current(), events[0].prev_hash, canonical(forged)), events[0].seq])
+            [keys.seal_event(keys.current(), forged), events[0].seq])
     result = verify_chain()
     assert result.first_broken_seq == events[1].seq and "prev_hash" in result.problem
 
@@ -167,15 +167,24 @@ def test_a_deleted_event_is_a_gap(db):
     assert result.first_broken_seq == events[1].seq and "gap" in result.problem
 
 
+@pytest.mark.parametrize("chain_format", [1, 2])
 @pytest.mark.parametrize(("column", "value"), [
-    ("hash", "\x02" * 64),  # the line's field separator
-    ("hash", "a\x01b"),  # the COPY's quote character (CSV doubles it)
-    ("key_id", "\x03"),  # the separator between lines in a COPY row
+    ("hash", "\t" * 64),  # the lines' field separator
+    ("hash", "\x02" * 64),
+    ("hash", "a\x01b"),  # the format-1 COPY's quote character (CSV doubles it)
+    ("hash", "short"),  # the hash is read as the line's first 64 bytes
+    ("key_id", "\x03"),  # the separator between format-1 lines in a COPY row
+    ("key_id", "a\tb"),
     ("prev_hash", "a\nb"),  # the separator before the canonical form
-    ("actor", "x\x02\x03\x01\ny"),  # content: escaped by the canonical form, so only altered
+    ("prev_hash", "\t" * 64),
+    ("actor", "x\x02\x03\x01\n\ty\\N"),  # content: escaped in both formats, so only altered
 ])
-def test_a_hand_edited_column_holding_a_separator_is_named_at_its_seq(db, column, value):
+def test_a_hand_edited_column_holding_a_separator_is_named_at_its_seq(db, column, value, chain_format):
+    from tests.audit.test_chain_formats import _rechain
+
     events = _events(3, "separators")
+    if chain_format == 1:  # as an older portal chained them (read by the format-1 reader)
+        _rechain({e.seq: 1 for e in events})
     _tamper(sql.SQL("UPDATE audit_auditevent SET {} = %s WHERE seq = %s").format(sql.Identifier(column)),
             [value, events[1].seq])
     result = verify_chain()

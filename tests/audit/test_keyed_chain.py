@@ -11,7 +11,6 @@ end), so seqs are known and the shared test log is untouched.
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import pytest
@@ -20,7 +19,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from audit import checkpoints, keys
-from audit.chain import GENESIS_HASH, canonical
+from audit.chain import GENESIS_HASH
 from audit.chainer import StaleKeyring, chain_pending, ensure_chained
 from audit.models import AuditEvent, AuditHead
 from audit.services import audit_checkpoint, checkpoint_due, event_dict, record
@@ -82,9 +81,9 @@ def _dba_rewrite(target: int, *, downgrade: bool, drop_checkpoint_events: bool =
         if offset == 0:
             row.actor = "mallory"
         row.prev_hash = prev
-        row.hash = hashlib.sha256((prev + "\n" + canonical(event_dict(row))).encode()).hexdigest()
         if downgrade:
             row.key_id = ""
+        row.hash = keys.seal_event(None, event_dict(row))  # plain SHA-256: no key needed
         prev = row.hash
     AuditEvent.objects.bulk_create(rows)
     _raw("ALTER TABLE audit_auditevent ENABLE TRIGGER USER")
@@ -99,8 +98,8 @@ def test_the_chain_is_keyed_and_the_start_is_a_signed_checkpoint(db):
     key = keys.current()
     assert [e.seq for e in events] == [1, 2, 3] and {e.key_id for e in events} == {key.id}
     for event in events:  # HMAC-SHA256 under the key; plain SHA-256 would not match
-        assert event.hash == keys.link(key, event.prev_hash, canonical(event_dict(event)))
-        assert event.hash != keys.link(None, event.prev_hash, canonical(event_dict(event)))
+        assert event.hash == keys.seal_event(key, event_dict(event))
+        assert event.hash != keys.seal_event(None, event_dict(event))
     (boundary,) = checkpoints.load().valid
     assert (boundary.number, boundary.seq, boundary.hash, boundary.key_id, boundary.next_key_id) == (
         1, 0, GENESIS_HASH, "", key.id)
@@ -154,7 +153,8 @@ def test_a_rewrite_by_someone_holding_the_key_is_bounded_by_the_checkpoints(db):
     for row in AuditEvent.objects.filter(seq__gte=target).order_by("seq"):
         if row.seq == target:
             row.actor = "mallory"
-        row.prev_hash, row.hash = prev, keys.link(key, prev, canonical(event_dict(row)))
+        row.prev_hash = prev
+        row.hash = keys.seal_event(key, event_dict(row))
         prev = row.hash
         _raw("UPDATE audit_auditevent SET actor = %s, prev_hash = %s, hash = %s WHERE seq = %s",
              [row.actor, row.prev_hash, row.hash, row.seq])
@@ -287,7 +287,8 @@ def test_an_older_key_after_a_newer_one_is_a_downgrade(db, settings):
     _raw("ALTER TABLE audit_auditevent DISABLE TRIGGER USER")
     prev = AuditEvent.objects.get(seq=1).hash
     for row in AuditEvent.objects.filter(seq__gte=2).order_by("seq"):
-        row.hash = keys.link(old, prev, canonical(event_dict(row)))
+        row.prev_hash, row.key_id = prev, old.id
+        row.hash = keys.seal_event(old, event_dict(row))
         _raw("UPDATE audit_auditevent SET key_id = %s, prev_hash = %s, hash = %s WHERE seq = %s",
              [old.id, prev, row.hash, row.seq])
         prev = row.hash

@@ -36,7 +36,7 @@ from audit.archive import (
 )
 from audit.archive_files import _manifest_fields, archive_dir
 from audit.archive_verify import check_archive, verify_all
-from audit.chain import GENESIS_HASH, canonical
+from audit.chain import GENESIS_HASH
 from audit.models import AuditArchive, AuditEvent, AuditHead, SiemCursor
 from audit.services import event_dict
 from audit.verify import verify_chain
@@ -71,11 +71,13 @@ def _rebuild_log(now) -> dict[str, list[AuditEvent]]:
                                action="request.submitted" if i == 0 else "sql.executed", object_type="request",
                                object_id=str(seq), instance="demo", database="app", statement="",
                                request_id=1000 + m, approvers=["bob"], outcome="ok",
-                               details={"month": m, "i": i, "ratio": 0.25, "note": "é\u0001\"q"}, prev_hash=prev)
+                               details={"month": m, "i": i, "ratio": 0.25, "note": "é\u0001\"q"}, prev_hash=prev,
+                               # the older half in chain format 1 (an upgraded portal's history)
+                               chain_format=1 if m < MONTHS // 2 else 2)
             # keyed as the chainer keys (audit/keys.py), or plain SHA-256 without a key
             key = keys.current()
             event.key_id = key.id if key else keys.UNKEYED
-            event.hash = prev = keys.link(key, prev, canonical(event_dict(event)))
+            event.hash = prev = keys.seal_event(key, event_dict(event))
             events.append(event)
             by_period.setdefault(base.strftime("%Y-%m"), []).append(event)
     AuditEvent.objects.bulk_create(events)
@@ -203,7 +205,7 @@ def test_a_tampered_archive_file_is_found_naming_the_seq(seeded):
             line["prev_hash"] = prev
             # even with the key itself (a stronger attacker than a database administrator)
             key = keys.by_id(line["key_id"]) if line["key_id"] else None
-            line["hash"] = prev = keys.link(key, prev, canonical(line))
+            line["hash"] = prev = keys.seal_event(key, line)
     _rewrite(_file_of(archive), recompute)
     result = verify_all()
     assert not result.ok and result.first_broken_seq == archive.last_seq
@@ -231,7 +233,7 @@ def test_an_archive_rewritten_with_its_manifest_is_found_by_a_signed_checkpoint(
         lines[0]["actor"] = "mallory"
         for line in lines:
             line["prev_hash"] = prev
-            line["hash"] = prev = keys.link(keys.by_id(line["key_id"]), prev, canonical(line))
+            line["hash"] = prev = keys.seal_event(keys.by_id(line["key_id"]), line)
     _rewrite(_file_of(archive), rewrite)
     data = _file_of(archive).read_bytes()
     sha256 = hashlib.sha256(data).hexdigest()
