@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -147,7 +148,7 @@ FORMAT_COPY = 2  # the event's COPY text line (COPY_FIELDS), MACed as it is
 # The MACed fields of format 2, in order (verification's COPY reads `hash` and then exactly these).
 COPY_FIELDS = ("seq", "chain_format", "key_id", "prev_hash", "ts", "actor", "actor_ip", "action", "object_type",
                "object_id", "instance", "database", "statement", "request_id", "approvers", "outcome", "details")
-# The part the chainer renders from the stored row; the fields before it are what it assigns.
+# The part the chainer reads from the pending row; the fields before it are what it assigns.
 COPY_STORED_FIELDS = COPY_FIELDS[5:]
 # What COPY's text format escapes (PostgreSQL's CopyAttributeOutText with a tab delimiter).
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
@@ -155,48 +156,49 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\
 COPY_NULL = "\\N"
 
 
+_NEEDS_ESCAPE = re.compile(r"[\\\b\f\n\r\t\v]")  # what _COPY_ESCAPES changes
+
+
 def copy_text(value: str | None) -> str:
     """A text value as COPY's text format writes it."""
     return COPY_NULL if value is None else value.translate(_COPY_ESCAPES)
 
 
+def copy_fields(values: list[str | None] | tuple[str | None, ...]) -> str:
+    """Text values (None for NULL) as tab-separated COPY fields; escaping only when one needs it
+    (the chainer's path: most events have nothing to escape)."""
+    if _NEEDS_ESCAPE.search("".join([value for value in values if value is not None])):
+        return "\t".join([copy_text(value) for value in values])
+    return "\t".join([COPY_NULL if value is None else value for value in values])
+
+
 def copy_ts(ts: datetime | str) -> str:
     """A timestamptz as COPY writes it under DateStyle ISO and TimeZone UTC (a datetime, or the
-    exports' ISO 8601 text)."""
+    exports' ISO 8601 text): the fraction's trailing zeros dropped, no fraction for whole seconds."""
     if isinstance(ts, str):
         ts = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    ts = ts.astimezone(UTC)
-    text = ts.strftime("%Y-%m-%d %H:%M:%S")
-    if ts.microsecond:
-        text += "." + f"{ts.microsecond:06d}".rstrip("0")
-    return text + "+00"
+    text = ts.astimezone(UTC).isoformat(" ")[:-6]  # without "+00:00"
+    return (text.rstrip("0") if ts.microsecond else text) + "+00"
 
 
-def copy_stored(event: dict[str, Any]) -> str:
-    """COPY_STORED_FIELDS of an event as read back (exports, archives, models): the line's tail."""
+def copy_values(event: dict[str, Any]) -> list[str | None]:
+    """The COPY_FIELDS of a format-2 event as read back (exports, archives, models), as text."""
     request_id = event.get("request_id")
-    return "\t".join((
-        copy_text(event.get("actor") or ""), copy_text(event.get("actor_ip") or None),
-        copy_text(event.get("action") or ""), copy_text(event.get("object_type") or ""),
-        copy_text(event.get("object_id") or ""), copy_text(event.get("instance") or ""),
-        copy_text(event.get("database") or ""), copy_text(event.get("statement") or ""),
-        COPY_NULL if request_id is None else str(int(request_id)),
-        copy_text(render(event.get("approvers") if event.get("approvers") is not None else [])),
-        copy_text(event.get("outcome") or ""),
-        copy_text(render(event.get("details") if event.get("details") is not None else {})),
-    ))
-
-
-def copy_head(seq: int, key_id: str, prev_hash: str, ts_text: str) -> str:
-    """The fields of a format-2 line the chainer assigns, before copy_stored()'s tail."""
-    return "\t".join((str(seq), str(FORMAT_COPY), copy_text(key_id), copy_text(prev_hash), ts_text))
+    return [
+        str(int(event["seq"])), str(FORMAT_COPY), event.get("key_id") or "", event.get("prev_hash") or "",
+        copy_ts(event["ts"]), event.get("actor") or "", event.get("actor_ip") or None, event.get("action") or "",
+        event.get("object_type") or "", event.get("object_id") or "", event.get("instance") or "",
+        event.get("database") or "", event.get("statement") or "",
+        None if request_id is None else str(int(request_id)),
+        render(event.get("approvers") if event.get("approvers") is not None else []),
+        event.get("outcome") or "",
+        render(event.get("details") if event.get("details") is not None else {}),
+    ]
 
 
 def message(event: dict[str, Any]) -> bytes:
     """What an event's hash covers, from the event as exported, archived or loaded (format 1 or 2 by
     its `chain_format`; absent means 1, as in exports made before format 2)."""
     if int(event.get("chain_format") or FORMAT_JSON) == FORMAT_COPY:
-        head = copy_head(int(event["seq"]), event.get("key_id") or "", event.get("prev_hash") or "",
-                         copy_ts(event["ts"]))
-        return (head + "\t" + copy_stored(event)).encode("utf-8")
+        return copy_fields(copy_values(event)).encode("utf-8")
     return (event.get("prev_hash") or "").encode() + b"\n" + canonical(event).encode("utf-8")

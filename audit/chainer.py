@@ -49,7 +49,7 @@ from psycopg import sql
 
 from audit import checkpoints, keys
 from audit import models as audit_models
-from audit.chain import COPY_STORED_FIELDS, FORMAT_COPY, GENESIS_HASH, copy_head, copy_text, copy_ts
+from audit.chain import COPY_STORED_FIELDS, FORMAT_COPY, GENESIS_HASH, copy_fields, copy_ts
 from audit.models import AuditEvent, AuditHead
 from portal.prepared import prepared_cursor
 
@@ -113,9 +113,7 @@ _STORED_OUTPUT = {name: sql.Identifier(name) for name in COPY_STORED_FIELDS} | {
 }
 
 
-def _copy_tail(stored: tuple) -> str:
-    """The stored fields (as _pending_sql reads them) as the tail of the event's COPY line."""
-    return "\t".join([copy_text(value) for value in stored])
+
 
 
 # The assignment and the head's move in one statement; it returns how many events it assigned, which
@@ -278,12 +276,13 @@ def chain_batch(*, wait: bool = True, limit: int = BATCH, bounded: bool = True) 
             write_boundary(head_seq, prev_hash, head_key_id, key)
         olds, seqs, stamps, prevs, hashes = [], [], [], [], []
         seq = head_seq
+        format_text = str(FORMAT_COPY)
         for old, ts, *stored in pending:
             seq += 1
             if prev_ts is not None and ts < prev_ts:
                 ts = prev_ts
             # The event's COPY line as verification will read it (audit/chain.py, format 2).
-            message = (copy_head(seq, key_id, prev_hash, copy_ts(ts)) + "\t" + _copy_tail(stored)).encode("utf-8")
+            message = copy_fields((str(seq), format_text, key_id, prev_hash, copy_ts(ts), *stored)).encode("utf-8")
             digest = keys.seal(key, message)
             olds.append(old)
             seqs.append(seq)
