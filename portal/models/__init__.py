@@ -10,7 +10,7 @@ from portal.models.instance import Instance, InstanceInventory
 from portal.models.managed import Grant, ManagedRole, ManagedSchema
 from portal.models.monitoring import Alert, AlertThreshold, DictionarySnapshot, MonitoringSample
 from portal.models.policy import ApprovalPolicy, DdlRuleSetting
-from portal.models.request import ChangeRequest, Execution, RequestCount, TeamRequestCount
+from portal.models.request import ChangeRequest, Execution, RequestCount, RequestMedianDay, TeamRequestCount
 from portal.models.reservation import NameReservation
 from portal.models.team import Membership, Team
 from portal.models.token import ApiToken
@@ -45,6 +45,7 @@ __all__ = [
     "Membership",
     "NameReservation",
     "RequestCount",
+    "RequestMedianDay",
     "Team",
     "TeamRequestCount",
     "TeamCheck",

@@ -151,6 +151,22 @@ class RequestCount(models.Model):
         return f"{self.slot:%Y-%m-%d %H:%M} {self.status}: {self.n}"
 
 
+class RequestMedianDay(models.Model):
+    """The dashboard's median time to apply of a closed day in a time zone (and how many requests
+    were applied that day), computed once by the dashboard (portal/selectors/dashboard.py) and
+    dropped by triggers when a request applied around that day changes (migration 0023): a median
+    does not add up from parts as RequestCount's counts do."""
+
+    pk = models.CompositePrimaryKey("zone", "day")
+    zone = models.CharField(max_length=64)
+    day = models.DateField()
+    applied = models.IntegerField()
+    median = models.FloatField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.day} ({self.zone}): {self.median} over {self.applied}"
+
+
 class TeamRequestCount(models.Model):
     """How many requests a team has filed, ever (the admin's home and team list): kept by the same
     triggers as RequestCount, where counting them read every request of the team on every page."""

@@ -4,21 +4,23 @@ Every number is an aggregate PostgreSQL computes (counts per day and status, the
 apply per day, open drift per instance), over ranges of indexed columns (created_at, applied_at:
 models/request.py): a dashboard reads a few hundred rows of results, not the requests themselves.
 The counts per day and status are sums of RequestCount's 15-minute slots, which triggers keep as
-requests are filed and change status: their cost does not grow with the requests of the window
-(#23; bench/scale.py files all its requests within minutes, so all of them fall in one window).
+requests are filed and change status, and a closed day's median is computed once and kept
+(RequestMedianDay): their cost does not grow with the requests of the window (#23; bench/scale.py
+files all its requests within minutes, so all of them fall in one window).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from django.db import connection, transaction
 from django.db.models import Aggregate, Count, DurationField, ExpressionWrapper, F, FloatField, QuerySet, Sum
 from django.db.models.functions import Extract, TruncDate
 from django.utils import timezone
 
 from portal.choices import DriftStatus, RequestStatus
-from portal.models import ChangeRequest, RequestCount
+from portal.models import ChangeRequest, RequestCount, RequestMedianDay
 from portal.models.request import COUNT_SLOT_SECONDS
 from portal.personas import sees_everything
 from provisioning.models import DriftFinding
@@ -53,18 +55,13 @@ def dashboard_data(user: Any, *, days: int = DAYS) -> dict:
         if row["day"] in index:
             per_status[row["status"]][index[row["day"]]] += row["n"]
 
-    minutes = Extract(ExpressionWrapper(F("applied_at") - F("created_at"), output_field=DurationField()),
-                      "epoch") / 60.0
-    applied = (visible.filter(status=RequestStatus.APPLIED, applied_at__gte=since)
-               .annotate(day=TruncDate("applied_at")).values("day")
-               .annotate(n=Count("*"), median=Median(minutes)).order_by())
     median: list[float | None] = [None] * days
     applied_count = 0
-    for row in applied:
-        i = index.get(row["day"])
-        if i is not None:
-            median[i] = round(row["median"], 1)
-            applied_count += row["n"]
+    for day, (n, value) in _medians_per_day(user, visible, since, day_list, today).items():
+        i = index.get(day)
+        if i is not None and n:
+            median[i] = round(value, 1)
+            applied_count += n
 
     drift = (DriftFinding.objects.restrict(user, "view").filter(status=DriftStatus.OPEN)
              .values("instance__name").annotate(n=Count("id")).order_by("-n", "instance__name"))
@@ -77,6 +74,50 @@ def dashboard_data(user: Any, *, days: int = DAYS) -> dict:
                    "applied": applied_count,
                    "open_drift": sum(r["n"] for r in drift)},
     }
+
+
+def _applied_per_day(visible: QuerySet, since: datetime, until: datetime | None = None) -> dict:
+    """{day: (requests applied that day, their median minutes from submit to applied)}."""
+    minutes = Extract(ExpressionWrapper(F("applied_at") - F("created_at"), output_field=DurationField()),
+                      "epoch") / 60.0
+    applied = visible.filter(status=RequestStatus.APPLIED, applied_at__gte=since)
+    if until is not None:
+        applied = applied.filter(applied_at__lt=until)
+    rows = (applied.annotate(day=TruncDate("applied_at")).values("day")
+            .annotate(n=Count("*"), median=Median(minutes)).order_by())
+    return {row["day"]: (row["n"], row["median"]) for row in rows}
+
+
+# Held exclusively while the dashboard computes closed days' medians, shared by the triggers that
+# drop them (migration 0023): a fill never keeps a median a concurrent writer has just changed.
+MEDIAN_LOCK = "dbportal.dashboard.median_days"
+
+
+def _medians_per_day(user: Any, visible: QuerySet, since: datetime, day_list: list, today: date) -> dict:
+    """{day: (applied, median)} for the days of the window: today's (and any later day's) computed
+    from its requests; a closed day's read from RequestMedianDay, computed and kept the first time,
+    so a dashboard reads today's applied requests, not the 14 days' (#23). For a user who does not
+    see every request, all of them computed, as their requests differ from the kept ones."""
+    if not sees_everything(user):
+        return _applied_per_day(visible, since)
+    zone = timezone.get_current_timezone_name()
+    today_start = timezone.make_aware(datetime.combine(today, time.min))
+    closed = [day for day in day_list if day < today]
+    kept = {row.day: (row.applied, row.median)
+            for row in RequestMedianDay.objects.filter(zone=zone, day__in=closed)}
+    missing = [day for day in closed if day not in kept]
+    if missing:
+        with transaction.atomic(), connection.cursor() as cursor:
+            # Waits for writers that changed applied requests to commit; the query after it sees them.
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [MEDIAN_LOCK])
+            first = timezone.make_aware(datetime.combine(missing[0], time.min))
+            computed = _applied_per_day(visible, first, today_start)
+            fills = {day: computed.get(day, (0, None)) for day in missing}
+            RequestMedianDay.objects.bulk_create(
+                [RequestMedianDay(zone=zone, day=day, applied=n, median=value) for day, (n, value) in fills.items()],
+                ignore_conflicts=True)
+        kept.update(fills)
+    return {**kept, **_applied_per_day(visible, today_start)}
 
 
 def _counts_per_day(user: Any, visible: QuerySet, since: datetime, day_list: list) -> QuerySet:

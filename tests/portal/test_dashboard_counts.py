@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import importlib
 import threading
+import time as time_module
 from datetime import datetime, time, timedelta
 
 import pytest
 from django.db import connection, transaction
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Sum
+from django.db.models.functions import Extract, TruncDate
 from django.test.utils import CaptureQueriesContext
-from django.db.models import Count, Sum
-from django.db.models.functions import TruncDate
 from django.urls import reverse
 from django.utils import timezone
 
 from portal.choices import RequestStatus
-from portal.models import ChangeRequest, RequestCount, Team, TeamRequestCount
+from portal.models import ChangeRequest, RequestCount, RequestMedianDay, Team, TeamRequestCount
 from portal.selectors.admin import team_list_with_members
-from portal.selectors.dashboard import DAYS, dashboard_data
+from portal.selectors.dashboard import DAYS, Median, dashboard_data
 from tests.portal.ui_helpers import dev_instance, given_request
 
 backfill = importlib.import_module("portal.migrations.0022_request_count").BACKFILL
@@ -41,6 +42,31 @@ def direct_counts(requests=None, days: int = DAYS) -> dict[str, list[int]]:
         if row["day"] in day_list:
             counts[row["status"]][day_list.index(row["day"])] += row["n"]
     return {s: c for s, c in counts.items() if any(c)}
+
+
+def direct_medians(days: int = DAYS) -> tuple[list[float | None], int]:
+    """The medians per day and the applied total computed from the requests, as before RequestMedianDay."""
+    today = timezone.localdate()
+    start = today - timedelta(days=days - 1)
+    since = timezone.make_aware(datetime.combine(start, time.min))
+    day_list = [start + timedelta(days=i) for i in range(days)]
+    minutes = Extract(ExpressionWrapper(F("applied_at") - F("created_at"), output_field=DurationField()),
+                      "epoch") / 60.0
+    rows = (ChangeRequest.objects.filter(status=RequestStatus.APPLIED, applied_at__gte=since)
+            .annotate(day=TruncDate("applied_at")).values("day").annotate(n=Count("*"), median=Median(minutes))
+            .order_by())
+    medians: list[float | None] = [None] * days
+    total = 0
+    for row in rows:
+        if row["day"] in day_list:
+            medians[day_list.index(row["day"])] = round(row["median"], 1)
+            total += row["n"]
+    return medians, total
+
+
+def shown_medians(user) -> tuple[list[float | None], int]:
+    data = dashboard_data(user)
+    return data["median_minutes"], data["totals"]["applied"]
 
 
 def assert_team_counts() -> None:
@@ -88,9 +114,10 @@ def test_the_figures_are_a_direct_count(people, mixed):
     assert len(data["per_status"]) >= 6  # the mix covers most states
 
 
-@pytest.mark.parametrize("zone", ["Asia/Kathmandu", "America/St_Johns", "Australia/Eucla", "Pacific/Kiritimati"])
+@pytest.mark.parametrize("zone", ["Asia/Kolkata", "Asia/Kathmandu", "America/St_Johns", "Australia/Eucla",
+                                  "Pacific/Kiritimati"])
 def test_the_figures_are_a_direct_count_in_other_time_zones(people, mixed, zone):
-    # offsets of +5:45, -3:30 (with summer time), +8:45 and +14: days that start off the UTC hour
+    # offsets of +5:30, +5:45, -3:30 (with summer time), +8:45 and +14: days that start off the UTC hour
     with timezone.override(zone):
         assert dashboard_data(people["admin"])["per_status"] == direct_counts()
         request = given_request(requester=people["alice"], instance=mixed[0].instance, status="failed")
@@ -152,6 +179,15 @@ def test_the_backfill_counts_every_request(people, mixed):
     assert_team_counts()
 
 
+def test_a_delete_lowers_only_the_counters_there_are(people, mixed):
+    # every counter emptied, then the requests (the order the test suite's flush may use): no
+    # counter row is made for them, so none is left with a negative count or a deleted team
+    RequestCount.objects.all().delete()
+    TeamRequestCount.objects.all().delete()
+    ChangeRequest.objects.all().delete()
+    assert not RequestCount.objects.exists() and not TeamRequestCount.objects.exists()
+
+
 def test_a_user_who_sees_only_a_team_gets_the_same_rule_from_the_requests(people, mixed):
     # alice (a developer) sees her team's requests only: counted from them, not from the slots
     other_team = given_request(requester=people["alice"], instance=mixed[0].instance, status="applied")
@@ -166,17 +202,19 @@ def test_a_user_who_sees_only_a_team_gets_the_same_rule_from_the_requests(people
 def test_the_dashboard_reads_a_fixed_number_of_queries(web_for, people, mixed, django_assert_max_num_queries):
     client = web_for("admin")
     client.get(reverse("home"))  # sessions, persona caches
-    # session, user, groups; the slots, the medians, open drift; the session's save (3)
-    with django_assert_max_num_queries(9):
+    # session, user, groups; the slots, the kept days' medians, today's, open drift; the session's
+    # save (3). The home page before kept the closed days' medians.
+    with django_assert_max_num_queries(10):
         assert client.get(reverse("dashboard-data")).status_code == 200
     with CaptureQueriesContext(connection) as home:
         client.get(reverse("home"))
     ChangeRequest.objects.bulk_create([ChangeRequest(
         type="grant", instance=mixed[0].instance, team=mixed[0].team, requester=mixed[0].requester,
         justification="x", plan_hash="0" * 64, status=status) for status in ("applied", "submitted") * 150])
-    with django_assert_max_num_queries(9):
+    with django_assert_max_num_queries(10):
         data = client.get(reverse("dashboard-data")).json()
-    assert data["per_status"] == direct_counts()
+    assert data["per_status"] == direct_counts() and (data["median_minutes"], data["totals"]["applied"]) == \
+        direct_medians()
     # the admin's home (queue, charts, drift, instances, teams with their counts): no more queries
     with django_assert_max_num_queries(len(home)):
         client.get(reverse("home"))
@@ -226,3 +264,123 @@ def test_concurrent_writers_lose_no_count(people):
     assert dict(RequestCount.objects.values_list("status").annotate(n=Sum("n"))) == {"submitted": 2, "approved": 2}
     assert dashboard_data(people["admin"])["per_status"] == direct_counts()
     assert_team_counts()
+
+
+@pytest.fixture
+def applied_mix(people):
+    """Applied requests over the window (several a day, around midnights, one before it), and
+    requests in other states with applied_at set (which no median counts)."""
+    dev = dev_instance()
+    made = []
+    for n, days_ago in enumerate([0, 0, 1, 1, 1, 2, 4, 4, 7, 12, 13, 13, 14, 30]):
+        applied_at = local_midnight(days_ago) + timedelta(hours=(n * 7) % 24, minutes=n)
+        request = given_request(requester=people["alice"], instance=dev, status="applied")
+        ChangeRequest.objects.filter(pk=request.pk).update(
+            created_at=applied_at - timedelta(minutes=5 + 13 * n), applied_at=applied_at)
+        made.append(request)
+    for days_ago in (1, 13):
+        edge = given_request(requester=people["alice"], instance=dev, status="applied")
+        ChangeRequest.objects.filter(pk=edge.pk).update(
+            created_at=local_midnight(days_ago) - timedelta(hours=3), applied_at=local_midnight(days_ago))
+        made.append(edge)
+    failed = given_request(requester=people["alice"], instance=dev, status="failed")
+    ChangeRequest.objects.filter(pk=failed.pk).update(applied_at=local_midnight(2) + timedelta(hours=1))
+    return made
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kathmandu", "America/St_Johns", "Pacific/Kiritimati"])
+def test_the_medians_are_computed_from_the_requests_and_kept_for_closed_days(people, applied_mix, zone):
+    with timezone.override(zone):
+        assert shown_medians(people["admin"]) == direct_medians()
+        # closed days are kept (today is not), and the next dashboard reads them back
+        kept = set(RequestMedianDay.objects.filter(zone=zone).values_list("day", flat=True))
+        assert len(kept) == DAYS - 1 and timezone.localdate() not in kept
+        assert shown_medians(people["admin"]) == direct_medians()
+
+
+def test_a_change_to_an_applied_request_drops_its_days(people, applied_mix):
+    admin = people["admin"]
+    assert shown_medians(admin) == direct_medians()
+    # a request applied two days ago fails after all (its status), another's times are corrected,
+    # a third is deleted, and one applied 5 days ago is filed again (bulk insert)
+    ChangeRequest.objects.filter(pk=applied_mix[5].pk).update(status=RequestStatus.FAILED)
+    assert shown_medians(admin) == direct_medians()
+    ChangeRequest.objects.filter(pk=applied_mix[3].pk).update(applied_at=F("applied_at") + timedelta(hours=2))
+    assert shown_medians(admin) == direct_medians()
+    ChangeRequest.objects.filter(pk=applied_mix[9].pk).delete()
+    assert shown_medians(admin) == direct_medians()
+    source = applied_mix[6]
+    ChangeRequest.objects.bulk_create([ChangeRequest(
+        type="grant", instance=source.instance, team=source.team, requester=source.requester, justification="x",
+        plan_hash="0" * 64, status="applied", applied_at=local_midnight(5) + timedelta(hours=2))])
+    assert shown_medians(admin) == direct_medians()
+    # a change that moves no applied request keeps every kept day
+    kept = RequestMedianDay.objects.count()
+    ChangeRequest.objects.update(status_detail="touched")
+    given_request(requester=people["alice"], instance=source.instance)
+    assert RequestMedianDay.objects.count() == kept
+
+
+def test_the_medians_of_a_user_who_sees_only_a_team_are_computed(people, applied_mix):
+    # alice sees only her team's requests: every day computed from them, nothing kept
+    assert shown_medians(people["alice"]) == direct_medians()
+    assert not RequestMedianDay.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fill_waits_for_a_writer_of_applied_requests(people):
+    """A writer has changed a request applied yesterday and not committed; a dashboard computing
+    yesterday's median waits for it (the advisory lock), then keeps the median with the change."""
+    dev = dev_instance()
+    applied = []
+    for minutes in (10, 20, 30):
+        request = given_request(requester=people["alice"], instance=dev, status="applied")
+        ChangeRequest.objects.filter(pk=request.pk).update(
+            created_at=local_midnight(1) + timedelta(hours=1), applied_at=local_midnight(1) + timedelta(hours=1,
+                                                                                                       minutes=minutes))
+        applied.append(request)
+    changed, go = threading.Event(), threading.Event()
+    seen: list = []
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            with transaction.atomic():
+                ChangeRequest.objects.filter(pk=applied[0].pk).update(status=RequestStatus.FAILED)
+                changed.set()
+                go.wait(30)
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+        finally:
+            changed.set()
+            connection.close()
+
+    def dashboard() -> None:
+        try:
+            seen.append(shown_medians(people["admin"]))
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=dashboard)]
+    threads[0].start()
+    changed.wait(30)
+    threads[1].start()
+    # until the dashboard waits on the lock (pg_stat_activity), then the writer commits
+    with connection.cursor() as cursor:
+        for _ in range(3000):
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                           "AND wait_event = 'advisory' AND datname = current_database()")
+            if cursor.fetchone()[0]:
+                break
+            time_module.sleep(0.01)
+        else:
+            pytest.fail("the dashboard never waited for the writer")
+    go.set()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    yesterday = data_index(timezone.localdate() - timedelta(days=1))
+    assert seen[0][0][yesterday] == 25.0 == direct_medians()[0][yesterday]  # the median of 20 and 30
+    assert shown_medians(people["admin"]) == direct_medians()
