@@ -16,15 +16,18 @@ acknowledged), one no longer seen is resolved. New and resolved findings are aud
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import structlog
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
+from psycopg import sql
 
-from audit.services import record
+from audit.services import batched, record
 from portal.choices import TABLE_PRIVILEGES, DriftKind, DriftStatus
 from portal.errors import TargetUnavailable
 from portal.models import Grant, Instance, ManagedRole, ManagedSchema
@@ -57,50 +60,111 @@ class GrantRow(NamedTuple):
     database: str
     schema: str
     role: str
-    privileges: list[str]
-    tables: list[str] | str | None  # "all" or table names
+    privileges: tuple[str, ...]
+    tables: tuple[str, ...] | str | None  # "all" or table names
     default_privileges: bool
 
 
-def active_grants(instance: Instance) -> list[GrantRow]:
-    return [GrantRow(*row) for row in Grant.objects.filter(instance=instance, revoked_at__isnull=True).values_list(
-        "database", "schema", "role", "privileges", "tables", "default_privileges")]
+# The portal's side of the comparison, read with a raw cursor: Django's JSONField ran a
+# json.loads and its converters for every row (a third of a scan's Python time at 5,000 grants,
+# bench/scale.py), while the jsonb values repeat (["SELECT"], [], ["t"]): each distinct text is
+# decoded once per scan, to a tuple (shared between rows, so never mutated).
+def _grants_sql() -> str:
+    return sql.SQL(
+        "SELECT database, schema, role, privileges, tables, default_privileges FROM {table}"
+        " WHERE instance_id = %s AND revoked_at IS NULL"
+    ).format(table=sql.Identifier(Grant._meta.db_table)).as_string(None)
+
+
+def _managed_roles_sql() -> str:
+    return sql.SQL("SELECT name, member_of FROM {table} WHERE instance_id = %s AND dropped_at IS NULL").format(
+        table=sql.Identifier(ManagedRole._meta.db_table)).as_string(None)
+
+
+def _managed_schemas_sql() -> str:
+    return sql.SQL("SELECT database, name, owner_role FROM {table} WHERE instance_id = %s").format(
+        table=sql.Identifier(ManagedSchema._meta.db_table)).as_string(None)
+
+
+def _rows(statement: str, instance: Instance) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, [instance.pk])
+        return cursor.fetchall()
+
+
+class _JsonValues(dict):
+    """jsonb text -> its value, lists as tuples; each distinct text decoded once."""
+
+    def __missing__(self, text: str | None) -> Any:
+        if text is None:
+            return None
+        value = json.loads(text)  # Django has psycopg hand jsonb over as text
+        value = tuple(value) if isinstance(value, list) else value
+        self[text] = value
+        return value
+
+
+def active_grants(instance: Instance, values: _JsonValues | None = None) -> list[GrantRow]:
+    values = _JsonValues() if values is None else values
+    return [GrantRow(database, schema, role, values[privileges] or (), values[tables], default_privileges)
+            for database, schema, role, privileges, tables, default_privileges in _rows(_grants_sql(), instance)]
+
+
+def _managed_roles(instance: Instance, values: _JsonValues) -> dict[str, tuple[str, ...] | None]:
+    """name -> the memberships the portal gave."""
+    return {name: values[member_of] for name, member_of in _rows(_managed_roles_sql(), instance)}
+
+
+def _schema_owners(instance: Instance) -> dict[tuple[str, str], str]:
+    """(database, schema) -> owner_role of the schemas the portal manages."""
+    return {(database, name): owner for database, name, owner in _rows(_managed_schemas_sql(), instance)}
 
 
 def expected_privileges(instance: Instance, observed: list[catalog.Privilege]) -> tuple[set[tuple], list[GrantRow]]:
     """(database, object_type, schema, object, role, privilege) tuples the active grants give."""
     grants = active_grants(instance)
-    owners = dict(((database, name), owner) for database, name, owner in
-                  ManagedSchema.objects.filter(instance=instance).values_list("database", "name", "owner_role"))
+    return _expected(grants, _schema_owners(instance), observed), grants
+
+
+def _expected(grants: list[GrantRow], owners: dict[tuple[str, str], str],
+              observed: list[catalog.Privilege]) -> set[tuple]:
     tables_in: dict[tuple[str, str], set[str]] | None = None  # (database, schema) -> tables, built once
+    # Grants repeat a handful of privilege lists: split each list once.
+    split: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
     expected: set[tuple] = set()
+    add = expected.add
     for grant in grants:
-        privileges = set(grant.privileges)
-        table_privileges = privileges & TABLE_PRIVILEGES
-        if table_privileges:
-            privileges.add("USAGE")  # a grant of table privileges gives USAGE on the schema too
-        for privilege in privileges - TABLE_PRIVILEGES:
-            expected.add((grant.database, "schema", grant.schema, None, grant.role, privilege))
+        listed = tuple(grant.privileges)
+        parts = split.get(listed)
+        if parts is None:
+            privileges = set(listed)
+            table_privileges = privileges & TABLE_PRIVILEGES
+            if table_privileges:
+                privileges.add("USAGE")  # a grant of table privileges gives USAGE on the schema too
+            parts = split[listed] = (tuple(privileges - TABLE_PRIVILEGES), tuple(table_privileges))
+        schema_privileges, table_privileges = parts
+        database, schema, role = grant.database, grant.schema, grant.role
+        for privilege in schema_privileges:
+            add((database, "schema", schema, None, role, privilege))
         if not table_privileges:
             continue
         if grant.tables == "all":
             # ON ALL TABLES covers the tables of that moment; later tables only through default
             # privileges, so only then is every table of today expected.
-            tables: set[str] = set()
+            tables: Iterable[str] = ()
             if grant.default_privileges:
                 if tables_in is None:
                     tables_in = _tables_by_schema(observed)
-                tables = tables_in.get((grant.database, grant.schema), set())
+                tables = tables_in.get((database, schema), set())
         else:
-            tables = set(grant.tables or [])
+            tables = grant.tables or ()  # a set of tuples: a table listed twice is added once anyway
         for table in tables:
             for privilege in table_privileges:
-                expected.add((grant.database, "table", grant.schema, table, grant.role, privilege))
-        owner = owners.get((grant.database, grant.schema))
-        if grant.default_privileges and owner:
+                add((database, "table", schema, table, role, privilege))
+        if grant.default_privileges and owners.get((database, schema)):
             for privilege in table_privileges:
-                expected.add((grant.database, "default", grant.schema, "r", grant.role, privilege))
-    return expected, grants
+                add((database, "default", schema, "r", role, privilege))
+    return expected
 
 
 def _tables_by_schema(privileges: list[catalog.Privilege]) -> dict[tuple[str, str], set[str]]:
@@ -111,19 +175,19 @@ def _tables_by_schema(privileges: list[catalog.Privilege]) -> dict[tuple[str, st
     return tables
 
 
-def _explained(p: catalog.Privilege, grants: list[GrantRow]) -> bool:
+def _explained(object_type: str, obj: str | None, privilege: str, grants: list[GrantRow]) -> bool:
     """A table privilege on a table created after an ON ALL TABLES grant is still explained by it.
 
-    `grants`: the active grants of p's (database, schema, grantee) only."""
+    `grants`: the active grants of the privilege's (database, schema, grantee) only."""
     for grant in grants:
-        if p.object_type == "schema" and (p.privilege in grant.privileges
-                                          or (p.privilege == "USAGE" and set(grant.privileges) & TABLE_PRIVILEGES)):
+        if object_type == "schema" and (privilege in grant.privileges
+                                        or (privilege == "USAGE" and set(grant.privileges) & TABLE_PRIVILEGES)):
             return True
-        if p.object_type == "table" and p.privilege in grant.privileges and (
-            grant.tables == "all" or p.object in (grant.tables or [])
+        if object_type == "table" and privilege in grant.privileges and (
+            grant.tables == "all" or obj in (grant.tables or [])
         ):
             return True
-        if p.object_type == "default" and grant.default_privileges and p.privilege in grant.privileges:
+        if object_type == "default" and grant.default_privileges and privilege in grant.privileges:
             return True
     return False
 
@@ -138,38 +202,40 @@ def _object_name(object_type: str, schema: str, obj: str | None) -> str:
 
 def compute_findings(instance: Instance, roles: dict[str, catalog.RoleInfo],
                      privileges: list[catalog.Privilege]) -> dict[Key, str]:
-    """The drift of one instance as {Key: detail}. Pure: no writes, no connections."""
-    # name -> the memberships the portal gave
-    managed: dict[str, list[str]] = dict(
-        ManagedRole.objects.filter(instance=instance, dropped_at__isnull=True).values_list("name", "member_of"))
-    managed_schemas = set(ManagedSchema.objects.filter(instance=instance).values_list("database", "name"))
-    expected, grants = expected_privileges(instance, privileges)
+    """The drift of one instance as {Key: detail}. Pure: no writes, no connections.
+
+    The loop over the catalog's rows is the part that grows with the cluster (two or more rows
+    per role): each row is unpacked once and costs a few set lookups unless it is drift."""
+    values = _JsonValues()
+    managed = _managed_roles(instance, values)
+    owners = _schema_owners(instance)
+    grants = active_grants(instance, values)
+    expected = _expected(grants, owners, privileges)
     grants_on: dict[tuple[str, str, str], list[GrantRow]] = defaultdict(list)  # (database, schema, role)
     for grant in grants:
         grants_on[(grant.database, grant.schema, grant.role)].append(grant)
     # A schema the portal grants on is in scope too: a hand-made grant next to a portal grant is
     # drift (the entitlements page applies the same scope, #19).
-    managed_schemas |= {(g.database, g.schema) for g in grants}
+    managed_schemas = set(owners) | {(g.database, g.schema) for g in grants}
     superusers = {name for name, info in roles.items() if info.superuser and name not in managed}
     ignored_grantees = superusers | {instance.admin_user}
     found: dict[Key, str] = {}
 
     observed: set[tuple] = set()
-    for p in privileges:
-        if p.schema in PORTAL_SCHEMAS or p.by_owner or p.grantee in ignored_grantees:
+    for database, object_type, schema, obj, grantee, grantor, owner, privilege, _grantable in privileges:
+        if grantee in ignored_grantees or schema in PORTAL_SCHEMAS or (
+                grantee == owner and object_type != "default"):  # Privilege.by_owner
             continue
-        in_scope = p.grantee in managed or (p.database, p.schema) in managed_schemas
-        if not in_scope:
+        if grantee not in managed and (database, schema) not in managed_schemas:
+            continue  # out of scope
+        key = (database, object_type, schema, obj if object_type != "schema" else None, grantee, privilege)
+        observed.add(key)
+        if key in expected or _explained(object_type, obj, privilege, grants_on.get((database, schema, grantee), [])):
             continue
-        obj = p.object if p.object_type != "schema" else None
-        observed.add((p.database, p.object_type, p.schema, obj, p.grantee, p.privilege))
-        if (p.database, p.object_type, p.schema, obj, p.grantee, p.privilege) in expected or _explained(
-                p, grants_on.get((p.database, p.schema, p.grantee), [])):
-            continue
-        name = _object_name(p.object_type, p.schema, p.object)
-        found[Key(p.database, DriftKind.UNEXPECTED, p.grantee, p.object_type, name, p.privilege)] = (
-            f"{p.grantee} holds {p.privilege} on {p.object_type} {name}"
-            f"{f' (granted by {p.grantor})' if p.grantor else ''}; no active portal grant gives it")
+        name = _object_name(object_type, schema, obj)
+        found[Key(database, DriftKind.UNEXPECTED, grantee, object_type, name, privilege)] = (
+            f"{grantee} holds {privilege} on {object_type} {name}"
+            f"{f' (granted by {grantor})' if grantor else ''}; no active portal grant gives it")
 
     for database, object_type, schema, obj, role, privilege in expected - observed:
         if role not in roles:
@@ -184,16 +250,73 @@ def compute_findings(instance: Instance, roles: dict[str, catalog.RoleInfo],
         info = roles.get(name)
         if info is None:
             continue
-        for attribute in DANGEROUS_ATTRIBUTES:
-            if getattr(info, attribute):
-                found[Key("", DriftKind.DANGEROUS, name, "role", name, attribute.upper())] = (
-                    f"{name} has {attribute.upper()}; the portal never gives it")
+        if info.superuser or info.createrole or info.createdb or info.replication or info.bypassrls:
+            for attribute in DANGEROUS_ATTRIBUTES:
+                if getattr(info, attribute):
+                    found[Key("", DriftKind.DANGEROUS, name, "role", name, attribute.upper())] = (
+                        f"{name} has {attribute.upper()}; the portal never gives it")
+        if not info.member_of:
+            continue
         allowed = set(member_of or [])
         for group in info.member_of:
             if group not in allowed:
                 found[Key("", DriftKind.UNEXPECTED, name, "role", group, "MEMBER")] = (
                     f"{name} is a member of {group}; the portal did not make it one")
     return found
+
+
+def _finding_updates() -> tuple[str, str, str]:
+    """UPDATEs of findings by id: (seen again, seen with another detail, resolved)."""
+    table = sql.Identifier(DriftFinding._meta.db_table)
+    return tuple(statement.format(table=table).as_string(None) for statement in (  # type: ignore[return-value]
+        sql.SQL("UPDATE {table} SET last_seen_at = %s WHERE id = ANY(%s)"),
+        sql.SQL("UPDATE {table} SET detail = %s, last_seen_at = %s WHERE id = %s"),
+        sql.SQL("UPDATE {table} SET status = %s, resolved_at = %s, last_seen_at = %s WHERE id = ANY(%s)")))
+
+
+def store_findings(instance: Instance, found: dict[Key, str]) -> tuple[int, int]:
+    """Store one scan's findings; returns (new, resolved).
+
+    Set-based: a finding seen again with the same detail (nearly all of them, scan after scan)
+    only has its last_seen_at moved, by one UPDATE for all of them; new findings are one INSERT,
+    resolved ones one UPDATE, and their audit events one append (audit.services.batched). Row by
+    row, a cluster with thousands of open findings cost thousands of round trips every scan."""
+    now = timezone.now()
+    with transaction.atomic(), batched():
+        current: dict[Key, tuple[int, str]] = {
+            Key(*row[1:7]): (row[0], row[7])
+            for row in DriftFinding.objects.select_for_update().filter(
+                instance=instance, status__in=[DriftStatus.OPEN, DriftStatus.ACKNOWLEDGED]).values_list(
+                "pk", "database", "kind", "role", "object_type", "object_name", "privilege", "detail")
+        }
+        seen: list[int] = []
+        new: list[DriftFinding] = []
+        update_seen, update_detail, update_resolved = _finding_updates()
+        with connection.cursor() as cursor:
+            for key, detail in found.items():
+                hit = current.get(key)
+                if hit is None:
+                    new.append(DriftFinding(instance=instance, database=key.database, kind=key.kind, role=key.role,
+                                            object_type=key.object_type, object_name=key.object_name,
+                                            privilege=key.privilege, detail=detail))
+                elif hit[1] == detail:
+                    seen.append(hit[0])
+                else:  # the same drift described differently (say, another grantor): rare
+                    cursor.execute(update_detail, [detail, now, hit[0]])
+            if seen:
+                cursor.execute(update_seen, [now, seen])
+            gone = [(pk, key) for key, (pk, _detail) in current.items() if key not in found]
+            if gone:
+                cursor.execute(update_resolved, [DriftStatus.RESOLVED.value, now, now, [pk for pk, _key in gone]])
+        for finding in DriftFinding.objects.bulk_create(new):
+            record("drift.detected", object_type="drift", object_id=finding.pk, instance=instance,
+                   database=finding.database, outcome=finding.kind,
+                   details={"role": finding.role, "object": finding.object_name, "privilege": finding.privilege,
+                            "detail": finding.detail})
+        for pk, key in gone:
+            record("drift.resolved", object_type="drift", object_id=pk, instance=instance,
+                   database=key.database, outcome="resolved")
+    return len(new), len(gone)
 
 
 def drift_scan(instance: Instance) -> dict[str, int]:
@@ -203,36 +326,7 @@ def drift_scan(instance: Instance) -> dict[str, int]:
     except Exception as exc:
         raise TargetUnavailable(f"{instance.name}: {describe_error(exc)}") from exc
     found = compute_findings(instance, roles, privileges)
-    now = timezone.now()
-    new = resolved = 0
-    with transaction.atomic():
-        current = {
-            Key(f.database, f.kind, f.role, f.object_type, f.object_name, f.privilege): f
-            for f in DriftFinding.objects.select_for_update().filter(
-                instance=instance, status__in=[DriftStatus.OPEN, DriftStatus.ACKNOWLEDGED])
-        }
-        for key, detail in found.items():
-            finding = current.get(key)
-            if finding is not None:
-                finding.detail = detail
-                finding.save(update_fields=["detail", "last_seen_at"])
-                continue
-            finding = DriftFinding.objects.create(instance=instance, database=key.database, kind=key.kind,
-                                                  role=key.role, object_type=key.object_type,
-                                                  object_name=key.object_name, privilege=key.privilege, detail=detail)
-            record("drift.detected", object_type="drift", object_id=finding.pk, instance=instance,
-                   database=key.database, outcome=key.kind,
-                   details={"role": key.role, "object": key.object_name, "privilege": key.privilege,
-                            "detail": detail})
-            new += 1
-        for key, finding in current.items():
-            if key not in found:
-                finding.status = DriftStatus.RESOLVED
-                finding.resolved_at = now
-                finding.save(update_fields=["status", "resolved_at", "last_seen_at"])
-                record("drift.resolved", object_type="drift", object_id=finding.pk, instance=instance,
-                       database=finding.database, outcome="resolved")
-                resolved += 1
+    new, resolved = store_findings(instance, found)
     log.info("drift.scanned", instance=instance.pk, findings=len(found), new=new, resolved=resolved)
     return {"findings": len(found), "new": new, "resolved": resolved}
 
