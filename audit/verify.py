@@ -38,13 +38,14 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import select
 import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg
 from django.db import connection
-from psycopg import sql
+from psycopg import pq, sql
 
 from audit import checkpoints, keys
 from audit.chain import CANONICAL_REST_SQL, COPY_FIELDS, FORMAT_COPY, FORMAT_JSON, GENESIS_HASH, TS_SQL
@@ -303,13 +304,48 @@ def _check(lines: Any, lo: int, prev_hash: bytes | None, floors: list[tuple[int,
     return found
 
 
+def _rows(copy: Any) -> Any:
+    """The rows of a COPY ... TO STDOUT read straight from libpq (psycopg's public `pgconn`), as
+    bytes: psycopg's own iteration goes through a generator and its wait loop for every row, about
+    half of a format-2 row's Python time besides the checks (0.29 against 0.14 s of CPU for 300,000
+    rows). Waiting for the socket releases the GIL, so the other ranges' threads run meanwhile; the
+    COPY's end (its result, or the server's error) is left to psycopg's read."""
+    pgconn = copy.connection.pgconn
+    get = pgconn.get_copy_data
+    while True:
+        nbytes, data = get(1)
+        if nbytes > 0:
+            yield bytes(data)
+        elif nbytes == 0:  # no whole row buffered: wait for the server
+            _wait_readable(pgconn)
+        else:
+            break
+    # The COPY is over (-1) or failed (-2): its final result says which.
+    failed = None
+    while True:
+        while pgconn.is_busy():
+            _wait_readable(pgconn)
+        result = pgconn.get_result()
+        if result is None:
+            break
+        if result.status != pq.ExecStatus.COMMAND_OK:
+            failed = result.error_message or b"COPY failed"
+    if failed is not None or nbytes < -1:
+        raise psycopg.DatabaseError(f"verification's COPY failed: {(failed or pgconn.error_message).decode(errors='replace')}")
+
+
+def _wait_readable(pgconn: Any) -> None:
+    select.select([pgconn.socket], [], [])
+    pgconn.consume_input()
+
+
 def _copy_range(cursor, lo: int, hi: int, prev_hash: bytes | None, floors: list, prev_rank: int | None,
                 chain_format: int = FORMAT_JSON) -> _Range:
     if chain_format == FORMAT_JSON:
         with cursor.copy(_COPY, (hi, lo, hi)) as copy:
             return _check(_lines(copy), lo, prev_hash, floors, prev_rank, rendered=True)
     with cursor.copy(_COPY_LINES, (lo, hi)) as copy:
-        return _check(map(bytes, copy), lo, prev_hash, floors, prev_rank)
+        return _check(_rows(copy), lo, prev_hash, floors, prev_rank)
 
 
 def _segments(lo: int, hi: int, pieces: int, copy_from: int) -> list[tuple[int, int, int]]:

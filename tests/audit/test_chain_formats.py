@@ -10,6 +10,7 @@ The older portal is played by re-chaining events in format 1 with the key (what 
 from __future__ import annotations
 
 import pytest
+from django.db import connection, transaction
 
 from audit import keys
 from audit.chain import GENESIS_HASH
@@ -120,3 +121,24 @@ def test_parallel_ranges_over_both_formats_find_what_one_pass_finds():
     finally:
         _rechain({seq: 2 for seq in seqs})  # the shared log as the chainer left it
     assert verify_chain(workers=3, parallel_min=0).ok
+
+
+def test_rows_read_from_libpq_end_with_the_server_error_and_leave_the_connection_usable(db):
+    """Verification reads COPY rows straight from libpq (audit.verify._rows): every row the server
+    sent, then its error as an exception, never a silently short read; the connection still works."""
+    import psycopg
+
+    from audit.verify import _rows
+
+    failing = ("COPY (SELECT CASE WHEN g < 1000 THEN g ELSE 1 / (g - g) END FROM generate_series(1, 5000) AS g)"
+               " TO STDOUT")
+    rows = []
+    with connection.cursor() as cursor:
+        with pytest.raises(psycopg.DatabaseError, match="division by zero"), transaction.atomic():
+            with cursor.cursor.copy(failing) as copy:
+                rows.extend(_rows(copy))
+        assert rows == [f"{g}\n".encode() for g in range(1, len(rows) + 1)] and len(rows) <= 999
+        with cursor.cursor.copy("COPY (SELECT generate_series(1, 3)) TO STDOUT") as copy:
+            assert list(_rows(copy)) == [b"1\n", b"2\n", b"3\n"]
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
