@@ -10,7 +10,14 @@ from portal.models.instance import Instance, InstanceInventory
 from portal.models.managed import Grant, ManagedRole, ManagedSchema
 from portal.models.monitoring import Alert, AlertThreshold, DictionarySnapshot, MonitoringSample
 from portal.models.policy import ApprovalPolicy, DdlRuleSetting
-from portal.models.request import ChangeRequest, Execution, RequestCount, RequestMedianDay, TeamRequestCount
+from portal.models.request import (
+    ChangeRequest,
+    Execution,
+    RequestCount,
+    RequestCountDelta,
+    RequestMedianDay,
+    TeamRequestCount,
+)
 from portal.models.reservation import NameReservation
 from portal.models.team import Membership, Team
 from portal.models.token import ApiToken
@@ -45,6 +52,7 @@ __all__ = [
     "Membership",
     "NameReservation",
     "RequestCount",
+    "RequestCountDelta",
     "RequestMedianDay",
     "Team",
     "TeamRequestCount",

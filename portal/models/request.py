@@ -136,11 +136,12 @@ COUNT_SLOT_SECONDS = 15 * 60
 class RequestCount(models.Model):
     """How many requests were filed in a 15-minute slot (UTC) and are now in `status`.
 
-    Kept by PostgreSQL triggers on portal_changerequest (migration 0022), in the same transaction as
-    the insert, status change or delete, as upserts `n = n + excluded.n`: no write path can miss it
-    (bulk_create and queryset updates included) and concurrent writers never lose a change. The
-    dashboard sums at most 14 days x 96 slots x 8 statuses rows instead of counting every request
-    of its window (#23)."""
+    Kept by PostgreSQL triggers on portal_changerequest (migrations 0022, 0024), in the same
+    transaction as the insert, status change or delete: no write path can miss it (bulk_create and
+    queryset updates included). The triggers append RequestCountDelta rows, which
+    fold_request_counts() adds here as upserts `n = n + excluded.n` (no change is lost); readers sum
+    both. The dashboard sums at most 14 days x 96 slots x 8 statuses rows (and the deltas not yet
+    folded) instead of counting every request of its window (#23)."""
 
     pk = models.CompositePrimaryKey("slot", "status")
     slot = models.DateTimeField()
@@ -149,6 +150,22 @@ class RequestCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.slot:%Y-%m-%d %H:%M} {self.status}: {self.n}"
+
+
+class RequestCountDelta(models.Model):
+    """Changes to RequestCount and TeamRequestCount not yet added to them: the triggers append one
+    row per (slot, status, team) a statement changes, so writers share no row and wait for no one
+    (upserting the counters themselves held a slot's row from a writer's statement to its commit,
+    and two writers changing two statuses of one slot in opposite orders deadlocked). Readers sum
+    the counters and these; fold_request_counts() moves them into the counters."""
+
+    slot = models.DateTimeField()
+    status = models.CharField(max_length=10, choices=RequestStatus.choices)
+    team_id = models.BigIntegerField()  # no foreign key: a team's deltas may outlive it until folded
+    n = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.slot:%Y-%m-%d %H:%M} {self.status} team {self.team_id}: {self.n:+d}"
 
 
 class RequestMedianDay(models.Model):
@@ -160,6 +177,9 @@ class RequestMedianDay(models.Model):
     pk = models.CompositePrimaryKey("zone", "day")
     zone = models.CharField(max_length=64)
     day = models.DateField()
+    # The day's bounds in UTC: the triggers drop exactly the kept days an applied_at falls in.
+    starts = models.DateTimeField()
+    ends = models.DateTimeField()
     applied = models.IntegerField()
     median = models.FloatField(null=True, blank=True)
 

@@ -4,7 +4,7 @@ Every number is an aggregate PostgreSQL computes (counts per day and status, the
 apply per day, open drift per instance), over ranges of indexed columns (created_at, applied_at:
 models/request.py): a dashboard reads a few hundred rows of results, not the requests themselves.
 The counts per day and status are sums of RequestCount's 15-minute slots, which triggers keep as
-requests are filed and change status, and a closed day's median is computed once and kept
+requests are filed and change status (through RequestCountDelta), and a closed day's median is computed once and kept
 (RequestMedianDay): their cost does not grow with the requests of the window (#23; bench/scale.py
 files all its requests within minutes, so all of them fall in one window).
 """
@@ -15,12 +15,12 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Aggregate, Count, DurationField, ExpressionWrapper, F, FloatField, QuerySet, Sum
+from django.db.models import Aggregate, Count, DurationField, ExpressionWrapper, F, FloatField, QuerySet
 from django.db.models.functions import Extract, TruncDate
 from django.utils import timezone
 
 from portal.choices import DriftStatus, RequestStatus
-from portal.models import ChangeRequest, RequestCount, RequestMedianDay
+from portal.models import ChangeRequest, RequestMedianDay
 from portal.models.request import COUNT_SLOT_SECONDS
 from portal.personas import sees_everything
 from provisioning.models import DriftFinding
@@ -114,13 +114,61 @@ def _medians_per_day(user: Any, visible: QuerySet, since: datetime, day_list: li
             computed = _applied_per_day(visible, first, today_start)
             fills = {day: computed.get(day, (0, None)) for day in missing}
             RequestMedianDay.objects.bulk_create(
-                [RequestMedianDay(zone=zone, day=day, applied=n, median=value) for day, (n, value) in fills.items()],
+                [RequestMedianDay(zone=zone, day=day, starts=_midnight(day), ends=_midnight(day + timedelta(days=1)),
+                                  applied=n, median=value) for day, (n, value) in fills.items()],
                 ignore_conflicts=True)
+            # Days that left every window: the table stays at a window per time zone.
+            RequestMedianDay.objects.filter(day__lt=day_list[0] - timedelta(days=1)).delete()
         kept.update(fills)
     return {**kept, **_applied_per_day(visible, today_start)}
 
 
-def _counts_per_day(user: Any, visible: QuerySet, since: datetime, day_list: list) -> QuerySet:
+def _midnight(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+# The counters and their deltas not yet folded, summed per local day (the day of a slot's start)
+# in one statement, so a fold committing meanwhile is seen whole or not at all. The zone is the
+# current time zone's name, as TruncDate passes it.
+COUNTS_PER_DAY = """
+SELECT (slot AT TIME ZONE %(zone)s)::date AS day, status, sum(n)::bigint AS n FROM (
+  SELECT slot, status, n FROM portal_requestcount WHERE slot >= %(since)s
+  UNION ALL
+  SELECT slot, status, n FROM portal_requestcountdelta WHERE slot >= %(since)s
+) AS counts
+GROUP BY 1, 2
+"""
+
+# Moves the deltas the triggers appended into the counters, in one statement: what it deletes is
+# what it adds (one snapshot), and a writer's deltas not yet committed wait for the next fold.
+# Only folds write the counters, one at a time (the lock, tried once: a fold that finds another
+# running moves nothing), so no writer ever waits for one. A deleted team's deltas go with it.
+FOLD = """
+WITH folding AS (
+  SELECT pg_try_advisory_xact_lock(hashtext(%(lock)s)) AS held
+), gone AS (
+  DELETE FROM portal_requestcountdelta WHERE (SELECT held FROM folding) RETURNING slot, status, team_id, n
+), slots AS (
+  INSERT INTO portal_requestcount (slot, status, n)
+  SELECT slot, status, sum(n) FROM gone GROUP BY 1, 2 HAVING sum(n) <> 0 ORDER BY 1, 2
+  ON CONFLICT (slot, status) DO UPDATE SET n = portal_requestcount.n + excluded.n
+)
+INSERT INTO portal_teamrequestcount (team_id, n)
+SELECT gone.team_id, sum(gone.n) FROM gone JOIN portal_team ON portal_team.id = gone.team_id
+GROUP BY 1 HAVING sum(gone.n) <> 0 ORDER BY 1
+ON CONFLICT (team_id) DO UPDATE SET n = portal_teamrequestcount.n + excluded.n
+"""
+FOLD_LOCK = "dbportal.request_counts.fold"
+
+
+def fold_request_counts() -> None:
+    """Add the triggers' deltas to RequestCount and TeamRequestCount (the pages that read them call
+    it first, so the deltas stay a few rows). A fold already running is left to finish them."""
+    with connection.cursor() as cursor:
+        cursor.execute(FOLD, {"lock": FOLD_LOCK})
+
+
+def _counts_per_day(user: Any, visible: QuerySet, since: datetime, day_list: list) -> QuerySet | list[dict]:
     """Rows of {"day", "status", "n"}: the requests filed on each day since `since`, by status now.
 
     From RequestCount's slots when the user sees every request (the dashboard's reviewers and
@@ -129,9 +177,11 @@ def _counts_per_day(user: Any, visible: QuerySet, since: datetime, day_list: lis
     requests themselves, the figures being the same."""
     midnights = [timezone.make_aware(datetime.combine(day, time.min)) for day in day_list]
     if sees_everything(user) and all(m.timestamp() % COUNT_SLOT_SECONDS == 0 for m in midnights):
+        fold_request_counts()
         # A slot's day is its start's: with `since` on a slot's edge, slot >= since is created_at >= since.
-        return (RequestCount.objects.filter(slot__gte=since).annotate(day=TruncDate("slot"))
-                .values("day", "status").annotate(n=Sum("n")).order_by())
+        with connection.cursor() as cursor:
+            cursor.execute(COUNTS_PER_DAY, {"zone": timezone.get_current_timezone_name(), "since": since})
+            return [{"day": day, "status": status, "n": n} for day, status, n in cursor.fetchall()]
     # No DISTINCT: restrict() filters requests by subqueries, never joins that repeat a row.
     return (visible.filter(created_at__gte=since).annotate(day=TruncDate("created_at")).values("day", "status")
             .annotate(n=Count("*")).order_by())

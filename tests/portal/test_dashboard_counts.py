@@ -20,9 +20,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from portal.choices import RequestStatus
-from portal.models import ChangeRequest, RequestCount, RequestMedianDay, Team, TeamRequestCount
+from portal.models import ChangeRequest, RequestCount, RequestCountDelta, RequestMedianDay, Team, TeamRequestCount
 from portal.selectors.admin import team_list_with_members
-from portal.selectors.dashboard import DAYS, Median, dashboard_data
+from portal.selectors.dashboard import DAYS, Median, dashboard_data, fold_request_counts
 from tests.portal.ui_helpers import dev_instance, given_request
 
 backfill = importlib.import_module("portal.migrations.0022_request_count").BACKFILL
@@ -71,6 +71,7 @@ def shown_medians(user) -> tuple[list[float | None], int]:
 
 def assert_team_counts() -> None:
     shown = {team.name: team.request_count for team in team_list_with_members()}
+    assert all(type(n) is int for n in shown.values())
     counted = dict(Team.objects.annotate(n=Count("requests")).values_list("name", "n"))
     assert shown == counted and any(shown.values())
 
@@ -152,12 +153,14 @@ def test_a_state_change_moves_the_counts(people, mixed):
     moved = ChangeRequest.objects.filter(pk=mixed[1].pk)
     moved.update(team=empty)
     moved.delete()
-    assert TeamRequestCount.objects.get(team=empty).n == 0
+    assert_team_counts()
     empty.delete()
     assert_team_counts()
     # updates that change neither day nor status leave the counters alone
+    fold_request_counts()
     slots = list(RequestCount.objects.order_by("slot", "status").values_list("slot", "status", "n"))
     ChangeRequest.objects.update(status_detail="touched")
+    assert not RequestCountDelta.objects.exists()
     assert list(RequestCount.objects.order_by("slot", "status").values_list("slot", "status", "n")) == slots
 
 
@@ -168,6 +171,7 @@ def data_index(day) -> int:
 def test_the_backfill_counts_every_request(people, mixed):
     # what migration 0022 runs once over the requests filed before it
     RequestCount.objects.all().delete()
+    RequestCountDelta.objects.all().delete()
     with connection.cursor() as cursor:
         cursor.execute(backfill)
     assert dashboard_data(people["admin"])["per_status"] == direct_counts()
@@ -179,13 +183,17 @@ def test_the_backfill_counts_every_request(people, mixed):
     assert_team_counts()
 
 
-def test_a_delete_lowers_only_the_counters_there_are(people, mixed):
-    # every counter emptied, then the requests (the order the test suite's flush may use): no
-    # counter row is made for them, so none is left with a negative count or a deleted team
-    RequestCount.objects.all().delete()
-    TeamRequestCount.objects.all().delete()
+def test_deleting_every_request_and_a_team_folds_to_nothing(people, mixed):
+    team = Team.objects.create(name="short-lived")
+    ChangeRequest.objects.filter(pk=mixed[0].pk).update(team=team)
+    fold_request_counts()
     ChangeRequest.objects.all().delete()
-    assert not RequestCount.objects.exists() and not TeamRequestCount.objects.exists()
+    team.delete()  # its counter goes with it; its deltas (the delete's) are dropped by the fold
+    fold_request_counts()
+    assert not RequestCountDelta.objects.exists()
+    assert set(RequestCount.objects.values_list("n", flat=True)) <= {0}
+    assert set(TeamRequestCount.objects.values_list("n", flat=True)) <= {0}
+    assert dashboard_data(people["admin"])["per_status"] == {}
 
 
 def test_a_user_who_sees_only_a_team_gets_the_same_rule_from_the_requests(people, mixed):
@@ -202,16 +210,16 @@ def test_a_user_who_sees_only_a_team_gets_the_same_rule_from_the_requests(people
 def test_the_dashboard_reads_a_fixed_number_of_queries(web_for, people, mixed, django_assert_max_num_queries):
     client = web_for("admin")
     client.get(reverse("home"))  # sessions, persona caches
-    # session, user, groups; the slots, the kept days' medians, today's, open drift; the session's
-    # save (3). The home page before kept the closed days' medians.
-    with django_assert_max_num_queries(10):
+    # session, user, groups; the fold, the slots, the kept days' medians, today's, open drift; the
+    # session's save (3). The home page before kept the closed days' medians.
+    with django_assert_max_num_queries(11):
         assert client.get(reverse("dashboard-data")).status_code == 200
     with CaptureQueriesContext(connection) as home:
         client.get(reverse("home"))
     ChangeRequest.objects.bulk_create([ChangeRequest(
         type="grant", instance=mixed[0].instance, team=mixed[0].team, requester=mixed[0].requester,
         justification="x", plan_hash="0" * 64, status=status) for status in ("applied", "submitted") * 150])
-    with django_assert_max_num_queries(10):
+    with django_assert_max_num_queries(11):
         data = client.get(reverse("dashboard-data")).json()
     assert data["per_status"] == direct_counts() and (data["median_minutes"], data["totals"]["applied"]) == \
         direct_medians()
@@ -222,8 +230,8 @@ def test_the_dashboard_reads_a_fixed_number_of_queries(web_for, people, mixed, d
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_writers_lose_no_count(people):
-    """Writers in the same slot and status at once: each upsert waits for the other's row lock and
-    adds to the committed count (n = n + excluded.n), so none overwrites another."""
+    """Writers in the same slot and status at once: each appends its deltas, and the fold adds them
+    (n = n + excluded.n), so none overwrites another."""
     dev = dev_instance()
     seed = given_request(requester=people["alice"], instance=dev)
     holding, go = threading.Event(), threading.Event()
@@ -261,6 +269,7 @@ def test_concurrent_writers_lose_no_count(people):
     for thread in threads:
         thread.join(60)
     assert not errors
+    fold_request_counts()
     assert dict(RequestCount.objects.values_list("status").annotate(n=Sum("n"))) == {"submitted": 2, "approved": 2}
     assert dashboard_data(people["admin"])["per_status"] == direct_counts()
     assert_team_counts()
@@ -384,3 +393,62 @@ def test_a_fill_waits_for_a_writer_of_applied_requests(people):
     yesterday = data_index(timezone.localdate() - timedelta(days=1))
     assert seen[0][0][yesterday] == 25.0 == direct_medians()[0][yesterday]  # the median of 20 and 30
     assert shown_medians(people["admin"]) == direct_medians()
+
+
+def _waiting_or_done(thread: threading.Thread) -> None:
+    """Until `thread` has finished or waits on a lock in PostgreSQL."""
+    with connection.cursor() as cursor:
+        for _ in range(3000):
+            if not thread.is_alive():
+                return
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                           "AND datname = current_database()")
+            if cursor.fetchone()[0]:
+                return
+            time_module.sleep(0.01)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_statuses_of_one_slot_changed_in_opposite_orders_do_not_deadlock(people):
+    """A submit that auto-approves (INSERT submitted, then submitted -> queued) against a reviewer's
+    approval of another request of the same 15 minutes (submitted -> queued in one statement):
+    with counters upserted by the writers (0022) each waited for the other's counter row."""
+    dev = dev_instance()
+    other = given_request(requester=people["alice"], instance=dev)
+    inserted, approving, errors = threading.Event(), threading.Event(), []
+
+    def submit() -> None:
+        try:
+            with transaction.atomic():
+                mine = given_request(requester=people["alice"], instance=dev)
+                inserted.set()
+                approving.wait(30)
+                _waiting_or_done(approver)  # the approval ran, or waits on this transaction
+                ChangeRequest.objects.filter(pk=mine.pk).update(status=RequestStatus.QUEUED)
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+        finally:
+            inserted.set()
+            connection.close()
+
+    def approve() -> None:
+        try:
+            inserted.wait(30)
+            with transaction.atomic():
+                approving.set()
+                ChangeRequest.objects.filter(pk=other.pk).update(status=RequestStatus.QUEUED)
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+        finally:
+            approving.set()
+            connection.close()
+
+    approver = threading.Thread(target=approve)
+    submitter = threading.Thread(target=submit)
+    submitter.start()
+    inserted.wait(30)
+    approver.start()
+    for thread in (submitter, approver):
+        thread.join(60)
+    assert not errors, errors
+    assert dashboard_data(people["admin"])["per_status"] == direct_counts() and "submitted" not in direct_counts()
