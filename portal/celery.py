@@ -54,6 +54,8 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
         "dictionary.refresh": {"task": "portal.dictionary_refresh", "schedule": 60.0 * settings.DICTIONARY_REFRESH_MINUTES,
                                "options": {"expires": 60.0 * settings.DICTIONARY_REFRESH_MINUTES}},
         "break_glass.overdue": {"task": "portal.break_glass_overdue", "schedule": 300.0},
+        # the dashboard's request counters (#23): the triggers' deltas added to the counters
+        "requests.fold_counts": {"task": "portal.fold_request_counts", "schedule": 60.0, "options": {"expires": 60.0}},
         # access reviews (#18): reminders before a campaign's deadline, its action on unanswered items after
         "access_reviews.remind": {"task": "portal.access_reviews_remind", "schedule": 3600.0},
         "access_reviews.deadlines": {"task": "portal.access_reviews_deadlines", "schedule": 300.0},

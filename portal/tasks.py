@@ -5,6 +5,7 @@ from celery import shared_task
 from django.conf import settings
 
 from portal.models import Instance, RestoreDrill
+from portal.selectors.dashboard import fold_request_counts
 from portal.services.access_review_decisions import campaigns_process_deadlines, campaigns_send_reminders
 from portal.services.backups import backup_run, backup_schedule, drill_run
 from portal.services.breakglass import break_glass_overdue
@@ -78,6 +79,13 @@ def refresh_replica(replica_id: int) -> None:
     replica = replica_watched(replica_id)
     if replica is not None:
         fanout.run_locked("replica", replica_id, lambda: replica_refresh(replica))
+
+
+@shared_task(name="portal.fold_request_counts", ignore_result=True, expires=60)
+def fold_request_counts_task() -> None:
+    """Beat job: fold the request counters' deltas (portal/selectors/dashboard.py) even while no one
+    opens a dashboard or the team list, which fold them too: they stay a minute's worth of rows."""
+    fold_request_counts()
 
 
 @shared_task(name="portal.break_glass_overdue", ignore_result=True)

@@ -452,3 +452,14 @@ def test_two_statuses_of_one_slot_changed_in_opposite_orders_do_not_deadlock(peo
         thread.join(60)
     assert not errors, errors
     assert dashboard_data(people["admin"])["per_status"] == direct_counts() and "submitted" not in direct_counts()
+
+
+def test_beat_folds_the_deltas(people, mixed):
+    from portal.celery import beat_schedule
+    from portal.tasks import fold_request_counts_task
+
+    assert RequestCountDelta.objects.exists()
+    assert beat_schedule()["requests.fold_counts"]["task"] == fold_request_counts_task.name
+    fold_request_counts_task()
+    assert not RequestCountDelta.objects.exists()
+    assert dashboard_data(people["admin"])["per_status"] == direct_counts()
