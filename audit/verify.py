@@ -349,15 +349,19 @@ def _copy_range(cursor, lo: int, hi: int, prev_hash: bytes | None, floors: list,
 
 
 def _segments(lo: int, hi: int, pieces: int, copy_from: int) -> list[tuple[int, int, int]]:
-    """lo..hi in about `pieces` ranges of seq, split where format 2 starts: (lo, hi, format)."""
-    size = max(1, -(-(hi - lo + 1) // pieces))
+    """lo..hi as (lo, hi, format) ranges: the format-1 part (before copy_from) in about `pieces`
+    ranges, the format-2 part as one. Format 2's server side is a plain COPY, lighter than Python's
+    checks, so one connection keeps the server and Python working side by side as the bare pass
+    does; splitting it into ranges read by threads only added contention for the GIL (idle machine,
+    1.1M events: 0.90-1.09 x the bare pass with one range, 1.16-1.46 with two, 1.31-1.62 with four)."""
     found = []
-    for start in range(lo, hi + 1, size):
-        end = min(start + size - 1, hi)
-        if start < copy_from <= end:
-            found += [(start, copy_from - 1, FORMAT_JSON), (copy_from, end, FORMAT_COPY)]
-        else:
-            found.append((start, end, FORMAT_COPY if start >= copy_from else FORMAT_JSON))
+    last_rendered = min(hi, copy_from - 1)
+    if lo <= last_rendered:
+        size = max(1, -(-(last_rendered - lo + 1) // pieces))
+        found += [(start, min(start + size - 1, last_rendered), FORMAT_JSON)
+                  for start in range(lo, last_rendered + 1, size)]
+    if max(lo, copy_from) <= hi:
+        found.append((max(lo, copy_from), hi, FORMAT_COPY))
     return found
 
 
@@ -407,11 +411,12 @@ def _check_deferred(cursor, seqs: list[int], floors: list) -> _Range | None:
 
 
 PARALLEL_MIN_EVENTS = 200_000
-# Ranges verified at once by default, even on fewer CPUs: about two thirds of the work is the
-# servers' rendering, which runs in parallel, while the Python side (one process, one GIL) MACs
-# one range's lines at a time; more ranges than cores keep the cores busier (paired runs on the
-# 1.2M-event bench log at load 5-7, 2 cores: four ranges were faster than two in five of six, e.g.
-# 1.24 against 1.81 times the bare pass).
+# Ranges of format-1 events verified at once by default, even on fewer CPUs: about two thirds of
+# their work is the servers' rendering, which runs in parallel, while the Python side (one process,
+# one GIL) MACs one range's lines at a time; more ranges than cores keep the cores busier (paired
+# runs on the 1.2M-event bench log at load 5-7, 2 cores: four ranges were faster than two in five
+# of six, e.g. 1.24 against 1.81 times the bare pass). Format-2 events are one range (_segments),
+# read beside them.
 PARALLEL_WORKERS = 4
 
 
@@ -472,13 +477,14 @@ def verify_chain(*, workers: int | None = None, parallel_min: int = PARALLEL_MIN
         cursor.execute(_SESSION)  # COPY writes ts as the chainer rendered it (audit.chain.copy_ts)
         cursor.execute(_FIRST_COPY_FORMAT, [start_seq, head_seq])
         copy_from = cursor.fetchone()[0] or head_seq + 1
-        if workers > 1 and online >= max(parallel_min, workers) and not connection.in_atomic_block:
-            ranges = _parallel(_segments(start_seq, head_seq, workers, copy_from), start_prev.encode(), floors,
-                               start_rank)
+        parallel = workers > 1 and online >= max(parallel_min, workers) and not connection.in_atomic_block
+        segments = _segments(start_seq, head_seq, workers if parallel else 1, copy_from)
+        if parallel and len(segments) > 1:
+            ranges = _parallel(segments, start_prev.encode(), floors, start_rank)
         else:
             ranges = [_copy_range(cursor, lo, hi, start_prev.encode() if lo == start_seq else None, floors,
                                   start_rank if lo == start_seq else None, chain_format)
-                      for lo, hi, chain_format in _segments(start_seq, head_seq, 1, copy_from)]
+                      for lo, hi, chain_format in segments]
         deferred = _check_deferred(cursor, [seq for found in ranges for seq in found.deferred], floors)
         cursor.execute(_CHECKPOINTED, [first_seq, head_seq])
         checkpointed = cursor.fetchall()
