@@ -132,6 +132,8 @@ _ASSIGN = sql.SQL(
 ).format(events=_EVENTS, head=_HEAD, chain_format=sql.Literal(FORMAT_COPY)).as_string(None)
 _HAS_PENDING = sql.SQL("SELECT EXISTS (SELECT 1 FROM {events} WHERE seq < 0{lower})").format(
     events=_EVENTS, lower=_FROM_BOUND).as_string(None)
+_PENDING_COUNT = sql.SQL("SELECT count(*) FROM {events} WHERE seq < 0{lower}").format(
+    events=_EVENTS, lower=_FROM_BOUND).as_string(None)
 
 # At most one after-commit chainer attempt per process in this many seconds (chain_after_commit).
 # 0.2, not 0.05: with 8 busy writer processes, 0.05 meant ~160 attempts a second, six in ten of
@@ -370,6 +372,15 @@ def has_pending() -> bool:
     cursor = prepared_cursor()  # prepared: planning it read every dead pending index entry too
     cursor.execute(_HAS_PENDING)
     return bool(cursor.fetchone()[0])
+
+
+def pending_count() -> int:
+    """Recorded events not chained yet: from the pending bound on, prepared, like has_pending (counting
+    from the first placeholder walked every dead pending index entry: 8 ms to execute and 16 ms to
+    plan at 1.65M of them, after the 10M-event build of bench/scale.py)."""
+    cursor = prepared_cursor()
+    cursor.execute(_PENDING_COUNT)
+    return int(cursor.fetchone()[0])
 
 
 # Before its placeholder, record()'s INSERT makes sure its transaction has its id (a MATERIALIZED CTE

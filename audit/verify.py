@@ -47,7 +47,7 @@ import psycopg
 from django.db import connection
 from psycopg import pq, sql
 
-from audit import checkpoints, keys
+from audit import chainer, checkpoints, keys
 from audit.chain import CANONICAL_REST_SQL, COPY_FIELDS, FORMAT_COPY, FORMAT_JSON, GENESIS_HASH, TS_SQL
 from audit.models import AuditArchive, AuditEvent, AuditHead
 
@@ -103,7 +103,6 @@ _AT_SEQS = sql.SQL("SELECT seq, hash, key_id FROM {events} WHERE seq = ANY(%s)")
 _CHECKPOINTED = sql.SQL(
     "SELECT seq, details->>'file', details->>'digest' FROM {events} WHERE action = 'audit.checkpointed' AND seq BETWEEN %s AND %s ORDER BY seq"
 ).format(events=_EVENTS)
-_PENDING_COUNT = sql.SQL("SELECT count(*) FROM {events} WHERE seq < 0").format(events=_EVENTS)
 
 
 @dataclass
@@ -488,8 +487,7 @@ def verify_chain(*, workers: int | None = None, parallel_min: int = PARALLEL_MIN
         deferred = _check_deferred(cursor, [seq for found in ranges for seq in found.deferred], floors)
         cursor.execute(_CHECKPOINTED, [first_seq, head_seq])
         checkpointed = cursor.fetchall()
-        cursor.execute(_PENDING_COUNT)
-        pending = cursor.fetchone()[0]
+    pending = chainer.pending_count()
     events = sum(r.events for r in ranges)
     broken: int | None = None
     problem = ""

@@ -496,3 +496,20 @@ def test_parallel_verification_finds_what_the_single_pass_finds():
     finally:
         _tamper("UPDATE audit_auditevent SET actor = %s WHERE seq = %s", [original, target.seq])
     assert verify_chain(workers=3, parallel_min=0).ok
+
+
+def test_the_log_is_vacuumed_every_100k_dead_versions_and_pending_counts_from_the_bound(db):
+    """Chained events leave dead placeholder entries at the primary key's low end, which the planner
+    walks for any seq > 0 condition until vacuum (migration audit/0010 bounds them); the pending count
+    of verification reads from the pending bound, prepared (audit.chainer.pending_count)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = 'audit_auditevent'")
+        assert set(cursor.fetchone()[0]) >= {"autovacuum_vacuum_scale_factor=0", "autovacuum_vacuum_threshold=100000"}
+    ensure_chained()
+    before = chainer.pending_count()
+    with transaction.atomic():
+        record("test.pending_count", actor="tester")
+        record("test.pending_count", actor="tester")
+        assert chainer.pending_count() == before + 2  # this transaction's own, not chained yet
+        ensure_chained()
+        assert chainer.pending_count() == before
