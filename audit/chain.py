@@ -119,10 +119,10 @@ def json_safe(value: Any) -> Any:
 
 
 # The canonical form as PostgreSQL renders it, in two parts around ts and seq (the first two keys
-# in canonical order): '{"ts": "' + ts + '", "seq": ' + seq + CANONICAL_REST_SQL. The chainer reads
-# the rest of a pending event this way and adds the final ts and seq; verification renders the same
-# text for every event (audit/verify.py), so what is hashed on the way in and on the way out is one
-# definition. Only `details` and `approvers` go through jsonb's own output: about three times
+# in canonical order): '{"ts": "' + ts + '", "seq": ' + seq + CANONICAL_REST_SQL. Format 1's chainer
+# read the rest of a pending event this way and added the final ts and seq; verification renders
+# the same text for every format-1 event (audit/verify_lines.py), so what was hashed on the way in
+# and is checked on the way out is one definition. Only `details` and `approvers` go through jsonb's own output: about three times
 # cheaper for the server than jsonb_build_object(...)::text, byte for byte the same (tests). host()
 # only ever writes hex digits, dots and colons, so the address is quoted without to_json's escaping
 # pass (the same text, about a tenth of the server's rendering cost less).
@@ -134,11 +134,6 @@ CANONICAL_REST_SQL = """', "actor": ' || to_json(actor)::text || ', "action": ' 
     || ', "statement": ' || to_json(statement)::text
     || ', "request_id": ' || coalesce(request_id::text, 'null')
     || ', "object_type": ' || to_json(object_type)::text || '}'"""
-
-
-def canonical_head(ts_text: str, seq: int) -> str:
-    """The start of the canonical form, before CANONICAL_REST_SQL's text."""
-    return '{"ts": "' + ts_text + '", "seq": ' + str(seq)
 
 
 # --- format 2: the event's COPY line ------------------------------------------------------------

@@ -148,12 +148,5 @@ def seal_event(key: AuditKey | None, event: dict) -> str:
     return seal(key, message(event))
 
 
-def link(key: AuditKey | None, prev_hash: str | bytes, canonical: str | bytes) -> str:
-    """A format-1 event's hash: its message is prev_hash, a newline and the canonical form."""
-    prev = prev_hash.encode() if isinstance(prev_hash, str) else prev_hash
-    text = canonical.encode("utf-8") if isinstance(canonical, str) else canonical
-    return seal(key, prev + b"\n" + text)
-
-
 def constant_time_equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())

@@ -14,7 +14,8 @@ from audit.chain import FORMAT_COPY, canonical, copy_ts, json_safe, message
 from audit.chainer import ensure_chained
 from audit.models import AuditEvent
 from audit.services import event_dict, record
-from audit.verify import CANONICAL_SQL, canonical_in_database, copy_line_in_database, verify_chain
+from audit.verify import verify_chain
+from audit.verify_lines import CANONICAL_SQL, canonical_in_database, copy_line_in_database
 
 TRICKY = [
     {"text": "plain"},

@@ -21,7 +21,8 @@ from audit.chain import GENESIS_HASH
 from audit.chainer import PENDING_BASE, ensure_chained
 from audit.models import AuditEvent, AuditHead
 from audit.services import batched, event, event_dict, record, record_many
-from audit.verify import CHUNK, verify_chain
+from audit.verify import verify_chain
+from audit.verify_lines import CHUNK
 
 
 def _raw(statement: str, params=None) -> None:

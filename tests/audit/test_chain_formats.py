@@ -127,11 +127,11 @@ def test_parallel_ranges_over_both_formats_find_what_one_pass_finds():
 
 
 def test_rows_read_from_libpq_end_with_the_server_error_and_leave_the_connection_usable(db):
-    """Verification reads COPY rows straight from libpq (audit.verify._rows): every row the server
+    """Verification reads COPY rows straight from libpq (audit.verify_lines._rows): every row the server
     sent, then its error as an exception, never a silently short read; the connection still works."""
     import psycopg
 
-    from audit.verify import _rows
+    from audit.verify_lines import _rows
 
     failing = ("COPY (SELECT CASE WHEN g < 1000 THEN g ELSE 1 / (g - g) END FROM generate_series(1, 5000) AS g)"
                " TO STDOUT")
