@@ -140,7 +140,7 @@ def test_write_cost(people):
 
 
 def test_backfill_time(people):
-    backfill = importlib.import_module("portal.migrations.0022_request_count").BACKFILL
+    backfill = importlib.import_module("portal.migrations.0022_request_counts").BACKFILL
     dev = dev_instance()
     seed = given_request(requester=people["alice"], instance=dev)
     out = []

@@ -136,7 +136,7 @@ COUNT_SLOT_SECONDS = 15 * 60
 class RequestCount(models.Model):
     """How many requests were filed in a 15-minute slot (UTC) and are now in `status`.
 
-    Kept by PostgreSQL triggers on portal_changerequest (migrations 0022, 0024), in the same
+    Kept by PostgreSQL triggers on portal_changerequest (migration 0022), in the same
     transaction as the insert, status change or delete: no write path can miss it (bulk_create and
     queryset updates included). The triggers append RequestCountDelta rows, which
     fold_request_counts() adds here as upserts `n = n + excluded.n` (no change is lost); readers sum
@@ -171,7 +171,7 @@ class RequestCountDelta(models.Model):
 class RequestMedianDay(models.Model):
     """The dashboard's median time to apply of a closed day in a time zone (and how many requests
     were applied that day), computed once by the dashboard (portal/selectors/dashboard.py) and
-    dropped by triggers when a request applied around that day changes (migration 0023): a median
+    dropped by triggers when a request applied around that day changes (migration 0022): a median
     does not add up from parts as RequestCount's counts do."""
 
     pk = models.CompositePrimaryKey("zone", "day")

@@ -89,7 +89,7 @@ def _applied_per_day(visible: QuerySet, since: datetime, until: datetime | None 
 
 
 # Held exclusively while the dashboard computes closed days' medians, shared by the triggers that
-# drop them (migration 0023): a fill never keeps a median a concurrent writer has just changed.
+# drop them (migration 0022): a fill never keeps a median a concurrent writer has just changed.
 MEDIAN_LOCK = "dbportal.dashboard.median_days"
 
 

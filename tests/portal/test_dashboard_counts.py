@@ -25,7 +25,7 @@ from portal.selectors.admin import team_list_with_members
 from portal.selectors.dashboard import DAYS, Median, dashboard_data, fold_request_counts
 from tests.portal.ui_helpers import dev_instance, given_request
 
-backfill = importlib.import_module("portal.migrations.0022_request_count").BACKFILL
+backfill = importlib.import_module("portal.migrations.0022_request_counts").BACKFILL
 
 
 def direct_counts(requests=None, days: int = DAYS) -> dict[str, list[int]]:
@@ -412,7 +412,7 @@ def _waiting_or_done(thread: threading.Thread) -> None:
 def test_two_statuses_of_one_slot_changed_in_opposite_orders_do_not_deadlock(people):
     """A submit that auto-approves (INSERT submitted, then submitted -> queued) against a reviewer's
     approval of another request of the same 15 minutes (submitted -> queued in one statement):
-    with counters upserted by the writers (0022) each waited for the other's counter row."""
+    with counters upserted by the writers (the first design) each waited for the other's counter row."""
     dev = dev_instance()
     other = given_request(requester=people["alice"], instance=dev)
     inserted, approving, errors = threading.Event(), threading.Event(), []

@@ -70,7 +70,7 @@ class DatabaseOperations(base.DatabaseWrapper.ops_class):
             filled = [row[0] for row in cursor.fetchall()]
             # Foreign keys are checked at commit, when every referencing row is gone too.
             cursor.execute("SET CONSTRAINTS ALL DEFERRED")
-            # No trigger fires, as none would on TRUNCATE's rows: the requests' counters (portal 0024)
+            # No trigger fires, as none would on TRUNCATE's rows: the requests' counters (portal 0022)
             # would otherwise record the deleted requests as deltas in a table emptied before them.
             cursor.execute("SET LOCAL session_replication_role = replica")
             for table in filled:
