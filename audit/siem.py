@@ -13,11 +13,14 @@ never send the same collector's batch at once. A worker killed between the ackno
 the commit sends that batch again: duplicates are possible across such a crash or a reset
 connection, and a collector drops them by `seq`.
 
-Outages delay, never lose: a failed batch leaves the cursor where it was and the next attempt
-waits an exponential backoff (PORTAL_SIEM_INTERVAL_SECONDS doubling, capped by
-PORTAL_SIEM_BACKOFF_MAX_SECONDS, with jitter). The lag (head seq minus cursor) is on /healthz,
-on /metrics (`dbportal_siem_lag_events`) and on the admin page; past PORTAL_SIEM_LAG_ALERT events
-it raises `audit.forwarding_lagging` once and mails the platform admins.
+Outages delay, never lose: a failed batch leaves the cursor where it was (for a syslog collector,
+whose close says it read a batch but not that it kept it, the first failure after a success moves
+the cursor back over the last batch, `SiemCursor.batch_from`, so a collector that died after
+reading it gets it again) and the next attempt waits an exponential backoff
+(PORTAL_SIEM_INTERVAL_SECONDS doubling, capped by PORTAL_SIEM_BACKOFF_MAX_SECONDS, with jitter).
+The lag (head seq minus cursor) is on /healthz, on /metrics (`dbportal_siem_lag_events`) and on
+the admin page; past PORTAL_SIEM_LAG_ALERT events it raises `audit.forwarding_lagging` once and
+mails the platform admins.
 
 Audit events of the forwarder itself, each recorded once per change of state, never per batch,
 so forwarding them creates no further work (a healthy batch records nothing):
@@ -44,12 +47,13 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.mail import send_mail
 from django.db import connection, transaction
+from django.db.models import Max
 from django.utils import timezone
 from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily
 
 from audit.chainer import chain_pending
-from audit.models import AuditEvent, AuditHead, SiemCursor
+from audit.models import AuditArchive, AuditEvent, AuditHead, SiemCursor
 from audit.services import SYSTEM, record
 from audit.siem_transports import Collector, DeliveryFailed, configured_collectors
 
@@ -80,10 +84,19 @@ def events_after(after_seq: int, limit: int) -> list[dict[str, Any]]:
     last = head_seq()
     if last <= after_seq:
         return []
-    rows = (AuditEvent.objects.filter(seq__gt=after_seq, seq__lte=last).order_by("seq")
-            .values(*EVENT_FIELDS)[:limit])
+    rows = list(AuditEvent.objects.filter(seq__gt=after_seq, seq__lte=last).order_by("seq")
+                .values(*EVENT_FIELDS)[:limit])
     run: list[dict[str, Any]] = []
     expected = after_seq + 1
+    if rows and rows[0]["seq"] != expected:
+        # Events that left the online table with a detached archive are not a gap to wait at: a
+        # month is detached only once every collector acknowledged it, so a cursor below it is one
+        # sent back over a batch (forward_one_batch) or a collector added since, which starts at the
+        # online log (the archived months are in the archive files).
+        detached_through = (AuditArchive.objects.filter(detached_at__isnull=False)
+                            .aggregate(through=Max("last_seq"))["through"] or 0)
+        if expected <= detached_through:
+            expected = detached_through + 1
     for row in rows:
         if row["seq"] != expected or not row["hash"]:
             break
@@ -97,8 +110,9 @@ def events_after(after_seq: int, limit: int) -> list[dict[str, Any]]:
 def sync_cursors(collectors: dict[str, Collector]) -> None:
     """A cursor row per configured collector; start and stop of forwarding are events.
 
-    A new collector starts at the beginning of the log (the SIEM gets the whole trail); a changed
-    destination keeps the cursor (the same collector moved). One worker at a time (advisory lock).
+    A new collector starts at the beginning of the online log (the SIEM gets the whole trail still
+    online; detached months are in the archive files: events_after); a changed destination keeps
+    the cursor (the same collector moved). One worker at a time (advisory lock).
     """
     with transaction.atomic():
         with connection.cursor() as cursor:
@@ -165,13 +179,18 @@ def forward_one_batch(collector: Collector) -> str:
                         cursor=row.last_seq)
             if row.state != "failing":
                 row.state = "failing"
+                details = {"collector": row.name, "destination": row.destination, "reason": exc.reason,
+                           "cursor": row.last_seq}
+                if not collector.acknowledges_storage and row.batch_from < row.last_seq:
+                    # The collector may have read the last batch and died before keeping it: send it
+                    # again (a duplicate the collector drops by seq, never a loss).
+                    details["resend_from"] = row.last_seq = row.batch_from
                 record("audit.forwarding_failed", actor=SYSTEM, object_type="siem_collector", object_id=row.name,
-                       outcome="failed", details={"collector": row.name, "destination": row.destination,
-                                                  "reason": exc.reason, "cursor": row.last_seq})
+                       outcome="failed", details=details)
             _check_lag(row)
             row.save()
             return "failed"
-        row.last_seq, row.last_sent_at = events[-1]["seq"], timezone.now()
+        row.batch_from, row.last_seq, row.last_sent_at = row.last_seq, events[-1]["seq"], timezone.now()
         if row.state == "failing":
             record("audit.forwarding_recovered", actor=SYSTEM, object_type="siem_collector", object_id=row.name,
                    outcome="ok", details={"collector": row.name, "destination": row.destination,

@@ -10,6 +10,9 @@ class SiemCursor(models.Model):
     name = models.CharField(max_length=32, primary_key=True)  # "syslog" or "https"
     destination = models.CharField(max_length=300, blank=True)  # scheme://host:port, never a token or path
     last_seq = models.BigIntegerField(default=0)  # every event up to here was acknowledged
+    # The cursor before the last acknowledged batch: a syslog collector's close says it read that
+    # batch, not that it stored it, so the first failure after it sends the batch again from here.
+    batch_from = models.BigIntegerField(default=0)
     state = models.CharField(max_length=16, default="ok")  # ok | failing | stopped
     paused = models.BooleanField(default=False)
     paused_by = models.CharField(max_length=150, blank=True)

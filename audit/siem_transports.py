@@ -12,7 +12,9 @@ Two collectors, each configured from the environment (portal/conf.py, PORTAL_SIE
   for the collector to close its side. A collector that dies before reading resets the connection
   and the batch is sent again; a clean close (or no reset within the timeout once every byte was
   written) acknowledges it. Plain syslog has no application acknowledgement: that is the strongest
-  one TCP gives.
+  one TCP gives, and it says the collector read the frames, not that it kept them (one killed
+  after reading closes cleanly): the forwarder sends the last batch again on the first failure
+  after it, so a collector's crash duplicates at most a batch and loses none.
 - `https`: the events as JSON lines (`application/x-ndjson`), one POST per batch, with
   `Authorization: Bearer PORTAL_SIEM_HTTPS_TOKEN`, the certificate checked against
   PORTAL_SIEM_HTTPS_CA_FILE (or the system's CAs). A 2xx acknowledges the batch; anything else,
@@ -30,7 +32,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import structlog
@@ -121,6 +123,10 @@ class SyslogCollector:
     tls: bool
     ca_file: Any = None
     name: str = "syslog"
+    # A close acknowledges that the collector read the batch, not that it stored it: one that dies
+    # between the two has closed cleanly (the kernel's FIN), so the forwarder sends the last batch
+    # again on the first failure after it (audit/siem.py).
+    acknowledges_storage: ClassVar[bool] = False
 
     @classmethod
     def from_url(cls, url: str, ca_file: Any) -> SyslogCollector:
@@ -185,6 +191,7 @@ class HttpsCollector:
     token: str = ""
     ca_file: Any = None
     name: str = "https"
+    acknowledges_storage: ClassVar[bool] = True  # the collector answers 2xx once it has the batch
 
     @property
     def destination(self) -> str:

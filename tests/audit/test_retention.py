@@ -39,6 +39,7 @@ from audit.archive_verify import check_archive, verify_all
 from audit.chain import GENESIS_HASH
 from audit.models import AuditArchive, AuditEvent, AuditHead, SiemCursor
 from audit.services import event_dict
+from audit.siem import events_after
 from audit.verify import verify_chain
 from portal.conf import Config
 from portal.errors import Conflict, PolicyViolation
@@ -152,6 +153,19 @@ def test_run_archives_detaches_and_deletes_only_after_retention(seeded, settings
     assert [a["status"] for a in full.archives] == ["deleted"] * len(expired) + ["detached"] * (len(archived) - len(expired))
     # and a second run finds nothing due
     assert run().as_dict() == {"archived": [], "detached": [], "deleted": [], "waiting_for_siem": [], "busy": False}
+
+
+def test_a_siem_cursor_below_the_detached_months_continues_from_the_online_log(seeded):
+    # given every archivable month detached (no collector was forwarding)
+    report = run()
+    online_first = AuditEvent.objects.filter(seq__gt=0).order_by("seq").first().seq
+    assert report.detached and online_first > 1
+    # then a collector added since (cursor 0), or one sent back over a batch to below the detached
+    # months, continues from the online log's first event instead of waiting at the archived range
+    for cursor in (0, online_first - 2):
+        assert [e["seq"] for e in events_after(cursor, 3)] == [online_first, online_first + 1, online_first + 2]
+    # and a cursor inside the online log reads on as before
+    assert [e["seq"] for e in events_after(online_first, 2)] == [online_first + 1, online_first + 2]
 
 
 def test_months_a_siem_collector_has_not_acknowledged_stay_online(seeded, settings):

@@ -8,7 +8,10 @@ dropped by seq.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 
 import pytest
 from django.db import transaction
@@ -23,6 +26,7 @@ from audit.siem import (
     forward_one_batch,
     siem_pause,
     siem_resume,
+    sync_cursors,
 )
 from audit.siem_transports import HttpsCollector, SyslogCollector, octet_frame, syslog_message
 from tests.audit.siem_helpers import TOKEN, Listener, make_ca
@@ -139,13 +143,17 @@ def test_tls_syslog_delivers_in_order_and_a_wrong_ca_is_refused(db, settings, tm
     other = make_ca(tmp_path / "other", name="other")
     settings.SIEM_SYSLOG_CA_FILE = other["ca"]
     _record(1, "wrong-ca")
-    before = SiemCursor.objects.get(name="syslog").last_seq
+    before = SiemCursor.objects.get(name="syslog")
     assert forward_one_batch(SyslogCollector.from_url(settings.SIEM_SYSLOG, other["ca"])) == "failed"
-    # then nothing moves, the failure is recorded once with the reason, and the next try waits
+    # then nothing goes forward: the cursor steps back over the last batch (a syslog close says the
+    # collector read it, not that it kept it), the failure is recorded once with the reason, and the
+    # next try waits
     cursor = SiemCursor.objects.get(name="syslog")
-    assert cursor.last_seq == before and cursor.state == "failing" and "certificate" in cursor.last_error
+    assert before.batch_from < before.last_seq
+    assert cursor.last_seq == before.batch_from and cursor.state == "failing" and "certificate" in cursor.last_error
     failed = AuditEvent.objects.filter(action="audit.forwarding_failed", object_id="syslog")
     assert failed.count() == 1 and failed.get().outcome == "failed"
+    assert (failed.get().details["cursor"], failed.get().details["resend_from"]) == (before.last_seq, before.batch_from)
     assert forward_one_batch(SyslogCollector.from_url(settings.SIEM_SYSLOG, other["ca"])) == "waiting"
 
 
@@ -238,6 +246,67 @@ def test_a_collector_no_longer_configured_is_stopped_once(db, settings):
     assert SiemCursor.objects.get(name="syslog").state == "stopped"
     stops = AuditEvent.objects.filter(action="audit.forwarding_stopped", object_id="syslog")
     assert stops.count() == 1 and stops.get().details["reason"] == "no longer configured"
+
+
+class _ReadsAndForgets:
+    """A syslog collector that reads every frame, closes cleanly, and keeps nothing: what a collector
+    killed between reading a batch and storing it looks like from the sender's side."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.server.accept()
+                with conn:
+                    while conn.recv(65536):
+                        pass
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept (close alone may not)
+        self.server.close()
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive()
+
+
+def test_a_syslog_collector_that_dies_after_reading_a_batch_gets_it_again(db, settings, tmp_path, listeners):
+    # given a syslog collector that acknowledges a batch by its close and then dies without keeping it
+    forgetful = _ReadsAndForgets()
+    settings.SIEM_SYSLOG = f"tcp://127.0.0.1:{forgetful.port}"
+    settings.SIEM_HTTPS_URL = None
+    settings.SIEM_BATCH_SIZE = 4
+    _record(6, "forgotten")
+    collector = SyslogCollector.from_url(settings.SIEM_SYSLOG, None)
+    sync_cursors({"syslog": collector})
+    assert forward_one_batch(collector) == "sent" and forward_one_batch(collector) == "sent"
+    cursor = SiemCursor.objects.get(name="syslog")
+    first_end, end = cursor.batch_from, cursor.last_seq  # two batches acknowledged by a close
+    assert first_end == 4 and end > first_end
+    forgetful.close()
+    # when the next attempt finds it gone
+    _record(1, "after")
+    assert forward_one_batch(collector) == "failed"
+    # then the cursor steps back over the last batch only: the collector read the earlier one to the
+    # end of its connection and then accepted and read another, so it was alive after it (a syslog
+    # collector keeps what it read before it closes; what one buffers past its close, no syslog
+    # acknowledgement can tell)
+    cursor = SiemCursor.objects.get(name="syslog")
+    assert cursor.last_seq == first_end and cursor.state == "failing"
+    # and once a collector answers at that address again, the batch it may have lost comes again
+    listener = Listener("syslog", tmp_path / "back.jsonl").start()
+    listeners.append(listener)
+    settings.SIEM_SYSLOG = f"tcp://127.0.0.1:{listener.port}"
+    collector = SyslogCollector.from_url(settings.SIEM_SYSLOG, None)
+    SiemCursor.objects.filter(name="syslog").update(next_attempt_at=None)
+    while forward_one_batch(collector) == "sent":
+        pass
+    assert [r["msg"]["seq"] for r in listener.received()][:end - first_end] == list(range(first_end + 1, end + 1))
+    assert SiemCursor.objects.get(name="syslog").last_seq == _head()
 
 
 # --- the worker: an outage mid-stream --------------------------------------------------------------
