@@ -122,10 +122,11 @@ def json_safe(value: Any) -> Any:
 # in canonical order): '{"ts": "' + ts + '", "seq": ' + seq + CANONICAL_REST_SQL. Format 1's chainer
 # read the rest of a pending event this way and added the final ts and seq; verification renders
 # the same text for every format-1 event (audit/verify_lines.py), so what was hashed on the way in
-# and is checked on the way out is one definition. Only `details` and `approvers` go through jsonb's own output: about three times
-# cheaper for the server than jsonb_build_object(...)::text, byte for byte the same (tests). host()
-# only ever writes hex digits, dots and colons, so the address is quoted without to_json's escaping
-# pass (the same text, about a tenth of the server's rendering cost less).
+# and is checked on the way out is one definition. Only `details` and `approvers` go through
+# jsonb's own output: about three times cheaper for the server than jsonb_build_object(...)::text,
+# byte for byte the same (tests). host() only ever writes hex digits, dots and colons, so the
+# address is quoted without to_json's escaping pass (the same text, about a tenth of the server's
+# rendering cost less).
 CANONICAL_REST_SQL = """', "actor": ' || to_json(actor)::text || ', "action": ' || to_json(action)::text
     || ', "details": ' || details::text || ', "outcome": ' || to_json(outcome)::text
     || ', "actor_ip": ' || coalesce('"' || host(actor_ip) || '"', 'null')

@@ -89,13 +89,15 @@ def events_after(after_seq: int, limit: int) -> list[dict[str, Any]]:
     run: list[dict[str, Any]] = []
     expected = after_seq + 1
     if rows and rows[0]["seq"] != expected:
-        # Events that left the online table with a detached archive are not a gap to wait at: a
-        # month is detached only once every collector acknowledged it, so a cursor below it is one
-        # sent back over a batch (forward_one_batch) or a collector added since, which starts at the
-        # online log (the archived months are in the archive files).
+        # Events that left the online table with a detached archive are not a gap to wait at (the
+        # forwarder reads only the online table). A month is detached only once every forwarding
+        # collector acknowledged it, so a cursor below it is one sent back over a batch
+        # (forward_one_batch), or a collector added, or configured again after being stopped, since:
+        # it starts at the online log, and the archived months are in the archive files.
         detached_through = (AuditArchive.objects.filter(detached_at__isnull=False)
                             .aggregate(through=Max("last_seq"))["through"] or 0)
         if expected <= detached_through:
+            log.info("siem.from_online_log", after_seq=after_seq, detached_through=detached_through)
             expected = detached_through + 1
     for row in rows:
         if row["seq"] != expected or not row["hash"]:

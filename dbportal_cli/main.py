@@ -16,7 +16,10 @@ from typing import Any
 
 import click
 
-from dbportal_cli import config, filing
+from dbportal_cli import (
+    config,
+    filing,  # noqa: F401 - registers request, wait, secret, approve and reject on `cli`
+)
 from dbportal_cli.base import (
     REQUEST_TYPES,
     Context,
@@ -30,9 +33,6 @@ from dbportal_cli.base import (
     table,
 )
 from dbportal_cli.client import Client
-
-# `request`, `wait`, `secret`, `approve` and `reject` are registered on `cli` by importing filing.
-__all__ = ["cli", "filing", "main"]
 
 
 @cli.command()
