@@ -31,8 +31,12 @@ sso-demo: $(STAMP)
 	  PORTAL_OIDC_NAME="local test provider" PORTAL_OIDC_GROUP_MAP=docs/identity-group-map.example.json \
 	  $(PY) manage.py run
 
+# One pytest-xdist worker per CPU (at most 4), each on its own embedded servers under var/test-gwN;
+# a whole test file goes to one worker, so a module's fixtures (a fresh cluster, a 100k-event log)
+# are built once. `make test TEST_WORKERS=0` runs the suite in one process, under var/test.
+TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses=4 --dist loadfile
 
 check: $(STAMP)
 	$(VENV)/bin/ruff check .
