@@ -22,7 +22,7 @@ os.environ.setdefault("PORTAL_FERNET_KEYS", "ZGJwb3J0YWwtdGVzdC1mZXJuZXQta2V5LTM
 # The audit chain's key, fixed likewise (32 bytes, urlsafe base64; audit/keys.py).
 os.environ.setdefault("PORTAL_AUDIT_KEYS", "ZGJwb3J0YWwtdGVzdC1hdWRpdC1rZXktMzJieXRlcyE=")
 
-from portal.settings.base import *  # noqa: F403
+from portal.settings.base import *  # noqa: E402, F403 - the environment above must be set first
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
 SESSION_COOKIE_SECURE = False
