@@ -31,12 +31,19 @@ sso-demo: $(STAMP)
 	  PORTAL_OIDC_NAME="local test provider" PORTAL_OIDC_GROUP_MAP=docs/identity-group-map.example.json \
 	  $(PY) manage.py run
 
-# One pytest-xdist worker per CPU (at most 4), each on its own embedded servers under var/test-gwN;
-# a whole test file goes to one worker, so a module's fixtures (a fresh cluster, a 100k-event log)
-# are built once. `make test TEST_WORKERS=0` runs the suite in one process, under var/test.
-TEST_WORKERS ?= auto
+# One pytest-xdist worker per CPU (at most 4), each on its own state folder (var/test-gw0, ...):
+# its own embedded PostgreSQL and Redis, clusters and replicas, so no worker sees another's roles,
+# queues or files. A whole test file goes to one worker, so a module's fixtures (a fresh cluster, a
+# 100k-event log) are built once. `make test TEST_WORKERS=0` runs it in one process, on var/test.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
+TEST_VAR := $(or $(PORTAL_VAR_DIR),$(CURDIR)/var/test)
+ifeq ($(TEST_WORKERS),0)
+TEST_DIST :=
+else
+TEST_DIST := --dist loadfile $(foreach i,$(shell seq 0 $$(($(TEST_WORKERS) - 1))),--tx popen//env:PORTAL_VAR_DIR=$(TEST_VAR)-gw$(i))
+endif
 test: $(STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses=4 --dist loadfile
+	$(PY) -m pytest $(TEST_DIST)
 
 check: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -10,19 +10,13 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("PORTAL_VAR_DIR", str(Path(__file__).resolve().parent.parent.parent / "var" / "test"))
-# Each pytest-xdist worker runs on its own state folder (var/test-gw0, var/test-gw1, ...): its own
-# embedded PostgreSQL, Redis, clusters and replicas, so no worker sees another's roles, queues or
-# files. The suffix goes into the environment once; the worker's child processes inherit it.
-_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-if _worker and not os.environ["PORTAL_VAR_DIR"].endswith("-" + _worker):
-    os.environ["PORTAL_VAR_DIR"] += "-" + _worker
 os.environ.setdefault("PORTAL_SECRET_KEY", "test-secret-key-not-for-production-" + "x" * 20)
 # A fixed key (urlsafe base64 of 32 bytes): the suite never depends on a generated key file.
 os.environ.setdefault("PORTAL_FERNET_KEYS", "ZGJwb3J0YWwtdGVzdC1mZXJuZXQta2V5LTMyYnl0ZXM=")
 # The audit chain's key, fixed likewise (32 bytes, urlsafe base64; audit/keys.py).
 os.environ.setdefault("PORTAL_AUDIT_KEYS", "ZGJwb3J0YWwtdGVzdC1hdWRpdC1rZXktMzJieXRlcyE=")
 
-from portal.settings.base import *  # noqa: E402, F403 - the environment above must be set first
+from portal.settings.base import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
 SESSION_COOKIE_SECURE = False
