@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.fixtures.people",
     "tests.fixtures.clusters",
     "tests.fixtures.celery",
+    "tests.fixtures.ordering",  # xdist: every worker keeps pytest-django's order
 ]
 
 # Fixtures that reach a server: the portal database, a PostgreSQL cluster, Celery, Chromium.

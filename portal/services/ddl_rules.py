@@ -24,8 +24,9 @@ def rule_setting_set(*, actor: Any, environment: str, rule_id: str, enabled: boo
     if rule_id not in RULES:
         raise InvalidPayload.field("rule_id", "unknown rule")
     with transaction.atomic():
+        # A missing row means the rule is on (DdlRuleSetting): that is what the switch changes.
         setting, _ = DdlRuleSetting.objects.select_for_update().get_or_create(
-            environment=environment, rule_id=rule_id, defaults={"enabled": enabled})
+            environment=environment, rule_id=rule_id, defaults={"enabled": True})
         before = setting.enabled
         setting.enabled = enabled
         setting.updated_by = actor.username

@@ -29,6 +29,17 @@ def test_admin_switches_a_rule_off_in_one_environment_only(people):
                              "before": True, "after": False}
 
 
+def test_a_rule_without_a_row_is_on_and_switching_it_off_records_it_was_on(people):
+    # given a rule whose row is gone (a missing row means the rule is on)
+    DdlRuleSetting.objects.filter(environment="staging", rule_id="ddl.naming").delete()
+    assert "ddl.naming" in enabled_rules("staging")
+    # when an admin switches it off, the event says it was on before
+    rule_setting_set(actor=people["admin"], environment="staging", rule_id="ddl.naming", enabled=False)
+    assert "ddl.naming" not in enabled_rules("staging")
+    event = AuditEvent.objects.filter(action="ddl_rule.changed", object_id="ddl.naming").get()
+    assert event.details["before"] is True and event.details["after"] is False
+
+
 @pytest.mark.parametrize("username", ["alice", "bob", "carol"])
 def test_only_admins_switch_rules(people, username):
     with pytest.raises(PolicyViolation):

@@ -96,7 +96,7 @@ def test_worker_killed_during_backup_then_retried_ends_with_exactly_one_replica(
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
 
 
-def test_a_failed_build_cleans_up_and_fails_thereplica_request(people, primary, primary_cluster):
+def test_a_failed_build_cleans_up_and_fails_the_request(people, primary, primary_cluster):
     # given a primary whose pg_hba.conf rejects the replication role before the portal's own line
     reject = f"host replication {REPLICATION_ROLE} 127.0.0.1/32 reject"
     hba = primary_cluster.data_dir / "pg_hba.conf"
@@ -155,7 +155,7 @@ def test_a_backup_from_a_stopped_primary_is_retried_later(people, primary, prima
     assert "pg_basebackup failed" in classified.message and "refused" in classified.message.lower()
 
 
-def test_a_backup_refused_by_authentication_fails_thereplica_request(people, primary, primary_cluster):
+def test_a_backup_refused_by_authentication_fails_the_request(people, primary, primary_cluster):
     # given a running primary and a wrong replication password
     from provisioning.replicas.local import LocalReplicaDriver
 
