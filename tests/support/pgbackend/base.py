@@ -3,7 +3,10 @@ empties only the tables that hold rows, and a flush that deadlocks with a test w
 is tried again.
 
 The audit table rejects TRUNCATE by design, so tests that commit (the Celery worker must see
-their rows) keep appending to one chain; tests look events up by request id, never by count.
+their rows) keep appending to one chain: a transactional test looks events up by request id,
+never by count. The tests in a rolled-back transaction run before any transactional one on the
+same database (pytest-django's order, kept under xdist by tests/fixtures/ordering.py), so they
+see only the events of the migrations and their own.
 
 Django's flush is one TRUNCATE of every table (~55): each table and each of its indexes gets new
 files, whether or not it held a row, ~0.1-0.25 s a transactional test. After one, a handful of
