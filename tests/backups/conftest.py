@@ -7,8 +7,7 @@ import shutil
 
 import pytest
 
-from portal.choices import Environment, InstanceKind, InstanceStatus
-from tests.fixtures.clusters import fresh_cluster
+from tests.fixtures.clusters import fresh_cluster, instance_for
 
 
 @pytest.fixture(scope="module")
@@ -21,13 +20,4 @@ def backup_cluster():
 
 @pytest.fixture
 def backup_instance(db, backup_cluster):
-    from portal.models import Instance
-
-    instance = Instance(
-        name="vault", environment=Environment.DEV, kind=InstanceKind.LOCAL, host="127.0.0.1",
-        port=backup_cluster.port, database="postgres", admin_user="postgres",
-        data_dir=str(backup_cluster.data_dir), status=InstanceStatus.REACHABLE, server_version="16",
-    )
-    instance.admin_password = backup_cluster.admin_password
-    instance.save()
-    return instance
+    return instance_for(backup_cluster, "vault")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from portal.choices import Environment, InstanceKind, InstanceStatus, RequestStatus
+from portal.choices import Environment, RequestStatus
 from portal.models import Instance
-from tests.fixtures.clusters import fresh_cluster
+from tests.fixtures.clusters import fresh_cluster, instance_for
 from tests.provisioning.replica_helpers import apply_now, remove_all_replicas, replica_request
 
 
@@ -24,13 +24,7 @@ def primary(db, primary_cluster):
     """The module's cluster registered as local instance `sales_primary` (environment staging)."""
     if not primary_cluster.is_running():
         primary_cluster.start()
-    instance = Instance(
-        name="sales_primary", environment=Environment.STAGING, kind=InstanceKind.LOCAL, host="127.0.0.1",
-        port=primary_cluster.port, database="postgres", admin_user="postgres",
-        data_dir=str(primary_cluster.data_dir), status=InstanceStatus.REACHABLE, server_version="16",
-    )
-    instance.admin_password = primary_cluster.admin_password
-    instance.save()
+    instance = instance_for(primary_cluster, "sales_primary", Environment.STAGING)
     yield instance
     remove_all_replicas()
 
