@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run sso-demo test check lint venv bench load clean-var
+.PHONY: run sso-demo test test-stop check lint venv bench load clean-var
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,5 +62,10 @@ bench: $(STAMP)
 load: $(STAMP)
 	$(PY) bench/load.py
 
-clean-var:
-	rm -rf var/test
+# Stop the embedded servers `make test` left running for the next run (var/test, var/test-gwN).
+test-stop: $(STAMP)
+	$(PY) -c "from pathlib import Path; from portal.embedded import stop_database, stop_redis; \
+	[(stop_redis(v), stop_database(v)) for v in [Path('var/test'), *Path('var').glob('test-gw*')] if v.is_dir()]"
+
+clean-var: test-stop
+	rm -rf var/test var/test-gw*
