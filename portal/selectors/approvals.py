@@ -161,10 +161,13 @@ def approver_groups_of(user: Any) -> set[str]:
 
 
 def team_leads(team: Team) -> set[int]:
-    """Ids of the users holding the guardian permission `portal.lead_team` on `team` (not superusers)."""
+    """Ids of the team's leads: members holding the guardian permission `portal.lead_team` on
+    `team`, given to them or to one of their groups (not superusers). The same definition as the
+    decision rules' (decision_sql._led_teams_sql): a group holding the permission does not make its
+    users who are not members leads, so the tally and the notifications agree with who may decide."""
     users = get_users_with_perms(team, only_with_perms_in=["lead_team"], with_superusers=False,
                                  with_group_users=True)
-    return set(users.values_list("pk", flat=True))
+    return set(users.filter(memberships__team=team).values_list("pk", flat=True))
 
 
 @dataclass(frozen=True)

@@ -225,3 +225,13 @@ def test_pending_reviews_follow_the_decision_rules_in_one_query(queue_world, dja
                     approved = False
                 transaction.set_rollback(True)
             assert approved == allowed, (username, case)
+
+
+def test_a_lead_is_a_member_holding_the_permission_for_the_tally_and_the_mail_as_for_the_rules(queue_world):
+    from portal.selectors.approvals import team_leads
+
+    w = queue_world
+    # erin leads analytics through a group and is a member; dave leads it himself
+    assert team_leads(w["analytics"]) == {w["dave"].pk, w["erin"].pk}
+    # frank holds lead_team on payments but is no member: no lead there, as the decision rules say
+    assert w["frank"].pk not in team_leads(w["payments"]) and w["alice"].pk in team_leads(w["payments"])
