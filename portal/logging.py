@@ -24,7 +24,7 @@ _SENSITIVE_KEYS = {"password", "admin_password", "secret", "token", "dsn", "pwd"
 def _folded(text: str) -> str:
     """The text as re.IGNORECASE compares the letters of "password": lower case, and the long s
     (U+017F), which re.I takes for an s and str.lower() keeps, as an s. (No other character matches
-    one of those letters under re.I; tests/portal/test_log_hygiene.py checks every code point.)"""
+    one of those letters under re.I; tests/portal/test_redaction.py checks every code point.)"""
     return text.lower().replace("\u017f", "s")
 
 
