@@ -29,18 +29,10 @@ def _folded(text: str) -> str:
 
 
 def redact_text(text: str) -> str:
-    folded: str | None = None
     for trigger, pattern, replacement in _PATTERNS:
-        if trigger == "password":
-            folded = _folded(text) if folded is None else folded
-            present = trigger in folded
-        else:
-            present = trigger in text
-        if present:
-            # the triggers are tested on the text as it is now: an earlier pattern may change it
-            redacted = pattern.sub(replacement, text)
-            if redacted != text:
-                text, folded = redacted, None
+        # the trigger is looked for in the text as it is now: an earlier pattern may have changed it
+        if trigger in (_folded(text) if trigger == "password" else text):
+            text = pattern.sub(replacement, text)
     return text
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import time
 
 import psycopg
 
@@ -18,6 +17,7 @@ from portal.selectors.plan_context import plan_context_for
 from provisioning import engine
 from provisioning.plans import module_for, plan_hash, plan_text
 from provisioning.replicas.local import processes_using, replicas_root
+from tests.fixtures.celery import wait_until
 
 POLL_SECONDS = 15  # upper bound for "visible on the replica within seconds"
 
@@ -54,13 +54,5 @@ def admin_conn_to(instance: Instance, dbname: str = "postgres", **kw) -> psycopg
 
 
 def poll(fn, what: str):
-    deadline = time.monotonic() + POLL_SECONDS
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not seen within {POLL_SECONDS} s")
-        time.sleep(0.05)
-
-
+    """wait_until with the replica tests' bound ("visible on the replica within seconds")."""
+    return wait_until(fn, timeout=POLL_SECONDS, interval=0.05, message=what)
